@@ -1,0 +1,38 @@
+"""The Q Marketplace API: `create_app(config=None)` builds the Flask app."""
+from flask import Flask
+
+from app import account, auth, balance, chat, keys, models, ops
+from app.config import load_config
+from app.errors import register_error_handlers
+from app.extensions import db
+from app.observability import configure_logging, register_request_hooks
+from app.security import TokenIssuer
+
+API_PREFIX = "/api/v1"
+MAX_BODY_BYTES = 1024 * 1024
+API_BLUEPRINTS = (auth, keys, balance, chat, models, account)
+
+
+def create_app(config=None):
+    """Settings come from defaults, `.env`, the environment, then `config`."""
+    app = Flask(__name__)
+    app.config.update(load_config(config))
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False
+    configure_logging(app.config["LOG_LEVEL"])
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_request_hooks(app)
+    return app
+
+
+def register_extensions(app):
+    db.init_app(app)
+    app.extensions["tokens"] = TokenIssuer(app.config)
+
+
+def register_blueprints(app):
+    app.register_blueprint(ops.bp)
+    for module in API_BLUEPRINTS:
+        app.register_blueprint(module.bp, url_prefix=API_PREFIX + module.bp.url_prefix)

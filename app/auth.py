@@ -1,0 +1,106 @@
+"""Accounts and tokens: endpoints 1–5."""
+import functools
+
+from flask import Blueprint, current_app, g, request
+
+from app.errors import Conflict, InvalidToken, Unauthorized
+from app.extensions import db
+from app.requests import json_body
+from app.schemas import Balance, LoginRequest, Profile, RefreshRequest, RegisterRequest, TokenPair, User
+from app.security import ACCESS, REFRESH, dummy_password_hash, hash_password, verify_password
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+def tokens():
+    return current_app.extensions["tokens"]
+
+
+def require_auth(view):
+    """Admits a request bearing a live access token; sets g.user_id."""
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if not token:
+            raise Unauthorized()
+        if scheme.lower() != "bearer":
+            raise InvalidToken()
+        claims = tokens().decode(token.strip(), ACCESS)
+        if db.token_generation(claims["sub"]) != claims["gen"]:
+            raise InvalidToken()
+        g.user_id = claims["sub"]
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _token_pair(user, generation):
+    issuer = tokens()
+    access, _, _ = issuer.issue(user["id"], ACCESS, generation)
+    refresh, jti, expires_at = issuer.issue(user["id"], REFRESH, generation)
+    db.store_refresh_token(jti, user["id"], generation, expires_at)
+    return access, refresh
+
+
+def _pair_response(access, refresh, user):
+    return TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        expires_in=current_app.config["ACCESS_TOKEN_TTL"],
+        user=User.model_validate(user),
+    ).model_dump(mode="json")
+
+
+@bp.post("/register")
+def register():
+    body = json_body(RegisterRequest)
+    password_hash = hash_password(body.password, current_app.config["PASSWORD_ITERATIONS"])
+    taken, user = db.create_user(body.email, body.username, password_hash)
+    if taken:
+        raise Conflict(f"That {taken} is already registered.", {"field": taken}, code=f"{taken}_taken")
+    return User.model_validate(user).model_dump(mode="json"), 201, {"Location": "/api/v1/auth/me"}
+
+
+@bp.post("/login")
+def login():
+    body = json_body(LoginRequest)
+    iterations = current_app.config["PASSWORD_ITERATIONS"]
+    user = db.user_for_login(body.email)
+    # An unknown email costs one full PBKDF2 too, so timing reveals nothing.
+    stored = user["password_hash"] if user else dummy_password_hash(iterations)
+    matches, stored_iterations = verify_password(body.password, stored)
+    if not (user and matches):
+        raise Unauthorized("Invalid email or password.")
+    if stored_iterations < iterations:
+        db.replace_password_hash(user["id"], stored, hash_password(body.password, iterations))
+    access, refresh = _token_pair(user, user["token_generation"])
+    return _pair_response(access, refresh, user)
+
+
+@bp.post("/refresh")
+def refresh():
+    body = json_body(RefreshRequest)
+    issuer = tokens()
+    claims = issuer.decode(body.refresh_token, REFRESH)
+    user_id, generation = claims["sub"], claims["gen"]
+    new_refresh, new_jti, expires_at = issuer.issue(user_id, REFRESH, generation)
+    outcome = db.spend_refresh_token(claims["jti"], user_id, new_jti, generation, expires_at)
+    if outcome == "reused":
+        # A spent refresh token came back: it may be stolen, so end every session.
+        db.revoke_tokens(user_id)
+    if outcome != "ok":
+        raise InvalidToken()
+    access, _, _ = issuer.issue(user_id, ACCESS, generation)
+    return _pair_response(access, new_refresh, db.profile(user_id))
+
+
+@bp.post("/logout")
+@require_auth
+def logout():
+    db.revoke_tokens(g.user_id)
+    return "", 204
+
+
+@bp.get("/me")
+@require_auth
+def me():
+    row = db.profile(g.user_id)
+    return Profile(**User.model_validate(row).model_dump(), balance=Balance.from_row(row)).model_dump(mode="json")

@@ -1,0 +1,200 @@
+"""Settings: defaults, then `.env`, then the process environment, then what a
+caller (a test) passes in. Every key read here is listed in `.env.example`."""
+import base64
+import binascii
+import os
+import secrets
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from urllib.parse import quote
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or unusable; the message says which and why."""
+
+
+def _text(value):
+    return "" if value is None else str(value).strip()
+
+
+def _integer(minimum, maximum=None):
+    def parse(value):
+        number = int(value)
+        if number < minimum or (maximum is not None and number > maximum):
+            raise ValueError(f"must be between {minimum} and {maximum or 'unbounded'}")
+        return number
+    return parse
+
+
+def _flag(value):
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _decimal(value):
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError("must be a decimal number") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError("must be a positive decimal number")
+    return amount
+
+
+def _choice(*allowed):
+    def parse(value):
+        text = _text(value)
+        if text not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return text
+    return parse
+
+
+def _csv(value):
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value]
+    return [item.strip() for item in _text(value).split(",") if item.strip()]
+
+
+def _seconds(value):
+    seconds = float(value)
+    if not 0 < seconds <= 3600:
+        raise ValueError("must be between 0 and 3600 seconds")
+    return seconds
+
+
+# name: (default, parser). The parser turns a string (or an already typed value
+# passed by a caller) into the value the application uses.
+SETTINGS = {
+    "APP_ENV": ("production", _choice("production", "development")),
+    "HOST": ("127.0.0.1", _text),
+    "PORT": ("8000", _integer(1, 65535)),
+    "DATABASE_URL": ("", _text),
+    "MIGRATE_DATABASE_URL": ("", _text),
+    "DB_HOST": ("", _text),
+    "DB_PORT": ("5432", _integer(1, 65535)),
+    "DB_NAME": ("qmarket", _text),
+    "DB_USER": ("app_user", _text),
+    "DB_PASSWORD": ("", _text),
+    "DB_POOL_SIZE": ("10", _integer(1, 1000)),
+    "DB_POOL_TIMEOUT": ("5", _seconds),
+    "SECRET_KEY": ("", _text),
+    "ENCRYPTION_KEYS": ("", _text),
+    "FINGERPRINT_KEY": ("", _text),
+    "PASSWORD_ITERATIONS": ("600000", _integer(1, 10_000_000)),
+    "ACCESS_TOKEN_TTL": ("900", _integer(1, 86400)),
+    "REFRESH_TOKEN_TTL": (str(30 * 86400), _integer(60, 365 * 86400)),
+    "JWT_ISSUER": ("q-marketplace", _text),
+    "JWT_AUDIENCE": ("q-marketplace-api", _text),
+    "CORS_ORIGINS": ("", _csv),
+    "RATELIMIT_STORAGE_URI": ("memory://", _text),
+    "OPENAI_BASE_URL": ("https://api.openai.com/v1", _text),
+    "ANTHROPIC_BASE_URL": ("https://api.anthropic.com/v1", _text),
+    "PROVIDER_TIMEOUT": ("60", _seconds),
+    "SELF_TOPUP_ENABLED": ("true", _flag),
+    "MAX_TOPUP": ("1000", _decimal),
+    "LOG_LEVEL": ("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
+    # Written by `make run` for its embedded cluster under .data/; used only when
+    # neither DATABASE_URL nor DB_HOST names a server.
+    "INSTANCE_ID": ("", _text),
+    "EMBEDDED_DB_PORT": ("0", _integer(0, 65535)),
+    "EMBEDDED_DB_PASSWORD": ("", _text),
+    "EMBEDDED_DB_OWNER_PASSWORD": ("", _text),
+}
+EMBEDDED_DB_NAME = "qmarket"
+EMBEDDED_DB_OWNER = "qmarket_owner"
+
+
+def read_env_file(path=None):
+    """The `.env` file's values, without touching os.environ."""
+    path = Path(path or os.environ.get("ENV_FILE") or PROJECT_ROOT / ".env")
+    return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+
+
+def load_config(overrides=None, check_secrets=True):
+    """Every setting, typed and checked. Raises ConfigError naming the bad one."""
+    layers = [read_env_file(), os.environ, overrides or {}]
+    config = {}
+    for name, (default, parse) in SETTINGS.items():
+        raw = default
+        for layer in layers:
+            if name in layer:
+                raw = layer[name]
+        try:
+            config[name] = parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    config["USES_EMBEDDED_DB"] = not (config["DATABASE_URL"] or config["DB_HOST"])
+    if config["USES_EMBEDDED_DB"] and config["EMBEDDED_DB_PORT"]:
+        config["DATABASE_URL"] = embedded_url(config, "app_user", config["EMBEDDED_DB_PASSWORD"])
+        config["MIGRATE_DATABASE_URL"] = embedded_url(
+            config, EMBEDDED_DB_OWNER, config["EMBEDDED_DB_OWNER_PASSWORD"])
+    config["DATABASE_URL"] = config["DATABASE_URL"] or _url_from_parts(config)
+    config["MIGRATE_DATABASE_URL"] = config["MIGRATE_DATABASE_URL"] or config["DATABASE_URL"]
+    config["ENCRYPTION_KEYS"] = parse_encryption_keys(config["ENCRYPTION_KEYS"])
+    if check_secrets:
+        _check_secrets(config)
+    return config
+
+
+def embedded_url(config, user, password):
+    return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@127.0.0.1:{config['EMBEDDED_DB_PORT']}/{EMBEDDED_DB_NAME}")
+
+
+def _url_from_parts(config):
+    if not config["DB_HOST"]:
+        return ""
+    user = quote(config["DB_USER"], safe="")
+    password = quote(config["DB_PASSWORD"], safe="")
+    credentials = f"{user}:{password}" if password else user
+    return f"postgresql://{credentials}@{config['DB_HOST']}:{config['DB_PORT']}/{config['DB_NAME']}"
+
+
+def parse_encryption_keys(value):
+    """`kid:base64-32-bytes,...`, newest first → list of (kid, key bytes)."""
+    if isinstance(value, list):
+        return value
+    keys = []
+    for entry in _csv(value):
+        kid, _, encoded = entry.partition(":")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not kid or len(key) != 32:
+            raise ConfigError(f"ENCRYPTION_KEYS: entry {kid or '?'!r} must be kid:base64 of 32 bytes")
+        if kid in (existing for existing, _ in keys):
+            raise ConfigError(f"ENCRYPTION_KEYS: key id {kid!r} appears twice")
+        keys.append((kid, key))
+    return keys
+
+
+def _check_secrets(config):
+    if config["APP_ENV"] != "production":
+        # Development may run without secrets: tokens then last one process only.
+        config["SECRET_KEY"] = config["SECRET_KEY"] or secrets.token_urlsafe(48)
+        config["FINGERPRINT_KEY"] = config["FINGERPRINT_KEY"] or secrets.token_urlsafe(48)
+        return
+    problems = []
+    if len(config["SECRET_KEY"].encode()) < MIN_SECRET_BYTES:
+        problems.append(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
+    if len(config["FINGERPRINT_KEY"].encode()) < MIN_SECRET_BYTES:
+        problems.append(f"FINGERPRINT_KEY must be at least {MIN_SECRET_BYTES} bytes")
+    if not config["ENCRYPTION_KEYS"]:
+        problems.append("ENCRYPTION_KEYS must list at least one kid:base64-32-bytes key")
+    if problems:
+        raise ConfigError(
+            "refusing to start in production: " + "; ".join(problems)
+            + ". `make run` writes strong values into .env; see .env.example.")

@@ -1,0 +1,3 @@
+from database.service import DatabaseService
+
+__all__ = ["DatabaseService"]

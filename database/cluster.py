@@ -1,0 +1,180 @@
+"""A private PostgreSQL cluster for `make run` (under .data/) and for the tests.
+
+initdb and postgres refuse to run as root. When we are root they run as the
+`postgres` user through setpriv, which execs the program directly, so signals
+reach the server itself and a fast shutdown never leaves it half-stopped."""
+import hashlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+SERVER_USER = "postgres"
+SERVER_VERSION_MINIMUM = 15
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def bin_dir():
+    """The directory holding initdb/pg_ctl/postgres: pg_config's answer, else the
+    newest /usr/lib/postgresql/N/bin, else whatever is on PATH."""
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip()
+        if found and Path(found, "initdb").exists():
+            return Path(found)
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                      key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit() else 0)
+    if versions:
+        return versions[-1].parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise ClusterError("PostgreSQL server binaries (initdb, postgres, pg_ctl) were not found; "
+                       "install PostgreSQL 15 or newer (Debian: apt-get install postgresql-15)")
+
+
+def running_as_root():
+    return os.geteuid() == 0
+
+
+def server_account():
+    """(uid, gid) the server runs as: ourselves, or `postgres` when we are root."""
+    if not running_as_root():
+        return os.getuid(), os.getgid()
+    try:
+        entry = pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise ClusterError("running as root needs a 'postgres' system user to run the database server") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def as_server_user(argv):
+    """The command line that runs argv as the server's account."""
+    if not running_as_root():
+        return [str(arg) for arg in argv]
+    return ["setpriv", f"--reuid={SERVER_USER}", f"--regid={SERVER_USER}", "--init-groups"] + [str(a) for a in argv]
+
+
+def make_server_dir(path):
+    """Creates `path` (mode 0700) owned by the server's account."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    uid, gid = server_account()
+    os.chown(path, uid, gid)
+    path.chmod(0o700)
+    return path
+
+
+def server_can_reach(path):
+    """Whether the server's account can enter every folder down to `path`."""
+    if not running_as_root():
+        return True
+    probe = subprocess.run(as_server_user(["test", "-x", str(path)]), capture_output=True)
+    return probe.returncode == 0
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port):
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class EmbeddedCluster:
+    """The cluster kept under <project>/.data for `make run`.
+
+    When root and the project folder is closed to the `postgres` user (a 0700
+    home), the data lives under that user's home and .data/pgdata points to it."""
+
+    def __init__(self, data_root, port):
+        self.data_root = Path(data_root).resolve()
+        self.port = port
+        self.bin = bin_dir()
+        self.link = self.data_root / "pgdata"
+        self.log_file = self.data_root / "postgres.log"
+
+    @property
+    def pgdata(self):
+        return self.link.resolve() if self.link.is_symlink() else self.link
+
+    def exists(self):
+        return (self.pgdata / "PG_VERSION").exists()
+
+    def initialise(self, owner, owner_password):
+        self.data_root.mkdir(parents=True, exist_ok=True)
+        # Root keeps .data enterable (not readable) so the postgres user can reach its folder.
+        self.data_root.chmod(0o711 if running_as_root() else 0o700)
+        if self.link.is_symlink() or self.link.exists():
+            raise ClusterError(f"{self.link} exists but holds no cluster; move it away and try again")
+        pgdata = self.link
+        if not server_can_reach(self.data_root):
+            digest = hashlib.sha256(str(self.data_root).encode()).hexdigest()[:12]
+            pgdata = Path(pwd.getpwnam(SERVER_USER).pw_dir) / "qmarket" / digest
+            make_server_dir(pgdata.parent)
+            self.link.symlink_to(pgdata)
+        make_server_dir(pgdata)
+        with tempfile.NamedTemporaryFile("w", dir=pgdata.parent, delete=False) as pwfile:
+            pwfile.write(owner_password + "\n")
+        uid, gid = server_account()
+        os.chown(pwfile.name, uid, gid)
+        try:
+            self._run("initdb", "-D", pgdata, "-U", owner, f"--pwfile={pwfile.name}",
+                      "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8")
+        finally:
+            os.unlink(pwfile.name)
+
+    def start(self):
+        if not port_is_free(self.port):
+            raise ClusterError(f"port {self.port} on 127.0.0.1 is taken; set EMBEDDED_DB_PORT in .env to a free one")
+        if not self.log_file.exists():
+            self.log_file.touch()
+        uid, gid = server_account()
+        os.chown(self.log_file, uid, gid)
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' -c max_connections=200"
+        self._run("pg_ctl", "-D", self.pgdata, "-l", self.log_file, "-o", options, "-w", "-t", "60", "start")
+
+    def stop(self):
+        self._run("pg_ctl", "-D", self.pgdata, "-m", "fast", "-w", "-t", "60", "stop")
+
+    def is_running(self):
+        result = subprocess.run(as_server_user([self.bin / "pg_ctl", "-D", self.pgdata, "status"]),
+                                capture_output=True)
+        return result.returncode == 0
+
+    def _run(self, program, *args):
+        result = subprocess.run(as_server_user([self.bin / program, *args]), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ClusterError(f"{program} failed: {(result.stderr or result.stdout).strip()}")
+        return result.stdout
+
+
+def testing_postgresql_options(base_dir):
+    """Arguments for testing.postgresql.Postgresql that work as root too: the
+    data and tmp folders made first and owned by the server's account, and
+    initdb/postgres started through small wrappers that switch user."""
+    base_dir = make_server_dir(base_dir)
+    for sub in ("data", "tmp"):
+        make_server_dir(base_dir / sub)
+    programs = {}
+    for program in ("initdb", "postgres"):
+        wrapper = base_dir / f"{program}.sh"
+        command = " ".join(f"'{part}'" for part in as_server_user([bin_dir() / program]))
+        wrapper.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+        wrapper.chmod(0o755)
+        programs[program] = str(wrapper)
+    return {"base_dir": str(base_dir), **programs,
+            "postgres_args": "-h 127.0.0.1 -F -c logging_collector=off -c max_connections=300"}

@@ -1,0 +1,295 @@
+"""DatabaseService: the process's one connection pool and every SQL statement.
+
+A connection is borrowed for one unit of work (`with db.transaction() as tx:`)
+and given back when it ends, committed or rolled back; never held across a call
+to another service. The pool is made lazily, once per process (a forked worker
+makes its own), so the service starts and answers /readyz while the database is
+down."""
+import logging
+import os
+import threading
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.extras
+import psycopg2.pool
+from flask import current_app
+
+from app.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+class Cursor:
+    """The transaction helper's small vocabulary over one psycopg2 cursor."""
+
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def run(self, sql, params=None):
+        self._cursor.execute(sql, params)
+        return self._cursor.rowcount
+
+    def one(self, sql, params=None):
+        self._cursor.execute(sql, params)
+        return self._cursor.fetchone()
+
+    def all(self, sql, params=None):
+        self._cursor.execute(sql, params)
+        return self._cursor.fetchall()
+
+
+class _ProcessPool:
+    """A pool plus a semaphore bounding check-outs, so an exhausted pool makes
+    callers wait (up to a timeout) instead of failing at once."""
+
+    def __init__(self, dsn, size, timeout):
+        self.pid = os.getpid()
+        self.timeout = timeout
+        self._slots = threading.BoundedSemaphore(size)
+        self._pool = psycopg2.pool.ThreadedConnectionPool(
+            0, size, dsn,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            application_name="qmarket",
+            cursor_factory=psycopg2.extras.RealDictCursor,
+        )
+
+    def borrow(self):
+        if not self._slots.acquire(timeout=self.timeout):
+            raise DatabaseUnavailable("All database connections are busy; try again shortly.")
+        try:
+            return self._pool.getconn()
+        except (psycopg2.Error, psycopg2.pool.PoolError) as exc:
+            self._slots.release()
+            log.warning("database connection failed: %s", type(exc).__name__)
+            raise DatabaseUnavailable() from None
+
+    def give_back(self, conn, broken):
+        try:
+            self._pool.putconn(conn, close=broken or bool(conn.closed))
+        finally:
+            self._slots.release()
+
+    def close(self):
+        self._pool.closeall()
+
+
+class _PoolHolder:
+    def __init__(self, dsn, size, timeout):
+        self.dsn, self.size, self.timeout = dsn, size, timeout
+        self._lock = threading.Lock()
+        self._pool = None
+
+    def get(self):
+        pool = self._pool
+        if pool is None or pool.pid != os.getpid():
+            with self._lock:
+                if self._pool is None or self._pool.pid != os.getpid():
+                    self._pool = _ProcessPool(self.dsn, self.size, self.timeout)
+                pool = self._pool
+        return pool
+
+    def close(self):
+        with self._lock:
+            if self._pool is not None and self._pool.pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+
+class DatabaseService:
+    """Made once (`db = DatabaseService()`), bound to an app with `init_app`; its
+    state lives in `app.extensions["database"]`."""
+
+    def __init__(self, app=None):
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app):
+        # uuid.UUID in and out of queries; registration is process-wide and idempotent.
+        psycopg2.extras.register_uuid()
+        app.extensions["database"] = _PoolHolder(
+            app.config["DATABASE_URL"], app.config["DB_POOL_SIZE"], app.config["DB_POOL_TIMEOUT"])
+
+    @property
+    def _holder(self):
+        return current_app.extensions["database"]
+
+    def close(self):
+        self._holder.close()
+
+    @contextmanager
+    def transaction(self, acting_user_id=None):
+        """One unit of work: commits when the block ends, rolls back on error.
+        `acting_user_id` is what the audit triggers record as the actor."""
+        pool = self._holder.get()
+        conn = pool.borrow()
+        broken = False
+        try:
+            with conn.cursor() as raw_cursor:
+                cursor = Cursor(raw_cursor)
+                if acting_user_id is not None:
+                    cursor.run("SELECT set_config('app.user_id', %(id)s, true)", {"id": str(acting_user_id)})
+                yield cursor
+            conn.commit()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # Lost connection, server shutting down, or statement timeout.
+            broken = not _rollback(conn)
+            log.warning("database unavailable during a transaction: %s", type(exc).__name__)
+            raise DatabaseUnavailable() from None
+        except BaseException:
+            broken = not _rollback(conn)
+            raise
+        finally:
+            pool.give_back(conn, broken)
+
+    def ping(self):
+        with self.transaction() as tx:
+            tx.one("SELECT 1 AS ok")
+
+    # ------------------------------------------------------------- accounts
+
+    def create_user(self, email, username, password_hash):
+        """The new user (with its balance row, made by a trigger), or the name of
+        the unique field that is taken: ("email" | "username", None)."""
+        try:
+            with self.transaction() as tx:
+                user = tx.one(
+                    """
+                    INSERT INTO users (email, username, password_hash)
+                    VALUES (%(email)s, %(username)s, %(password_hash)s)
+                    RETURNING id, email, username, created_at
+                    """,
+                    {"email": email, "username": username, "password_hash": password_hash},
+                )
+                return None, user
+        except psycopg2.errors.UniqueViolation as exc:
+            taken = "email" if exc.diag.constraint_name == "users_email_key" else "username"
+            return taken, None
+
+    def user_for_login(self, email):
+        with self.transaction() as tx:
+            return tx.one(
+                """
+                SELECT id, email, username, password_hash, token_generation, created_at
+                  FROM users
+                 WHERE email = %(email)s
+                   AND is_active
+                """,
+                {"email": email},
+            )
+
+    def replace_password_hash(self, user_id, old_hash, new_hash):
+        """Rehash on login; a concurrent password change wins over the rehash."""
+        with self.transaction(acting_user_id=user_id) as tx:
+            tx.run(
+                """
+                UPDATE users
+                   SET password_hash = %(new)s
+                 WHERE id = %(id)s
+                   AND password_hash = %(old)s
+                """,
+                {"id": user_id, "old": old_hash, "new": new_hash},
+            )
+
+    def token_generation(self, user_id):
+        """The user's current token generation, or None for no such active user."""
+        with self.transaction() as tx:
+            row = tx.one(
+                """
+                SELECT token_generation
+                  FROM users
+                 WHERE id = %(id)s
+                   AND is_active
+                """,
+                {"id": user_id},
+            )
+        return None if row is None else row["token_generation"]
+
+    def revoke_tokens(self, user_id):
+        """Every token issued before now stops working (logout, refresh reuse)."""
+        with self.transaction(acting_user_id=user_id) as tx:
+            return tx.one(
+                """
+                UPDATE users
+                   SET token_generation = token_generation + 1
+                 WHERE id = %(id)s
+             RETURNING token_generation
+                """,
+                {"id": user_id},
+            )["token_generation"]
+
+    def store_refresh_token(self, jti, user_id, generation, expires_at, tx=None):
+        with self._maybe(tx) as cursor:
+            cursor.run(
+                """
+                INSERT INTO refresh_tokens (jti, user_id, generation, expires_at)
+                VALUES (%(jti)s, %(user_id)s, %(generation)s, %(expires_at)s)
+                """,
+                {"jti": jti, "user_id": user_id, "generation": generation, "expires_at": expires_at},
+            )
+
+    def spend_refresh_token(self, jti, user_id, replaced_by, generation, expires_at):
+        """Marks a refresh token used and stores its successor, atomically.
+        Returns "ok", "reused" (already spent: the caller revokes everything) or
+        "unknown" (never issued, expired, or of a revoked generation)."""
+        with self.transaction(acting_user_id=user_id) as tx:
+            row = tx.one(
+                """
+                SELECT r.used_at, r.generation = u.token_generation AS current, r.expires_at > now() AS live
+                  FROM refresh_tokens r
+                  JOIN users u ON u.id = r.user_id
+                 WHERE r.jti = %(jti)s
+                   AND r.user_id = %(user_id)s
+                   AND u.is_active
+                   FOR UPDATE OF r
+                """,
+                {"jti": jti, "user_id": user_id},
+            )
+            if row is None or not row["current"] or not row["live"]:
+                return "unknown"
+            if row["used_at"] is not None:
+                return "reused"
+            tx.run(
+                """
+                UPDATE refresh_tokens
+                   SET used_at = now(),
+                       replaced_by = %(replaced_by)s
+                 WHERE jti = %(jti)s
+                """,
+                {"jti": jti, "replaced_by": replaced_by},
+            )
+            self.store_refresh_token(replaced_by, user_id, generation, expires_at, tx=tx)
+            return "ok"
+
+    def profile(self, user_id):
+        with self.transaction() as tx:
+            return tx.one(
+                """
+                SELECT u.id, u.email, u.username, u.created_at,
+                       b.total_balance, b.spent_balance, b.held_balance, b.available_balance, b.currency
+                  FROM users u
+                  JOIN user_with_balance b ON b.id = u.id
+                 WHERE u.id = %(id)s
+                """,
+                {"id": user_id},
+            )
+
+    @contextmanager
+    def _maybe(self, tx):
+        """Use the caller's transaction when given one, else a fresh one."""
+        if tx is not None:
+            yield tx
+        else:
+            with self.transaction() as fresh:
+                yield fresh
+
+
+def _rollback(conn):
+    """Rolls back; False when the connection is unusable and must be dropped."""
+    try:
+        conn.rollback()
+        return True
+    except psycopg2.Error:
+        return False

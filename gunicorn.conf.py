@@ -1,0 +1,20 @@
+"""gunicorn settings. Threads, not gevent: psycopg2 blocks under gevent unless
+patched, and a thread waiting on a slow provider holds no database connection,
+so in-flight calls are bounded by workers × threads, not by the pool."""
+import os
+
+from app.config import load_config
+
+_config = load_config(check_secrets=False)
+
+workers = int(os.environ.get("WEB_WORKERS", "2"))
+threads = int(os.environ.get("WEB_THREADS", "32"))
+worker_class = "gthread"
+# A restart lets calls already waiting on a provider finish.
+graceful_timeout = int(_config["PROVIDER_TIMEOUT"]) + 5
+timeout = int(_config["PROVIDER_TIMEOUT"]) + 30
+keepalive = 5
+# The app writes its own structured access log (with the request id).
+accesslog = None
+errorlog = "-"
+control_socket_disable = True

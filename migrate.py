@@ -1,0 +1,190 @@
+"""Creates the database and roles when missing, applies schema.sql, records the
+schema version, verifies every object exists, and loads the sample catalog.
+Running it again is harmless: it prints what it found and changes nothing else.
+
+    python migrate.py            # uses MIGRATE_DATABASE_URL (the owner) from .env / the environment
+"""
+import json
+import sys
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+ROOT = Path(__file__).resolve().parent
+SCHEMA_FILE = ROOT / "schema.sql"
+CATALOG_FILE = ROOT / "catalog.json"
+SCHEMA_VERSION = 1
+SCHEMA_DESCRIPTION = "initial schema"
+APP_ROLE = "app_user"
+ANALYTICS_ROLE = "analytics_user"
+# Serialises concurrent runs of this script against one database.
+MIGRATION_LOCK_ID = 0x514D4B54
+
+EXPECTED = {
+    "table": ["schema_version", "users", "refresh_tokens", "login_attempts", "api_keys", "models",
+              "model_ratings", "model_usage_stats", "user_balance", "transactions",
+              "idempotency_keys", "chat_sessions", "chat_history", "user_preferences", "audit_log"],
+    "view": ["user_with_balance", "model_popularity", "recent_activity"],
+    "function": ["deduct_user_balance", "add_user_funds", "audit_row_change",
+                 "create_user_balance", "touch_updated_at"],
+}
+CATALOG_COLUMNS = ["id", "provider", "name", "description", "context_window", "max_output_tokens",
+                   "input_price_per_mtok", "output_price_per_mtok", "prices_as_of", "capabilities"]
+
+
+def ensure_database(owner_url):
+    """Creates the target database through the server's maintenance database when
+    it does not exist yet. Returns True when it was created."""
+    params = parse_dsn(owner_url)
+    name = params.get("dbname", "postgres")
+    conn = psycopg2.connect(make_dsn(owner_url, dbname="postgres"))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone():
+                return False
+            cur.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(sql.Identifier(name)))
+            return True
+    finally:
+        conn.close()
+
+
+def ensure_roles(cur, app_password):
+    """app_user logs in, with `app_password` when given (set again on each run, so
+    it follows .env); analytics_user is made without a login, which an operator
+    may grant later and a later run leaves alone."""
+    cur.execute("SELECT rolname FROM pg_roles WHERE rolname IN (%s, %s)", (APP_ROLE, ANALYTICS_ROLE))
+    existing = {row[0] for row in cur.fetchall()}
+    password = sql.SQL("PASSWORD {}").format(sql.Literal(app_password)) if app_password else sql.SQL("")
+    verb = sql.SQL("ALTER" if APP_ROLE in existing else "CREATE")
+    cur.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE {}").format(
+        verb, sql.Identifier(APP_ROLE), password))
+    if ANALYTICS_ROLE not in existing:
+        cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ANALYTICS_ROLE)))
+
+
+def apply_schema(cur):
+    cur.execute(SCHEMA_FILE.read_text())
+    cur.execute(
+        """
+        INSERT INTO schema_version (version, description)
+        VALUES (%(version)s, %(description)s)
+        ON CONFLICT (version) DO NOTHING
+        """,
+        {"version": SCHEMA_VERSION, "description": SCHEMA_DESCRIPTION},
+    )
+
+
+def verify(cur):
+    """{kind: (found, missing)} for every expected table, view and function."""
+    cur.execute(
+        """
+        SELECT CASE c.relkind WHEN 'v' THEN 'view' ELSE 'table' END, c.relname
+          FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v')
+        UNION ALL
+        SELECT 'function', p.proname
+          FROM pg_proc p
+          JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'public'
+        """
+    )
+    present = set(cur.fetchall())
+    return {kind: ([name for name in names if (kind, name) in present],
+                   [name for name in names if (kind, name) not in present])
+            for kind, names in EXPECTED.items()}
+
+
+def read_catalog(path=CATALOG_FILE):
+    return json.loads(Path(path).read_text())["models"]
+
+
+def load_catalog(cur, models):
+    """Upserts catalog rows; returns (inserted, updated)."""
+    inserted = updated = 0
+    for model in models:
+        cur.execute(
+            """
+            INSERT INTO models (id, provider, name, description, context_window, max_output_tokens,
+                                input_price_per_mtok, output_price_per_mtok, prices_as_of, capabilities)
+            VALUES (%(id)s, %(provider)s, %(name)s, %(description)s, %(context_window)s, %(max_output_tokens)s,
+                    %(input_price_per_mtok)s, %(output_price_per_mtok)s, %(prices_as_of)s, %(capabilities)s)
+            ON CONFLICT (id) DO UPDATE
+               SET provider = EXCLUDED.provider,
+                   name = EXCLUDED.name,
+                   description = EXCLUDED.description,
+                   context_window = EXCLUDED.context_window,
+                   max_output_tokens = EXCLUDED.max_output_tokens,
+                   input_price_per_mtok = EXCLUDED.input_price_per_mtok,
+                   output_price_per_mtok = EXCLUDED.output_price_per_mtok,
+                   prices_as_of = EXCLUDED.prices_as_of,
+                   capabilities = EXCLUDED.capabilities
+             WHERE (models.provider, models.name, models.description, models.context_window,
+                    models.max_output_tokens, models.input_price_per_mtok, models.output_price_per_mtok,
+                    models.prices_as_of, models.capabilities)
+                   IS DISTINCT FROM
+                   (EXCLUDED.provider, EXCLUDED.name, EXCLUDED.description, EXCLUDED.context_window,
+                    EXCLUDED.max_output_tokens, EXCLUDED.input_price_per_mtok, EXCLUDED.output_price_per_mtok,
+                    EXCLUDED.prices_as_of, EXCLUDED.capabilities)
+            RETURNING (xmax = 0) AS inserted
+            """,
+            {column: model[column] for column in CATALOG_COLUMNS},
+        )
+        row = cur.fetchone()
+        if row is not None:
+            inserted += row[0]
+            updated += not row[0]
+    return inserted, updated
+
+
+def migrate(owner_url, app_password, catalog=None, out=print):
+    """The whole migration; returns the verify() report. Raises when an expected
+    object is missing afterwards."""
+    if ensure_database(owner_url):
+        out(f"created database {parse_dsn(owner_url).get('dbname')}")
+    conn = psycopg2.connect(owner_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+            cur.execute("SELECT to_regclass('public.schema_version') IS NOT NULL")
+            had_schema = cur.fetchone()[0]
+            ensure_roles(cur, app_password)
+            apply_schema(cur)
+            inserted, updated = load_catalog(cur, read_catalog() if catalog is None else catalog)
+            report = verify(cur)
+            cur.execute("SELECT max(version) FROM schema_version")
+            version = cur.fetchone()[0]
+            missing = [f"{kind} {name}" for kind, (_, absent) in report.items() for name in absent]
+            if missing:
+                raise RuntimeError("schema incomplete, missing: " + ", ".join(missing))
+    finally:
+        conn.close()
+    out(f"schema version {version} ({'already present, re-applied' if had_schema else 'applied'})")
+    for kind, (found, _) in report.items():
+        out(f"{len(found)} {kind}s: {', '.join(found)}")
+    out(f"catalog: {inserted} models added, {updated} updated")
+    return report
+
+
+def main():
+    from app.config import ConfigError, load_config
+
+    try:
+        config = load_config(check_secrets=False)
+    except ConfigError as exc:
+        sys.exit(f"migrate: {exc}")
+    if not config["MIGRATE_DATABASE_URL"]:
+        sys.exit("migrate: set MIGRATE_DATABASE_URL (or DATABASE_URL / DB_*) to the database owner's URL")
+    app_password = parse_dsn(config["DATABASE_URL"]).get("password") if config["DATABASE_URL"] else None
+    try:
+        migrate(config["MIGRATE_DATABASE_URL"], app_password)
+    except psycopg2.Error as exc:
+        sys.exit(f"migrate: database error: {str(exc).strip()}")
+
+
+if __name__ == "__main__":
+    main()

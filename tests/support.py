@@ -1,0 +1,89 @@
+"""Helpers shared by the tests: settings, a live server process, users."""
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from database.cluster import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_ITERATIONS = 1000
+PASSWORD = "correct horse battery"
+
+
+def test_settings(database_url, **overrides):
+    """Production settings with test-sized password hashing."""
+    settings = {
+        "APP_ENV": "production",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "s" * 48,
+        "FINGERPRINT_KEY": "f" * 48,
+        "ENCRYPTION_KEYS": "test1:" + base64.b64encode(b"k" * 32).decode(),
+        "PASSWORD_ITERATIONS": TEST_ITERATIONS,
+        "LOG_LEVEL": "WARNING",
+        "DB_POOL_TIMEOUT": 2,
+    }
+    settings.update(overrides)
+    return settings
+
+
+class LiveServer:
+    """The service under gunicorn in its own process, on a free loopback port."""
+
+    def __init__(self, settings, workers=2, threads=16):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, **{key: str(value) for key, value in settings.items()},
+               "ENV_FILE": os.devnull, "WEB_WORKERS": str(workers), "WEB_THREADS": str(threads)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until_ready(self.url, self.process)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process.stderr.close()
+
+
+def wait_until_ready(url, process, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early with status {process.returncode}: "
+                               f"{process.stderr.read().decode(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server at {url} not ready after {timeout}s")
+
+
+def register(client, email="ada@example.com", username="ada", password=PASSWORD):
+    response = client.post("/api/v1/auth/register",
+                           json={"email": email, "username": username, "password": password})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def login(client, email="ada@example.com", password=PASSWORD):
+    response = client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
