@@ -1,14 +1,12 @@
 """gunicorn settings. Threads, not gevent: psycopg2 blocks under gevent unless
 patched, and a thread waiting on a slow provider holds no database connection,
 so in-flight calls are bounded by workers × threads, not by the pool."""
-import os
-
 from app.config import load_config
 
 _config = load_config(check_secrets=False)
 
-workers = int(os.environ.get("WEB_WORKERS", "2"))
-threads = int(os.environ.get("WEB_THREADS", "32"))
+workers = _config["WEB_WORKERS"]
+threads = _config["WEB_THREADS"]
 worker_class = "gthread"
 # A restart lets calls already waiting on a provider finish.
 graceful_timeout = int(_config["PROVIDER_TIMEOUT"]) + 5

@@ -105,6 +105,8 @@ SETTINGS = {
     "SELF_TOPUP_ENABLED": ("true", _flag),
     "MAX_TOPUP": ("1000", _decimal),
     "LOG_LEVEL": ("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
+    "WEB_WORKERS": ("2", _integer(1, 64)),
+    "WEB_THREADS": ("32", _integer(1, 1000)),
     # Written by `make run` for its embedded cluster under .data/; used only when
     # neither DATABASE_URL nor DB_HOST names a server.
     "INSTANCE_ID": ("", _text),
@@ -129,7 +131,7 @@ def load_config(overrides=None, check_secrets=True):
     for name, (default, parse) in SETTINGS.items():
         raw = default
         for layer in layers:
-            if name in layer:
+            if layer.get(name) not in (None, ""):
                 raw = layer[name]
         try:
             config[name] = parse(raw)

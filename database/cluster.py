@@ -105,11 +105,14 @@ class EmbeddedCluster:
         self.port = port
         self.bin = bin_dir()
         self.link = self.data_root / "pgdata"
-        self.log_file = self.data_root / "postgres.log"
 
     @property
     def pgdata(self):
         return self.link.resolve() if self.link.is_symlink() else self.link
+
+    @property
+    def log_file(self):
+        return self.pgdata.parent / "postgres.log"
 
     def exists(self):
         return (self.pgdata / "PG_VERSION").exists()
@@ -152,11 +155,12 @@ class EmbeddedCluster:
 
     def is_running(self):
         result = subprocess.run(as_server_user([self.bin / "pg_ctl", "-D", self.pgdata, "status"]),
-                                capture_output=True)
+                                capture_output=True, cwd="/")
         return result.returncode == 0
 
     def _run(self, program, *args):
-        result = subprocess.run(as_server_user([self.bin / program, *args]), capture_output=True, text=True)
+        # cwd "/": the server's account may not be able to enter ours.
+        result = subprocess.run(as_server_user([self.bin / program, *args]), capture_output=True, text=True, cwd="/")
         if result.returncode != 0:
             raise ClusterError(f"{program} failed: {(result.stderr or result.stdout).strip()}")
         return result.stdout
