@@ -105,7 +105,7 @@ def serve(config):
 
 
 def _interrupt(signum, frame):
-    """A SIGTERM to this launcher shuts down like Ctrl-C does."""
+    """SIGINT and SIGTERM stop the launcher, even where SIGINT was inherited ignored."""
     raise KeyboardInterrupt
 
 
@@ -115,7 +115,8 @@ def main():
         config = load_config()
     except ConfigError as exc:
         sys.exit(f"run: {exc}")
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     cluster = None
     try:
         if config["USES_EMBEDDED_DB"]:
