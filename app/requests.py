@@ -17,7 +17,12 @@ def _field_errors(error):
     fields = {}
     for item in error.errors(include_url=False, include_input=False):
         path = ".".join(str(part) for part in item["loc"]) or "body"
-        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] == "value_error":
+            message = str(item["ctx"]["error"])
+        else:
+            message = item["msg"]
         fields.setdefault(path, message)
     return fields
 

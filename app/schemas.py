@@ -2,10 +2,11 @@
 responses, and describe the API in /openapi.json."""
 import re
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from app.money import format_money
 
@@ -26,12 +27,48 @@ def _email(value):
     return value
 
 
+MONEY_TEXT = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,20})?$")
+# NUMERIC(20,10) holds less than 10^10.
+MONEY_LIMIT = Decimal(10) ** 10
+
+
+def _positive_amount(value):
+    """A positive amount from a decimal string ("12.50") or a JSON number (parsed
+    as Decimal, never float). Booleans, NaN, infinities, zero and negatives fail."""
+    if isinstance(value, str):
+        if not MONEY_TEXT.match(value):
+            raise ValueError('must be a decimal number such as "12.50"')
+        value = Decimal(value)
+    elif isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise ValueError("must be a decimal string or a number")
+    amount = Decimal(value)
+    if not amount.is_finite():
+        raise ValueError("must be a finite number")
+    if amount <= 0:
+        raise ValueError("must be greater than zero")
+    if amount >= MONEY_LIMIT:
+        raise ValueError("is too large")
+    return amount
+
+
+def _cents(amount):
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ValueError("must have at most 2 decimal places")
+    return amount
+
+
+PositiveAmount = Annotated[Decimal, PlainValidator(_positive_amount), WithJsonSchema(
+    {"anyOf": [{"type": "string", "pattern": MONEY_TEXT.pattern}, {"type": "number", "exclusiveMinimum": 0}],
+     "examples": ["12.50"]})]
+TopUpAmount = Annotated[PositiveAmount, AfterValidator(_cents)]
+MoneyText = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]{2,10}$", examples=["12.50"])]
+
 Text = Annotated[str, AfterValidator(_no_control_characters)]
 Email = Annotated[str, Field(max_length=254), AfterValidator(_no_control_characters), AfterValidator(_email)]
 Username = Annotated[str, Field(min_length=3, max_length=32, pattern=USERNAME_PATTERN)]
 NewPassword = Annotated[Text, Field(min_length=8, max_length=256)]
 GivenPassword = Annotated[Text, Field(min_length=1, max_length=256)]
-Token = Annotated[str, Field(min_length=1, max_length=4096)]
+Token = Annotated[Text, Field(min_length=1, max_length=4096)]
 
 
 class Request(BaseModel):
@@ -68,10 +105,10 @@ class User(Response):
 
 
 class Balance(Response):
-    total_balance: str
-    spent_balance: str
-    held_balance: str
-    available_balance: str
+    total_balance: MoneyText
+    spent_balance: MoneyText
+    held_balance: MoneyText
+    available_balance: MoneyText
     currency: str
 
     @classmethod
@@ -90,3 +127,36 @@ class TokenPair(Response):
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int
     user: User
+
+
+# ----------------------------------------------------------------- balance
+
+class TopUpRequest(Request):
+    amount: TopUpAmount
+
+
+class LedgerEntry(Response):
+    id: str
+    type: Literal["deposit", "hold", "release"]
+    amount: MoneyText
+    available_after: MoneyText
+    related_transaction_id: str | None
+    description: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row):
+        related = row["related_transaction_id"]
+        return cls(**{**row, "id": str(row["id"]), "amount": format_money(row["amount"]),
+                      "available_after": format_money(row["available_after"]),
+                      "related_transaction_id": None if related is None else str(related)})
+
+
+class TopUpResponse(Response):
+    transaction: LedgerEntry
+    balance: Balance
+
+
+class TransactionPage(Response):
+    transactions: list[LedgerEntry]
+    next_cursor: str | None
