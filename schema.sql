@@ -148,15 +148,17 @@ CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_release_per_hold
     ON transactions (related_transaction_id) WHERE type = 'release';
 CREATE INDEX IF NOT EXISTS transactions_holds_idx ON transactions (created_at) WHERE type = 'hold';
 
--- Idempotency records: in progress, then done with the stored response. No lock
--- is held while the request runs.
+-- Idempotency records: in progress, then done with the stored response (kept as
+-- text, so a replay is byte for byte the first answer). No lock is held while
+-- the request runs; an in-progress record left by a crash goes stale and may be
+-- taken over.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     user_id         uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     key             text        NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
     request_hash    text        NOT NULL,
     state           text        NOT NULL DEFAULT 'in_progress' CHECK (state IN ('in_progress', 'done')),
     response_status integer,
-    response_body   jsonb,
+    response_body   text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, key)

@@ -2,6 +2,7 @@
 from flask import Flask
 
 from app import account, auth, balance, chat, keys, models, ops
+from app.commands import register_commands
 from app.config import load_config
 from app.errors import register_error_handlers
 from app.extensions import db
@@ -24,6 +25,7 @@ def create_app(config=None):
     register_blueprints(app)
     register_error_handlers(app)
     register_request_hooks(app)
+    register_commands(app)
     return app
 
 

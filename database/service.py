@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import psycopg2
 import psycopg2.extras
 import psycopg2.pool
+from psycopg2.extras import Json
 from flask import current_app
 
 from app.errors import DatabaseUnavailable
@@ -20,6 +21,7 @@ from app.errors import DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5
+TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id, description, created_at"
 
 
 class Cursor:
@@ -275,6 +277,167 @@ class DatabaseService:
                 """,
                 {"id": user_id},
             )
+
+    # ------------------------------------------------------------- money
+    # These take an optional cursor `tx` so a caller can join a money movement
+    # and its other writes (an idempotency record, chat messages) in one commit.
+
+    def balance(self, user_id, tx=None):
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                """
+                SELECT total_balance, spent_balance, held_balance, available_balance, currency
+                  FROM user_with_balance
+                 WHERE id = %(id)s
+                """,
+                {"id": user_id},
+            )
+
+    def add_funds(self, user_id, amount, description, metadata, tx=None):
+        """A deposit: (ok, transaction_id, available, reason)."""
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                """
+                SELECT ok, transaction_id, available, reason
+                  FROM add_user_funds(%(user_id)s, %(amount)s, 'deposit', NULL, %(description)s, %(metadata)s)
+                """,
+                {"user_id": user_id, "amount": amount, "description": description, "metadata": Json(metadata)},
+            )
+
+    def hold_funds(self, user_id, amount, description, metadata, daily_limit=None, tx=None):
+        """Holds `amount`: (ok, transaction_id, available, reason); ok is false and
+        nothing changes when the balance (or the daily limit) does not allow it."""
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                """
+                SELECT ok, transaction_id, available, reason
+                  FROM deduct_user_balance(%(user_id)s, %(amount)s, %(description)s, %(metadata)s, %(daily_limit)s)
+                """,
+                {"user_id": user_id, "amount": amount, "description": description,
+                 "metadata": Json(metadata), "daily_limit": daily_limit},
+            )
+
+    def release_hold(self, user_id, hold_id, amount, description, metadata, tx=None):
+        """Returns `amount` of hold `hold_id` (0 closes it without returning
+        anything); at most once per hold: (ok, transaction_id, available, reason)."""
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                """
+                SELECT ok, transaction_id, available, reason
+                  FROM add_user_funds(%(user_id)s, %(amount)s, 'release', %(hold_id)s, %(description)s, %(metadata)s)
+                """,
+                {"user_id": user_id, "amount": amount, "hold_id": hold_id,
+                 "description": description, "metadata": Json(metadata)},
+            )
+
+    def ledger_entry(self, user_id, transaction_id, tx=None):
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                f"""
+                SELECT {TRANSACTION_COLUMNS}
+                  FROM transactions
+                 WHERE id = %(id)s
+                   AND user_id = %(user_id)s
+                """,
+                {"id": transaction_id, "user_id": user_id},
+            )
+
+    def list_transactions(self, user_id, limit, before_id=None, kind=None):
+        """Newest first: up to `limit` entries older than `before_id`, of type `kind`."""
+        with self.transaction() as tx:
+            return tx.all(
+                f"""
+                SELECT {TRANSACTION_COLUMNS}
+                  FROM transactions
+                 WHERE user_id = %(user_id)s
+                   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+                   AND (%(kind)s::text IS NULL OR type = %(kind)s)
+                 ORDER BY id DESC
+                 LIMIT %(limit)s
+                """,
+                {"user_id": user_id, "before_id": before_id, "kind": kind, "limit": limit},
+            )
+
+    def user_id_by_email(self, email):
+        with self.transaction() as tx:
+            row = tx.one("SELECT id FROM users WHERE email = %(email)s", {"email": email})
+        return None if row is None else row["id"]
+
+    # ------------------------------------------------------------- idempotency
+
+    def claim_idempotency_key(self, user_id, key, request_hash, stale_after_seconds):
+        """("claimed", None) when this request may run; else the existing record
+        ("in_progress" | "done" | "mismatch", row). A record older than 24 h, or
+        an in-progress one for the same request gone stale, is taken over."""
+        for _ in range(3):
+            with self.transaction() as tx:
+                claimed = tx.one(
+                    """
+                    INSERT INTO idempotency_keys (user_id, key, request_hash)
+                    VALUES (%(user_id)s, %(key)s, %(hash)s)
+                    ON CONFLICT (user_id, key) DO UPDATE
+                       SET request_hash = EXCLUDED.request_hash,
+                           state = 'in_progress',
+                           response_status = NULL,
+                           response_body = NULL,
+                           created_at = now(),
+                           updated_at = now()
+                     WHERE idempotency_keys.created_at < now() - interval '24 hours'
+                        OR (idempotency_keys.state = 'in_progress'
+                            AND idempotency_keys.request_hash = EXCLUDED.request_hash
+                            AND idempotency_keys.updated_at < now() - make_interval(secs => %(stale)s))
+                    RETURNING true AS claimed
+                    """,
+                    {"user_id": user_id, "key": key, "hash": request_hash, "stale": stale_after_seconds},
+                )
+                if claimed:
+                    return "claimed", None
+                record = tx.one(
+                    """
+                    SELECT request_hash, state, response_status, response_body
+                      FROM idempotency_keys
+                     WHERE user_id = %(user_id)s
+                       AND key = %(key)s
+                    """,
+                    {"user_id": user_id, "key": key},
+                )
+            if record is not None:
+                state = "mismatch" if record["request_hash"] != request_hash else record["state"]
+                return state, record
+        raise DatabaseUnavailable("The idempotency record kept changing; try again.")
+
+    def complete_idempotency_key(self, user_id, key, status, body_text, tx):
+        """Stores the answer; runs inside the caller's transaction so the answer
+        and the effect it describes commit together."""
+        tx.run(
+            """
+            UPDATE idempotency_keys
+               SET state = 'done',
+                   response_status = %(status)s,
+                   response_body = %(body)s,
+                   updated_at = now()
+             WHERE user_id = %(user_id)s
+               AND key = %(key)s
+            """,
+            {"user_id": user_id, "key": key, "status": status, "body": body_text},
+        )
+
+    def release_idempotency_key(self, user_id, key):
+        """Forgets an unfinished record, so a retry runs anew."""
+        with self.transaction() as tx:
+            tx.run(
+                """
+                DELETE FROM idempotency_keys
+                 WHERE user_id = %(user_id)s
+                   AND key = %(key)s
+                   AND state = 'in_progress'
+                """,
+                {"user_id": user_id, "key": key},
+            )
+
+    def prune_idempotency_keys(self):
+        with self.transaction() as tx:
+            return tx.run("DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'")
 
     @contextmanager
     def _maybe(self, tx):

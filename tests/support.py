@@ -1,6 +1,7 @@
 """Helpers shared by the tests: settings, a live server process, users."""
 import base64
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,3 +88,9 @@ def login(client, email="ada@example.com", password=PASSWORD):
 
 def bearer(token):
     return {"Authorization": f"Bearer {token}"}
+
+
+def readme_ledger_query():
+    """The ledger check exactly as README's Money section prints it."""
+    money = (ROOT / "README.md").read_text().split("## Money", 1)[1]
+    return re.search(r"```sql\n(.*?)```", money, re.S).group(1)

@@ -1,0 +1,40 @@
+"""Operator commands: `flask --app wsgi <command>` (see README)."""
+import click
+from flask import Flask
+from pydantic import TypeAdapter, ValidationError
+
+from app.extensions import db
+from app.schemas import Email, TopUpRequest
+
+EMAIL = TypeAdapter(Email)
+
+
+def register_commands(app: Flask):
+    @app.cli.command("credit")
+    @click.argument("email")
+    @click.argument("amount")
+    @click.option("--note", required=True, help="Why the money is credited; kept in the ledger.")
+    @click.option("--refund", is_flag=True, help="Record the credit as a refund of earlier charges.")
+    def credit(email, amount, note, refund):
+        """Credit AMOUNT (USD, up to 2 decimals) to the account with EMAIL."""
+        try:
+            amount = TopUpRequest.model_validate({"amount": amount}).amount
+            email = EMAIL.validate_python(email)
+        except ValidationError as exc:
+            raise click.BadParameter(exc.errors()[0]["msg"]) from None
+        note = note.strip()
+        if not note or len(note) > 400 or "\x00" in note:
+            raise click.BadParameter("--note must be 1 to 400 characters")
+        user_id = db.user_id_by_email(email)
+        if user_id is None:
+            raise click.ClickException(f"no account with email {email}")
+        kind = "refund" if refund else "credit"
+        with db.transaction() as tx:
+            moved = db.add_funds(user_id, amount, f"Operator {kind}: {note}", {"source": "operator", "kind": kind}, tx=tx)
+        click.echo(f"{kind}ed {amount} USD to {email}: transaction {moved['transaction_id']}, "
+                   f"available {moved['available']}")
+
+    @app.cli.command("prune")
+    def prune():
+        """Delete idempotency records older than 24 hours."""
+        click.echo(f"pruned {db.prune_idempotency_keys()} idempotency records")
