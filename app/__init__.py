@@ -8,6 +8,7 @@ from app.errors import register_error_handlers
 from app.extensions import db
 from app.observability import configure_logging, register_request_hooks
 from app.security import TokenIssuer
+from app.vault import Vault
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
@@ -32,6 +33,7 @@ def create_app(config=None):
 def register_extensions(app):
     db.init_app(app)
     app.extensions["tokens"] = TokenIssuer(app.config)
+    app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"], app.config["FINGERPRINT_KEY"])
 
 
 def register_blueprints(app):

@@ -1,6 +1,7 @@
 """Operator commands: `flask --app wsgi <command>` (see README)."""
 import click
-from flask import Flask
+from flask import Flask, current_app
+from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
 
 from app.extensions import db
@@ -33,6 +34,21 @@ def register_commands(app: Flask):
             moved = db.add_funds(user_id, amount, f"Operator {kind}: {note}", {"source": "operator", "kind": kind}, tx=tx)
         click.echo(f"{kind}ed {amount} USD to {email}: transaction {moved['transaction_id']}, "
                    f"available {moved['available']}")
+
+    keys = AppGroup("keys", help="The key vault.")
+
+    @keys.command("rotate")
+    def rotate():
+        """Re-encrypt every stored API key under the newest ENCRYPTION_KEYS entry."""
+        moved, current, failed = db.reencrypt_api_keys()
+        click.echo(f"re-encrypted {moved} keys under {current_app.extensions['vault'].newest_kid!r}; "
+                   f"{current} were already under it")
+        if failed:
+            raise click.ClickException(
+                f"{len(failed)} keys could not be decrypted and were left as they are: "
+                + ", ".join(str(key_id) for key_id in failed))
+
+    app.cli.add_command(keys)
 
     @app.cli.command("prune")
     def prune():

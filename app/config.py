@@ -185,9 +185,10 @@ def parse_encryption_keys(value):
 
 def _check_secrets(config):
     if config["APP_ENV"] != "production":
-        # Development may run without secrets: tokens then last one process only.
+        # Development may run without secrets: tokens and stored keys then last one process only.
         config["SECRET_KEY"] = config["SECRET_KEY"] or secrets.token_urlsafe(48)
         config["FINGERPRINT_KEY"] = config["FINGERPRINT_KEY"] or secrets.token_urlsafe(48)
+        config["ENCRYPTION_KEYS"] = config["ENCRYPTION_KEYS"] or [("dev", secrets.token_bytes(32))]
         return
     problems = []
     if len(config["SECRET_KEY"].encode()) < MIN_SECRET_BYTES:

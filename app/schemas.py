@@ -160,3 +160,31 @@ class TopUpResponse(Response):
 class TransactionPage(Response):
     transactions: list[LedgerEntry]
     next_cursor: str | None
+
+
+# ----------------------------------------------------------------- keys
+
+KEY_PROVIDERS = ("openai", "anthropic")
+# Provider keys (sk-..., sk-proj-..., sk-ant-api03-...) are URL-safe base64-like text.
+ApiKeyText = Annotated[str, Field(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9._-]+$")]
+Label = Annotated[Text, Field(min_length=1, max_length=100)]
+
+
+class NewKeyRequest(Request):
+    provider: Literal[KEY_PROVIDERS]
+    api_key: ApiKeyText
+    label: Label | None = None
+
+
+class StoredKey(Response):
+    id: UUID
+    provider: str
+    label: str | None
+    last4: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class KeyList(Response):
+    keys: list[StoredKey]
+    next_cursor: str | None = None

@@ -17,10 +17,12 @@ from psycopg2.extras import Json
 from flask import current_app
 
 from app.errors import DatabaseUnavailable
+from app.vault import VaultError
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5
+API_KEY_COLUMNS = "id, provider, label, last4, created_at, last_used_at"
 TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id, description, created_at"
 
 
@@ -362,6 +364,120 @@ class DatabaseService:
         with self.transaction() as tx:
             row = tx.one("SELECT id FROM users WHERE email = %(email)s", {"email": email})
         return None if row is None else row["id"]
+
+    # ------------------------------------------------------------- key vault
+
+    def store_api_key(self, user_id, provider, label, sealed, fingerprint, last4):
+        """The stored key's public fields, or None when the user already holds
+        this key (same fingerprint). `sealed` is the vault's (kid, nonce, ciphertext)."""
+        kid, nonce, ciphertext = sealed
+        try:
+            with self.transaction(acting_user_id=user_id) as tx:
+                return tx.one(
+                    f"""
+                    INSERT INTO api_keys (user_id, provider, label, encrypted_key, nonce, encryption_kid,
+                                          key_fingerprint, last4)
+                    VALUES (%(user_id)s, %(provider)s, %(label)s, %(ciphertext)s, %(nonce)s, %(kid)s,
+                            %(fingerprint)s, %(last4)s)
+                    RETURNING {API_KEY_COLUMNS}
+                    """,
+                    {"user_id": user_id, "provider": provider, "label": label, "ciphertext": ciphertext,
+                     "nonce": nonce, "kid": kid, "fingerprint": fingerprint, "last4": last4},
+                )
+        except psycopg2.errors.UniqueViolation:
+            return None
+
+    def count_api_keys(self, user_id):
+        with self.transaction() as tx:
+            return tx.one("SELECT count(*) AS n FROM api_keys WHERE user_id = %(user_id)s", {"user_id": user_id})["n"]
+
+    def list_api_keys(self, user_id):
+        with self.transaction() as tx:
+            return tx.all(
+                f"""
+                SELECT {API_KEY_COLUMNS}
+                  FROM api_keys
+                 WHERE user_id = %(user_id)s
+                 ORDER BY created_at DESC, id
+                """,
+                {"user_id": user_id},
+            )
+
+    def delete_api_key(self, user_id, key_id):
+        """Destroys the key and its ciphertext; False when the user has no such key."""
+        with self.transaction(acting_user_id=user_id) as tx:
+            return tx.run(
+                "DELETE FROM api_keys WHERE id = %(id)s AND user_id = %(user_id)s",
+                {"id": key_id, "user_id": user_id},
+            ) == 1
+
+    def provider_key(self, user_id, provider, tx=None):
+        """The plaintext of the user's newest key for `provider` (None when there
+        is none), recording that it was used. Raises VaultError when it cannot be
+        decrypted."""
+        with self._maybe(tx) as cursor:
+            row = cursor.one(
+                """
+                UPDATE api_keys
+                   SET last_used_at = now()
+                 WHERE id = (SELECT id
+                               FROM api_keys
+                              WHERE user_id = %(user_id)s
+                                AND provider = %(provider)s
+                              ORDER BY created_at DESC, id
+                              LIMIT 1)
+             RETURNING encryption_kid, nonce, encrypted_key
+                """,
+                {"user_id": user_id, "provider": provider},
+            )
+        if row is None:
+            return None
+        return self._vault.decrypt(row["encryption_kid"], row["nonce"], row["encrypted_key"], user_id, provider)
+
+    def reencrypt_api_keys(self):
+        """Moves every stored key under the newest encryption key:
+        (moved, already_current, ids that could not be decrypted). Each key is
+        rewritten only if no one changed it meanwhile."""
+        vault = self._vault
+        with self.transaction() as tx:
+            stale = tx.all(
+                """
+                SELECT id, user_id, provider, encryption_kid, nonce, encrypted_key
+                  FROM api_keys
+                 WHERE encryption_kid <> %(newest)s
+                """,
+                {"newest": vault.newest_kid},
+            )
+            current = tx.one("SELECT count(*) AS n FROM api_keys WHERE encryption_kid = %(newest)s",
+                             {"newest": vault.newest_kid})["n"]
+        moved, failed = 0, []
+        for row in stale:
+            try:
+                plaintext = vault.decrypt(row["encryption_kid"], row["nonce"], row["encrypted_key"],
+                                          row["user_id"], row["provider"])
+            except VaultError:
+                failed.append(row["id"])
+                continue
+            kid, nonce, ciphertext = vault.encrypt(plaintext, row["user_id"], row["provider"])
+            with self.transaction() as tx:
+                moved += tx.run(
+                    """
+                    UPDATE api_keys
+                       SET encryption_kid = %(kid)s,
+                           nonce = %(nonce)s,
+                           encrypted_key = %(ciphertext)s
+                     WHERE id = %(id)s
+                       AND encryption_kid = %(old_kid)s
+                       AND nonce = %(old_nonce)s
+                    """,
+                    {"kid": kid, "nonce": nonce, "ciphertext": ciphertext, "id": row["id"],
+                     "old_kid": row["encryption_kid"], "old_nonce": row["nonce"]},
+                )
+        return moved, current, failed
+
+    @property
+    def _vault(self):
+        return current_app.extensions["vault"]
 
     # ------------------------------------------------------------- idempotency
 
