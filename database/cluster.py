@@ -86,7 +86,10 @@ def free_port():
 
 
 def port_is_free(port):
+    """Whether a server could listen on the loopback port now. SO_REUSEADDR, as
+    PostgreSQL sets it, so connections in TIME_WAIT from a previous run do not count."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
