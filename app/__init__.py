@@ -7,6 +7,7 @@ from app.config import load_config
 from app.errors import register_error_handlers
 from app.extensions import db
 from app.observability import configure_logging, register_request_hooks
+from app.providers import Providers
 from app.security import TokenIssuer
 from app.vault import Vault
 
@@ -34,9 +35,17 @@ def register_extensions(app):
     db.init_app(app)
     app.extensions["tokens"] = TokenIssuer(app.config)
     app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"], app.config["FINGERPRINT_KEY"])
+    app.extensions["providers"] = Providers(app.config)
 
 
 def register_blueprints(app):
     app.register_blueprint(ops.bp)
     for module in API_BLUEPRINTS:
         app.register_blueprint(module.bp, url_prefix=API_PREFIX + module.bp.url_prefix)
+
+
+def close_app(app):
+    """Closes what the app holds open: its database pool and provider connections."""
+    with app.app_context():
+        db.close()
+    app.extensions["providers"].close()

@@ -1,21 +1,17 @@
 """The prepaid balance: endpoints 9–11."""
-import base64
-import binascii
-
 from flask import Blueprint, current_app, g, request
 
 from app.auth import require_auth
 from app.errors import APIError, ValidationFailed
 from app.extensions import db
 from app.idempotency import idempotent, respond
+from app.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
 from app.requests import json_body
 from app.schemas import Balance, LedgerEntry, TopUpRequest, TopUpResponse, TransactionPage
 
 bp = Blueprint("balance", __name__, url_prefix="/balance")
 
 TRANSACTION_TYPES = ("deposit", "hold", "release")
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 
 
 class TopUpsDisabled(APIError):
@@ -56,37 +52,8 @@ def list_transactions():
     kind = request.args.get("type")
     if kind is not None and kind not in TRANSACTION_TYPES:
         raise ValidationFailed(details={"type": f"must be one of {', '.join(TRANSACTION_TYPES)}"})
-    rows = db.list_transactions(g.user_id, limit + 1, before_id=decode_cursor(), kind=kind)
-    page, more = rows[:limit], len(rows) > limit
-    return TransactionPage(
-        transactions=[LedgerEntry.from_row(row) for row in page],
-        next_cursor=encode_cursor(page[-1]["id"]) if more else None,
-    ).model_dump(mode="json")
-
-
-def page_size():
-    """`?limit=` as an int in 1..100 (20 when absent), else a 400."""
-    raw = request.args.get("limit")
-    if raw is None:
-        return DEFAULT_PAGE_SIZE
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise ValidationFailed(details={"limit": f"must be an integer from 1 to {MAX_PAGE_SIZE}"})
-    return int(raw)
-
-
-def encode_cursor(last_id):
-    return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor():
-    """The id a page continues after, from `?cursor=`; None for the first page."""
-    raw = request.args.get("cursor")
-    if raw is None:
-        return None
-    try:
-        version, _, value = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().partition(":")
-        if version == "v1" and value.isascii() and value.isdigit() and 0 < int(value) < 2 ** 63:
-            return int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise ValidationFailed(details={"cursor": "is not a cursor this service issued"})
+    cursor = decode_cursor(row_id)
+    rows = db.list_transactions(g.user_id, limit + 1, before_id=cursor and cursor[0], kind=kind)
+    page, next_cursor = paginate(rows, limit, lambda last: encode_cursor(last["id"]))
+    return TransactionPage(transactions=[LedgerEntry.from_row(row) for row in page],
+                           next_cursor=next_cursor).model_dump(mode="json")

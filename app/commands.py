@@ -5,6 +5,7 @@ from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
 
 from app.extensions import db
+from app.gateway import reconcile_holds
 from app.schemas import Email, TopUpRequest
 
 EMAIL = TypeAdapter(Email)
@@ -49,6 +50,15 @@ def register_commands(app: Flask):
                 + ", ".join(str(key_id) for key_id in failed))
 
     app.cli.add_command(keys)
+
+    holds = AppGroup("holds", help="Holds on balances for chat calls.")
+
+    @holds.command("reconcile")
+    def reconcile():
+        """Return every hold whose call never settled (its process died)."""
+        click.echo(f"returned {reconcile_holds(current_app.config)} holds")
+
+    app.cli.add_command(holds)
 
     @app.cli.command("prune")
     def prune():

@@ -102,6 +102,9 @@ SETTINGS = {
     "OPENAI_BASE_URL": ("https://api.openai.com/v1", _text),
     "ANTHROPIC_BASE_URL": ("https://api.anthropic.com/v1", _text),
     "PROVIDER_TIMEOUT": ("60", _seconds),
+    # A hold this much older than PROVIDER_TIMEOUT, never settled, was left by a
+    # crash: reconcile returns it.
+    "HOLD_GRACE_SECONDS": ("30", _seconds),
     "SELF_TOPUP_ENABLED": ("true", _flag),
     "MAX_TOPUP": ("1000", _decimal),
     "LOG_LEVEL": ("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -161,7 +164,8 @@ def _url_from_parts(config):
     user = quote(config["DB_USER"], safe="")
     password = quote(config["DB_PASSWORD"], safe="")
     credentials = f"{user}:{password}" if password else user
-    return f"postgresql://{credentials}@{config['DB_HOST']}:{config['DB_PORT']}/{config['DB_NAME']}"
+    host = f"[{config['DB_HOST']}]" if ":" in config["DB_HOST"] else config["DB_HOST"]  # IPv6 literal
+    return f"postgresql://{credentials}@{host}:{config['DB_PORT']}/{config['DB_NAME']}"
 
 
 def parse_encryption_keys(value):

@@ -7,12 +7,13 @@ makes its own), so the service starts and answers /readyz while the database is
 down."""
 import logging
 import os
+import random
 import threading
 from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.extras
-import psycopg2.pool
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extras import Json
 from flask import current_app
 
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5
 API_KEY_COLUMNS = "id, provider, label, last4, created_at, last_used_at"
+SESSION_COLUMNS = ("id, model_id, title, message_count, total_prompt_tokens, total_completion_tokens, total_cost, "
+                   "created_at, updated_at")
+MESSAGE_COLUMNS = "id, role, content, prompt_tokens, completion_tokens, cost, created_at"
+# Usage counters per model and day are spread over this many rows, so parallel
+# settles do not queue on one.
+USAGE_BUCKETS = 16
 TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id, description, created_at"
 
 
@@ -46,38 +53,53 @@ class Cursor:
 
 
 class _ProcessPool:
-    """A pool plus a semaphore bounding check-outs, so an exhausted pool makes
-    callers wait (up to a timeout) instead of failing at once."""
+    """Up to `size` connections, opened on demand and kept while idle (newest
+    first). A semaphore bounds check-outs, so an exhausted pool makes callers
+    wait up to `timeout` and then answers 503 instead of failing at once."""
 
     def __init__(self, dsn, size, timeout):
         self.pid = os.getpid()
+        self.dsn = dsn
         self.timeout = timeout
         self._slots = threading.BoundedSemaphore(size)
-        self._pool = psycopg2.pool.ThreadedConnectionPool(
-            0, size, dsn,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            application_name="qmarket",
-            cursor_factory=psycopg2.extras.RealDictCursor,
-        )
+        self._idle = []
+        self._lock = threading.Lock()
 
     def borrow(self):
         if not self._slots.acquire(timeout=self.timeout):
             raise DatabaseUnavailable("All database connections are busy; try again shortly.")
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is not None and not conn.closed:
+            return conn
         try:
-            return self._pool.getconn()
-        except (psycopg2.Error, psycopg2.pool.PoolError) as exc:
+            return psycopg2.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name="qmarket",
+                                    cursor_factory=psycopg2.extras.RealDictCursor)
+        except psycopg2.Error as exc:
             self._slots.release()
             log.warning("database connection failed: %s", type(exc).__name__)
             raise DatabaseUnavailable() from None
 
     def give_back(self, conn, broken):
         try:
-            self._pool.putconn(conn, close=broken or bool(conn.closed))
+            if broken:
+                # A lost connection usually means a restarted server: the idle
+                # ones are dead too, and one failed request is enough.
+                conn.close()
+                self.close()
+            elif conn.closed or conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
+                conn.close()
+            else:
+                with self._lock:
+                    self._idle.append(conn)
         finally:
             self._slots.release()
 
     def close(self):
-        self._pool.closeall()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 class _PoolHolder:
@@ -478,6 +500,168 @@ class DatabaseService:
     @property
     def _vault(self):
         return current_app.extensions["vault"]
+
+    # ------------------------------------------------------------- chat
+
+    def create_session(self, user_id, model_id, title):
+        """The new session, or None when the model is not in the active catalog."""
+        with self.transaction(acting_user_id=user_id) as tx:
+            return tx.one(
+                f"""
+                INSERT INTO chat_sessions (user_id, model_id, title)
+                SELECT %(user_id)s, id, %(title)s
+                  FROM models
+                 WHERE id = %(model_id)s
+                   AND is_active
+             RETURNING {SESSION_COLUMNS}
+                """,
+                {"user_id": user_id, "model_id": model_id, "title": title},
+            )
+
+    def list_sessions(self, user_id, limit, after=None):
+        """Newest first; `after` is the (created_at, id) of the previous page's last."""
+        created_at, session_id = after or (None, None)
+        with self.transaction() as tx:
+            return tx.all(
+                f"""
+                SELECT {SESSION_COLUMNS}
+                  FROM chat_sessions
+                 WHERE user_id = %(user_id)s
+                   AND (%(created_at)s::timestamptz IS NULL OR (created_at, id) < (%(created_at)s, %(id)s))
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT %(limit)s
+                """,
+                {"user_id": user_id, "created_at": created_at, "id": session_id, "limit": limit},
+            )
+
+    def session(self, user_id, session_id):
+        with self.transaction() as tx:
+            return tx.one(
+                f"""
+                SELECT {SESSION_COLUMNS}
+                  FROM chat_sessions
+                 WHERE id = %(id)s
+                   AND user_id = %(user_id)s
+                """,
+                {"id": session_id, "user_id": user_id},
+            )
+
+    def list_messages(self, session_id, limit, after_id=None):
+        """Oldest first, from after message `after_id`."""
+        with self.transaction() as tx:
+            return tx.all(
+                f"""
+                SELECT {MESSAGE_COLUMNS}
+                  FROM chat_history
+                 WHERE session_id = %(session_id)s
+                   AND (%(after_id)s::bigint IS NULL OR id > %(after_id)s)
+                 ORDER BY id
+                 LIMIT %(limit)s
+                """,
+                {"session_id": session_id, "after_id": after_id, "limit": limit},
+            )
+
+    def delete_session(self, user_id, session_id):
+        """Deletes the session and its messages, never a transaction."""
+        with self.transaction(acting_user_id=user_id) as tx:
+            return tx.run(
+                "DELETE FROM chat_sessions WHERE id = %(id)s AND user_id = %(user_id)s",
+                {"id": session_id, "user_id": user_id},
+            ) == 1
+
+    def chat_target(self, user_id, session_id, tx):
+        """The session's model, prices and limits, or None for another's session."""
+        return tx.one(
+            """
+            SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
+                   m.input_price_per_mtok, m.output_price_per_mtok, m.is_active
+              FROM chat_sessions s
+              JOIN models m ON m.id = s.model_id
+             WHERE s.id = %(session_id)s
+               AND s.user_id = %(user_id)s
+            """,
+            {"session_id": session_id, "user_id": user_id},
+        )
+
+    def recent_history(self, session_id, token_budget, per_message_tokens, tx):
+        """The newest messages whose estimated tokens fit `token_budget`, oldest
+        first: the history a provider is sent, trimmed in the database."""
+        return tx.all(
+            """
+            SELECT role, content
+              FROM (SELECT id, role, content,
+                           sum(octet_length(content) + %(per_message)s) OVER (ORDER BY id DESC) AS running
+                      FROM chat_history
+                     WHERE session_id = %(session_id)s) newest
+             WHERE running <= %(budget)s
+             ORDER BY id
+            """,
+            {"session_id": session_id, "budget": token_budget, "per_message": per_message_tokens},
+        )
+
+    def record_exchange(self, user_id, session_id, model_id, hold_id, messages, tx):
+        """Saves the user's message and the answer (each with its tokens and
+        cost), and adds them to the session's counters and the model's usage."""
+        user_message, answer = messages
+        rows = tx.all(
+            f"""
+            INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, completion_tokens,
+                                      cost, transaction_id)
+            VALUES (%(session_id)s, %(user_id)s, 'user', %(question)s, %(prompt_tokens)s, 0, %(input_cost)s, %(hold_id)s),
+                   (%(session_id)s, %(user_id)s, 'assistant', %(answer)s, 0, %(completion_tokens)s, %(output_cost)s,
+                    %(hold_id)s)
+            RETURNING {MESSAGE_COLUMNS}
+            """,
+            {"session_id": session_id, "user_id": user_id, "hold_id": hold_id,
+             "question": user_message["content"], "prompt_tokens": user_message["tokens"],
+             "input_cost": user_message["cost"], "answer": answer["content"],
+             "completion_tokens": answer["tokens"], "output_cost": answer["cost"]},
+        )
+        usage = {"session_id": session_id, "model_id": model_id, "bucket": random.randrange(USAGE_BUCKETS),
+                 "prompt_tokens": user_message["tokens"], "completion_tokens": answer["tokens"],
+                 "cost": user_message["cost"] + answer["cost"]}
+        tx.run(
+            """
+            UPDATE chat_sessions
+               SET message_count = message_count + 2,
+                   total_prompt_tokens = total_prompt_tokens + %(prompt_tokens)s,
+                   total_completion_tokens = total_completion_tokens + %(completion_tokens)s,
+                   total_cost = total_cost + %(cost)s
+             WHERE id = %(session_id)s
+            """,
+            usage,
+        )
+        tx.run(
+            """
+            INSERT INTO model_usage_stats AS stats (model_id, day, bucket, request_count, prompt_tokens,
+                                                    completion_tokens, total_cost)
+            VALUES (%(model_id)s, (now() AT TIME ZONE 'UTC')::date, %(bucket)s, 1, %(prompt_tokens)s,
+                    %(completion_tokens)s, %(cost)s)
+            ON CONFLICT (model_id, day, bucket) DO UPDATE
+               SET request_count = stats.request_count + 1,
+                   prompt_tokens = stats.prompt_tokens + EXCLUDED.prompt_tokens,
+                   completion_tokens = stats.completion_tokens + EXCLUDED.completion_tokens,
+                   total_cost = stats.total_cost + EXCLUDED.total_cost
+            """,
+            usage,
+        )
+        return rows
+
+    def stale_holds(self, older_than_seconds):
+        """Holds never settled (their call's process died), oldest first."""
+        with self.transaction() as tx:
+            return tx.all(
+                """
+                SELECT hold.id, hold.user_id, hold.amount
+                  FROM transactions hold
+                 WHERE hold.type = 'hold'
+                   AND hold.created_at < now() - make_interval(secs => %(age)s)
+                   AND NOT EXISTS (SELECT 1 FROM transactions rel
+                                    WHERE rel.related_transaction_id = hold.id AND rel.type = 'release')
+                 ORDER BY hold.id
+                """,
+                {"age": older_than_seconds},
+            )
 
     # ------------------------------------------------------------- idempotency
 

@@ -14,10 +14,9 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
 import migrate
-from app import create_app
-from app.extensions import db
+from app import close_app, create_app
 from database.cluster import testing_postgresql_options
-from tests.support import LiveServer, test_settings
+from tests.support import LiveServer, settings_for
 
 # Tests never read a developer's .env.
 os.environ["ENV_FILE"] = os.devnull
@@ -87,15 +86,14 @@ def database(pg_server, template_db):
 
 @pytest.fixture
 def settings(database):
-    return test_settings(database.app_url)
+    return settings_for(database.app_url)
 
 
 @pytest.fixture
 def app(settings):
     app = create_app(settings)
     yield app
-    with app.app_context():
-        db.close()
+    close_app(app)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ TEST_ITERATIONS = 1000
 PASSWORD = "correct horse battery"
 
 
-def test_settings(database_url, **overrides):
+def settings_for(database_url, **overrides):
     """Production settings with test-sized password hashing."""
     settings = {
         "APP_ENV": "production",
@@ -44,8 +44,14 @@ class LiveServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         wait_until_ready(self.url, self.process)
+
+    def kill(self):
+        """SIGKILL to the master and every worker: a crash, nothing cleaned up."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process.stderr.close()
 
     def stop(self):
         if self.process.poll() is None:

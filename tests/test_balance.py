@@ -183,10 +183,11 @@ def test_transactions_are_private(client, token):
 @pytest.mark.parametrize("query", [
     {"limit": "0"}, {"limit": "101"}, {"limit": "-1"}, {"limit": "abc"}, {"limit": "1.5"}, {"limit": "１"},
     {"limit": ""}, {"type": "withdrawal"}, {"type": "DEPOSIT"}, {"cursor": "garbage!"}, {"cursor": ""},
-    {"cursor": "djE6YWJj"},  # "v1:abc"
-    {"cursor": "djI6NQ"},    # "v2:5"
-    {"cursor": "djE6LTE"},   # "v1:-1"
-    {"cursor": "djE6OTk5OTk5OTk5OTk5OTk5OTk5OTk5"},  # beyond bigint
+    {"cursor": "djF8YWJj"},  # "v1|abc"
+    {"cursor": "djJ8NQ"},  # "v2|5"
+    {"cursor": "djF8LTE"},  # "v1|-1"
+    {"cursor": "djF8NXw2"},  # "v1|5|6"
+    {"cursor": "djF8OTk5OTk5OTk5OTk5OTk5OTk5OTk"},  # beyond bigint
 ])
 def test_bad_page_parameters_are_refused(client, token, query):
     error = assert_error(client.get(TRANSACTIONS, query_string=query, headers=bearer(token)), 400, "validation_error")

@@ -1,0 +1,116 @@
+"""Provider stubs: real HTTP servers on 127.0.0.1 speaking the OpenAI Chat
+Completions and Anthropic Messages wire formats, told by the test how to answer
+(normally, with an error status, after a stall, without usage, or garbled)."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Behaviour:
+    def __init__(self):
+        self.status = 200
+        self.stall_seconds = 0.0
+        self.prompt_tokens = 11
+        self.completion_tokens = 7
+        self.with_usage = True
+        self.garbled = False
+        self.reply = "Hello from the stub."
+
+
+class StubProvider:
+    """One stub server; `requests` records what it was sent."""
+
+    path = None
+    key_header = None
+
+    def __init__(self):
+        self.behaviour = Behaviour()
+        self.requests = []
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self):
+        self.behaviour = Behaviour()
+        with self._lock:
+            self.requests.clear()
+
+    def _handler(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Without it a two-write response on a kept-alive connection waits
+            # for a delayed ACK (about 40 ms) and every timing is wrong.
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with stub._lock:
+                    stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                behaviour = stub.behaviour
+                if behaviour.stall_seconds:
+                    time.sleep(behaviour.stall_seconds)
+                if self.path != stub.path:
+                    return self._send(404, {"error": {"message": "no such route"}})
+                if not stub.authorised(self.headers):
+                    return self._send(401, {"error": {"message": "invalid api key"}})
+                if behaviour.status != 200:
+                    return self._send(behaviour.status, {"error": {"message": "stub error"}})
+                if behaviour.garbled:
+                    return self._send(200, b"{not json")
+                return self._send(200, stub.answer(body, behaviour))
+
+            def _send(self, status, payload):
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+
+class OpenAIStub(StubProvider):
+    path = "/v1/chat/completions"
+
+    def authorised(self, headers):
+        return headers.get("Authorization", "").startswith("Bearer sk-")
+
+    def answer(self, body, behaviour):
+        reply = {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
+                 "model": body["model"],
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": behaviour.reply},
+                              "finish_reason": "stop"}]}
+        if behaviour.with_usage:
+            reply["usage"] = {"prompt_tokens": behaviour.prompt_tokens,
+                              "completion_tokens": behaviour.completion_tokens,
+                              "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}
+        return reply
+
+
+class AnthropicStub(StubProvider):
+    path = "/v1/messages"
+
+    def authorised(self, headers):
+        return headers.get("x-api-key", "").startswith("sk-ant-") and headers.get("anthropic-version") == "2023-06-01"
+
+    def answer(self, body, behaviour):
+        reply = {"id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
+                 "content": [{"type": "text", "text": behaviour.reply}],
+                 "stop_reason": "end_turn", "stop_sequence": None}
+        if behaviour.with_usage:
+            reply["usage"] = {"input_tokens": behaviour.prompt_tokens, "output_tokens": behaviour.completion_tokens}
+        return reply
