@@ -21,15 +21,15 @@ control_socket_disable = True
 def on_starting(server):
     """Before any worker starts: return holds left by calls whose process died."""
     from app import create_app
-    from app.errors import APIError
     from app.extensions import db
     from app.gateway import reconcile_holds
+    from database.errors import DatabaseUnavailable
 
     app = create_app()
     with app.app_context():
         try:
             server.log.info("reconcile: returned %s stale holds", reconcile_holds(app.config))
-        except APIError:
+        except DatabaseUnavailable:
             server.log.warning("reconcile skipped: the database is unavailable")
         finally:
             db.close()

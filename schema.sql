@@ -120,9 +120,13 @@ CREATE TABLE IF NOT EXISTS user_balance (
     user_id       uuid           PRIMARY KEY REFERENCES users (id),
     total_balance numeric(20,10) NOT NULL DEFAULT 0 CHECK (total_balance >= 0),
     spent_balance numeric(20,10) NOT NULL DEFAULT 0 CHECK (spent_balance >= 0),
+    -- The part of spent_balance in holds not yet settled, kept by the procedures
+    -- so reading a balance never scans the ledger.
+    held_balance  numeric(20,10) NOT NULL DEFAULT 0 CHECK (held_balance >= 0),
     currency      char(3)        NOT NULL DEFAULT 'USD',
     updated_at    timestamptz    NOT NULL DEFAULT now(),
-    CONSTRAINT user_balance_available_non_negative CHECK (total_balance - spent_balance >= 0)
+    CONSTRAINT user_balance_available_non_negative CHECK (total_balance - spent_balance >= 0),
+    CONSTRAINT user_balance_held_within_spent CHECK (held_balance <= spent_balance)
 );
 
 -- The ledger. Rows are only ever inserted (by the procedures below); nothing
@@ -364,6 +368,7 @@ BEGIN
 
     UPDATE user_balance
        SET spent_balance = spent_balance + p_amount,
+           held_balance = held_balance + p_amount,
            updated_at = now()
      WHERE user_id = p_user_id;
     available := available - p_amount;
@@ -427,6 +432,7 @@ BEGIN
         END IF;
         UPDATE user_balance
            SET spent_balance = spent_balance - p_amount,
+               held_balance = held_balance - hold.amount,
                updated_at = now()
          WHERE user_id = p_user_id;
     END IF;
@@ -450,18 +456,10 @@ SELECT u.id,
        b.total_balance,
        b.spent_balance,
        b.total_balance - b.spent_balance AS available_balance,
-       coalesce(open_holds.amount, 0) AS held_balance,
+       b.held_balance,
        b.currency
   FROM users u
-  JOIN user_balance b ON b.user_id = u.id
-  LEFT JOIN LATERAL (
-        SELECT sum(hold.amount) AS amount
-          FROM transactions hold
-         WHERE hold.user_id = u.id
-           AND hold.type = 'hold'
-           AND NOT EXISTS (SELECT 1 FROM transactions rel
-                            WHERE rel.related_transaction_id = hold.id AND rel.type = 'release')
-       ) open_holds ON true;
+  JOIN user_balance b ON b.user_id = u.id;
 
 CREATE OR REPLACE VIEW model_popularity AS
 SELECT m.id AS model_id,

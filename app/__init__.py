@@ -9,7 +9,7 @@ from app.extensions import db
 from app.observability import configure_logging, register_request_hooks
 from app.providers import Providers
 from app.security import TokenIssuer
-from app.vault import Vault
+from database.vault import Vault
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024

@@ -109,7 +109,7 @@ SETTINGS = {
     "MAX_TOPUP": ("1000", _decimal),
     "LOG_LEVEL": ("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     "WEB_WORKERS": ("2", _integer(1, 64)),
-    "WEB_THREADS": ("32", _integer(1, 1000)),
+    "WEB_THREADS": ("128", _integer(1, 1000)),
     # Written by `make run` for its embedded cluster under .data/; used only when
     # neither DATABASE_URL nor DB_HOST names a server.
     "INSTANCE_ID": ("", _text),

@@ -5,6 +5,8 @@ import logging
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from database.errors import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -65,12 +67,6 @@ class UnsupportedMediaType(APIError):
     message = "Send the request body as application/json."
 
 
-class DatabaseUnavailable(APIError):
-    status = 503
-    code = "database_unavailable"
-    message = "The database is unavailable; try again shortly."
-
-
 # Werkzeug's own exceptions (routing, body size, ...) mapped to our codes.
 HTTP_CODES = {
     400: "bad_request",
@@ -93,6 +89,10 @@ def register_error_handlers(app):
     @app.errorhandler(APIError)
     def handle_api_error(error):
         return error_response(error.code, error.message, error.status, error.details, error.headers)
+
+    @app.errorhandler(DatabaseUnavailable)
+    def handle_database_unavailable(error):
+        return error_response(error.code, error.message, error.status)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error):

@@ -19,7 +19,8 @@ from app.extensions import db
 from app.money import format_money
 from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
                            message_tokens_upper_bound, prompt_tokens_upper_bound)
-from app.vault import VaultError
+from database.errors import DatabaseUnavailable
+from database.vault import VaultError
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def _return_hold(user_id, hold, why):
     try:
         with db.transaction(acting_user_id=user_id) as tx:
             db.release_hold(user_id, hold.id, hold.amount, "Returned: the call failed", {"reason": why}, tx=tx)
-    except APIError:
+    except DatabaseUnavailable:
         log.error("could not return hold %s now; reconcile will", hold.id)
 
 

@@ -17,8 +17,8 @@ from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 from psycopg2.extras import Json
 from flask import current_app
 
-from app.errors import DatabaseUnavailable
-from app.vault import VaultError
+from database.errors import DatabaseUnavailable
+from database.vault import VaultError
 
 log = logging.getLogger(__name__)
 

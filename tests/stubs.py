@@ -7,6 +7,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Hundreds of clients may connect at once; the default backlog of 5 would
+    # make the kernel drop their SYNs and retry a second later.
+    request_queue_size = 1024
+
+
 class Behaviour:
     def __init__(self):
         self.status = 200
@@ -24,12 +31,11 @@ class StubProvider:
     path = None
     key_header = None
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.behaviour = Behaviour()
         self.requests = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
@@ -114,3 +120,28 @@ class AnthropicStub(StubProvider):
         if behaviour.with_usage:
             reply["usage"] = {"input_tokens": behaviour.prompt_tokens, "output_tokens": behaviour.completion_tokens}
         return reply
+
+
+def main():
+    """Serves one stub on its own (for the benchmarks): python -m tests.stubs openai PORT [STALL_SECONDS]."""
+    import sys
+    kind, port = sys.argv[1], int(sys.argv[2])
+    stub = {"openai": OpenAIStub, "anthropic": AnthropicStub}[kind](port)
+    stub.behaviour.stall_seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    stub.requests = _Discard()
+    print(stub.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        stub.stop()
+
+
+class _Discard(list):
+    """A request log that keeps nothing, for long benchmark runs."""
+
+    def append(self, item):
+        pass
+
+
+if __name__ == "__main__":
+    main()

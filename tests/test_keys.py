@@ -9,7 +9,7 @@ import pytest
 from app import create_app
 from app.extensions import db
 from app.observability import JSONFormatter
-from app.vault import Vault, VaultError
+from database.vault import Vault, VaultError
 from tests.support import bearer, login, register
 
 KEYS = "/api/v1/keys"
