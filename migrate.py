@@ -27,7 +27,7 @@ EXPECTED = {
               "model_ratings", "model_usage_stats", "user_balance", "transactions",
               "idempotency_keys", "chat_sessions", "chat_history", "user_preferences", "audit_log"],
     "view": ["user_with_balance", "model_popularity", "recent_activity"],
-    "function": ["deduct_user_balance", "add_user_funds", "audit_row_change",
+    "function": ["deduct_user_balance", "add_user_funds", "chat_call_context", "settle_chat_call", "audit_row_change",
                  "create_user_balance", "touch_updated_at"],
 }
 CATALOG_COLUMNS = ["id", "provider", "name", "description", "context_window", "max_output_tokens",

@@ -87,9 +87,11 @@ def serve(config):
     """Runs gunicorn in the foreground until it exits or we are interrupted."""
     bind = f"{config['HOST']}:{config['PORT']}"
     url = f"http://{'127.0.0.1' if config['HOST'] in ('0.0.0.0', '::') else config['HOST']}:{config['PORT']}"
+    # Its own process group: Ctrl-C reaches only this launcher, which then stops
+    # gunicorn gracefully (a worker still booting would otherwise die mid-import).
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "--bind", bind, "wsgi:app"],
-        cwd=ROOT)
+        cwd=ROOT, start_new_session=True)
     print(f"\nQ Marketplace is serving on {url}  (Ctrl-C stops it)\nTry:\n"
           f"  curl -s {url}/readyz\n"
           f"  curl -s -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' \\\n"
@@ -98,9 +100,13 @@ def serve(config):
     try:
         return server.wait()
     except KeyboardInterrupt:
-        # Ctrl-C reached gunicorn too; a SIGTERM sent to this launcher alone did not.
+        print("run: stopping; calls in flight may finish (Ctrl-C again to stop at once)", flush=True)
         server.terminate()
-        server.wait()
+        try:
+            server.wait()
+        except KeyboardInterrupt:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
         raise
 
 

@@ -228,11 +228,14 @@ CREATE INDEX IF NOT EXISTS audit_log_table_row_idx ON audit_log (table_name, row
 CREATE INDEX IF NOT EXISTS audit_log_created_idx ON audit_log (created_at);
 
 -- Writes one audit row per changed row. TG_ARGV[0] names the column that
--- identifies the row; secret columns never reach the log.
+-- identifies the row; secret columns never reach the log (a change to one, such
+-- as a new password hash, is still recorded, without the values), and an update
+-- that only stamps bookkeeping columns (a key's last use) writes none.
 CREATE OR REPLACE FUNCTION audit_row_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     secret_columns constant text[] := ARRAY['password_hash', 'encrypted_key', 'nonce', 'key_fingerprint'];
+    bookkeeping_columns constant text[] := ARRAY['last_used_at', 'updated_at'];
     old_row jsonb;
     new_row jsonb;
 BEGIN
@@ -241,6 +244,9 @@ BEGIN
     END IF;
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW) - secret_columns;
+    END IF;
+    IF TG_OP = 'UPDATE' AND to_jsonb(OLD) - bookkeeping_columns = to_jsonb(NEW) - bookkeeping_columns THEN
+        RETURN NULL;
     END IF;
     INSERT INTO audit_log (table_name, operation, row_id, acting_user_id, old_row, new_row)
     VALUES (
@@ -445,6 +451,133 @@ BEGIN
 END;
 $$;
 
+-- Everything a chat call needs, in one round trip (and with its plan cached
+-- per connection): the user's token generation (no row: no such active user),
+-- the session's model, prices and limits (session_id NULL: not the user's
+-- session), the call's max tokens (asked for, else the model's default capped at
+-- p_default_max_tokens), the user's newest sealed key for the provider, and the
+-- newest history whose estimated tokens fit the context window beside
+-- p_fixed_tokens (the request's overhead and the new message).
+CREATE OR REPLACE FUNCTION chat_call_context(
+    p_user_id            uuid,
+    p_session_id         uuid,
+    p_max_tokens         integer,
+    p_default_max_tokens integer,
+    p_fixed_tokens       integer,
+    p_message_overhead   integer
+)
+RETURNS TABLE (token_generation integer, session_id uuid, model_id text, provider text, context_window integer,
+               max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric,
+               is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea,
+               encrypted_key bytea, history json)
+LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH target AS (
+        SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
+               m.input_price_per_mtok, m.output_price_per_mtok, m.is_active,
+               coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens
+          FROM chat_sessions s
+          JOIN models m ON m.id = s.model_id
+         WHERE s.id = p_session_id
+           AND s.user_id = p_user_id
+    ), history AS (
+        SELECT h.id, h.role, h.content,
+               sum(octet_length(h.content) + p_message_overhead) OVER (ORDER BY h.id DESC) AS running
+          FROM chat_history h
+         WHERE h.session_id = p_session_id
+    )
+    SELECT u.token_generation, t.session_id, t.model_id, t.provider, t.context_window, t.max_output_tokens,
+           t.input_price_per_mtok, t.output_price_per_mtok, t.is_active, t.max_tokens,
+           k.id, k.encryption_kid, k.nonce, k.encrypted_key,
+           (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
+              FROM history h
+             WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens)
+      FROM users u
+      LEFT JOIN target t ON true
+      LEFT JOIN LATERAL (SELECT a.id, a.encryption_kid, a.nonce, a.encrypted_key
+                           FROM api_keys a
+                          WHERE a.user_id = u.id
+                            AND a.provider = t.provider
+                          ORDER BY a.created_at DESC, a.id
+                          LIMIT 1) k ON true
+     WHERE u.id = p_user_id
+       AND u.is_active;
+END;
+$$;
+
+-- Settles a chat call in one round trip: returns the unused part of its hold
+-- (at most once: if reconcile already returned all of it, nothing is charged
+-- and charged = false), saves the user's message and the answer with their
+-- tokens and cost, and adds them to the session's and the model's counters.
+CREATE OR REPLACE FUNCTION settle_chat_call(
+    p_user_id           uuid,
+    p_session_id        uuid,
+    p_model_id          text,
+    p_api_key_id        uuid,
+    p_hold_id           bigint,
+    p_hold_amount       numeric,
+    p_question          text,
+    p_prompt_tokens     integer,
+    p_input_cost        numeric,
+    p_answer            text,
+    p_completion_tokens integer,
+    p_output_cost       numeric,
+    p_usage_bucket      smallint
+)
+RETURNS TABLE (charged boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamptz,
+               input_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric,
+               held_balance numeric, available_balance numeric, currency char(3))
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+DECLARE
+    released record;
+    stamp timestamptz := now();
+BEGIN
+    SELECT * INTO released
+      FROM add_user_funds(p_user_id, p_hold_amount - p_input_cost - p_output_cost, 'release', p_hold_id,
+                          'Unused part of the hold', jsonb_build_object('kind', 'settle'));
+    charged := released.ok;
+    input_cost := CASE WHEN charged THEN p_input_cost ELSE 0 END;
+    output_cost := CASE WHEN charged THEN p_output_cost ELSE 0 END;
+
+    INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, cost, transaction_id, created_at)
+    VALUES (p_session_id, p_user_id, 'user', p_question, p_prompt_tokens, input_cost, p_hold_id, stamp)
+    RETURNING id INTO user_message_id;
+    INSERT INTO chat_history (session_id, user_id, role, content, completion_tokens, cost, transaction_id, created_at)
+    VALUES (p_session_id, p_user_id, 'assistant', p_answer, p_completion_tokens, output_cost, p_hold_id, stamp)
+    RETURNING id INTO assistant_message_id;
+    created_at := stamp;
+
+    UPDATE chat_sessions
+       SET message_count = message_count + 2,
+           total_prompt_tokens = total_prompt_tokens + p_prompt_tokens,
+           total_completion_tokens = total_completion_tokens + p_completion_tokens,
+           total_cost = total_cost + input_cost + output_cost
+     WHERE id = p_session_id;
+
+    INSERT INTO model_usage_stats AS stats (model_id, day, bucket, request_count, prompt_tokens,
+                                            completion_tokens, total_cost)
+    VALUES (p_model_id, (stamp AT TIME ZONE 'UTC')::date, p_usage_bucket, 1, p_prompt_tokens,
+            p_completion_tokens, input_cost + output_cost)
+    ON CONFLICT (model_id, day, bucket) DO UPDATE
+       SET request_count = stats.request_count + 1,
+           prompt_tokens = stats.prompt_tokens + EXCLUDED.prompt_tokens,
+           completion_tokens = stats.completion_tokens + EXCLUDED.completion_tokens,
+           total_cost = stats.total_cost + EXCLUDED.total_cost;
+
+    IF p_api_key_id IS NOT NULL THEN
+        UPDATE api_keys SET last_used_at = stamp WHERE id = p_api_key_id;
+    END IF;
+
+    SELECT b.total_balance, b.spent_balance, b.held_balance, b.total_balance - b.spent_balance, b.currency
+      INTO total_balance, spent_balance, held_balance, available_balance, currency
+      FROM user_balance b
+     WHERE b.user_id = p_user_id;
+    RETURN NEXT;
+END;
+$$;
+
 -- ---------------------------------------------------------------- views
 -- No view carries message text, an email or a secret.
 
@@ -519,5 +652,11 @@ GRANT SELECT ON user_balance, transactions, models, schema_version TO app_user;
 GRANT SELECT ON user_with_balance, model_popularity, recent_activity TO app_user;
 GRANT EXECUTE ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric) TO app_user;
 GRANT EXECUTE ON FUNCTION add_user_funds(uuid, numeric, text, bigint, text, jsonb) TO app_user;
+REVOKE ALL ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) TO app_user;
+REVOKE ALL ON FUNCTION settle_chat_call(uuid, uuid, text, uuid, bigint, numeric, text, integer, numeric, text,
+                                       integer, numeric, smallint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION settle_chat_call(uuid, uuid, text, uuid, bigint, numeric, text, integer, numeric, text,
+                                           integer, numeric, smallint) TO app_user;
 
 GRANT SELECT ON user_with_balance, model_popularity, recent_activity TO analytics_user;

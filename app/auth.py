@@ -15,8 +15,11 @@ def tokens():
     return current_app.extensions["tokens"]
 
 
-def require_auth(view):
-    """Admits a request bearing a live access token; sets g.user_id."""
+def authenticate(view):
+    """Admits a request bearing a well-signed access token and sets g.user_id,
+    leaving the view to confirm (`confirm_token`) in its first database round
+    trip that the token was not revoked. Use require_auth unless a hot path
+    reads the token generation together with what it needs anyway."""
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -25,11 +28,30 @@ def require_auth(view):
         if scheme.lower() != "bearer":
             raise InvalidToken()
         claims = tokens().decode(token.strip(), ACCESS)
-        if db.token_generation(claims["sub"]) != claims["gen"]:
-            raise InvalidToken()
-        g.user_id = claims["sub"]
+        g.user_id, g.token_generation, g.token_confirmed = claims["sub"], claims["gen"], False
         return view(*args, **kwargs)
     return wrapper
+
+
+def confirm_token(current_generation):
+    """Refuses a token issued before the user's last logout (or a deactivated user)."""
+    if current_generation is None or current_generation != g.token_generation:
+        raise InvalidToken()
+    g.token_confirmed = True
+
+
+def confirm_token_now():
+    if not g.token_confirmed:
+        confirm_token(db.token_generation(g.user_id))
+
+
+def require_auth(view):
+    """Admits a request bearing a live access token; sets g.user_id."""
+    @functools.wraps(view)
+    def confirmed(*args, **kwargs):
+        confirm_token_now()
+        return view(*args, **kwargs)
+    return authenticate(confirmed)
 
 
 def _token_pair(user, generation):

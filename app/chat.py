@@ -5,7 +5,7 @@ from datetime import datetime
 from flask import Blueprint, g
 
 from app import gateway
-from app.auth import require_auth
+from app.auth import authenticate, require_auth
 from app.errors import NotFound, ValidationFailed
 from app.extensions import db
 from app.idempotency import idempotent, respond
@@ -70,7 +70,7 @@ def delete_session(session_id):
 
 
 @bp.post("/sessions/<session_id>/messages")
-@require_auth
+@authenticate  # the token's generation is confirmed with the call's context, in one round trip
 @idempotent
 def send_message(session_id):
     session_id = session_id_from(session_id)

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from flask import current_app
 
+from app.auth import confirm_token
 from app.errors import APIError, NotFound, ValidationFailed
 from app.extensions import db
 from app.money import format_money
@@ -69,6 +70,7 @@ class KeyUnusable(APIError):
 class Hold:
     id: int
     model_id: str
+    api_key_id: object
     amount: Decimal
     input_price: Decimal
     output_price: Decimal
@@ -111,55 +113,46 @@ def send_message(user_id, session_id, content, max_tokens, temperature, answer):
 
 def _hold_for_call(user_id, session_id, content, max_tokens):
     with db.transaction(acting_user_id=user_id) as tx:
-        target = db.chat_target(user_id, session_id, tx)
-        if target is None:
-            raise NotFound()
-        if not target["is_active"]:
-            raise ModelUnavailable()
-        max_tokens = _max_tokens(max_tokens, target)
-        budget = (target["context_window"] - max_tokens - REQUEST_OVERHEAD_TOKENS
-                  - message_tokens_upper_bound(content))
-        if budget < 0:
-            raise ValidationFailed(details={"content": "is too long for this model's context window"})
-        messages = [*db.recent_history(session_id, budget, MESSAGE_OVERHEAD_TOKENS, tx),
-                    {"role": "user", "content": content}]
-        provider = target["provider"]
-        api_key = _api_key(user_id, provider, tx)
+        context = _call_context(user_id, session_id, content, max_tokens, tx)
+        messages = [*context["history"], {"role": "user", "content": content}]
         estimate = prompt_tokens_upper_bound(messages)
-        most = max(token_cost(estimate, target["input_price_per_mtok"])
-                   + token_cost(max_tokens, target["output_price_per_mtok"]), SMALLEST_HOLD)
-        held = db.hold_funds(user_id, most, f"Hold for a message to {target['model_id']}",
-                             {"kind": "chat", "session_id": str(session_id), "model_id": target["model_id"]}, tx=tx)
+        most = max(token_cost(estimate, context["input_price_per_mtok"])
+                   + token_cost(context["max_tokens"], context["output_price_per_mtok"]), SMALLEST_HOLD)
+        held = db.hold_funds(user_id, most, f"Hold for a message to {context['model_id']}",
+                             {"kind": "chat", "session_id": str(session_id), "model_id": context["model_id"]}, tx=tx)
         if not held["ok"]:
             raise InsufficientFunds(details={"required": format_money(most),
                                              "available": format_money(held["available"])})
-    call = {"provider": provider, "model_name": target["model_id"].split("/", 1)[1], "messages": messages,
-            "max_tokens": max_tokens, "api_key": api_key}
-    hold = Hold(held["transaction_id"], target["model_id"], most, target["input_price_per_mtok"],
-                target["output_price_per_mtok"], estimate, max_tokens)
+    call = {"provider": context["provider"], "model_name": context["model_id"].split("/", 1)[1],
+            "messages": messages, "max_tokens": context["max_tokens"], "api_key": context["api_key"]}
+    hold = Hold(held["transaction_id"], context["model_id"], context["api_key_id"], most,
+                context["input_price_per_mtok"], context["output_price_per_mtok"], estimate, context["max_tokens"])
     return call, hold
 
 
-def _max_tokens(requested, target):
-    limit = target["max_output_tokens"]
-    if requested is None:
-        return min(limit, DEFAULT_MAX_TOKENS)
-    if requested > limit:
-        raise ValidationFailed(details={"max_tokens": f"must be at most {limit} for this model"})
-    return requested
-
-
-def _api_key(user_id, provider, tx):
-    if provider == "local":
-        return None
+def _call_context(user_id, session_id, content, max_tokens, tx):
+    """The call's model, limits, key and history, checked; raises the API error
+    that stops the call before any hold."""
     try:
-        api_key = db.provider_key(user_id, provider, tx)
+        context = db.chat_call_context(
+            user_id, session_id, max_tokens, DEFAULT_MAX_TOKENS,
+            REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content), MESSAGE_OVERHEAD_TOKENS, tx)
     except VaultError as exc:
-        log.error("stored %s key of user %s is unusable: %s", provider, user_id, exc)
+        log.error("a stored key of user %s is unusable: %s", user_id, exc)
         raise KeyUnusable() from None
-    if api_key is None:
-        raise MissingApiKey(details={"provider": provider})
-    return api_key
+    confirm_token(context["token_generation"])
+    if context["session_id"] is None:
+        raise NotFound()
+    if not context["is_active"]:
+        raise ModelUnavailable()
+    if context["max_tokens"] > context["max_output_tokens"]:
+        raise ValidationFailed(details={"max_tokens": f"must be at most {context['max_output_tokens']} for this model"})
+    fixed = REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content) + context["max_tokens"]
+    if fixed > context["context_window"]:
+        raise ValidationFailed(details={"content": "is too long for this model's context window"})
+    if context["provider"] != "local" and context["api_key"] is None:
+        raise MissingApiKey(details={"provider": context["provider"]})
+    return context
 
 
 def _return_hold(user_id, hold, why):
@@ -190,19 +183,22 @@ def _charges(hold, completion):
 
 def _settle(user_id, session_id, hold, content, completion, answer):
     prompt_tokens, completion_tokens, input_cost, output_cost = _charges(hold, completion)
-    cost = input_cost + output_cost
     with db.transaction(acting_user_id=user_id) as tx:
-        released = db.release_hold(user_id, hold.id, hold.amount - cost, "Unused part of the hold",
-                                   {"kind": "settle", "cost": str(cost)}, tx=tx)
-        if not released["ok"]:
-            # Reconcile already returned the whole hold: this answer goes unbilled.
-            log.error("hold %s was settled elsewhere (%s); the call is not charged", hold.id, released["reason"])
-            input_cost = output_cost = cost = Decimal(0)
-        messages = db.record_exchange(
-            user_id, session_id, hold.model_id, hold.id,
-            ({"content": content, "tokens": prompt_tokens, "cost": input_cost},
-             {"content": completion.content, "tokens": completion_tokens, "cost": output_cost}), tx)
-        exchange = Exchange(messages, prompt_tokens, completion_tokens, cost, db.balance(user_id, tx=tx))
+        settled = db.settle_chat_call(
+            user_id, session_id, hold, hold.api_key_id,
+            {"content": content, "tokens": prompt_tokens, "cost": input_cost},
+            {"content": completion.content, "tokens": completion_tokens, "cost": output_cost}, tx)
+        if not settled["charged"]:
+            log.error("hold %s was already returned by reconcile: this answer goes unbilled", hold.id)
+        common = {"created_at": settled["created_at"], "prompt_tokens": 0, "completion_tokens": 0}
+        messages = [
+            {**common, "id": settled["user_message_id"], "role": "user", "content": content,
+             "prompt_tokens": prompt_tokens, "cost": settled["input_cost"]},
+            {**common, "id": settled["assistant_message_id"], "role": "assistant", "content": completion.content,
+             "completion_tokens": completion_tokens, "cost": settled["output_cost"]},
+        ]
+        exchange = Exchange(messages, prompt_tokens, completion_tokens,
+                            settled["input_cost"] + settled["output_cost"], settled)
         return answer(tx, exchange)
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from flask import current_app, g, request
 
+from app.auth import confirm_token_now
 from app.errors import APIError, Conflict, ValidationFailed
 from app.extensions import db
 
@@ -53,6 +54,7 @@ def idempotent(view):
             return view(*args, **kwargs)
         if not KEY_PATTERN.match(key):
             raise ValidationFailed(details={HEADER: "must be 1 to 255 visible ASCII characters"})
+        confirm_token_now()  # before the record is written
         stale_after = current_app.config["PROVIDER_TIMEOUT"] + STALE_MARGIN_SECONDS
         outcome, record = db.claim_idempotency_key(g.user_id, key, request_fingerprint(), stale_after)
         if outcome == "mismatch":

@@ -34,21 +34,34 @@ TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id
 
 
 class Cursor:
-    """The transaction helper's small vocabulary over one psycopg2 cursor."""
+    """The transaction helper's small vocabulary over one psycopg2 cursor.
 
-    def __init__(self, cursor):
+    The acting user (for the audit triggers) is set by a statement sent in the
+    same round trip as the transaction's first one, not in a round trip of its own."""
+
+    SET_ACTOR = "SELECT set_config('app.user_id', %(_acting_user_id)s, true);\n"
+    # Statements always go with bind parameters (a literal % is written %%).
+
+    def __init__(self, cursor, acting_user_id=None):
         self._cursor = cursor
+        self._actor = None if acting_user_id is None else str(acting_user_id)
+
+    def _execute(self, sql, params):
+        if self._actor is not None:
+            sql, params = self.SET_ACTOR + sql, {**(params or {}), "_acting_user_id": self._actor}
+            self._actor = None
+        self._cursor.execute(sql, params)
 
     def run(self, sql, params=None):
-        self._cursor.execute(sql, params)
+        self._execute(sql, params)
         return self._cursor.rowcount
 
     def one(self, sql, params=None):
-        self._cursor.execute(sql, params)
+        self._execute(sql, params)
         return self._cursor.fetchone()
 
     def all(self, sql, params=None):
-        self._cursor.execute(sql, params)
+        self._execute(sql, params)
         return self._cursor.fetchall()
 
 
@@ -154,10 +167,7 @@ class DatabaseService:
         broken = False
         try:
             with conn.cursor() as raw_cursor:
-                cursor = Cursor(raw_cursor)
-                if acting_user_id is not None:
-                    cursor.run("SELECT set_config('app.user_id', %(id)s, true)", {"id": str(acting_user_id)})
-                yield cursor
+                yield Cursor(raw_cursor, acting_user_id)
             conn.commit()
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             # Lost connection, server shutting down, or statement timeout.
@@ -569,83 +579,46 @@ class DatabaseService:
                 {"id": session_id, "user_id": user_id},
             ) == 1
 
-    def chat_target(self, user_id, session_id, tx):
-        """The session's model, prices and limits, or None for another's session."""
+    def chat_call_context(self, user_id, session_id, max_tokens, default_max_tokens, fixed_tokens,
+                          message_overhead, tx):
+        """Everything a chat call needs, in one round trip: the user's token
+        generation (None: no such active user), the session's model, prices and
+        limits (session_id None: not the user's session), the call's max tokens
+        (asked for, else the model's default), the user's newest key for the
+        provider, decrypted, and the newest history that fits the context window
+        beside `fixed_tokens` (the request's overhead and the new message)."""
+        row = tx.one(
+            """
+            SELECT *
+              FROM chat_call_context(%(user_id)s, %(session_id)s, %(max_tokens)s, %(default_max_tokens)s,
+                                     %(fixed_tokens)s, %(message_overhead)s)
+            """,
+            {"user_id": user_id, "session_id": session_id, "max_tokens": max_tokens,
+             "default_max_tokens": default_max_tokens, "fixed_tokens": fixed_tokens,
+             "message_overhead": message_overhead},
+        )
+        if row is None:
+            return {"token_generation": None}
+        sealed = (row.pop("encryption_kid"), row.pop("nonce"), row.pop("encrypted_key"))
+        row["api_key"] = None if sealed[0] is None else self._vault.decrypt(*sealed, user_id, row["provider"])
+        return row
+
+    def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, tx):
+        """Releases the unused part of `hold`, saves the exchange and counts the
+        usage, in one round trip. question/answer: {"content", "tokens", "cost"}."""
         return tx.one(
             """
-            SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-                   m.input_price_per_mtok, m.output_price_per_mtok, m.is_active
-              FROM chat_sessions s
-              JOIN models m ON m.id = s.model_id
-             WHERE s.id = %(session_id)s
-               AND s.user_id = %(user_id)s
+            SELECT *
+              FROM settle_chat_call(%(user_id)s, %(session_id)s, %(model_id)s, %(api_key_id)s, %(hold_id)s,
+                                    %(hold_amount)s, %(question)s, %(prompt_tokens)s, %(input_cost)s, %(answer)s,
+                                    %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint)
             """,
-            {"session_id": session_id, "user_id": user_id},
+            {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
+             "hold_id": hold.id, "hold_amount": hold.amount, "question": question["content"],
+             "prompt_tokens": question["tokens"], "input_cost": question["cost"], "answer": answer["content"],
+             "completion_tokens": answer["tokens"], "output_cost": answer["cost"],
+             "bucket": random.randrange(USAGE_BUCKETS)},
         )
-
-    def recent_history(self, session_id, token_budget, per_message_tokens, tx):
-        """The newest messages whose estimated tokens fit `token_budget`, oldest
-        first: the history a provider is sent, trimmed in the database."""
-        return tx.all(
-            """
-            SELECT role, content
-              FROM (SELECT id, role, content,
-                           sum(octet_length(content) + %(per_message)s) OVER (ORDER BY id DESC) AS running
-                      FROM chat_history
-                     WHERE session_id = %(session_id)s) newest
-             WHERE running <= %(budget)s
-             ORDER BY id
-            """,
-            {"session_id": session_id, "budget": token_budget, "per_message": per_message_tokens},
-        )
-
-    def record_exchange(self, user_id, session_id, model_id, hold_id, messages, tx):
-        """Saves the user's message and the answer (each with its tokens and
-        cost), and adds them to the session's counters and the model's usage."""
-        user_message, answer = messages
-        rows = tx.all(
-            f"""
-            INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, completion_tokens,
-                                      cost, transaction_id)
-            VALUES (%(session_id)s, %(user_id)s, 'user', %(question)s, %(prompt_tokens)s, 0, %(input_cost)s, %(hold_id)s),
-                   (%(session_id)s, %(user_id)s, 'assistant', %(answer)s, 0, %(completion_tokens)s, %(output_cost)s,
-                    %(hold_id)s)
-            RETURNING {MESSAGE_COLUMNS}
-            """,
-            {"session_id": session_id, "user_id": user_id, "hold_id": hold_id,
-             "question": user_message["content"], "prompt_tokens": user_message["tokens"],
-             "input_cost": user_message["cost"], "answer": answer["content"],
-             "completion_tokens": answer["tokens"], "output_cost": answer["cost"]},
-        )
-        usage = {"session_id": session_id, "model_id": model_id, "bucket": random.randrange(USAGE_BUCKETS),
-                 "prompt_tokens": user_message["tokens"], "completion_tokens": answer["tokens"],
-                 "cost": user_message["cost"] + answer["cost"]}
-        tx.run(
-            """
-            UPDATE chat_sessions
-               SET message_count = message_count + 2,
-                   total_prompt_tokens = total_prompt_tokens + %(prompt_tokens)s,
-                   total_completion_tokens = total_completion_tokens + %(completion_tokens)s,
-                   total_cost = total_cost + %(cost)s
-             WHERE id = %(session_id)s
-            """,
-            usage,
-        )
-        tx.run(
-            """
-            INSERT INTO model_usage_stats AS stats (model_id, day, bucket, request_count, prompt_tokens,
-                                                    completion_tokens, total_cost)
-            VALUES (%(model_id)s, (now() AT TIME ZONE 'UTC')::date, %(bucket)s, 1, %(prompt_tokens)s,
-                    %(completion_tokens)s, %(cost)s)
-            ON CONFLICT (model_id, day, bucket) DO UPDATE
-               SET request_count = stats.request_count + 1,
-                   prompt_tokens = stats.prompt_tokens + EXCLUDED.prompt_tokens,
-                   completion_tokens = stats.completion_tokens + EXCLUDED.completion_tokens,
-                   total_cost = stats.total_cost + EXCLUDED.total_cost
-            """,
-            usage,
-        )
-        return rows
 
     def stale_holds(self, older_than_seconds):
         """Holds never settled (their call's process died), oldest first."""
