@@ -4,13 +4,14 @@ Running it again is harmless: it prints what it found and changes nothing else.
 
     python migrate.py            # uses MIGRATE_DATABASE_URL (the owner) from .env / the environment
 """
-import json
 import sys
 from pathlib import Path
 
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
+
+from database.catalog import read_catalog
 
 ROOT = Path(__file__).resolve().parent
 SCHEMA_FILE = ROOT / "schema.sql"
@@ -31,7 +32,7 @@ EXPECTED = {
                  "create_user_balance", "touch_updated_at"],
 }
 CATALOG_COLUMNS = ["id", "provider", "name", "description", "context_window", "max_output_tokens",
-                   "input_price_per_mtok", "output_price_per_mtok", "prices_as_of", "capabilities"]
+                   "input_price_per_mtok", "output_price_per_mtok", "prices_as_of", "capabilities", "active"]
 
 
 def ensure_database(owner_url):
@@ -99,20 +100,18 @@ def verify(cur):
             for kind, names in EXPECTED.items()}
 
 
-def read_catalog(path=CATALOG_FILE):
-    return json.loads(Path(path).read_text())["models"]
-
-
 def load_catalog(cur, models):
-    """Upserts catalog rows; returns (inserted, updated)."""
+    """Upserts validated catalog rows (database.catalog.read_catalog) in the
+    caller's transaction; returns (inserted, updated)."""
     inserted = updated = 0
     for model in models:
         cur.execute(
             """
             INSERT INTO models (id, provider, name, description, context_window, max_output_tokens,
-                                input_price_per_mtok, output_price_per_mtok, prices_as_of, capabilities)
+                                input_price_per_mtok, output_price_per_mtok, prices_as_of, capabilities, is_active)
             VALUES (%(id)s, %(provider)s, %(name)s, %(description)s, %(context_window)s, %(max_output_tokens)s,
-                    %(input_price_per_mtok)s, %(output_price_per_mtok)s, %(prices_as_of)s, %(capabilities)s)
+                    %(input_price_per_mtok)s, %(output_price_per_mtok)s, %(prices_as_of)s, %(capabilities)s,
+                    %(active)s)
             ON CONFLICT (id) DO UPDATE
                SET provider = EXCLUDED.provider,
                    name = EXCLUDED.name,
@@ -122,14 +121,15 @@ def load_catalog(cur, models):
                    input_price_per_mtok = EXCLUDED.input_price_per_mtok,
                    output_price_per_mtok = EXCLUDED.output_price_per_mtok,
                    prices_as_of = EXCLUDED.prices_as_of,
-                   capabilities = EXCLUDED.capabilities
+                   capabilities = EXCLUDED.capabilities,
+                   is_active = EXCLUDED.is_active
              WHERE (models.provider, models.name, models.description, models.context_window,
                     models.max_output_tokens, models.input_price_per_mtok, models.output_price_per_mtok,
-                    models.prices_as_of, models.capabilities)
+                    models.prices_as_of, models.capabilities, models.is_active)
                    IS DISTINCT FROM
                    (EXCLUDED.provider, EXCLUDED.name, EXCLUDED.description, EXCLUDED.context_window,
                     EXCLUDED.max_output_tokens, EXCLUDED.input_price_per_mtok, EXCLUDED.output_price_per_mtok,
-                    EXCLUDED.prices_as_of, EXCLUDED.capabilities)
+                    EXCLUDED.prices_as_of, EXCLUDED.capabilities, EXCLUDED.is_active)
             RETURNING (xmax = 0) AS inserted
             """,
             {column: model[column] for column in CATALOG_COLUMNS},
@@ -154,7 +154,7 @@ def migrate(owner_url, app_password, catalog=None, out=print):
             had_schema = cur.fetchone()[0]
             ensure_roles(cur, app_password)
             apply_schema(cur)
-            inserted, updated = load_catalog(cur, read_catalog() if catalog is None else catalog)
+            inserted, updated = load_catalog(cur, read_catalog(CATALOG_FILE) if catalog is None else catalog)
             report = verify(cur)
             cur.execute("SELECT max(version) FROM schema_version")
             version = cur.fetchone()[0]

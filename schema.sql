@@ -457,8 +457,11 @@ $$;
 -- session), the call's max tokens (asked for, else the model's default capped at
 -- p_default_max_tokens), the user's newest sealed key for the provider, and the
 -- newest history whose estimated tokens fit the context window beside
--- p_fixed_tokens (the request's overhead and the new message).
-CREATE OR REPLACE FUNCTION chat_call_context(
+-- p_fixed_tokens (the request's overhead and the new message), and the user's
+-- spending limits.
+-- (Dropped first: a change to what it returns cannot be made in place.)
+DROP FUNCTION IF EXISTS chat_call_context(uuid, uuid, integer, integer, integer, integer);
+CREATE FUNCTION chat_call_context(
     p_user_id            uuid,
     p_session_id         uuid,
     p_max_tokens         integer,
@@ -469,7 +472,7 @@ CREATE OR REPLACE FUNCTION chat_call_context(
 RETURNS TABLE (token_generation integer, session_id uuid, model_id text, provider text, context_window integer,
                max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric,
                is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea,
-               encrypted_key bytea, history json)
+               encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
 LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
 #variable_conflict use_column
 BEGIN
@@ -493,9 +496,11 @@ BEGIN
            k.id, k.encryption_kid, k.nonce, k.encrypted_key,
            (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
               FROM history h
-             WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens)
+             WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens),
+           pref.daily_spend_limit, pref.max_cost_per_message
       FROM users u
       LEFT JOIN target t ON true
+      LEFT JOIN user_preferences pref ON pref.user_id = u.id
       LEFT JOIN LATERAL (SELECT a.id, a.encryption_kid, a.nonce, a.encrypted_key
                            FROM api_keys a
                           WHERE a.user_id = u.id

@@ -1,5 +1,8 @@
 """Operator commands: `flask --app wsgi <command>` (see README)."""
+from contextlib import closing
+
 import click
+import psycopg2
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
@@ -7,6 +10,8 @@ from pydantic import TypeAdapter, ValidationError
 from app.extensions import db
 from app.gateway import reconcile_holds
 from app.schemas import Email, TopUpRequest
+from database.catalog import CatalogError, read_catalog
+from migrate import load_catalog
 
 EMAIL = TypeAdapter(Email)
 
@@ -59,6 +64,29 @@ def register_commands(app: Flask):
         click.echo(f"returned {reconcile_holds(current_app.config)} holds")
 
     app.cli.add_command(holds)
+
+    catalog = AppGroup("catalog", help="The model catalog.")
+
+    @catalog.command("load")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+    def load(path):
+        """Add or update the models in PATH (catalog.json's format), all or none.
+
+        Runs as the database owner (MIGRATE_DATABASE_URL): the service's own
+        login may read the catalog but not change it."""
+        try:
+            models = read_catalog(path)
+        except CatalogError as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            with closing(psycopg2.connect(current_app.config["MIGRATE_DATABASE_URL"])) as conn:
+                with conn, conn.cursor() as cur:
+                    added, updated = load_catalog(cur, models)
+        except psycopg2.Error as exc:
+            raise click.ClickException(f"nothing loaded: {str(exc).strip()}") from None
+        click.echo(f"catalog: {added} models added, {updated} updated, {len(models) - added - updated} unchanged")
+
+    app.cli.add_command(catalog)
 
     @app.cli.command("prune")
     def prune():

@@ -36,6 +36,13 @@ class InsufficientFunds(APIError):
     message = "The balance does not cover the most this message can cost."
 
 
+class SpendLimitReached(APIError):
+    status = 402
+    code = "spend_limit_reached"
+    message = ("This message could take today's spending past your daily_spend_limit "
+               "(charges, open holds and this hold, UTC day).")
+
+
 class MissingApiKey(APIError):
     status = 422
     code = "missing_api_key"
@@ -118,8 +125,17 @@ def _hold_for_call(user_id, session_id, content, max_tokens):
         estimate = prompt_tokens_upper_bound(messages)
         most = max(token_cost(estimate, context["input_price_per_mtok"])
                    + token_cost(context["max_tokens"], context["output_price_per_mtok"]), SMALLEST_HOLD)
+        per_message = context["max_cost_per_message"]
+        if per_message is not None and most > per_message:
+            raise SpendLimitReached(
+                "This message could cost more than your max_cost_per_message; lower max_tokens or the limit.",
+                details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
         held = db.hold_funds(user_id, most, f"Hold for a message to {context['model_id']}",
-                             {"kind": "chat", "session_id": str(session_id), "model_id": context["model_id"]}, tx=tx)
+                             {"kind": "chat", "session_id": str(session_id), "model_id": context["model_id"]},
+                             daily_limit=context["daily_spend_limit"], tx=tx)
+        if held["reason"] == "spend_limit_reached":
+            raise SpendLimitReached(details={"max_cost": format_money(most),
+                                             "daily_spend_limit": format_money(context["daily_spend_limit"])})
         if not held["ok"]:
             raise InsufficientFunds(details={"required": format_money(most),
                                              "available": format_money(held["available"])})

@@ -1,4 +1,80 @@
-"""Endpoints of the models area (see SPEC §6); filled in by the issues that build it."""
-from flask import Blueprint
+"""The catalog, ratings and recommendations: endpoints 17–20."""
+from flask import Blueprint, g, request
+
+from app import marketplace
+from app.auth import require_auth
+from app.errors import NotFound, ValidationFailed
+from app.extensions import db
+from app.requests import json_body
+from app.schemas import (CAPABILITIES, PROVIDERS, DailyUsage, ModelDetail, ModelList, Rating, RatingRequest,
+                         Recommendation, RecommendationList, RecommendRequest)
 
 bp = Blueprint("models", __name__, url_prefix="/models")
+
+SORTS = {
+    "popularity": lambda row: (row["popularity_rank"], row["id"]),
+    "price": lambda row: (marketplace.blended_price(row), row["id"]),
+    "rating": lambda row: (-marketplace.bayesian_average(row["rating_count"], row["rating_average"]), row["id"]),
+    "id": lambda row: row["id"],
+}
+USAGE_DAYS = 30
+
+
+def _choice(name, allowed):
+    value = request.args.get(name)
+    if value is not None and value not in allowed:
+        raise ValidationFailed(details={name: f"must be one of {', '.join(allowed)}"})
+    return value
+
+
+@bp.get("")
+def list_models():
+    """Public: the active catalog, filtered and sorted."""
+    provider = _choice("provider", PROVIDERS)
+    capability = _choice("capability", CAPABILITIES)
+    sort = _choice("sort", tuple(SORTS)) or "id"
+    rows = [row for row in db.catalog()
+            if (provider is None or row["provider"] == provider)
+            and (capability is None or capability in row["capabilities"])]
+    rows.sort(key=SORTS[sort])
+    return ModelList(models=[marketplace.catalog_entry(row) for row in rows]).model_dump(mode="json")
+
+
+@bp.get("/<provider>/<name>")
+def show_model(provider, name):
+    """Public: one model, its rating summary and usage by day."""
+    rows = db.catalog(f"{provider}/{name}")
+    if not rows:
+        raise NotFound()
+    model_id = rows[0]["id"]
+    usage = [DailyUsage.model_validate(day) for day in db.model_usage_by_day(model_id, USAGE_DAYS)]
+    entry = marketplace.catalog_entry(rows[0])
+    return ModelDetail(**entry.model_dump(), usage_by_day=usage).model_dump(mode="json")
+
+
+@bp.put("/<provider>/<name>/rating")
+@require_auth
+def rate_model(provider, name):
+    body = json_body(RatingRequest)
+    row = db.rate_model(g.user_id, f"{provider}/{name}", body.rating, body.review)
+    if row is None:
+        raise NotFound()
+    return Rating.model_validate(row).model_dump(mode="json"), 201 if row["created"] else 200
+
+
+@bp.post("/recommend")
+@require_auth
+def recommend():
+    body = json_body(RecommendRequest)
+    preferences = db.preferences(g.user_id)
+    ranked, notice = marketplace.recommend(
+        db.catalog(), body.task, body.capabilities, body.max_price_per_mtok,
+        held_providers=db.provider_key_holdings(g.user_id),
+        preferred_providers=preferences["preferred_providers"] if preferences else [],
+        limit=body.limit,
+    )
+    return RecommendationList(
+        recommendations=[Recommendation(model=marketplace.catalog_entry(row), score=score, reasons=reasons)
+                         for row, score, reasons in ranked],
+        notice=notice,
+    ).model_dump(mode="json")

@@ -1,7 +1,7 @@
 """Request and response bodies, declared once: they validate requests, shape
 responses, and describe the API in /openapi.json."""
 import re
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from app.money import format_money
+from database.catalog import CAPABILITIES, PROVIDERS
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 EMAIL_PATTERN = re.compile(r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
@@ -32,9 +33,9 @@ MONEY_TEXT = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,20})?$")
 MONEY_LIMIT = Decimal(10) ** 10
 
 
-def _positive_amount(value):
-    """A positive amount from a decimal string ("12.50") or a JSON number (parsed
-    as Decimal, never float). Booleans, NaN, infinities, zero and negatives fail."""
+def _amount(value):
+    """An amount from a decimal string ("12.50") or a JSON number (parsed as
+    Decimal, never float). Booleans, NaN, infinities and negatives fail."""
     if isinstance(value, str):
         if not MONEY_TEXT.match(value):
             raise ValueError('must be a decimal number such as "12.50"')
@@ -44,10 +45,17 @@ def _positive_amount(value):
     amount = Decimal(value)
     if not amount.is_finite():
         raise ValueError("must be a finite number")
-    if amount <= 0:
-        raise ValueError("must be greater than zero")
+    if amount < 0:
+        raise ValueError("must not be negative")
     if amount >= MONEY_LIMIT:
         raise ValueError("is too large")
+    return amount
+
+
+def _positive_amount(value):
+    amount = _amount(value)
+    if amount == 0:
+        raise ValueError("must be greater than zero")
     return amount
 
 
@@ -258,3 +266,134 @@ class MessageExchange(Response):
     usage: Usage
     cost: MoneyText
     balance: Balance
+
+
+# ----------------------------------------------------------------- marketplace
+
+Capability = Literal[CAPABILITIES]
+Provider = Literal[PROVIDERS]
+NonNegativeAmount = Annotated[Decimal, PlainValidator(_amount), WithJsonSchema(
+    {"anyOf": [{"type": "string", "pattern": MONEY_TEXT.pattern}, {"type": "number", "minimum": 0}],
+     "examples": ["5.00"]})]
+
+
+class RatingSummary(Response):
+    count: int
+    average: str | None
+    bayesian_average: str
+    distribution: dict[str, int]
+
+
+class ModelUsage(Response):
+    request_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    popularity_rank: int
+
+
+class CatalogEntry(Response):
+    id: str
+    provider: str
+    name: str
+    description: str
+    context_window: int
+    max_output_tokens: int
+    input_price_per_mtok: MoneyText
+    output_price_per_mtok: MoneyText
+    prices_as_of: date
+    capabilities: list[str]
+    rating: RatingSummary
+    usage: ModelUsage
+
+
+class DailyUsage(Response):
+    day: date
+    request_count: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ModelDetail(CatalogEntry):
+    usage_by_day: list[DailyUsage]
+
+
+class ModelList(Response):
+    models: list[CatalogEntry]
+    next_cursor: str | None = None
+
+
+class RatingRequest(Request):
+    rating: Annotated[int, Field(ge=1, le=5)]
+    review: Annotated[Text, Field(max_length=2000)] | None = None
+
+
+class Rating(Response):
+    model_id: str
+    rating: int
+    review: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RecommendRequest(Request):
+    task: Annotated[Text, Field(min_length=1, max_length=2000)]
+    max_price_per_mtok: NonNegativeAmount | None = None
+    capabilities: Annotated[list[Capability], Field(max_length=len(CAPABILITIES))] = []
+    limit: Annotated[int, Field(ge=1, le=20)] = 5
+
+
+class Recommendation(Response):
+    model: CatalogEntry
+    score: float
+    reasons: list[str]
+
+
+class RecommendationList(Response):
+    recommendations: list[Recommendation]
+    notice: str | None = None
+    next_cursor: str | None = None
+
+
+class PreferencesBody(Request):
+    """The whole preferences document; a key left out takes its default."""
+    default_model_id: ModelId | None = None
+    preferred_providers: Annotated[list[Provider], Field(max_length=len(PROVIDERS))] = []
+    daily_spend_limit: NonNegativeAmount | None = None
+    max_cost_per_message: NonNegativeAmount | None = None
+    theme: Literal["system", "light", "dark"] = "system"
+
+
+class Preferences(Response):
+    default_model_id: str | None
+    preferred_providers: list[str]
+    daily_spend_limit: MoneyText | None
+    max_cost_per_message: MoneyText | None
+    theme: str
+    updated_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row):
+        money = {key: None if row[key] is None else format_money(row[key])
+                 for key in ("daily_spend_limit", "max_cost_per_message")}
+        return cls(**{**row, **money})
+
+
+class ActivityItem(Response):
+    kind: Literal["transaction", "message"]
+    id: str
+    action: str
+    amount: MoneyText
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    session_id: str | None
+    model_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row):
+        return cls(**{**row, "id": row["item_id"], "amount": format_money(row["amount"])})
+
+
+class ActivityPage(Response):
+    activity: list[ActivityItem]
+    next_cursor: str | None

@@ -30,6 +30,8 @@ MESSAGE_COLUMNS = "id, role, content, prompt_tokens, completion_tokens, cost, cr
 # Usage counters per model and day are spread over this many rows, so parallel
 # settles do not queue on one.
 USAGE_BUCKETS = 16
+PREFERENCE_COLUMNS = ("default_model_id, preferred_providers, daily_spend_limit, max_cost_per_message, theme, "
+                      "updated_at")
 TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id, description, created_at"
 
 
@@ -634,6 +636,130 @@ class DatabaseService:
                  ORDER BY hold.id
                 """,
                 {"age": older_than_seconds},
+            )
+
+    # ------------------------------------------------------------- marketplace
+
+    def catalog(self, model_id=None):
+        """Active models with their rating summary and usage (one model when
+        `model_id` is given), in catalog order."""
+        with self.transaction() as tx:
+            return tx.all(
+                """
+                SELECT m.id, m.provider, m.name, m.description, m.context_window, m.max_output_tokens,
+                       m.input_price_per_mtok, m.output_price_per_mtok, m.prices_as_of, m.capabilities,
+                       coalesce(r.rating_count, 0) AS rating_count, r.rating_average, r.distribution,
+                       p.request_count, p.prompt_tokens, p.completion_tokens, p.popularity_rank
+                  FROM models m
+                  JOIN model_popularity p ON p.model_id = m.id
+                  LEFT JOIN (SELECT model_id, count(*) AS rating_count, avg(rating) AS rating_average,
+                                    jsonb_build_object('1', count(*) FILTER (WHERE rating = 1),
+                                                       '2', count(*) FILTER (WHERE rating = 2),
+                                                       '3', count(*) FILTER (WHERE rating = 3),
+                                                       '4', count(*) FILTER (WHERE rating = 4),
+                                                       '5', count(*) FILTER (WHERE rating = 5)) AS distribution
+                               FROM model_ratings
+                              GROUP BY model_id) r ON r.model_id = m.id
+                 WHERE m.is_active
+                   AND (%(model_id)s::text IS NULL OR m.id = %(model_id)s)
+                 ORDER BY m.id
+                """,
+                {"model_id": model_id},
+            )
+
+    def model_usage_by_day(self, model_id, days):
+        """Requests, tokens and cost per UTC day over the last `days` days."""
+        with self.transaction() as tx:
+            return tx.all(
+                """
+                SELECT day, sum(request_count) AS request_count, sum(prompt_tokens) AS prompt_tokens,
+                       sum(completion_tokens) AS completion_tokens
+                  FROM model_usage_stats
+                 WHERE model_id = %(model_id)s
+                   AND day > (now() AT TIME ZONE 'UTC')::date - %(days)s
+                 GROUP BY day
+                 ORDER BY day DESC
+                """,
+                {"model_id": model_id, "days": days},
+            )
+
+    def rate_model(self, user_id, model_id, rating, review):
+        """Creates or replaces the user's rating: (row, created), or None for a
+        model not in the active catalog."""
+        with self.transaction(acting_user_id=user_id) as tx:
+            return tx.one(
+                """
+                INSERT INTO model_ratings (user_id, model_id, rating, review)
+                SELECT %(user_id)s, id, %(rating)s, %(review)s
+                  FROM models
+                 WHERE id = %(model_id)s
+                   AND is_active
+                ON CONFLICT (user_id, model_id) DO UPDATE
+                   SET rating = EXCLUDED.rating,
+                       review = EXCLUDED.review
+                RETURNING model_id, rating, review, created_at, updated_at, (xmax = 0) AS created
+                """,
+                {"user_id": user_id, "model_id": model_id, "rating": rating, "review": review},
+            )
+
+    def provider_key_holdings(self, user_id):
+        with self.transaction() as tx:
+            return {row["provider"] for row in tx.all(
+                "SELECT DISTINCT provider FROM api_keys WHERE user_id = %(user_id)s", {"user_id": user_id})}
+
+    def preferences(self, user_id):
+        """The user's stored preferences, or None when never set."""
+        with self.transaction() as tx:
+            return tx.one(
+                f"""
+                SELECT {PREFERENCE_COLUMNS}
+                  FROM user_preferences
+                 WHERE user_id = %(user_id)s
+                """,
+                {"user_id": user_id},
+            )
+
+    def replace_preferences(self, user_id, preferences):
+        """Stores the whole document; None when default_model_id is not an active model."""
+        with self.transaction(acting_user_id=user_id) as tx:
+            if preferences["default_model_id"] is not None and tx.one(
+                    "SELECT 1 FROM models WHERE id = %(id)s AND is_active",
+                    {"id": preferences["default_model_id"]}) is None:
+                return None
+            return tx.one(
+                f"""
+                INSERT INTO user_preferences (user_id, default_model_id, preferred_providers, daily_spend_limit,
+                                              max_cost_per_message, theme)
+                VALUES (%(user_id)s, %(default_model_id)s, %(preferred_providers)s, %(daily_spend_limit)s,
+                        %(max_cost_per_message)s, %(theme)s)
+                ON CONFLICT (user_id) DO UPDATE
+                   SET default_model_id = EXCLUDED.default_model_id,
+                       preferred_providers = EXCLUDED.preferred_providers,
+                       daily_spend_limit = EXCLUDED.daily_spend_limit,
+                       max_cost_per_message = EXCLUDED.max_cost_per_message,
+                       theme = EXCLUDED.theme
+                RETURNING {PREFERENCE_COLUMNS}
+                """,
+                {"user_id": user_id, **preferences},
+            )
+
+    def activity(self, user_id, limit, before=None):
+        """The user's transactions and messages, newest first; `before` is the
+        (created_at, kind, item_id) of the previous page's last item."""
+        created_at, kind, item_id = before or (None, None, None)
+        with self.transaction() as tx:
+            return tx.all(
+                """
+                SELECT kind, item_id, action, amount, prompt_tokens, completion_tokens, session_id, model_id,
+                       created_at
+                  FROM recent_activity
+                 WHERE user_id = %(user_id)s
+                   AND (%(created_at)s::timestamptz IS NULL
+                        OR (created_at, kind, item_id) < (%(created_at)s, %(kind)s, %(item_id)s))
+                 ORDER BY created_at DESC, kind DESC, item_id DESC
+                 LIMIT %(limit)s
+                """,
+                {"user_id": user_id, "created_at": created_at, "kind": kind, "item_id": item_id, "limit": limit},
             )
 
     # ------------------------------------------------------------- idempotency
