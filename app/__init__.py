@@ -1,11 +1,13 @@
 """The Q Marketplace API: `create_app(config=None)` builds the Flask app."""
 from flask import Flask
+from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import account, auth, balance, chat, keys, models, ops
 from app.commands import register_commands
 from app.config import load_config
 from app.errors import register_error_handlers
-from app.extensions import db
+from app.extensions import db, limiter
 from app.observability import configure_logging, register_request_hooks
 from app.providers import Providers
 from app.security import TokenIssuer
@@ -14,6 +16,8 @@ from database.vault import Vault
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
 API_BLUEPRINTS = (auth, keys, balance, chat, models, account)
+CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
+CORS_EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
 
 
 def create_app(config=None):
@@ -33,6 +37,13 @@ def create_app(config=None):
 
 def register_extensions(app):
     db.init_app(app)
+    app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    limiter.init_app(app)
+    CORS(app, origins=app.config["CORS_ORIGINS"], allow_headers=CORS_ALLOWED_HEADERS,
+         expose_headers=CORS_EXPOSED_HEADERS, max_age=600)
+    if app.config["TRUSTED_PROXIES"]:
+        proxies = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     app.extensions["tokens"] = TokenIssuer(app.config)
     app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"], app.config["FINGERPRINT_KEY"])
     app.extensions["providers"] = Providers(app.config)
@@ -40,6 +51,7 @@ def register_extensions(app):
 
 def register_blueprints(app):
     app.register_blueprint(ops.bp)
+    ops.register_docs(app)
     for module in API_BLUEPRINTS:
         app.register_blueprint(module.bp, url_prefix=API_PREFIX + module.bp.url_prefix)
 

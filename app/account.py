@@ -6,6 +6,7 @@ from flask import Blueprint, g
 from app.auth import require_auth
 from app.errors import ValidationFailed
 from app.extensions import db
+from app.openapi import CURSOR, LIMIT, documented
 from app.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
 from app.requests import json_body
 from app.schemas import ActivityItem, ActivityPage, Preferences, PreferencesBody
@@ -16,6 +17,7 @@ DEFAULT_PREFERENCES = PreferencesBody().model_dump()
 
 
 @bp.get("/preferences")
+@documented("Your preferences", {200: Preferences})
 @require_auth
 def show_preferences():
     row = db.preferences(g.user_id) or {**DEFAULT_PREFERENCES, "updated_at": None}
@@ -23,6 +25,8 @@ def show_preferences():
 
 
 @bp.put("/preferences")
+@documented("Replace your preferences (keys left out take their defaults)", {200: Preferences},
+            request=PreferencesBody)
 @require_auth
 def replace_preferences():
     body = json_body(PreferencesBody)
@@ -39,6 +43,7 @@ def _activity_key(text):
 
 
 @bp.get("/activity")
+@documented("Your recent transactions and messages, newest first", {200: ActivityPage}, query=[LIMIT, CURSOR])
 @require_auth
 def activity():
     limit = page_size()

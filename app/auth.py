@@ -3,16 +3,37 @@ import functools
 
 from flask import Blueprint, current_app, g, request
 
-from app.errors import Conflict, InvalidToken, Unauthorized
-from app.extensions import db
+from app.errors import APIError, Conflict, InvalidToken, Unauthorized
+from app.extensions import db, limiter
+from app.openapi import documented
 from app.requests import json_body
 from app.schemas import Balance, LoginRequest, Profile, RefreshRequest, RegisterRequest, TokenPair, User
 from app.security import ACCESS, REFRESH, dummy_password_hash, hash_password, verify_password
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
+
+class LoginLocked(APIError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many failed logins for this email; try again later."
+
 def tokens():
     return current_app.extensions["tokens"]
+
+
+def auth_rate_limit():
+    return current_app.config["RATE_LIMIT_AUTH"]
+
+
+def token_subject():
+    """The rate-limit key of a request bearing a valid token: its user, so a
+    user's limit holds across addresses; else the client address."""
+    _, _, token = request.headers.get("Authorization", "").partition(" ")
+    try:
+        return "user:" + str(tokens().decode(token.strip(), ACCESS)["sub"])
+    except APIError:
+        return "addr:" + (request.remote_addr or "unknown")
 
 
 def authenticate(view):
@@ -72,6 +93,8 @@ def _pair_response(access, refresh, user):
 
 
 @bp.post("/register")
+@limiter.limit(auth_rate_limit)
+@documented("Create an account", {201: User}, request=RegisterRequest, errors=[409], auth=False, rate_limited=True)
 def register():
     body = json_body(RegisterRequest)
     password_hash = hash_password(body.password, current_app.config["PASSWORD_ITERATIONS"])
@@ -82,15 +105,25 @@ def register():
 
 
 @bp.post("/login")
+@limiter.limit(auth_rate_limit)
+@documented("Log in: an access and a refresh token", {200: TokenPair}, request=LoginRequest, errors=[401],
+            auth=False, rate_limited=True)
 def login():
     body = json_body(LoginRequest)
     iterations = current_app.config["PASSWORD_ITERATIONS"]
-    user = db.user_for_login(body.email)
+    attempt = db.login_attempt(body.email)
+    if attempt["locked_seconds"]:
+        raise LoginLocked(headers={"Retry-After": str(attempt["locked_seconds"])})
+    user = attempt if attempt["id"] else None
     # An unknown email costs one full PBKDF2 too, so timing reveals nothing.
     stored = user["password_hash"] if user else dummy_password_hash(iterations)
     matches, stored_iterations = verify_password(body.password, stored)
     if not (user and matches):
+        db.record_login_failure(body.email, current_app.config["LOGIN_LOCKOUT_THRESHOLD"],
+                                current_app.config["LOGIN_LOCKOUT_SECONDS"])
         raise Unauthorized("Invalid email or password.")
+    if attempt["failures"]:
+        db.clear_login_failures(body.email)
     if stored_iterations < iterations:
         db.replace_password_hash(user["id"], stored, hash_password(body.password, iterations))
     access, refresh = _token_pair(user, user["token_generation"])
@@ -98,6 +131,9 @@ def login():
 
 
 @bp.post("/refresh")
+@limiter.limit(auth_rate_limit)
+@documented("Trade a refresh token for a new pair (it works once)", {200: TokenPair}, request=RefreshRequest,
+            errors=[401], auth=False, rate_limited=True)
 def refresh():
     body = json_body(RefreshRequest)
     issuer = tokens()
@@ -115,6 +151,7 @@ def refresh():
 
 
 @bp.post("/logout")
+@documented("End every token issued so far", {204: None})
 @require_auth
 def logout():
     db.revoke_tokens(g.user_id)
@@ -122,6 +159,7 @@ def logout():
 
 
 @bp.get("/me")
+@documented("Your profile and balance", {200: Profile})
 @require_auth
 def me():
     row = db.profile(g.user_id)

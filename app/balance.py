@@ -4,6 +4,7 @@ from flask import Blueprint, current_app, g, request
 from app.auth import require_auth
 from app.errors import APIError, ValidationFailed
 from app.extensions import db
+from app.openapi import CURSOR, LIMIT, documented, query_enum
 from app.idempotency import idempotent, respond
 from app.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
 from app.requests import json_body
@@ -21,12 +22,15 @@ class TopUpsDisabled(APIError):
 
 
 @bp.get("")
+@documented("Your balance", {200: Balance})
 @require_auth
 def show_balance():
     return Balance.from_row(db.balance(g.user_id)).model_dump(mode="json")
 
 
 @bp.post("/funds")
+@documented("Add funds (stands in for a payment provider)", {201: TopUpResponse}, request=TopUpRequest,
+            errors=[403, 409, 422], idempotent=True)
 @require_auth
 @idempotent
 def add_funds():
@@ -46,6 +50,8 @@ def add_funds():
 
 
 @bp.get("/transactions")
+@documented("Your ledger, newest first", {200: TransactionPage},
+            query=[LIMIT, CURSOR, query_enum("type", TRANSACTION_TYPES, "Only this type of transaction.")])
 @require_auth
 def list_transactions():
     limit = page_size()

@@ -2,12 +2,13 @@
 import uuid
 from datetime import datetime
 
-from flask import Blueprint, g
+from flask import Blueprint, current_app, g
 
 from app import gateway
-from app.auth import authenticate, require_auth
+from app.auth import authenticate, require_auth, token_subject
 from app.errors import NotFound, ValidationFailed
-from app.extensions import db
+from app.extensions import db, limiter
+from app.openapi import CURSOR, LIMIT, documented
 from app.idempotency import idempotent, respond
 from app.money import format_money
 from app.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
@@ -27,6 +28,7 @@ def session_id_from(text):
 
 
 @bp.post("/sessions")
+@documented("Start a chat session with a catalog model", {201: Session}, request=NewSessionRequest)
 @require_auth
 def create_session():
     body = json_body(NewSessionRequest)
@@ -38,6 +40,7 @@ def create_session():
 
 
 @bp.get("/sessions")
+@documented("Your sessions, newest first", {200: SessionPage}, query=[LIMIT, CURSOR])
 @require_auth
 def list_sessions():
     limit = page_size()
@@ -48,6 +51,7 @@ def list_sessions():
 
 
 @bp.get("/sessions/<session_id>")
+@documented("A session and its messages, oldest first", {200: SessionWithMessages}, query=[LIMIT, CURSOR])
 @require_auth
 def show_session(session_id):
     session = db.session(g.user_id, session_id_from(session_id))
@@ -62,6 +66,7 @@ def show_session(session_id):
 
 
 @bp.delete("/sessions/<session_id>")
+@documented("Delete a session and its messages (its transactions stay)", {204: None})
 @require_auth
 def delete_session(session_id):
     if not db.delete_session(g.user_id, session_id_from(session_id)):
@@ -70,6 +75,9 @@ def delete_session(session_id):
 
 
 @bp.post("/sessions/<session_id>/messages")
+@limiter.limit(lambda: current_app.config["RATE_LIMIT_CHAT"], key_func=token_subject)
+@documented("Send a message; the answer is billed per token", {201: MessageExchange}, request=NewMessageRequest,
+            errors=[402, 409, 422, 502, 504], idempotent=True, rate_limited=True)
 @authenticate  # the token's generation is confirmed with the call's context, in one round trip
 @idempotent
 def send_message(session_id):

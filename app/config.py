@@ -99,6 +99,16 @@ SETTINGS = {
     "JWT_AUDIENCE": ("q-marketplace-api", _text),
     "CORS_ORIGINS": ("", _csv),
     "RATELIMIT_STORAGE_URI": ("memory://", _text),
+    "RATELIMIT_ENABLED": ("true", _flag),
+    # flask-limiter notation; per client address (auth) or per user (chat).
+    "RATE_LIMIT_AUTH": ("20 per minute", _text),
+    "RATE_LIMIT_CHAT": ("120 per minute", _text),
+    # Failed logins per email (counted in PostgreSQL, whoever sends them) before
+    # that email is locked for LOGIN_LOCKOUT_SECONDS.
+    "LOGIN_LOCKOUT_THRESHOLD": ("10", _integer(1, 10_000)),
+    "LOGIN_LOCKOUT_SECONDS": ("900", _integer(1, 86400)),
+    # Reverse proxies in front of the service whose X-Forwarded-For to trust.
+    "TRUSTED_PROXIES": ("0", _integer(0, 10)),
     "OPENAI_BASE_URL": ("https://api.openai.com/v1", _text),
     "ANTHROPIC_BASE_URL": ("https://api.anthropic.com/v1", _text),
     "PROVIDER_TIMEOUT": ("60", _seconds),

@@ -1,4 +1,9 @@
 """The process's shared services, made once and bound to the app in create_app."""
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
 from database import DatabaseService
 
 db = DatabaseService()
+# Storage, switches and headers come from the app's RATELIMIT_* settings.
+limiter = Limiter(key_func=get_remote_address)

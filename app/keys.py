@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, g
 from app.auth import require_auth
 from app.errors import Conflict, NotFound
 from app.extensions import db
+from app.openapi import documented
 from app.requests import json_body
 from app.schemas import KeyList, NewKeyRequest, StoredKey
 
@@ -16,6 +17,8 @@ MAX_KEYS_PER_USER = 50
 
 
 @bp.post("")
+@documented("Store a provider API key (shown once: only its last four characters come back)", {201: StoredKey},
+            request=NewKeyRequest, errors=[409])
 @require_auth
 def add_key():
     body = json_body(NewKeyRequest)
@@ -35,6 +38,7 @@ def add_key():
 
 
 @bp.get("")
+@documented("Your stored keys, masked", {200: KeyList})
 @require_auth
 def list_keys():
     keys = [StoredKey.model_validate(row) for row in db.list_api_keys(g.user_id)]
@@ -42,6 +46,7 @@ def list_keys():
 
 
 @bp.delete("/<key_id>")
+@documented("Delete a key and its ciphertext", {204: None})
 @require_auth
 def delete_key(key_id):
     try:

@@ -5,6 +5,7 @@ from app import marketplace
 from app.auth import require_auth
 from app.errors import NotFound, ValidationFailed
 from app.extensions import db
+from app.openapi import documented, query_enum
 from app.requests import json_body
 from app.schemas import (CAPABILITIES, PROVIDERS, DailyUsage, ModelDetail, ModelList, Rating, RatingRequest,
                          Recommendation, RecommendationList, RecommendRequest)
@@ -28,6 +29,11 @@ def _choice(name, allowed):
 
 
 @bp.get("")
+@documented("The catalog, with prices, ratings and usage", {200: ModelList}, auth=False, query=[
+    query_enum("provider", PROVIDERS, "Only this provider's models."),
+    query_enum("capability", CAPABILITIES, "Only models with this capability."),
+    query_enum("sort", tuple(SORTS), "Order: popularity (most used first), price (mean of input and output "
+                                     "price, cheapest first), rating (Bayesian average, best first) or id.")])
 def list_models():
     """Public: the active catalog, filtered and sorted."""
     provider = _choice("provider", PROVIDERS)
@@ -41,6 +47,7 @@ def list_models():
 
 
 @bp.get("/<provider>/<name>")
+@documented("One model, its ratings and its usage by day", {200: ModelDetail}, auth=False)
 def show_model(provider, name):
     """Public: one model, its rating summary and usage by day."""
     rows = db.catalog(f"{provider}/{name}")
@@ -53,6 +60,7 @@ def show_model(provider, name):
 
 
 @bp.put("/<provider>/<name>/rating")
+@documented("Rate a model (a second call replaces your rating)", {200: Rating, 201: Rating}, request=RatingRequest)
 @require_auth
 def rate_model(provider, name):
     body = json_body(RatingRequest)
@@ -63,6 +71,7 @@ def rate_model(provider, name):
 
 
 @bp.post("/recommend")
+@documented("Which models suit a task, ranked, with reasons", {200: RecommendationList}, request=RecommendRequest)
 @require_auth
 def recommend():
     body = json_body(RecommendRequest)

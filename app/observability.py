@@ -53,7 +53,12 @@ def register_request_hooks(app):
     def finish_response(response):
         response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        # Tokens and keys travel in these bodies: never stored by a cache.
         response.headers.setdefault("Cache-Control", "no-store")
+        if response.mimetype == "application/json":
+            response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
         # Path only: query strings and bodies may carry secrets and are never logged.
         access_log.info("request", extra={"fields": {
             "method": request.method,

@@ -206,17 +206,53 @@ class DatabaseService:
             taken = "email" if exc.diag.constraint_name == "users_email_key" else "username"
             return taken, None
 
-    def user_for_login(self, email):
+    def login_attempt(self, email):
+        """The active user with this email (id None when there is none), the
+        email's failed logins, and how many seconds it stays locked (0: not)."""
         with self.transaction() as tx:
             return tx.one(
                 """
-                SELECT id, email, username, password_hash, token_generation, created_at
-                  FROM users
-                 WHERE email = %(email)s
-                   AND is_active
+                SELECT u.id, u.email, u.username, u.password_hash, u.token_generation, u.created_at,
+                       coalesce(a.failures, 0) AS failures,
+                       greatest(0, ceil(extract(epoch FROM a.locked_until - now())))::integer AS locked_seconds
+                  FROM (SELECT %(email)s::text AS email) given
+                  LEFT JOIN users u ON u.email = given.email AND u.is_active
+                  LEFT JOIN login_attempts a ON a.email = given.email
                 """,
                 {"email": email},
             )
+
+    def record_login_failure(self, email, threshold, lockout_seconds):
+        """Counts a failed login for the email (whether or not it has an
+        account); the threshold-th failure within the window locks it."""
+        with self.transaction() as tx:
+            tx.run(
+                """
+                INSERT INTO login_attempts AS a (email, failures, window_start)
+                VALUES (%(email)s, 1, now())
+                ON CONFLICT (email) DO UPDATE
+                   SET failures = CASE WHEN a.window_start < now() - make_interval(secs => %(window)s)
+                                       THEN 1 ELSE a.failures + 1 END,
+                       window_start = CASE WHEN a.window_start < now() - make_interval(secs => %(window)s)
+                                           THEN now() ELSE a.window_start END
+                """,
+                {"email": email, "window": lockout_seconds},
+            )
+            tx.run(
+                """
+                UPDATE login_attempts
+                   SET locked_until = now() + make_interval(secs => %(window)s),
+                       failures = 0,
+                       window_start = now()
+                 WHERE email = %(email)s
+                   AND failures >= %(threshold)s
+                """,
+                {"email": email, "window": lockout_seconds, "threshold": threshold},
+            )
+
+    def clear_login_failures(self, email):
+        with self.transaction() as tx:
+            tx.run("DELETE FROM login_attempts WHERE email = %(email)s", {"email": email})
 
     def replace_password_hash(self, user_id, old_hash, new_hash):
         """Rehash on login; a concurrent password change wins over the rehash."""

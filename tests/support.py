@@ -28,6 +28,8 @@ def settings_for(database_url, **overrides):
         "PASSWORD_ITERATIONS": TEST_ITERATIONS,
         "LOG_LEVEL": "WARNING",
         "DB_POOL_TIMEOUT": 2,
+        # Tests register and log in far faster than any person; the limits have tests of their own.
+        "RATELIMIT_ENABLED": False,
     }
     settings.update(overrides)
     return settings
