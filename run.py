@@ -1,6 +1,7 @@
 """`make run`: writes .env with fresh secrets when there is none, starts the
 embedded PostgreSQL under .data/ unless a server is configured, migrates, and
 serves with gunicorn until Ctrl-C, then stops the server and the cluster."""
+import argparse
 import base64
 import os
 import secrets
@@ -116,6 +117,8 @@ def _interrupt(signum, frame):
 
 
 def main():
+    argparse.ArgumentParser(
+        description=__doc__, epilog="Settings come from .env and the environment (see .env.example).").parse_args()
     ensure_env_file()
     try:
         config = load_config()

@@ -339,8 +339,8 @@ DECLARE
     balance   user_balance%ROWTYPE;
     spent_today numeric;
 BEGIN
-    IF p_amount IS NULL OR p_amount <= 0 THEN
-        RAISE EXCEPTION 'deduct_user_balance: amount must be positive, got %', p_amount
+    IF p_amount IS NULL OR p_amount <= 0 OR p_amount <> round(p_amount, 10) THEN
+        RAISE EXCEPTION 'deduct_user_balance: amount must be positive with at most 10 decimals, got %', p_amount
             USING ERRCODE = 'check_violation';
     END IF;
 
@@ -408,8 +408,10 @@ BEGIN
     IF p_type NOT IN ('deposit', 'release') THEN
         RAISE EXCEPTION 'add_user_funds: unknown type %', p_type USING ERRCODE = 'check_violation';
     END IF;
-    IF p_amount IS NULL OR p_amount < 0 OR (p_type = 'deposit' AND p_amount = 0) THEN
-        RAISE EXCEPTION 'add_user_funds: bad amount %', p_amount USING ERRCODE = 'check_violation';
+    IF p_amount IS NULL OR p_amount < 0 OR (p_type = 'deposit' AND p_amount = 0)
+       OR p_amount <> round(p_amount, 10) THEN
+        RAISE EXCEPTION 'add_user_funds: bad amount % (at most 10 decimals)', p_amount
+            USING ERRCODE = 'check_violation';
     END IF;
 
     SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
@@ -613,10 +615,11 @@ SELECT m.id AS model_id,
   LEFT JOIN model_usage_stats s ON s.model_id = m.id
  GROUP BY m.id, m.provider, m.name;
 
-CREATE OR REPLACE VIEW recent_activity AS
+DROP VIEW IF EXISTS recent_activity;  -- replaced whole: its column types may change
+CREATE VIEW recent_activity AS
 SELECT t.user_id,
        'transaction'::text AS kind,
-       t.id::text AS item_id,
+       t.id AS item_id,
        t.type AS action,
        t.amount,
        NULL::integer AS prompt_tokens,
@@ -628,7 +631,7 @@ SELECT t.user_id,
 UNION ALL
 SELECT h.user_id,
        'message'::text,
-       h.id::text,
+       h.id,
        h.role,
        h.cost,
        h.prompt_tokens,

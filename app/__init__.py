@@ -8,6 +8,7 @@ from app.commands import register_commands
 from app.config import load_config
 from app.errors import register_error_handlers
 from app.extensions import db, limiter
+from app.openapi import refuse_unknown_query_parameters
 from app.observability import configure_logging, register_request_hooks
 from app.providers import Providers
 from app.security import TokenIssuer
@@ -31,6 +32,7 @@ def create_app(config=None):
     register_blueprints(app)
     register_error_handlers(app)
     register_request_hooks(app)
+    app.before_request(refuse_unknown_query_parameters)
     register_commands(app)
     return app
 

@@ -47,7 +47,7 @@ def _activity_key(text):
 @require_auth
 def activity():
     limit = page_size()
-    before = decode_cursor(datetime.fromisoformat, _activity_key, lambda text: str(row_id(text)))
+    before = decode_cursor(datetime.fromisoformat, _activity_key, row_id)
     rows = db.activity(g.user_id, limit + 1, before)
     page, next_cursor = paginate(
         rows, limit, lambda last: encode_cursor(last["created_at"].isoformat(), last["kind"], last["item_id"]))

@@ -30,16 +30,19 @@ class IdempotencyKeyReused(APIError):
     message = "This Idempotency-Key was used with a different request."
 
 
-def _canonical(value):
-    return str(value) if isinstance(value, Decimal) else value
+def _canonical_number(value):
+    """One spelling per number (12.5, 12.50 and 1.25e1 alike), kept apart from
+    the string "12.5" by a prefix no valid body can hold."""
+    return "\x00number:" + format(value.normalize(), "f")
 
 
 def request_fingerprint():
-    """Method, path and the body as canonical JSON (raw bytes if it does not parse)."""
+    """Method, path and the body as canonical JSON: keys sorted, no spaces, each
+    number in one spelling (raw bytes when the body does not parse)."""
     raw = request.get_data(cache=True)
     try:
-        body = json.dumps(json.loads(raw, parse_float=Decimal), sort_keys=True, separators=(",", ":"),
-                          default=_canonical)
+        parsed = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
+        body = json.dumps(parsed, sort_keys=True, separators=(",", ":"), default=_canonical_number)
     except (ValueError, RecursionError):
         body = raw.hex()
     return hashlib.sha256(f"{request.method}\n{request.path}\n{body}".encode()).hexdigest()

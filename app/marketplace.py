@@ -78,6 +78,8 @@ def needed_capabilities(task, asked):
 def recommend(rows, task, asked_capabilities, budget, held_providers, preferred_providers, limit):
     """(ranked [(row, score, reasons)], notice). Models over the budget are left
     out; when that leaves none, the cheapest are shown with a notice saying so."""
+    if not rows:
+        return [], "The catalog has no active model right now."
     needs = needed_capabilities(task, asked_capabilities)
     affordable = [row for row in rows if budget is None or blended_price(row) <= budget]
     notice = None

@@ -6,10 +6,11 @@ per app from the URL map."""
 import re
 from dataclasses import dataclass, field
 
-from flask import current_app
+from flask import current_app, request
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from app.errors import NotFound, ValidationFailed
 from app.pagination import MAX_PAGE_SIZE
 
 OPENAPI_VERSION = "3.1.0"
@@ -81,6 +82,24 @@ def documented(summary, responses, request=None, errors=(), auth=True, query=(),
                                  rate_limited, uses_database)
         return view
     return decorate
+
+
+def refuse_unknown_query_parameters():
+    """Before each request: a query parameter the operation does not declare is
+    a 400, as an unknown body field is (a misspelt ?limt= must not pass unseen).
+    No NUL byte, which no id or parameter may hold, goes further either."""
+    if "\x00" in request.path:
+        raise NotFound()
+    if any("\x00" in value for value in request.args.values()):
+        raise ValidationFailed(details={"query": "must not contain NUL characters"})
+    view = current_app.view_functions.get(request.endpoint)
+    operation = getattr(view, "openapi", None)
+    if operation is None or not request.args:
+        return
+    declared = {parameter["name"] for parameter in operation.query}
+    unknown = sorted(set(request.args) - declared)
+    if unknown:
+        raise ValidationFailed(details={name: "unknown query parameter" for name in unknown})
 
 
 def query_enum(name, values, description):

@@ -28,7 +28,9 @@ def _email(value):
     return value
 
 
-MONEY_TEXT = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,20})?$")
+# NUMERIC(20,10): at most 10 digits either side of the point.
+MONEY_TEXT = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,10})?$")
+MONEY_DECIMALS = 10
 # NUMERIC(20,10) holds less than 10^10.
 MONEY_LIMIT = Decimal(10) ** 10
 
@@ -49,6 +51,8 @@ def _amount(value):
         raise ValueError("must not be negative")
     if amount >= MONEY_LIMIT:
         raise ValueError("is too large")
+    if amount != round(amount, MONEY_DECIMALS):
+        raise ValueError(f"must have at most {MONEY_DECIMALS} decimal places")
     return amount
 
 
@@ -391,7 +395,7 @@ class ActivityItem(Response):
 
     @classmethod
     def from_row(cls, row):
-        return cls(**{**row, "id": row["item_id"], "amount": format_money(row["amount"])})
+        return cls(**{**row, "id": str(row["item_id"]), "amount": format_money(row["amount"])})
 
 
 class ActivityPage(Response):

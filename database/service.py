@@ -38,20 +38,26 @@ TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id
 class Cursor:
     """The transaction helper's small vocabulary over one psycopg2 cursor.
 
-    The acting user (for the audit triggers) is set by a statement sent in the
-    same round trip as the transaction's first one, not in a round trip of its own."""
+    Connections run in autocommit mode and the helper opens the transaction
+    itself: BEGIN, and the acting user for the audit triggers, travel in the
+    same round trip as the transaction's first statement, not in their own."""
 
+    BEGIN = "BEGIN;\n"
     SET_ACTOR = "SELECT set_config('app.user_id', %(_acting_user_id)s, true);\n"
-    # Statements always go with bind parameters (a literal % is written %%).
+    # Statements go with bind parameters, so a literal % is written %%.
 
     def __init__(self, cursor, acting_user_id=None):
         self._cursor = cursor
-        self._actor = None if acting_user_id is None else str(acting_user_id)
+        self._opening = self.BEGIN + (self.SET_ACTOR if acting_user_id is not None else "")
+        self._opening_params = {} if acting_user_id is None else {"_acting_user_id": str(acting_user_id)}
+        self.began = False
 
     def _execute(self, sql, params):
-        if self._actor is not None:
-            sql, params = self.SET_ACTOR + sql, {**(params or {}), "_acting_user_id": self._actor}
-            self._actor = None
+        if not self.began:
+            sql = self._opening + sql
+            if self._opening_params:
+                params = {**(params or {}), **self._opening_params}
+            self.began = True
         self._cursor.execute(sql, params)
 
     def run(self, sql, params=None):
@@ -88,8 +94,10 @@ class _ProcessPool:
         if conn is not None and not conn.closed:
             return conn
         try:
-            return psycopg2.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name="qmarket",
+            conn = psycopg2.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name="qmarket",
                                     cursor_factory=psycopg2.extras.RealDictCursor)
+            conn.autocommit = True  # Cursor opens each transaction in its first round trip
+            return conn
         except psycopg2.Error as exc:
             self._slots.release()
             log.warning("database connection failed: %s", type(exc).__name__)
@@ -169,8 +177,10 @@ class DatabaseService:
         broken = False
         try:
             with conn.cursor() as raw_cursor:
-                yield Cursor(raw_cursor, acting_user_id)
-            conn.commit()
+                cursor = Cursor(raw_cursor, acting_user_id)
+                yield cursor
+                if cursor.began:
+                    raw_cursor.execute("COMMIT")
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             # Lost connection, server shutting down, or statement timeout.
             broken = not _rollback(conn)
@@ -887,7 +897,8 @@ class DatabaseService:
 def _rollback(conn):
     """Rolls back; False when the connection is unusable and must be dropped."""
     try:
-        conn.rollback()
+        with conn.cursor() as cursor:
+            cursor.execute("ROLLBACK")
         return True
     except psycopg2.Error:
         return False

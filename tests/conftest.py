@@ -5,7 +5,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from contextlib import closing
+from contextlib import closing, contextmanager
 
 import psycopg2
 import pytest
@@ -73,15 +73,24 @@ class TestDatabase:
             return cur.fetchall() if cur.description else cur.rowcount
 
 
-@pytest.fixture
-def database(pg_server, template_db):
+@contextmanager
+def clean_database(pg_server, template_db):
+    """A fresh clone of the migrated template, dropped afterwards."""
     name = f"qmarket_test_{uuid.uuid4().hex[:12]}"
     with closing(_admin(pg_server)) as admin, admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             sql.Identifier(name), sql.Identifier(template_db)))
-    yield TestDatabase(pg_server, name)
-    with closing(_admin(pg_server)) as admin, admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        yield TestDatabase(pg_server, name)
+    finally:
+        with closing(_admin(pg_server)) as admin, admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database(pg_server, template_db):
+    with clean_database(pg_server, template_db) as fresh:
+        yield fresh
 
 
 @pytest.fixture

@@ -213,6 +213,18 @@ def test_the_same_key_with_another_body_is_refused(client, token, database):
     assert balance(client, token)["total_balance"] == "7.25"
 
 
+def test_the_same_number_in_another_spelling_is_the_same_body(client, token):
+    def send(raw):
+        return client.post(FUNDS, data=raw, content_type="application/json",
+                           headers={**bearer(token), "Idempotency-Key": "spelling"})
+
+    assert send('{"amount": 12.5}').status_code == 201
+    assert send('{ "amount" : 12.50 }').headers["Idempotent-Replayed"] == "true"
+    assert send('{"amount": 1.25e1}').headers["Idempotent-Replayed"] == "true"
+    assert_error(send('{"amount": "12.5"}'), 422, "idempotency_key_reused")
+    assert balance(client, token)["total_balance"] == "12.50"
+
+
 def test_a_duplicate_while_the_first_runs_is_a_conflict(app, client, token, database):
     with app.app_context():
         outcome, _ = db.claim_idempotency_key(user_id_of(database), "order-1", _fingerprint(app, token), 90)
