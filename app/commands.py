@@ -9,6 +9,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from app.extensions import db
 from app.gateway import reconcile_holds
+from app.money import format_money
 from app.schemas import Email, TopUpRequest
 from database.catalog import CatalogError, read_catalog
 from migrate import load_catalog
@@ -38,8 +39,8 @@ def register_commands(app: Flask):
         kind = "refund" if refund else "credit"
         with db.transaction() as tx:
             moved = db.add_funds(user_id, amount, f"Operator {kind}: {note}", {"source": "operator", "kind": kind}, tx=tx)
-        click.echo(f"{kind}ed {amount} USD to {email}: transaction {moved['transaction_id']}, "
-                   f"available {moved['available']}")
+        click.echo(f"{kind}ed {format_money(amount)} USD to {email}: transaction {moved['transaction_id']}, "
+                   f"available {format_money(moved['available'])}")
 
     keys = AppGroup("keys", help="The key vault.")
 
@@ -90,5 +91,6 @@ def register_commands(app: Flask):
 
     @app.cli.command("prune")
     def prune():
-        """Delete idempotency records older than 24 hours."""
-        click.echo(f"pruned {db.prune_idempotency_keys()} idempotency records")
+        """Delete idempotency records older than 24 hours and login-failure counts gone stale."""
+        click.echo(f"pruned {db.prune_idempotency_keys()} idempotency records and "
+                   f"{db.prune_login_attempts(current_app.config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")

@@ -6,6 +6,7 @@ each and of the difference. Then, with the stub answering after a stall, many
 calls in flight at once must all complete.
 
     .venv/bin/python bench/gateway_overhead.py [--pairs 300] [--in-flight 200] [--stall 1.0]
+    .venv/bin/python bench/gateway_overhead.py --profile 300   # where the time goes, in process
 
 Everything runs on 127.0.0.1: a throwaway PostgreSQL, the service under
 gunicorn, and the stub in its own process (so the client's GIL is not shared)."""
@@ -114,11 +115,62 @@ def in_flight(server, stub_url, count):
         return statuses, time.perf_counter() - started
 
 
+def profile(app_url, calls):
+    """The chat path in this process (Flask's test client, the stub in a thread):
+    the time of each SQL statement, and cProfile's heaviest functions."""
+    import cProfile
+    import collections
+    import pstats
+
+    from app import close_app, create_app
+    from database import service
+    from tests.stubs import OpenAIStub
+
+    stub = OpenAIStub()
+    app = create_app(settings_for(app_url, OPENAI_BASE_URL=f"{stub.url}/v1", LOG_LEVEL="WARNING"))
+    client = app.test_client()
+    account = {"email": "profile@example.com", "password": "correct horse battery"}
+    client.post("/api/v1/auth/register", json=account | {"username": "profile"})
+    headers = {"Authorization": "Bearer " + client.post("/api/v1/auth/login", json=account).get_json()["access_token"]}
+    client.post("/api/v1/balance/funds", json={"amount": "1000"}, headers=headers)
+    client.post("/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY}, headers=headers)
+    urls = [f"/api/v1/chat/sessions/{client.post('/api/v1/chat/sessions', json={'model_id': 'openai/gpt-4o-mini'}, headers=headers).get_json()['id']}/messages"
+            for _ in range(calls + WARMUP_PAIRS)]
+    for url in urls[:WARMUP_PAIRS]:
+        client.post(url, json={"content": "Say hello.", "max_tokens": 64}, headers=headers)
+
+    statements = collections.defaultdict(list)
+    execute = service.Cursor._execute
+
+    def timed_execute(cursor, sql, params):
+        started = time.perf_counter()
+        execute(cursor, sql, params)
+        statements[" ".join(sql.split())[:70]].append(time.perf_counter() - started)
+
+    service.Cursor._execute = timed_execute
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    for url in urls[WARMUP_PAIRS:]:
+        client.post(url, json={"content": "Say hello.", "max_tokens": 64}, headers=headers)
+    profiler.disable()
+    elapsed = (time.perf_counter() - started) / calls * 1000
+    service.Cursor._execute = execute
+    print(f"{calls} calls in process (profiler on): {elapsed:.2f} ms each")
+    print("SQL round trips per call (mean ms, first statement of a transaction includes BEGIN):")
+    for sql, times in sorted(statements.items(), key=lambda item: -sum(item[1])):
+        print(f"  {len(times) / calls:4.1f} x {statistics.mean(times) * 1000:6.3f}  {sql}")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+    close_app(app)
+    stub.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=300)
     parser.add_argument("--in-flight", type=int, default=200)
     parser.add_argument("--stall", type=float, default=1.0)
+    parser.add_argument("--profile", type=int, metavar="CALLS", help="profile CALLS calls in process instead")
     args = parser.parse_args()
 
     base_dir = tempfile.mkdtemp(prefix="qmarket-bench-pg-", dir="/tmp")
@@ -128,6 +180,9 @@ def main():
         owner_url = make_dsn(postgres.url(), dbname="bench")
         migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)
         app_url = make_dsn(owner_url, user="app_user", password=APP_PASSWORD)
+        if args.profile:
+            profile(app_url, args.profile)
+            return
 
         stubs.append(Stub())
         servers.append(LiveServer(settings_for(app_url, OPENAI_BASE_URL=f"{stubs[0].url}/v1", LOG_LEVEL="WARNING")))

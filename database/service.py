@@ -260,6 +260,18 @@ class DatabaseService:
                 {"email": email, "window": lockout_seconds, "threshold": threshold},
             )
 
+    def prune_login_attempts(self, window_seconds):
+        """Forgets failure counts whose window and lock have both passed."""
+        with self.transaction() as tx:
+            return tx.run(
+                """
+                DELETE FROM login_attempts
+                 WHERE window_start < now() - make_interval(secs => %(window)s)
+                   AND (locked_until IS NULL OR locked_until < now())
+                """,
+                {"window": window_seconds},
+            )
+
     def clear_login_failures(self, email):
         with self.transaction() as tx:
             tx.run("DELETE FROM login_attempts WHERE email = %(email)s", {"email": email})

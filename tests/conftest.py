@@ -16,7 +16,7 @@ from psycopg2.extensions import make_dsn
 import migrate
 from app import close_app, create_app
 from database.cluster import testing_postgresql_options
-from tests.support import LiveServer, settings_for
+from tests.support import LiveServer, login, register, settings_for
 
 # Tests never read a developer's .env.
 os.environ["ENV_FILE"] = os.devnull
@@ -108,6 +108,13 @@ def app(settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def token(client):
+    """The access token of a registered user, ada@example.com."""
+    register(client)
+    return login(client)["access_token"]
 
 
 @pytest.fixture

@@ -102,3 +102,21 @@ def readme_ledger_query():
     """The ledger check exactly as README's Money section prints it."""
     money = (ROOT / "README.md").read_text().split("## Money", 1)[1]
     return re.search(r"```sql\n(.*?)```", money, re.S).group(1)
+
+
+def assert_error(response, status, code):
+    """The one error shape: {"error": {"code", "message", "details"}}, as JSON; returns the error."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert list(body) == ["error"]
+    error = body["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], dict)
+    return error
+
+
+def user_id_of(database, email="ada@example.com"):
+    return database.query("SELECT id FROM users WHERE email = %s", (email,))[0][0]

@@ -18,7 +18,7 @@ from app import create_app
 from app import security as security_module
 from app.config import SETTINGS, load_config
 from app.extensions import db
-from tests.support import PASSWORD, TEST_ITERATIONS, bearer, login, register
+from tests.support import PASSWORD, TEST_ITERATIONS, assert_error, bearer, login, register
 
 API = "/api/v1/auth"
 ISSUER = "q-marketplace"
@@ -41,13 +41,6 @@ def me(client, token):
 
 def refresh(client, token):
     return post(client, "refresh", {"refresh_token": token})
-
-
-def assert_error(response, status, code):
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
 
 
 def stored_user(database, email="ada@example.com"):

@@ -11,16 +11,10 @@ import pytest
 
 from app import create_app
 from app.extensions import db
-from tests.support import bearer, login, readme_ledger_query, register
+from tests.support import assert_error, bearer, login, readme_ledger_query, register, user_id_of
 
 FUNDS = "/api/v1/balance/funds"
 TRANSACTIONS = "/api/v1/balance/transactions"
-
-
-@pytest.fixture
-def token(client):
-    register(client)
-    return login(client)["access_token"]
 
 
 def top_up(client, token, amount, key=None, **kwargs):
@@ -38,17 +32,6 @@ def balance(client, token):
 
 def money_rows(database):
     return database.query("SELECT count(*) FROM transactions")[0][0]
-
-
-def assert_error(response, status, code):
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
-
-
-def user_id_of(database, email="ada@example.com"):
-    return database.query("SELECT id FROM users WHERE email = %s", (email,))[0][0]
 
 
 # ------------------------------------------------------------------ balance
@@ -262,7 +245,7 @@ def test_keys_expire_after_a_day_and_are_pruned(app, client, token, database):
     assert balance(client, token)["total_balance"] == "3.00"
     database.query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'")
     result = app.test_cli_runner().invoke(args=["prune"])
-    assert result.exit_code == 0 and "pruned 1 " in result.output
+    assert result.exit_code == 0 and "pruned 1 idempotency records" in result.output
     assert [row[0] for row in database.query("SELECT key FROM idempotency_keys")] == ["recent"]
 
 

@@ -13,7 +13,7 @@ from app import create_app
 from app.extensions import db
 from app.providers import local_tokens
 from tests.stubs import AnthropicStub, OpenAIStub
-from tests.support import LiveServer, bearer, login, register, settings_for
+from tests.support import LiveServer, assert_error, bearer, login, register, settings_for
 
 SESSIONS = "/api/v1/chat/sessions"
 OPENAI_KEY = "sk-proj-stubkey-0000000000001234"
@@ -73,13 +73,6 @@ def store_keys(client, token):
 
 def available(client, token):
     return Decimal(client.get("/api/v1/balance", headers=bearer(token)).get_json()["available_balance"])
-
-
-def assert_error(response, status, code):
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
 
 
 def cost(model_id, prompt_tokens, completion_tokens):

@@ -201,7 +201,7 @@ def test_unique_index_refuses_a_second_release(database, as_app_user):
 
 def test_balance_changes_are_audited_with_old_and_new_rows(database, as_app_user):
     user_id = make_user(database)
-    hold_id = released_hold(as_app_user, user_id, Decimal("1.5"))
+    released_hold(as_app_user, user_id, Decimal("1.5"))
     rows = database.query(
         """
         SELECT operation,

@@ -14,8 +14,7 @@ from app import MAX_BODY_BYTES, create_app
 from app.extensions import db
 from app.observability import JSONFormatter
 from database.cluster import testing_postgresql_options as pg_options
-from tests.support import PASSWORD, bearer, login, register
-from tests.support import settings_for
+from tests.support import PASSWORD, assert_error, bearer, login, register, settings_for
 
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
@@ -39,20 +38,6 @@ def app(app):
 def new_user():
     name = uuid.uuid4().hex[:12]
     return {"email": f"{name}@example.com", "username": name, "password": PASSWORD}
-
-
-def assert_error(response, status, code):
-    """The one error shape: {"error": {"code", "message", "details"}}, as JSON."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == JSON
-    body = response.get_json()
-    assert list(body) == ["error"]
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], dict)
-    return error
 
 
 # status: (method, path, request keyword arguments)

@@ -10,17 +10,11 @@ from app import create_app
 from app.extensions import db
 from app.observability import JSONFormatter
 from database.vault import Vault, VaultError
-from tests.support import bearer, login, register
+from tests.support import assert_error, bearer, login, register, user_id_of
 
 KEYS = "/api/v1/keys"
 OPENAI_KEY = "sk-proj-Abc123_secretVALUE-0000wxyz"
 ANTHROPIC_KEY = "sk-ant-api03-Zyx987_otherSECRET-9999abcd"
-
-
-@pytest.fixture
-def token(client):
-    register(client)
-    return login(client)["access_token"]
 
 
 @pytest.fixture
@@ -31,17 +25,6 @@ def bob(client):
 
 def add_key(client, token, api_key=OPENAI_KEY, provider="openai", **extra):
     return client.post(KEYS, json={"provider": provider, "api_key": api_key, **extra}, headers=bearer(token))
-
-
-def user_id_of(database, email="ada@example.com"):
-    return database.query("SELECT id FROM users WHERE email = %s", (email,))[0][0]
-
-
-def assert_error(response, status, code):
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
 
 
 def provider_key(app, user_id, provider="openai"):

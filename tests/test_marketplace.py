@@ -13,7 +13,7 @@ import psycopg2.errors
 import pytest
 
 from app import close_app, create_app
-from tests.support import ROOT, bearer, login, register
+from tests.support import ROOT, assert_error, bearer, login, register
 
 MODELS = "/api/v1/models"
 RECOMMEND = "/api/v1/models/recommend"
@@ -38,13 +38,6 @@ def user(client, name="ada", funds=None):
     if funds is not None:
         assert client.post("/api/v1/balance/funds", json={"amount": funds}, headers=bearer(token)).status_code == 201
     return token
-
-
-def assert_error(response, status, code):
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["error"]["code"] == code, body
-    return body["error"]
 
 
 def catalog(client, **query):
