@@ -104,6 +104,7 @@ def register_error_handlers(app):
             404: "The resource was not found.",
             405: "The method is not allowed for this resource.",
             413: "The request body is larger than the limit.",
+            429: "Too many requests; try again after Retry-After seconds.",
         }.get(error.code, error.description)
         return error_response(code, message, error.code, headers=headers)
 

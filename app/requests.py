@@ -41,6 +41,8 @@ def json_body(model):
         raise ValidationFailed("A JSON object body is required.", {"body": "required"})
     try:
         payload = json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+        # "\ud800" parses, but is no text: nothing downstream could encode it.
+        json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
     except (ValueError, RecursionError):
         raise InvalidJSON() from None
     if not isinstance(payload, dict):

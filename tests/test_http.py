@@ -161,10 +161,7 @@ def test_readyz_and_requests_answer_503_when_database_stops():
         server.stop()
         for _ in range(2):  # the pooled connection dies first, then new connections fail
             response = client.get("/readyz")
-            assert response.status_code == 503
-            assert response.mimetype == JSON
-            assert response.get_json()["status"] == "unavailable"
-            assert "error" not in response.get_json()
+            assert_error(response, 503, "database_unavailable")
             assert FRESH_ID.match(response.headers["X-Request-ID"])
         response = client.post(LOGIN, json={"email": "ada@example.com", "password": PASSWORD})
         assert_error(response, 503, "database_unavailable")
