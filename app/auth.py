@@ -26,12 +26,23 @@ def auth_rate_limit():
     return current_app.config["RATE_LIMIT_AUTH"]
 
 
+def access_claims():
+    """The claims of the request's bearer access token, checked once per request."""
+    if "access_claims" not in g:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if not token:
+            raise Unauthorized()
+        if scheme.lower() != "bearer":
+            raise InvalidToken()
+        g.access_claims = tokens().decode(token.strip(), ACCESS)
+    return g.access_claims
+
+
 def token_subject():
     """The rate-limit key of a request bearing a valid token: its user, so a
     user's limit holds across addresses; else the client address."""
-    _, _, token = request.headers.get("Authorization", "").partition(" ")
     try:
-        return "user:" + str(tokens().decode(token.strip(), ACCESS)["sub"])
+        return f"user:{access_claims()['sub']}"
     except APIError:
         return "addr:" + (request.remote_addr or "unknown")
 
@@ -43,12 +54,7 @@ def authenticate(view):
     reads the token generation together with what it needs anyway."""
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if not token:
-            raise Unauthorized()
-        if scheme.lower() != "bearer":
-            raise InvalidToken()
-        claims = tokens().decode(token.strip(), ACCESS)
+        claims = access_claims()
         g.user_id, g.token_generation, g.token_confirmed = claims["sub"], claims["gen"], False
         return view(*args, **kwargs)
     return wrapper
