@@ -19,7 +19,8 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Before any worker starts: return holds left by calls whose process died."""
+    """Before any worker starts: return holds left by calls whose process died,
+    and forget idempotency records and login-failure counts past their time."""
     from app import create_app
     from app.extensions import db
     from app.gateway import reconcile_holds
@@ -29,7 +30,9 @@ def on_starting(server):
     with app.app_context():
         try:
             server.log.info("reconcile: returned %s stale holds", reconcile_holds(app.config))
+            server.log.info("prune: %s idempotency records, %s login-failure counts",
+                            db.prune_idempotency_keys(), db.prune_login_attempts(app.config["LOGIN_LOCKOUT_SECONDS"]))
         except DatabaseUnavailable:
-            server.log.warning("reconcile skipped: the database is unavailable")
+            server.log.warning("start-up housekeeping skipped: the database is unavailable")
         finally:
             db.close()
