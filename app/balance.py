@@ -1,5 +1,5 @@
 """The prepaid balance: endpoints 9–11."""
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, g
 
 from app.auth import require_auth
 from app.errors import APIError, ValidationFailed
@@ -7,7 +7,7 @@ from app.extensions import db
 from app.openapi import CURSOR, LIMIT, documented, query_enum
 from app.idempotency import idempotent, respond
 from app.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
-from app.requests import json_body
+from app.requests import json_body, query_choice
 from app.schemas import Balance, LedgerEntry, TopUpRequest, TopUpResponse, TransactionPage
 
 bp = Blueprint("balance", __name__, url_prefix="/balance")
@@ -55,9 +55,7 @@ def add_funds():
 @require_auth
 def list_transactions():
     limit = page_size()
-    kind = request.args.get("type")
-    if kind is not None and kind not in TRANSACTION_TYPES:
-        raise ValidationFailed(details={"type": f"must be one of {', '.join(TRANSACTION_TYPES)}"})
+    kind = query_choice("type", TRANSACTION_TYPES)
     cursor = decode_cursor(row_id)
     rows = db.list_transactions(g.user_id, limit + 1, before_id=cursor and cursor[0], kind=kind)
     page, next_cursor = paginate(rows, limit, lambda last: encode_cursor(last["id"]))

@@ -1,12 +1,12 @@
 """The catalog, ratings and recommendations: endpoints 17–20."""
-from flask import Blueprint, g, request
+from flask import Blueprint, g
 
 from app import marketplace
 from app.auth import require_auth
-from app.errors import NotFound, ValidationFailed
+from app.errors import NotFound
 from app.extensions import db
 from app.openapi import documented, query_enum
-from app.requests import json_body
+from app.requests import json_body, query_choice
 from app.schemas import (CAPABILITIES, PROVIDERS, DailyUsage, ModelDetail, ModelList, Rating, RatingRequest,
                          Recommendation, RecommendationList, RecommendRequest)
 
@@ -21,13 +21,6 @@ SORTS = {
 USAGE_DAYS = 30
 
 
-def _choice(name, allowed):
-    value = request.args.get(name)
-    if value is not None and value not in allowed:
-        raise ValidationFailed(details={name: f"must be one of {', '.join(allowed)}"})
-    return value
-
-
 @bp.get("")
 @documented("The catalog, with prices, ratings and usage", {200: ModelList}, auth=False, query=[
     query_enum("provider", PROVIDERS, "Only this provider's models."),
@@ -36,9 +29,9 @@ def _choice(name, allowed):
                                      "price, cheapest first), rating (Bayesian average, best first) or id.")])
 def list_models():
     """Public: the active catalog, filtered and sorted."""
-    provider = _choice("provider", PROVIDERS)
-    capability = _choice("capability", CAPABILITIES)
-    sort = _choice("sort", tuple(SORTS)) or "id"
+    provider = query_choice("provider", PROVIDERS)
+    capability = query_choice("capability", CAPABILITIES)
+    sort = query_choice("sort", tuple(SORTS)) or "id"
     rows = [row for row in db.catalog()
             if (provider is None or row["provider"] == provider)
             and (capability is None or capability in row["capabilities"])]

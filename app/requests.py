@@ -27,6 +27,14 @@ def _field_errors(error):
     return fields
 
 
+def query_choice(name, allowed):
+    """`?name=` when it is one of `allowed` (None when absent), else a 400."""
+    value = request.args.get(name)
+    if value is not None and value not in allowed:
+        raise ValidationFailed(details={name: f"must be one of {', '.join(allowed)}"})
+    return value
+
+
 def json_body(model):
     """The request body validated against `model`, or a 4xx APIError.
 

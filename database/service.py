@@ -522,9 +522,7 @@ class DatabaseService:
                 """,
                 {"user_id": user_id, "provider": provider},
             )
-        if row is None:
-            return None
-        return self._vault.decrypt(row["encryption_kid"], row["nonce"], row["encrypted_key"], user_id, provider)
+        return None if row is None else self._unseal(row, user_id, provider)
 
     def reencrypt_api_keys(self):
         """Moves every stored key under the newest encryption key:
@@ -545,8 +543,7 @@ class DatabaseService:
         moved, failed = 0, []
         for row in stale:
             try:
-                plaintext = vault.decrypt(row["encryption_kid"], row["nonce"], row["encrypted_key"],
-                                          row["user_id"], row["provider"])
+                plaintext = self._unseal(row, row["user_id"], row["provider"])
             except VaultError:
                 failed.append(row["id"])
                 continue
@@ -570,6 +567,10 @@ class DatabaseService:
     @property
     def _vault(self):
         return current_app.extensions["vault"]
+
+    def _unseal(self, row, user_id, provider):
+        """The plaintext of a stored key row (its kid, nonce and ciphertext columns)."""
+        return self._vault.decrypt(row["encryption_kid"], row["nonce"], row["encrypted_key"], user_id, provider)
 
     # ------------------------------------------------------------- chat
 
@@ -659,8 +660,9 @@ class DatabaseService:
         )
         if row is None:
             return {"token_generation": None}
-        sealed = (row.pop("encryption_kid"), row.pop("nonce"), row.pop("encrypted_key"))
-        row["api_key"] = None if sealed[0] is None else self._vault.decrypt(*sealed, user_id, row["provider"])
+        row["api_key"] = None if row["encryption_kid"] is None else self._unseal(row, user_id, row["provider"])
+        for column in ("encryption_kid", "nonce", "encrypted_key"):
+            del row[column]
         return row
 
     def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, tx):
