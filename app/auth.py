@@ -18,6 +18,7 @@ class LoginLocked(APIError):
     code = "rate_limited"
     message = "Too many failed logins for this email; try again later."
 
+
 def tokens():
     return current_app.extensions["tokens"]
 
@@ -116,20 +117,20 @@ def register():
             auth=False, rate_limited=True)
 def login():
     body = json_body(LoginRequest)
-    iterations = current_app.config["PASSWORD_ITERATIONS"]
-    attempt = db.login_attempt(body.email)
-    if attempt["locked_seconds"]:
-        raise LoginLocked(headers={"Retry-After": str(attempt["locked_seconds"])})
+    config = current_app.config
+    iterations = config["PASSWORD_ITERATIONS"]
+    # Counted before the password is checked: parallel guesses cannot all pass
+    # a lock check that none of them has counted yet.
+    attempt = db.login_attempt(body.email, config["LOGIN_LOCKOUT_THRESHOLD"], config["LOGIN_LOCKOUT_SECONDS"])
+    if attempt["refused"]:
+        raise LoginLocked(headers={"Retry-After": str(attempt["retry_after"])})
     user = attempt if attempt["id"] else None
     # An unknown email costs one full PBKDF2 too, so timing reveals nothing.
     stored = user["password_hash"] if user else dummy_password_hash(iterations)
     matches, stored_iterations = verify_password(body.password, stored)
     if not (user and matches):
-        db.record_login_failure(body.email, current_app.config["LOGIN_LOCKOUT_THRESHOLD"],
-                                current_app.config["LOGIN_LOCKOUT_SECONDS"])
-        raise Unauthorized("Invalid email or password.")
-    if attempt["failures"]:
-        db.clear_login_failures(body.email)
+        raise Unauthorized("Invalid email or password.")  # the attempt stays counted
+    db.clear_login_failures(body.email)
     if stored_iterations < iterations:
         db.replace_password_hash(user["id"], stored, hash_password(body.password, iterations))
     access, refresh = _token_pair(user, user["token_generation"])

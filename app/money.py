@@ -2,6 +2,8 @@
 from decimal import Decimal
 
 CENT = Decimal("0.01")
+# The ledger's NUMERIC(20,10) holds amounts below 10^10.
+MONEY_LIMIT = Decimal(10) ** 10
 
 
 def format_money(amount):

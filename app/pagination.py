@@ -1,6 +1,7 @@
 """`?limit=&cursor=` for every collection: opaque cursors, bounded pages."""
 import base64
 import binascii
+from datetime import datetime, timedelta
 
 from flask import request
 
@@ -9,6 +10,7 @@ from app.errors import ValidationFailed
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 CURSOR_VERSION = "v1"
+MAX_ZONE_OFFSET = timedelta(hours=16)
 
 
 def page_size():
@@ -36,10 +38,21 @@ def decode_cursor(*parsers):
     try:
         version, *parts = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode().split("|")
         if version == CURSOR_VERSION and len(parts) == len(parsers):
-            return tuple(parse(part) for parse, part in zip(parsers, parts))
+            return tuple(_storable(parse(part)) for parse, part in zip(parsers, parts))
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         pass
     raise ValidationFailed(details={"cursor": "is not a cursor this service issued"})
+
+
+def _storable(part):
+    """A cursor's part as PostgreSQL takes it. Python reads zone offsets up to
+    ±23:59 and in fractions of a second, PostgreSQL under ±16:00 in whole
+    seconds; a time without a zone is none this service issued either."""
+    if isinstance(part, datetime):
+        offset = part.utcoffset()
+        if offset is None or abs(offset) >= MAX_ZONE_OFFSET or offset.microseconds:
+            raise ValueError(f"no time this service issued: {part}")
+    return part
 
 
 def row_id(text):

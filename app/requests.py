@@ -1,30 +1,96 @@
 """Reading request bodies: JSON only, parsed strictly, validated by a pydantic model."""
 import json
+import re
 from decimal import Decimal
 
 from flask import request
 from pydantic import ValidationError
 
 from app.errors import InvalidJSON, UnsupportedMediaType, ValidationFailed
+from app.schemas import PATTERN_MESSAGES
+
+
+# pydantic's error types whose message needs nothing from the error's context.
+PLAIN_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field of this request",
+    "string_type": "must be a string",
+    "string_unicode": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "decimal_type": "must be a decimal number",
+    "decimal_parsing": "must be a decimal number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "uuid_type": "must be a UUID",
+    "uuid_parsing": "must be a UUID",
+}
+BOUND_MESSAGES = {
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+}
+
+
+def _number(value):
+    """2.0 reads as 2."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _count(number, noun):
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _length_message(item):
+    ctx = item["ctx"]
+    noun = "character" if isinstance(item.get("input"), str) else "item"
+    if "min_length" in ctx:
+        if ctx["min_length"] == 1:
+            return "must not be empty"
+        return f"must be at least {_count(ctx['min_length'], noun)}"
+    return f"must be at most {_count(ctx['max_length'], noun)}"
+
+
+def _message(item):
+    """One pydantic error in the service's own words: what the value must be."""
+    kind, ctx = item["type"], item.get("ctx", {})
+    if kind in PLAIN_MESSAGES:
+        return PLAIN_MESSAGES[kind]
+    if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
+        return _length_message(item)
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx["error"])
+    if kind in ("literal_error", "enum"):
+        choices = re.findall(r"'([^']*)'", ctx["expected"]) or [ctx["expected"]]
+        return "must be one of " + ", ".join(choices)
+    if kind == "string_pattern_mismatch":
+        return PATTERN_MESSAGES.get(ctx["pattern"], "is not in the expected form")
+    if kind in BOUND_MESSAGES:
+        return BOUND_MESSAGES[kind].format(**{name: _number(value) for name, value in ctx.items()})
+    return "is not valid"
+
+
+def validation_details(error):
+    """A pydantic ValidationError as {"field.path": "message"}, the first
+    message of each field."""
+    fields = {}
+    for item in error.errors(include_url=False):
+        path = ".".join(str(part) for part in item["loc"]) or "body"
+        fields.setdefault(path, _message(item))
+    return fields
 
 
 def _refuse_constant(name):
     raise ValueError(f"{name} is not valid JSON")
-
-
-def _field_errors(error):
-    """pydantic's errors as {"field.path": "message"}."""
-    fields = {}
-    for item in error.errors(include_url=False, include_input=False):
-        path = ".".join(str(part) for part in item["loc"]) or "body"
-        if item["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif item["type"] == "value_error":
-            message = str(item["ctx"]["error"])
-        else:
-            message = item["msg"]
-        fields.setdefault(path, message)
-    return fields
 
 
 def query_choice(name, allowed):
@@ -44,9 +110,9 @@ def json_body(model):
     if not request.is_json:
         if data:
             raise UnsupportedMediaType()
-        raise ValidationFailed("A JSON object body is required.", {"body": "required"})
+        raise ValidationFailed("A JSON object body is required.", {"body": "is required"})
     if not data.strip():
-        raise ValidationFailed("A JSON object body is required.", {"body": "required"})
+        raise ValidationFailed("A JSON object body is required.", {"body": "is required"})
     try:
         payload = json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
         # "\ud800" parses, but is no text: nothing downstream could encode it.
@@ -58,4 +124,4 @@ def json_body(model):
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise ValidationFailed(details=_field_errors(exc)) from None
+        raise ValidationFailed(details=validation_details(exc)) from None

@@ -8,11 +8,22 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from app.money import format_money
+from app.money import MONEY_LIMIT, format_money
 from database.catalog import CAPABILITIES, PROVIDERS
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+# Provider keys (sk-..., sk-proj-..., sk-ant-api03-...) are URL-safe base64-like text.
+API_KEY_PATTERN = r"^[A-Za-z0-9._-]+$"
+MODEL_ID_PATTERN = r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$"
+# What a field matching each pattern must look like, in the words of a validation error.
+PATTERN_MESSAGES = {
+    USERNAME_PATTERN: "may hold only letters, digits, '_', '.' and '-'",
+    API_KEY_PATTERN: "may hold only letters, digits, '_', '.' and '-'",
+    MODEL_ID_PATTERN: 'must be a model id such as "openai/gpt-4o-mini"',
+}
 EMAIL_PATTERN = re.compile(r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$")
+# users.email holds at most this many characters.
+EMAIL_MAX_LENGTH = 254
 
 
 def _no_control_characters(value):
@@ -22,33 +33,39 @@ def _no_control_characters(value):
 
 
 def _email(value):
+    """The email as stored: trimmed and lower-case. Its length is checked after
+    that, since lower() may lengthen it ("İ" becomes two characters)."""
     value = value.strip().lower()
     if not EMAIL_PATTERN.match(value):
         raise ValueError("must be an email address")
+    if len(value) > EMAIL_MAX_LENGTH:
+        raise ValueError(f"must be at most {EMAIL_MAX_LENGTH} characters")
     return value
 
 
 # NUMERIC(20,10): at most 10 digits either side of the point.
 MONEY_TEXT = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,10})?$")
+# Any decimal string, so that "-5" or "1.123456789012" is told what is wrong with it.
+DECIMAL_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 MONEY_DECIMALS = 10
-# NUMERIC(20,10) holds less than 10^10.
-MONEY_LIMIT = Decimal(10) ** 10
 
 
-def _amount(value):
-    """An amount from a decimal string ("12.50") or a JSON number (parsed as
-    Decimal, never float). Booleans, NaN, infinities and negatives fail."""
+def _decimal(value):
+    """A Decimal from a decimal string ("12.50") or a JSON number (parsed as
+    Decimal, never float). Booleans, NaN and infinities fail."""
     if isinstance(value, str):
-        if not MONEY_TEXT.match(value):
+        if not DECIMAL_TEXT.fullmatch(value):
             raise ValueError('must be a decimal number such as "12.50"')
-        value = Decimal(value)
-    elif isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        return Decimal(value)
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise ValueError("must be a decimal string or a number")
     amount = Decimal(value)
     if not amount.is_finite():
         raise ValueError("must be a finite number")
-    if amount < 0:
-        raise ValueError("must not be negative")
+    return amount
+
+
+def _within_money_column(amount):
     if amount >= MONEY_LIMIT:
         raise ValueError("is too large")
     if amount != round(amount, MONEY_DECIMALS):
@@ -56,11 +73,18 @@ def _amount(value):
     return amount
 
 
+def _amount(value):
+    amount = _decimal(value)
+    if amount < 0:
+        raise ValueError("must not be negative")
+    return _within_money_column(amount)
+
+
 def _positive_amount(value):
-    amount = _amount(value)
-    if amount == 0:
-        raise ValueError("must be greater than zero")
-    return amount
+    amount = _decimal(value)
+    if amount <= 0:
+        raise ValueError("must be positive")
+    return _within_money_column(amount)
 
 
 def _cents(amount):
@@ -76,7 +100,9 @@ TopUpAmount = Annotated[PositiveAmount, AfterValidator(_cents)]
 MoneyText = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]{2,10}$", examples=["12.50"])]
 
 Text = Annotated[str, AfterValidator(_no_control_characters)]
-Email = Annotated[str, Field(max_length=254), AfterValidator(_no_control_characters), AfterValidator(_email)]
+# The raw length is bounded too, before any work is done on the text.
+Email = Annotated[str, Field(max_length=EMAIL_MAX_LENGTH), AfterValidator(_no_control_characters),
+                  AfterValidator(_email)]
 Username = Annotated[str, Field(min_length=3, max_length=32, pattern=USERNAME_PATTERN)]
 NewPassword = Annotated[Text, Field(min_length=8, max_length=256)]
 GivenPassword = Annotated[Text, Field(min_length=1, max_length=256)]
@@ -177,8 +203,7 @@ class TransactionPage(Response):
 # ----------------------------------------------------------------- keys
 
 KEY_PROVIDERS = ("openai", "anthropic")
-# Provider keys (sk-..., sk-proj-..., sk-ant-api03-...) are URL-safe base64-like text.
-ApiKeyText = Annotated[str, Field(min_length=16, max_length=256, pattern=r"^[A-Za-z0-9._-]+$")]
+ApiKeyText = Annotated[str, Field(min_length=16, max_length=256, pattern=API_KEY_PATTERN)]
 Label = Annotated[Text, Field(min_length=1, max_length=100)]
 
 
@@ -204,7 +229,7 @@ class KeyList(Response):
 
 # ----------------------------------------------------------------- chat
 
-ModelId = Annotated[str, Field(min_length=3, max_length=100, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$")]
+ModelId = Annotated[str, Field(min_length=3, max_length=100, pattern=MODEL_ID_PATTERN)]
 MAX_MESSAGE_CHARACTERS = 100_000
 
 

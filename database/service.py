@@ -200,64 +200,74 @@ class DatabaseService:
 
     def create_user(self, email, username, password_hash):
         """The new user (with its balance row, made by a trigger), or the name of
-        the unique field that is taken: ("email" | "username", None)."""
-        try:
-            with self.transaction() as tx:
-                user = tx.one(
-                    """
-                    INSERT INTO users (email, username, password_hash)
-                    VALUES (%(email)s, %(username)s, %(password_hash)s)
-                    RETURNING id, email, username, created_at
-                    """,
-                    {"email": email, "username": username, "password_hash": password_hash},
-                )
-                return None, user
-        except psycopg2.errors.UniqueViolation as exc:
-            taken = "email" if exc.diag.constraint_name == "users_email_key" else "username"
-            return taken, None
+        the unique field that is taken: ("email" | "username", None).
 
-    def login_attempt(self, email):
-        """The active user with this email (id None when there is none), the
-        email's failed logins, and how many seconds it stays locked (0: not)."""
+        A taken field is found without a failing INSERT: PostgreSQL would log
+        that statement, the new password's hash with it."""
         with self.transaction() as tx:
+            user = tx.one(
+                """
+                INSERT INTO users (email, username, password_hash)
+                VALUES (%(email)s, %(username)s, %(password_hash)s)
+                ON CONFLICT DO NOTHING
+                RETURNING id, email, username, created_at
+                """,
+                {"email": email, "username": username, "password_hash": password_hash},
+            )
+            if user is not None:
+                return None, user
+            # A new statement sees the conflicting row: ON CONFLICT waited for it to commit.
+            email_taken = tx.one(
+                "SELECT EXISTS (SELECT 1 FROM users WHERE email = %(email)s) AS taken", {"email": email})["taken"]
+            return ("email" if email_taken else "username"), None
+
+    def login_attempt(self, email, threshold, window_seconds):
+        """Counts a login attempt for the email (whether or not it has an
+        account) before its password is checked, so that parallel guesses are
+        counted one after another; the threshold-th attempt within the window
+        locks the email. A success clears the count (`clear_login_failures`).
+
+        Returns the active user with this email (id None when there is none),
+        whether this attempt is refused, and then the lock's seconds left."""
+        params = {"email": email, "threshold": threshold, "window": window_seconds}
+        with self.transaction() as tx:
+            # The email's row, locked until commit; started afresh once its lock
+            # or its window is over.
+            tx.run(
+                """
+                INSERT INTO login_attempts AS a (email)
+                VALUES (%(email)s)
+                ON CONFLICT (email) DO UPDATE
+                   SET failures = 0,
+                       window_start = now(),
+                       locked_until = NULL
+                 WHERE a.locked_until <= now()
+                    OR (a.locked_until IS NULL AND a.window_start < now() - make_interval(secs => %(window)s))
+                """,
+                params,
+            )
+            # statement_timestamp(), not now(): the transaction may have begun
+            # well before it got the row.
             return tx.one(
                 """
+                WITH counted AS (
+                    UPDATE login_attempts
+                       SET failures = failures + 1,
+                           locked_until = CASE WHEN failures + 1 >= %(threshold)s
+                                               THEN statement_timestamp() + make_interval(secs => %(window)s) END
+                     WHERE email = %(email)s
+                       AND locked_until IS NULL
+                    RETURNING email
+                )
                 SELECT u.id, u.email, u.username, u.password_hash, u.token_generation, u.created_at,
-                       coalesce(a.failures, 0) AS failures,
-                       greatest(0, ceil(extract(epoch FROM a.locked_until - now())))::integer AS locked_seconds
-                  FROM (SELECT %(email)s::text AS email) given
-                  LEFT JOIN users u ON u.email = given.email AND u.is_active
-                  LEFT JOIN login_attempts a ON a.email = given.email
+                       NOT EXISTS (SELECT FROM counted) AS refused,
+                       greatest(1, ceil(extract(epoch FROM a.locked_until - statement_timestamp())))::integer
+                           AS retry_after
+                  FROM login_attempts a
+                  LEFT JOIN users u ON u.email = a.email AND u.is_active
+                 WHERE a.email = %(email)s
                 """,
-                {"email": email},
-            )
-
-    def record_login_failure(self, email, threshold, lockout_seconds):
-        """Counts a failed login for the email (whether or not it has an
-        account); the threshold-th failure within the window locks it."""
-        with self.transaction() as tx:
-            tx.run(
-                """
-                INSERT INTO login_attempts AS a (email, failures, window_start)
-                VALUES (%(email)s, 1, now())
-                ON CONFLICT (email) DO UPDATE
-                   SET failures = CASE WHEN a.window_start < now() - make_interval(secs => %(window)s)
-                                       THEN 1 ELSE a.failures + 1 END,
-                       window_start = CASE WHEN a.window_start < now() - make_interval(secs => %(window)s)
-                                           THEN now() ELSE a.window_start END
-                """,
-                {"email": email, "window": lockout_seconds},
-            )
-            tx.run(
-                """
-                UPDATE login_attempts
-                   SET locked_until = now() + make_interval(secs => %(window)s),
-                       failures = 0,
-                       window_start = now()
-                 WHERE email = %(email)s
-                   AND failures >= %(threshold)s
-                """,
-                {"email": email, "window": lockout_seconds, "threshold": threshold},
+                params,
             )
 
     def prune_login_attempts(self, window_seconds):
@@ -461,23 +471,22 @@ class DatabaseService:
 
     def store_api_key(self, user_id, provider, label, sealed, fingerprint, last4):
         """The stored key's public fields, or None when the user already holds
-        this key (same fingerprint). `sealed` is the vault's (kid, nonce, ciphertext)."""
+        this key (same fingerprint). `sealed` is the vault's (kid, nonce, ciphertext).
+        A duplicate is no failing INSERT: PostgreSQL would log it, ciphertext included."""
         kid, nonce, ciphertext = sealed
-        try:
-            with self.transaction(acting_user_id=user_id) as tx:
-                return tx.one(
-                    f"""
-                    INSERT INTO api_keys (user_id, provider, label, encrypted_key, nonce, encryption_kid,
-                                          key_fingerprint, last4)
-                    VALUES (%(user_id)s, %(provider)s, %(label)s, %(ciphertext)s, %(nonce)s, %(kid)s,
-                            %(fingerprint)s, %(last4)s)
-                    RETURNING {API_KEY_COLUMNS}
-                    """,
-                    {"user_id": user_id, "provider": provider, "label": label, "ciphertext": ciphertext,
-                     "nonce": nonce, "kid": kid, "fingerprint": fingerprint, "last4": last4},
-                )
-        except psycopg2.errors.UniqueViolation:
-            return None
+        with self.transaction(acting_user_id=user_id) as tx:
+            return tx.one(
+                f"""
+                INSERT INTO api_keys (user_id, provider, label, encrypted_key, nonce, encryption_kid,
+                                      key_fingerprint, last4)
+                VALUES (%(user_id)s, %(provider)s, %(label)s, %(ciphertext)s, %(nonce)s, %(kid)s,
+                        %(fingerprint)s, %(last4)s)
+                ON CONFLICT (user_id, key_fingerprint) DO NOTHING
+                RETURNING {API_KEY_COLUMNS}
+                """,
+                {"user_id": user_id, "provider": provider, "label": label, "ciphertext": ciphertext,
+                 "nonce": nonce, "kid": kid, "fingerprint": fingerprint, "last4": last4},
+            )
 
     def count_api_keys(self, user_id):
         with self.transaction() as tx:
