@@ -36,29 +36,58 @@ TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id
 
 
 class Cursor:
-    """The transaction helper's small vocabulary over one psycopg2 cursor.
+    """The transaction helper's small vocabulary over a cursor of one connection.
 
     Connections run in autocommit mode and the helper opens the transaction
     itself: BEGIN, and the acting user for the audit triggers, travel in the
-    same round trip as the transaction's first statement, not in their own."""
+    same round trip as the transaction's first statement, not in their own.
+    So a pooled connection found dead at that first statement can be swapped
+    for a fresh one with nothing lost (SQLAlchemy's pool_pre_ping, without the
+    ping on every borrow)."""
 
     BEGIN = "BEGIN;\n"
     SET_ACTOR = "SELECT set_config('app.user_id', %(_acting_user_id)s, true);\n"
     # Statements go with bind parameters, so a literal % is written %%.
 
-    def __init__(self, cursor, acting_user_id=None):
-        self._cursor = cursor
+    def __init__(self, connection, acting_user_id=None, replace_connection=None):
+        """`replace_connection(dead)` gives a fresh connection for one that was
+        idle in the pool and is found dead at the first statement; None when
+        `connection` is itself fresh (then a failure is the server's answer)."""
+        self.connection = connection
+        self._cursor = connection.cursor()
+        self._replace_connection = replace_connection
         self._opening = self.BEGIN + (self.SET_ACTOR if acting_user_id is not None else "")
         self._opening_params = {} if acting_user_id is None else {"_acting_user_id": str(acting_user_id)}
         self.began = False
 
     def _execute(self, sql, params):
-        if not self.began:
-            sql = self._opening + sql
-            if self._opening_params:
-                params = {**(params or {}), **self._opening_params}
-            self.began = True
-        self._cursor.execute(sql, params)
+        if self.began:
+            self._cursor.execute(sql, params)
+            return
+        sql = self._opening + sql
+        if self._opening_params:
+            params = {**(params or {}), **self._opening_params}
+        self.began = True
+        try:
+            self._cursor.execute(sql, params)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if self._replace_connection is None or not self.connection.closed:
+                raise
+            # It died while idle (the server restarted). Nothing of this transaction
+            # can have run: BEGIN travelled with this statement, and no COMMIT did.
+            log.info("a pooled connection was found dead; the transaction starts on a fresh one")
+            self._cursor.close()
+            self.connection = self._replace_connection(self.connection)
+            self._replace_connection = None
+            self._cursor = self.connection.cursor()
+            self._cursor.execute(sql, params)
+
+    def commit(self):
+        if self.began:
+            self._cursor.execute("COMMIT")
+
+    def close(self):
+        self._cursor.close()
 
     def run(self, sql, params=None):
         self._execute(sql, params)
@@ -87,27 +116,42 @@ class _ProcessPool:
         self._lock = threading.Lock()
 
     def borrow(self):
+        """(connection, whether it was idle here): an idle one may have died
+        unnoticed since, which only its first statement will tell."""
         if not self._slots.acquire(timeout=self.timeout):
             raise DatabaseUnavailable("All database connections are busy; try again shortly.")
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is not None and not conn.closed:
-            return conn
+            return conn, True
+        try:
+            return self._connect(), False
+        except DatabaseUnavailable:
+            self._slots.release()
+            raise
+
+    def replace(self, dead):
+        """A fresh connection in the dead one's slot. It died with its server,
+        and so did the idle ones: they are dropped, not tried one by one."""
+        dead.close()
+        self.close()
+        return self._connect()
+
+    def _connect(self):
         try:
             conn = psycopg2.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS, application_name="qmarket",
                                     cursor_factory=psycopg2.extras.RealDictCursor)
-            conn.autocommit = True  # Cursor opens each transaction in its first round trip
-            return conn
         except psycopg2.Error as exc:
-            self._slots.release()
             log.warning("database connection failed: %s", type(exc).__name__)
             raise DatabaseUnavailable() from None
+        conn.autocommit = True  # Cursor opens each transaction in its first round trip
+        return conn
 
     def give_back(self, conn, broken):
         try:
             if broken:
-                # A lost connection usually means a restarted server: the idle
-                # ones are dead too, and one failed request is enough.
+                # Lost during a transaction: usually a restarted server, so the
+                # idle ones are dead too.
                 conn.close()
                 self.close()
             elif conn.closed or conn.info.transaction_status != TRANSACTION_STATUS_IDLE:
@@ -173,24 +217,23 @@ class DatabaseService:
         """One unit of work: commits when the block ends, rolls back on error.
         `acting_user_id` is what the audit triggers record as the actor."""
         pool = self._holder.get()
-        conn = pool.borrow()
+        conn, was_idle = pool.borrow()
+        cursor = Cursor(conn, acting_user_id, replace_connection=pool.replace if was_idle else None)
         broken = False
         try:
-            with conn.cursor() as raw_cursor:
-                cursor = Cursor(raw_cursor, acting_user_id)
-                yield cursor
-                if cursor.began:
-                    raw_cursor.execute("COMMIT")
+            yield cursor
+            cursor.commit()
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             # Lost connection, server shutting down, or statement timeout.
-            broken = not _rollback(conn)
+            broken = not _rollback(cursor.connection)
             log.warning("database unavailable during a transaction: %s", type(exc).__name__)
             raise DatabaseUnavailable() from None
         except BaseException:
-            broken = not _rollback(conn)
+            broken = not _rollback(cursor.connection)
             raise
         finally:
-            pool.give_back(conn, broken)
+            cursor.close()
+            pool.give_back(cursor.connection, broken)
 
     def ping(self):
         with self.transaction() as tx:
