@@ -1,10 +1,12 @@
 """Creates the database and roles when missing, applies schema.sql, records the
-schema version, verifies every object exists, and loads the sample catalog.
-Running it again is harmless: it prints what it found and changes nothing else.
+schema version, writes MAX_TOPUP as the service login's deposit cap, verifies
+every object exists, and loads the sample catalog. Running it again is
+harmless: it prints what it found and changes nothing else.
 
     python migrate.py            # uses MIGRATE_DATABASE_URL (the owner) from .env / the environment
 """
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
@@ -25,7 +27,7 @@ MIGRATION_LOCK_ID = 0x514D4B54
 
 EXPECTED = {
     "table": ["schema_version", "users", "refresh_tokens", "login_attempts", "api_keys", "models",
-              "model_ratings", "model_usage_stats", "user_balance", "transactions",
+              "model_ratings", "model_usage_stats", "user_balance", "deposit_cap", "transactions",
               "idempotency_keys", "chat_sessions", "chat_history", "user_preferences", "audit_log"],
     "view": ["user_with_balance", "model_popularity", "recent_activity"],
     "function": ["deduct_user_balance", "add_user_funds", "chat_call_context", "settle_chat_call", "audit_row_change",
@@ -65,6 +67,21 @@ def ensure_roles(cur, app_password):
         verb, sql.Identifier(APP_ROLE), password))
     if ANALYTICS_ROLE not in existing:
         cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ANALYTICS_ROLE)))
+
+
+def write_deposit_cap(cur, max_topup):
+    """The largest deposit add_user_funds lets the service's login make."""
+    cur.execute(
+        """
+        INSERT INTO deposit_cap (max_amount)
+        VALUES (%(max_amount)s)
+        ON CONFLICT (only_row) DO UPDATE
+           SET max_amount = EXCLUDED.max_amount,
+               updated_at = now()
+         WHERE deposit_cap.max_amount <> EXCLUDED.max_amount
+        """,
+        {"max_amount": max_topup},
+    )
 
 
 def apply_schema(cur):
@@ -141,9 +158,13 @@ def load_catalog(cur, models):
     return inserted, updated
 
 
-def migrate(owner_url, app_password, catalog=None, out=print):
+def migrate(owner_url, app_password, catalog=None, out=print, max_topup=None):
     """The whole migration; returns the verify() report. Raises when an expected
-    object is missing afterwards."""
+    object is missing afterwards. `max_topup` (default: MAX_TOPUP's default) caps
+    the deposits of every login but the owner's."""
+    if max_topup is None:
+        from app.config import SETTINGS
+        max_topup = Decimal(SETTINGS["MAX_TOPUP"][0])
     if ensure_database(owner_url):
         out(f"created database {parse_dsn(owner_url).get('dbname')}")
     conn = psycopg2.connect(owner_url)
@@ -154,6 +175,7 @@ def migrate(owner_url, app_password, catalog=None, out=print):
             had_schema = cur.fetchone()[0]
             ensure_roles(cur, app_password)
             apply_schema(cur)
+            write_deposit_cap(cur, max_topup)
             inserted, updated = load_catalog(cur, read_catalog(CATALOG_FILE) if catalog is None else catalog)
             report = verify(cur)
             cur.execute("SELECT max(version) FROM schema_version")
@@ -167,7 +189,39 @@ def migrate(owner_url, app_password, catalog=None, out=print):
     for kind, (found, _) in report.items():
         out(f"{len(found)} {kind}s: {', '.join(found)}")
     out(f"catalog: {inserted} models added, {updated} updated")
+    out(f"deposit cap for the service's login: {max_topup} (MAX_TOPUP)")
     return report
+
+
+def service_password(database_url):
+    """The password migrate gives app_user: DATABASE_URL's, but only when that
+    URL logs in as app_user. Another login's password is never copied to it."""
+    params = parse_dsn(database_url) if database_url else {}
+    return params.get("password") if params.get("user") == APP_ROLE else None
+
+
+def migrate_configured(config, out=print):
+    """migrate() with what the settings say: the owner's URL, app_user's
+    password and the deposit cap."""
+    return migrate(config["MIGRATE_DATABASE_URL"], service_password(config["DATABASE_URL"]),
+                   out=out, max_topup=config["MAX_TOPUP"])
+
+
+def unreachable_database(config, error=None):
+    """One line for an operator whose command found no database to talk to."""
+    reason = f" ({first_line(error)})" if error is not None else ""
+    if config["USES_EMBEDDED_DB"]:
+        return f"the embedded database runs only while `make run` does: start it, then try again{reason}"
+    return f"the configured database could not be reached{reason}"
+
+
+def no_server_answered(error):
+    """A driver error from no server at all (down, wrong address), not one the server sent."""
+    return isinstance(error, psycopg2.OperationalError) and error.pgcode is None
+
+
+def first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def main():
@@ -178,11 +232,12 @@ def main():
     except ConfigError as exc:
         sys.exit(f"migrate: {exc}")
     if not config["MIGRATE_DATABASE_URL"]:
-        sys.exit("migrate: set MIGRATE_DATABASE_URL (or DATABASE_URL / DB_*) to the database owner's URL")
-    app_password = parse_dsn(config["DATABASE_URL"]).get("password") if config["DATABASE_URL"] else None
+        sys.exit("migrate: set MIGRATE_DATABASE_URL to the database owner's URL")
     try:
-        migrate(config["MIGRATE_DATABASE_URL"], app_password)
+        migrate_configured(config)
     except psycopg2.Error as exc:
+        if no_server_answered(exc):
+            sys.exit(f"migrate: {unreachable_database(config, exc)}")
         sys.exit(f"migrate: database error: {str(exc).strip()}")
 
 

@@ -129,6 +129,15 @@ CREATE TABLE IF NOT EXISTS user_balance (
     CONSTRAINT user_balance_held_within_spent CHECK (held_balance <= spent_balance)
 );
 
+-- The largest deposit the service's login may make (MAX_TOPUP), one row that
+-- migrate.py writes on every run. Only the owner can read or change it: app_user
+-- has no grant here, so a stolen service login cannot raise its own limit.
+CREATE TABLE IF NOT EXISTS deposit_cap (
+    only_row   boolean        PRIMARY KEY DEFAULT true CHECK (only_row),
+    max_amount numeric(20,10) NOT NULL CHECK (max_amount > 0),
+    updated_at timestamptz    NOT NULL DEFAULT now()
+);
+
 -- The ledger. Rows are only ever inserted (by the procedures below); nothing
 -- references a chat session or message with a foreign-key action, so deleting
 -- chat history can never delete or rewrite a transaction.
@@ -413,6 +422,16 @@ BEGIN
         RAISE EXCEPTION 'add_user_funds: bad amount % (at most 10 decimals)', p_amount
             USING ERRCODE = 'check_violation';
     END IF;
+    -- Here current_user is this function's owner, the role that ran migrate.py and
+    -- owns every object; session_user is the login that called. Only that owner
+    -- (or a superuser, who is a member of every role) deposits above the cap, so
+    -- the service's own login cannot create money. No honest caller asks for more
+    -- than the cap, so this raises instead of answering ok = false.
+    IF p_type = 'deposit' AND NOT pg_has_role(session_user, current_user, 'MEMBER')
+       AND p_amount > coalesce((SELECT max_amount FROM deposit_cap), 0) THEN
+        RAISE EXCEPTION 'add_user_funds: a deposit above the cap needs the owner'
+            USING ERRCODE = 'insufficient_privilege', CONSTRAINT = 'deposit_cap';
+    END IF;
 
     SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -657,6 +676,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON api_keys TO app_user;
 GRANT SELECT, INSERT, DELETE ON chat_history TO app_user;
 -- Balances and the ledger change only through the procedures.
 GRANT SELECT ON user_balance, transactions, models, schema_version TO app_user;
+-- The deposit cap is the owner's alone; add_user_funds reads it as its owner.
+REVOKE ALL ON deposit_cap FROM app_user, analytics_user;
 GRANT SELECT ON user_with_balance, model_popularity, recent_activity TO app_user;
 GRANT EXECUTE ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric) TO app_user;
 GRANT EXECUTE ON FUNCTION add_user_funds(uuid, numeric, text, bigint, text, jsonb) TO app_user;

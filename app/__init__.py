@@ -5,7 +5,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import account, auth, balance, chat, keys, models, ops
 from app.commands import register_commands
-from app.config import load_config
+from app.config import check_database_login, load_config
 from app.errors import register_error_handlers
 from app.extensions import db, limiter
 from app.openapi import refuse_unknown_query_parameters
@@ -25,6 +25,7 @@ def create_app(config=None):
     """Settings come from defaults, `.env`, the environment, then `config`."""
     app = Flask(__name__)
     app.config.update(load_config(config))
+    check_database_login(app.config)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     configure_logging(app.config["LOG_LEVEL"])

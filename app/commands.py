@@ -1,8 +1,11 @@
 """Operator commands: `flask --app wsgi <command>` (see README)."""
-from contextlib import closing
+import functools
+from contextlib import closing, contextmanager
 
 import click
 import psycopg2
+import psycopg2.errors
+import psycopg2.extras
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
@@ -10,9 +13,12 @@ from pydantic import TypeAdapter, ValidationError
 from app.extensions import db
 from app.gateway import reconcile_holds
 from app.money import format_money
+from app.requests import validation_details
 from app.schemas import Email, TopUpRequest
 from database.catalog import CatalogError, read_catalog
-from migrate import load_catalog
+from database.errors import DatabaseUnavailable
+from database.service import CONNECT_TIMEOUT_SECONDS, Cursor
+from migrate import load_catalog, no_server_answered, unreachable_database
 
 EMAIL = TypeAdapter(Email)
 
@@ -27,18 +33,30 @@ def register_commands(app: Flask):
         """Credit AMOUNT (USD, up to 2 decimals) to the account with EMAIL."""
         try:
             amount = TopUpRequest.model_validate({"amount": amount}).amount
+        except ValidationError as exc:
+            raise click.BadParameter(validation_details(exc)["amount"], param_hint="AMOUNT") from None
+        try:
             email = EMAIL.validate_python(email)
         except ValidationError as exc:
-            raise click.BadParameter(exc.errors()[0]["msg"]) from None
+            raise click.BadParameter(next(iter(validation_details(exc).values())), param_hint="EMAIL") from None
         note = note.strip()
         if not note or len(note) > 400 or "\x00" in note:
             raise click.BadParameter("--note must be 1 to 400 characters")
-        user_id = db.user_id_by_email(email)
-        if user_id is None:
-            raise click.ClickException(f"no account with email {email}")
         kind = "refund" if refund else "credit"
-        with db.transaction() as tx:
-            moved = db.add_funds(user_id, amount, f"Operator {kind}: {note}", {"source": "operator", "kind": kind}, tx=tx)
+        try:
+            # As the owner: the service's own login may not deposit more than MAX_TOPUP.
+            with owner_transaction() as tx:
+                user = tx.one("SELECT id FROM users WHERE email = %(email)s", {"email": email})
+                if user is None:
+                    raise click.ClickException(f"no account with email {email}")
+                moved = db.add_funds(user["id"], amount, f"Operator {kind}: {note}",
+                                     {"source": "operator", "kind": kind}, tx=tx)
+                if not moved["ok"]:
+                    raise click.ClickException(f"nothing credited: {moved['reason']}")
+        except psycopg2.errors.InsufficientPrivilege:
+            raise click.ClickException(
+                "nothing credited: only the database owner may credit more than MAX_TOPUP; "
+                "MIGRATE_DATABASE_URL must name the owner") from None
         click.echo(f"{kind}ed {format_money(amount)} USD to {email}: transaction {moved['transaction_id']}, "
                    f"available {format_money(moved['available'])}")
 
@@ -80,10 +98,12 @@ def register_commands(app: Flask):
         except CatalogError as exc:
             raise click.ClickException(str(exc)) from None
         try:
-            with closing(psycopg2.connect(current_app.config["MIGRATE_DATABASE_URL"])) as conn:
+            with closing(owner_connection()) as conn:
                 with conn, conn.cursor() as cur:
                     added, updated = load_catalog(cur, models)
         except psycopg2.Error as exc:
+            if no_server_answered(exc):
+                raise
             raise click.ClickException(f"nothing loaded: {str(exc).strip()}") from None
         click.echo(f"catalog: {added} models added, {updated} updated, {len(models) - added - updated} unchanged")
 
@@ -94,3 +114,47 @@ def register_commands(app: Flask):
         """Delete idempotency records older than 24 hours and login-failure counts gone stale."""
         click.echo(f"pruned {db.prune_idempotency_keys()} idempotency records and "
                    f"{db.prune_login_attempts(current_app.config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
+
+    explain_database_outages(app.cli, app.config)
+
+
+def owner_connection(**options):
+    """A connection as the database owner (MIGRATE_DATABASE_URL), for what the
+    service's own login may not do."""
+    return psycopg2.connect(current_app.config["MIGRATE_DATABASE_URL"], connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                            **options)
+
+
+@contextmanager
+def owner_transaction():
+    """One transaction as the owner, with the transaction helper's vocabulary;
+    committed when the block ends, dropped with the connection on error."""
+    with closing(owner_connection(cursor_factory=psycopg2.extras.RealDictCursor)) as conn:
+        conn.autocommit = True  # the helper opens the transaction itself
+        tx = Cursor(conn)
+        yield tx
+        tx.commit()
+
+
+def explain_database_outages(group, config):
+    """Every command in `group`: a database that cannot be reached ends it with
+    one line saying so, not a traceback."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            explain_database_outages(command, config)
+        else:
+            command.callback = _explaining_outages(command.callback, config)
+
+
+def _explaining_outages(callback, config):
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except DatabaseUnavailable:
+            raise click.ClickException(unreachable_database(config)) from None
+        except psycopg2.Error as exc:
+            if no_server_answered(exc):
+                raise click.ClickException(unreachable_database(config, exc)) from None
+            raise
+    return run

@@ -8,10 +8,16 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg2
 from dotenv import dotenv_values
+
+from app.money import MONEY_LIMIT
+from database.roles import login_powers
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_SECRET_BYTES = 32
+SERVICE_LOGIN = "app_user"
+LOGIN_CHECK_TIMEOUT_SECONDS = 5
 
 
 class ConfigError(RuntimeError):
@@ -49,6 +55,8 @@ def _decimal(value):
         raise ValueError("must be a decimal number") from None
     if not amount.is_finite() or amount <= 0:
         raise ValueError("must be a positive decimal number")
+    if amount >= MONEY_LIMIT:
+        raise ValueError(f"must be below {MONEY_LIMIT:f}, the most the ledger can hold")
     return amount
 
 
@@ -112,13 +120,14 @@ SETTINGS = {
     "OPENAI_BASE_URL": ("https://api.openai.com/v1", _text),
     "ANTHROPIC_BASE_URL": ("https://api.anthropic.com/v1", _text),
     "PROVIDER_TIMEOUT": ("60", _seconds),
-    # A hold this much older than PROVIDER_TIMEOUT, never settled, was left by a
-    # crash: reconcile returns it.
+    # A hold still unsettled this long after its call's deadline was left by a
+    # crash: reconcile returns it (and a retry may take over its Idempotency-Key).
     "HOLD_GRACE_SECONDS": ("30", _seconds),
     "SELF_TOPUP_ENABLED": ("true", _flag),
     "MAX_TOPUP": ("1000", _decimal),
     "LOG_LEVEL": ("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
-    "WEB_WORKERS": ("2", _integer(1, 64)),
+    # Unset: 1 while rate limits are counted in memory:// (see _web_workers), else 2.
+    "WEB_WORKERS": ("", lambda value: _integer(1, 64)(value) if _text(value) else None),
     "WEB_THREADS": ("128", _integer(1, 1000)),
     # Written by `make run` for its embedded cluster under .data/; used only when
     # neither DATABASE_URL nor DB_HOST names a server.
@@ -127,13 +136,25 @@ SETTINGS = {
     "EMBEDDED_DB_PASSWORD": ("", _text),
     "EMBEDDED_DB_OWNER_PASSWORD": ("", _text),
 }
+# The commands that make each secret, as .env.example also gives them.
+_TOKEN_RECIPE = '''python3 -c "import secrets; print(secrets.token_urlsafe(48))"'''
+SECRET_RECIPES = {
+    "SECRET_KEY": _TOKEN_RECIPE,
+    "FINGERPRINT_KEY": _TOKEN_RECIPE,
+    "ENCRYPTION_KEYS": ('''python3 -c "import base64, secrets; '''
+                        '''print('k1:' + base64.b64encode(secrets.token_bytes(32)).decode())"'''),
+}
 EMBEDDED_DB_NAME = "qmarket"
 EMBEDDED_DB_OWNER = "qmarket_owner"
 
 
+def env_file_path():
+    return Path(os.environ.get("ENV_FILE") or PROJECT_ROOT / ".env")
+
+
 def read_env_file(path=None):
     """The `.env` file's values, without touching os.environ."""
-    path = Path(path or os.environ.get("ENV_FILE") or PROJECT_ROOT / ".env")
+    path = Path(path or env_file_path())
     return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
 
 
@@ -152,15 +173,32 @@ def load_config(overrides=None, check_secrets=True):
             raise ConfigError(f"{name}: {exc}") from None
     config["USES_EMBEDDED_DB"] = not (config["DATABASE_URL"] or config["DB_HOST"])
     if config["USES_EMBEDDED_DB"] and config["EMBEDDED_DB_PORT"]:
-        config["DATABASE_URL"] = embedded_url(config, "app_user", config["EMBEDDED_DB_PASSWORD"])
+        config["DATABASE_URL"] = embedded_url(config, SERVICE_LOGIN, config["EMBEDDED_DB_PASSWORD"])
         config["MIGRATE_DATABASE_URL"] = embedded_url(
             config, EMBEDDED_DB_OWNER, config["EMBEDDED_DB_OWNER_PASSWORD"])
     config["DATABASE_URL"] = config["DATABASE_URL"] or _url_from_parts(config)
     config["MIGRATE_DATABASE_URL"] = config["MIGRATE_DATABASE_URL"] or config["DATABASE_URL"]
     config["ENCRYPTION_KEYS"] = parse_encryption_keys(config["ENCRYPTION_KEYS"])
+    config["WEB_WORKERS"] = _web_workers(config)
     if check_secrets:
         _check_secrets(config)
     return config
+
+
+def _web_workers(config):
+    """memory:// counts rate limits inside each worker process, so n workers
+    would let n times every limit through: one worker, unless limits are off
+    or kept in a shared store such as Redis."""
+    per_process = config["RATELIMIT_ENABLED"] and config["RATELIMIT_STORAGE_URI"].startswith("memory://")
+    workers = config["WEB_WORKERS"]
+    if workers is None:
+        return 1 if per_process else 2
+    if per_process and workers > 1:
+        raise ConfigError(
+            f"WEB_WORKERS: {workers} workers with RATELIMIT_STORAGE_URI=memory:// would each count the rate "
+            f"limits on their own, letting up to {workers} times every limit through. Set RATELIMIT_STORAGE_URI "
+            "to a shared store (redis://host:6379), or WEB_WORKERS=1 (or leave it unset).")
+    return workers
 
 
 def embedded_url(config, user, password):
@@ -204,14 +242,42 @@ def _check_secrets(config):
         config["FINGERPRINT_KEY"] = config["FINGERPRINT_KEY"] or secrets.token_urlsafe(48)
         config["ENCRYPTION_KEYS"] = config["ENCRYPTION_KEYS"] or [("dev", secrets.token_bytes(32))]
         return
-    problems = []
-    if len(config["SECRET_KEY"].encode()) < MIN_SECRET_BYTES:
-        problems.append(f"SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
-    if len(config["FINGERPRINT_KEY"].encode()) < MIN_SECRET_BYTES:
-        problems.append(f"FINGERPRINT_KEY must be at least {MIN_SECRET_BYTES} bytes")
+    problems = {}
+    for name in ("SECRET_KEY", "FINGERPRINT_KEY"):
+        if len(config[name].encode()) < MIN_SECRET_BYTES:
+            problems[name] = f"{name} must be at least {MIN_SECRET_BYTES} bytes"
     if not config["ENCRYPTION_KEYS"]:
-        problems.append("ENCRYPTION_KEYS must list at least one kid:base64-32-bytes key")
+        problems["ENCRYPTION_KEYS"] = "ENCRYPTION_KEYS must list at least one kid:base64-32-bytes key"
     if problems:
+        raise ConfigError("refusing to start in production: " + "; ".join(problems.values()) + ".\n"
+                          + _how_to_make(problems))
+
+
+def check_database_login(config):
+    """Production refuses to serve as a database login that could rewrite the
+    schema or the ledger: a superuser, or the owner of any table. A database that
+    cannot be reached yet goes unchecked: the service starts anyway and answers
+    503 until it can (a process started later, each gunicorn worker, checks)."""
+    if config["APP_ENV"] != "production":
+        return
+    try:
+        name, superuser, owns = login_powers(config["DATABASE_URL"], LOGIN_CHECK_TIMEOUT_SECONDS)
+    except psycopg2.OperationalError:
+        return
+    if superuser or owns:
+        power = "a superuser" if superuser else f"the owner of {', '.join(owns)}"
         raise ConfigError(
-            "refusing to start in production: " + "; ".join(problems)
-            + ". `make run` writes strong values into .env; see .env.example.")
+            f"refusing to serve in production as the database login {name!r}, {power}: a flaw in the "
+            f"service could then rewrite any table. DATABASE_URL (or DB_USER and DB_PASSWORD) names the "
+            f"service's own login, {SERVICE_LOGIN}, which migrate creates and gives that password; the "
+            f"owner belongs in MIGRATE_DATABASE_URL only. See .env.example.")
+
+
+def _how_to_make(names):
+    """Where the missing secrets go and the commands that make them. `make run`
+    writes fresh ones only into a new .env, never into one that exists."""
+    env_file = env_file_path()
+    where = (f"Add them to {env_file}" if env_file.exists()
+             else "Add them to a .env (or let `make run` write a new one with fresh values)")
+    recipes = [f"  {name}: {SECRET_RECIPES[name]}" for name in names]
+    return where + ", made with:\n" + "\n".join(recipes) + "\nSee .env.example."

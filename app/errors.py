@@ -5,6 +5,7 @@ import logging
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from app.observability import describe_error, loggable_traceback
 from database.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -110,5 +111,8 @@ def register_error_handlers(app):
 
     @app.errorhandler(Exception)
     def handle_unexpected(error):
-        log.exception("unhandled error")
+        # The traceback travels as a field, not as exc_info, so that no handler
+        # formats the exception its own way, driver messages and row values included.
+        log.error("unhandled error: %s", describe_error(error),
+                  extra={"fields": {"exception": loggable_traceback(error)}})
         return error_response("internal_error", "An internal error occurred.", 500)

@@ -4,8 +4,10 @@ import logging
 import re
 import sys
 import time
+import traceback
 import uuid
 
+import psycopg2
 from flask import g, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -13,6 +15,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 access_log = logging.getLogger("qmarket.access")
+# What a database error may say in a log: names, never values.
+DATABASE_ERROR_NAMES = (("constraint", "constraint_name"), ("table", "table_name"), ("column", "column_name"),
+                        ("type", "datatype_name"))
 
 
 class JSONFormatter(logging.Formatter):
@@ -31,6 +36,40 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+    def formatException(self, exc_info):
+        return loggable_traceback(exc_info[1])
+
+
+def describe_error(error):
+    """An exception in words safe to log. A database driver error's message and
+    DETAIL may quote the row that failed (a password hash, a sealed key), so it
+    is named by its class, SQLSTATE and the names it concerns, never its text."""
+    if not isinstance(error, psycopg2.Error):
+        return f"{type(error).__name__}: {error}"
+    names = [f"SQLSTATE {error.pgcode}"] if error.pgcode else []
+    names += [f"{label} {getattr(error.diag, field)}" for label, field in DATABASE_ERROR_NAMES
+              if getattr(error.diag, field)]
+    return f"{type(error).__name__} ({', '.join(names) or 'no server details'})"
+
+
+def loggable_traceback(error):
+    """The traceback of `error` and of the exceptions that led to it, as Python
+    prints it, with each exception described by describe_error()."""
+    chain = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    parts = []
+    for error in reversed(chain):
+        if parts:
+            parts.append("\nThe above exception was the direct cause of the following exception:\n\n"
+                         if error.__cause__ is not None else
+                         "\nDuring handling of the above exception, another exception occurred:\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(error.__traceback__))
+        parts.append(describe_error(error) + "\n")
+    return "".join(parts).rstrip("\n")
 
 
 def configure_logging(level):

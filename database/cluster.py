@@ -14,6 +14,10 @@ from pathlib import Path
 
 SERVER_USER = "postgres"
 SERVER_VERSION_MINIMUM = 15
+# The server logs an error without the statement that failed (psycopg2 sends
+# parameters inlined, password hashes and sealed keys included) and without its
+# DETAIL, which may quote the failing row.
+PRIVATE_LOG_OPTIONS = "-c log_min_error_statement=panic -c log_error_verbosity=terse"
 
 
 class ClusterError(RuntimeError):
@@ -146,11 +150,12 @@ class EmbeddedCluster:
     def start(self):
         if not port_is_free(self.port):
             raise ClusterError(f"port {self.port} on 127.0.0.1 is taken; set EMBEDDED_DB_PORT in .env to a free one")
-        if not self.log_file.exists():
-            self.log_file.touch()
+        self.log_file.touch(mode=0o600)
         uid, gid = server_account()
         os.chown(self.log_file, uid, gid)
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' -c max_connections=200"
+        self.log_file.chmod(0o600)  # also a log left world-readable by an older version
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories='' "
+                   f"-c max_connections=200 {PRIVATE_LOG_OPTIONS}")
         self._run("pg_ctl", "-D", self.pgdata, "-l", self.log_file, "-o", options, "-w", "-t", "60", "start")
 
     def stop(self):
@@ -184,4 +189,4 @@ def testing_postgresql_options(base_dir):
         wrapper.chmod(0o755)
         programs[program] = str(wrapper)
     return {"base_dir": str(base_dir), **programs,
-            "postgres_args": "-h 127.0.0.1 -F -c logging_collector=off -c max_connections=300"}
+            "postgres_args": f"-h 127.0.0.1 -F -c logging_collector=off -c max_connections=300 {PRIVATE_LOG_OPTIONS}"}

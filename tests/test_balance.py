@@ -395,19 +395,21 @@ def test_an_operator_credit_uses_the_same_ledger(app, client, token, database):
                           ) == [(2,)]
 
 
-@pytest.mark.parametrize("args", [
-    ["credit", "ada@example.com", "0", "--note", "x"],
-    ["credit", "ada@example.com", "-1", "--note", "x"],
-    ["credit", "ada@example.com", "1.001", "--note", "x"],
-    ["credit", "ada@example.com", "NaN", "--note", "x"],
-    ["credit", "ada@example.com", "5", "--note", "  "],
-    ["credit", "ada@example.com", "5"],
-    ["credit", "nobody@example.com", "5", "--note", "x"],
-    ["credit", "not-an-email", "5", "--note", "x"],
+@pytest.mark.parametrize("args, says", [
+    (["credit", "ada@example.com", "0", "--note", "x"], "Invalid value for AMOUNT: must be positive"),
+    (["credit", "--note", "x", "--", "ada@example.com", "-1"], "Invalid value for AMOUNT: must be positive"),
+    (["credit", "ada@example.com", "1.001", "--note", "x"], "Invalid value for AMOUNT: must have at most 2 decimal"),
+    (["credit", "ada@example.com", "NaN", "--note", "x"], "Invalid value for AMOUNT: must be a decimal number"),
+    (["credit", "ada@example.com", "5", "--note", "  "], "--note must be 1 to 400 characters"),
+    (["credit", "ada@example.com", "5"], "Missing option '--note'"),
+    (["credit", "nobody@example.com", "5", "--note", "x"], "no account with email nobody@example.com"),
+    (["credit", "not-an-email", "5", "--note", "x"], "Invalid value for EMAIL: must be an email address"),
 ])
-def test_bad_operator_credits_move_nothing(app, token, database, args):
+def test_bad_operator_credits_move_nothing(app, token, database, args, says):
     result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code != 0
+    assert says in result.output
+    assert "Value error" not in result.output
     assert money_rows(database) == 0
 
 

@@ -154,7 +154,8 @@ def test_readyz_with_database_up(client):
 def test_readyz_and_requests_answer_503_when_database_stops():
     base_dir = tempfile.mkdtemp(prefix="qmarket-test-down-", dir="/tmp")
     server = testing.postgresql.Postgresql(**pg_options(base_dir))
-    app = create_app(settings_for(server.url()))
+    # Its only login is the superuser, which production refuses to serve as.
+    app = create_app(settings_for(server.url(), APP_ENV="development"))
     client = app.test_client()
     try:
         assert client.get("/readyz").status_code == 200
