@@ -4,7 +4,10 @@ The first request with a key claims a record (in progress), runs, and stores its
 2xx answer in the same transaction as its effect (`respond`). A retry with the
 same body replays that answer; another body is 422; a duplicate that arrives
 while the first runs is 409. An error answer is not kept. No lock is held while
-the request runs: the record itself says who is running."""
+the request runs: the record itself says who is running, and until when it may:
+an in-progress record is taken over by a retry (its process died) only after
+the deadline of the provider call it guards plus HOLD_GRACE_SECONDS, the time
+its settle may take, so a retry never runs beside a call still under way."""
 import functools
 import hashlib
 import json
@@ -19,9 +22,10 @@ from app.extensions import db
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
-# An in-progress record this much older than the longest a request may take
-# was left by a crash, and may be taken over by a retry.
-STALE_MARGIN_SECONDS = 30
+# The guarded request's provider call starts moments after the claim (once the
+# body is parsed) and ends PROVIDER_TIMEOUT after it starts; this covers the
+# moments between, generously.
+CALL_START_MARGIN_SECONDS = 5
 
 
 class IdempotencyKeyReused(APIError):
@@ -58,7 +62,7 @@ def idempotent(view):
         if not KEY_PATTERN.match(key):
             raise ValidationFailed(details={HEADER: "must be 1 to 255 visible ASCII characters"})
         confirm_token_now()  # before the record is written
-        stale_after = current_app.config["PROVIDER_TIMEOUT"] + STALE_MARGIN_SECONDS
+        stale_after = _stale_after(current_app.config)
         outcome, record = db.claim_idempotency_key(g.user_id, key, request_fingerprint(), stale_after)
         if outcome == "mismatch":
             raise IdempotencyKeyReused()
@@ -76,6 +80,11 @@ def idempotent(view):
             db.release_idempotency_key(g.user_id, key)
         return response
     return wrapper
+
+
+def _stale_after(config):
+    """Seconds after its claim that an in-progress record may be taken over."""
+    return config["PROVIDER_TIMEOUT"] + CALL_START_MARGIN_SECONDS + config["HOLD_GRACE_SECONDS"]
 
 
 def respond(body, status, tx, headers=None):

@@ -451,17 +451,19 @@ class DatabaseService:
                 {"user_id": user_id, "amount": amount, "description": description, "metadata": Json(metadata)},
             )
 
-    def hold_funds(self, user_id, amount, description, metadata, daily_limit=None, tx=None):
+    def hold_funds(self, user_id, amount, description, metadata, daily_limit=None, call_timeout=None, tx=None):
         """Holds `amount`: (ok, transaction_id, available, reason); ok is false and
-        nothing changes when the balance (or the daily limit) does not allow it."""
+        nothing changes when the balance (or the daily limit) does not allow it.
+        The hold's call ends within `call_timeout` seconds: it is stored as its deadline."""
         with self._maybe(tx) as cursor:
             return cursor.one(
                 """
                 SELECT ok, transaction_id, available, reason
-                  FROM deduct_user_balance(%(user_id)s, %(amount)s, %(description)s, %(metadata)s, %(daily_limit)s)
+                  FROM deduct_user_balance(%(user_id)s, %(amount)s, %(description)s, %(metadata)s, %(daily_limit)s,
+                                           %(call_timeout)s)
                 """,
                 {"user_id": user_id, "amount": amount, "description": description,
-                 "metadata": Json(metadata), "daily_limit": daily_limit},
+                 "metadata": Json(metadata), "daily_limit": daily_limit, "call_timeout": call_timeout},
             )
 
     def release_hold(self, user_id, hold_id, amount, description, metadata, tx=None):
@@ -718,8 +720,9 @@ class DatabaseService:
         return row
 
     def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, tx):
-        """Releases the unused part of `hold`, saves the exchange and counts the
-        usage, in one round trip. question/answer: {"content", "tokens", "cost"}."""
+        """Releases the unused part of `hold`, saves the exchange (unless the
+        session is gone: saved = false) and counts the usage, in one round trip.
+        question/answer: {"content", "tokens", "cost"}."""
         return tx.one(
             """
             SELECT *
@@ -734,20 +737,23 @@ class DatabaseService:
              "bucket": random.randrange(USAGE_BUCKETS)},
         )
 
-    def stale_holds(self, older_than_seconds):
-        """Holds never settled (their call's process died), oldest first."""
+    def stale_holds(self, call_timeout, grace_seconds):
+        """Holds never settled (their call's process died) whose call's deadline is
+        more than `grace_seconds` past, oldest first. A hold without a stored
+        deadline (made before holds had one) ends `call_timeout` after it was made."""
         with self.transaction() as tx:
             return tx.all(
                 """
                 SELECT hold.id, hold.user_id, hold.amount
                   FROM transactions hold
                  WHERE hold.type = 'hold'
-                   AND hold.created_at < now() - make_interval(secs => %(age)s)
+                   AND coalesce(hold.call_deadline, hold.created_at + make_interval(secs => %(call_timeout)s))
+                       < now() - make_interval(secs => %(grace)s)
                    AND NOT EXISTS (SELECT 1 FROM transactions rel
                                     WHERE rel.related_transaction_id = hold.id AND rel.type = 'release')
                  ORDER BY hold.id
                 """,
-                {"age": older_than_seconds},
+                {"call_timeout": call_timeout, "grace": grace_seconds},
             )
 
     # ------------------------------------------------------------- marketplace
@@ -879,24 +885,28 @@ class DatabaseService:
     def claim_idempotency_key(self, user_id, key, request_hash, stale_after_seconds):
         """("claimed", None) when this request may run; else the existing record
         ("in_progress" | "done" | "mismatch", row). A record older than 24 h, or
-        an in-progress one for the same request gone stale, is taken over."""
+        an in-progress one for the same request past its stale_at, is taken over.
+        A claim's stale_at is `stale_after_seconds` after it, stored so that a
+        retry served with other settings still waits as long."""
         for _ in range(3):
             with self.transaction() as tx:
                 claimed = tx.one(
                     """
-                    INSERT INTO idempotency_keys (user_id, key, request_hash)
-                    VALUES (%(user_id)s, %(key)s, %(hash)s)
+                    INSERT INTO idempotency_keys (user_id, key, request_hash, stale_at)
+                    VALUES (%(user_id)s, %(key)s, %(hash)s, now() + make_interval(secs => %(stale)s))
                     ON CONFLICT (user_id, key) DO UPDATE
                        SET request_hash = EXCLUDED.request_hash,
                            state = 'in_progress',
                            response_status = NULL,
                            response_body = NULL,
+                           stale_at = EXCLUDED.stale_at,
                            created_at = now(),
                            updated_at = now()
                      WHERE idempotency_keys.created_at < now() - interval '24 hours'
                         OR (idempotency_keys.state = 'in_progress'
                             AND idempotency_keys.request_hash = EXCLUDED.request_hash
-                            AND idempotency_keys.updated_at < now() - make_interval(secs => %(stale)s))
+                            AND coalesce(idempotency_keys.stale_at,
+                                         idempotency_keys.updated_at + make_interval(secs => %(stale)s)) < now())
                     RETURNING true AS claimed
                     """,
                     {"user_id": user_id, "key": key, "hash": request_hash, "stale": stale_after_seconds},

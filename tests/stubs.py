@@ -1,6 +1,8 @@
 """Provider stubs: real HTTP servers on 127.0.0.1 speaking the OpenAI Chat
 Completions and Anthropic Messages wire formats, told by the test how to answer
-(normally, with an error status, after a stall, without usage, or garbled)."""
+(normally, with an error status, after a stall, without usage, or garbled; with
+any reply text, NUL included, and any usage counts, absurd ones included; held
+until the test opens a gate; or dripping the body one byte at a time)."""
 import json
 import threading
 import time
@@ -23,6 +25,15 @@ class Behaviour:
         self.with_usage = True
         self.garbled = False
         self.reply = "Hello from the stub."
+        # Seconds between the body's bytes (headers go at once); 0 sends it whole.
+        self.drip_seconds = 0.0
+        # When set: the answer waits until the test opens the gate.
+        self.gate = None
+
+    def hold_answers(self):
+        """Answers wait for the returned gate to be set."""
+        self.gate = threading.Event()
+        return self.gate
 
 
 class StubProvider:
@@ -34,6 +45,8 @@ class StubProvider:
     def __init__(self, port=0):
         self.behaviour = Behaviour()
         self.requests = []
+        # Replies whose client hung up before the last byte.
+        self.abandoned = 0
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", port), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -45,9 +58,21 @@ class StubProvider:
         self.server.server_close()
 
     def reset(self):
+        if self.behaviour.gate is not None:
+            self.behaviour.gate.set()  # a handler still held by a failed test goes
         self.behaviour = Behaviour()
         with self._lock:
             self.requests.clear()
+            self.abandoned = 0
+
+    def wait_for_requests(self, count, timeout=10):
+        """Waits until `count` requests have arrived; False when they did not in time."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _handler(self):
         stub = self
@@ -66,6 +91,8 @@ class StubProvider:
                 with stub._lock:
                     stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 behaviour = stub.behaviour
+                if behaviour.gate is not None:
+                    behaviour.gate.wait()
                 if behaviour.stall_seconds:
                     time.sleep(behaviour.stall_seconds)
                 if self.path != stub.path:
@@ -84,7 +111,20 @@ class StubProvider:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                drip = stub.behaviour.drip_seconds
+                if not drip:
+                    self.wfile.write(data)
+                    return
+                self.wfile.flush()
+                try:
+                    for byte in data:
+                        time.sleep(drip)
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    with stub._lock:
+                        stub.abandoned += 1
+                    self.close_connection = True
 
         return Handler
 

@@ -226,7 +226,7 @@ def _fingerprint(app, token):
 def test_a_stale_in_progress_record_is_taken_over(app, client, token, database):
     with app.app_context():
         db.claim_idempotency_key(user_id_of(database), "order-1", _fingerprint(app, token), 90)
-    database.query("UPDATE idempotency_keys SET updated_at = now() - interval '10 minutes'")
+    database.query("UPDATE idempotency_keys SET stale_at = now() - interval '1 second'")
     assert top_up(client, token, "5", key="order-1").status_code == 201
     assert balance(client, token)["total_balance"] == "5.00"
 

@@ -1,0 +1,289 @@
+"""Billing under faults: a provider that drips its answer past PROVIDER_TIMEOUT,
+reconcile and idempotent retries during a live call, and every way the settle
+after an answer can fail. Each leaves the ledger exact and nothing held."""
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from app import close_app, create_app
+from database.cluster import free_port
+from tests.stubs import OpenAIStub
+from app.money import format_money
+from tests.support import LiveServer, assert_error, bearer, login, readme_ledger_query, register
+
+SESSIONS = "/api/v1/chat/sessions"
+MODEL = "openai/gpt-4o-mini"
+INPUT_PRICE, OUTPUT_PRICE = Decimal("0.15"), Decimal("0.60")  # catalog.json, per million tokens
+OPENAI_KEY = "sk-proj-stubkey-0000000000001234"
+DEPOSIT = Decimal("10")
+# What the stub reports by default.
+PROMPT_TOKENS, COMPLETION_TOKENS = 11, 7
+
+
+@pytest.fixture(scope="module")
+def stub():
+    server = OpenAIStub()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(settings, stub):
+    stub.reset()
+    return {**settings, "OPENAI_BASE_URL": f"{stub.url}/v1", "PROVIDER_TIMEOUT": 5, "HOLD_GRACE_SECONDS": 1}
+
+
+@pytest.fixture
+def token(client):
+    register(client)
+    token = login(client)["access_token"]
+    assert client.post("/api/v1/balance/funds", json={"amount": str(DEPOSIT)}, headers=bearer(token)).status_code == 201
+    assert client.post("/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY},
+                       headers=bearer(token)).status_code == 201
+    return token
+
+
+@pytest.fixture
+def session_url(client, token):
+    response = client.post(SESSIONS, json={"model_id": MODEL}, headers=bearer(token))
+    assert response.status_code == 201
+    return f"{SESSIONS}/{response.get_json()['id']}/messages"
+
+
+@pytest.fixture
+def quick_app(settings):
+    """The service with PROVIDER_TIMEOUT at 1 s, on the same database."""
+    app = create_app({**settings, "PROVIDER_TIMEOUT": 1})
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def app_without_provider(settings):
+    """The service with nothing listening where its OpenAI provider should be."""
+    app = create_app({**settings, "OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"})
+    yield app
+    close_app(app)
+
+
+def cost(prompt_tokens, completion_tokens):
+    return (prompt_tokens * INPUT_PRICE + completion_tokens * OUTPUT_PRICE) / 1_000_000
+
+
+def prompt_bound(content):
+    """The hold's prompt estimate for a first message: 16 per request, 8 per message, its UTF-8 bytes."""
+    return 16 + 8 + len(content.encode())
+
+
+def money(database):
+    (total, spent, held), = database.query("SELECT total_balance, spent_balance, held_balance FROM user_balance")
+    return total, spent, held
+
+
+def holds_and_releases(database):
+    return database.query("""SELECT hold.amount, rel.amount FROM transactions hold
+                             LEFT JOIN transactions rel ON rel.related_transaction_id = hold.id
+                             WHERE hold.type = 'hold' ORDER BY hold.id""")
+
+
+def assert_ledger_exact(database, spent):
+    """total = deposits, spent = holds - releases = `spent`, nothing held, every hold closed."""
+    assert database.query(readme_ledger_query()) == []
+    assert money(database) == (DEPOSIT, spent, 0)
+    assert all(released is not None for _, released in holds_and_releases(database))
+
+
+def assert_nothing_charged(database):
+    assert_ledger_exact(database, 0)
+    assert database.query("SELECT count(*) FROM chat_history") == [(0,)]
+
+
+def wait_until(condition, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+# ------------------------------------------------------ the call's deadline
+
+def test_a_dripping_provider_is_cut_off_at_the_deadline(quick_app, token, session_url, database, stub):
+    stub.behaviour.drip_seconds = 0.1  # the ~250-byte answer would take half a minute
+    response = quick_app.test_client().post(session_url, json={"content": "Hi"}, headers=bearer(token))
+    assert assert_error(response, 504, "provider_timeout")["details"] == {"provider": "openai"}
+    assert_nothing_charged(database)
+    # The abandoned exchange stops reading too: the stub sees its client hang up.
+    wait_until(lambda: stub.abandoned == 1)
+
+
+def test_a_stall_before_the_headers_is_cut_off_at_the_deadline(quick_app, token, session_url, database, stub):
+    stub.behaviour.stall_seconds = 3
+    response = quick_app.test_client().post(session_url, json={"content": "Hi"}, headers=bearer(token))
+    assert_error(response, 504, "provider_timeout")
+    assert_nothing_charged(database)
+
+
+def test_a_retry_while_the_call_runs_is_refused_not_run_again(quick_app, token, session_url, database, stub):
+    stub.behaviour.drip_seconds = 0.1
+    headers = {**bearer(token), "Idempotency-Key": "send-1"}
+    with ThreadPoolExecutor(1) as caller:
+        first = caller.submit(quick_app.test_client().post, session_url, json={"content": "Hi"}, headers=headers)
+        assert stub.wait_for_requests(1)
+        assert_error(quick_app.test_client().post(session_url, json={"content": "Hi"}, headers=headers),
+                     409, "idempotency_in_progress")
+        # Taken over only past the call's deadline (1 s, 5 s to start it) plus the grace period (1 s).
+        assert database.query("SELECT stale_at - created_at FROM idempotency_keys") == [(timedelta(seconds=7),)]
+        assert_error(first.result(), 504, "provider_timeout")
+    assert len(stub.requests) == 1
+    assert_nothing_charged(database)
+
+    stub.behaviour.drip_seconds = 0
+    again = quick_app.test_client().post(session_url, json={"content": "Hi"}, headers=headers)
+    assert again.status_code == 201  # a timed-out answer is not kept: the retry runs anew
+    assert len(stub.requests) == 2
+    assert_ledger_exact(database, cost(PROMPT_TOKENS, COMPLETION_TOKENS))
+
+
+def test_reconcile_leaves_a_live_calls_hold_alone(settings, database, stub):
+    """Reconcile run by a process with a shorter PROVIDER_TIMEOUT (an operator's
+    shell, a redeploy) still waits for the deadline stored on the hold."""
+    server = LiveServer(settings)  # PROVIDER_TIMEOUT 5
+    gate = stub.behaviour.hold_answers()
+    try:
+        headers, url = _live_account(server)
+        with ThreadPoolExecutor(1) as caller:
+            pending = caller.submit(httpx.post, url, json={"content": "Hi"}, headers=headers, timeout=30)
+            assert stub.wait_for_requests(1)
+            wait_until(lambda: database.query(
+                "SELECT now() - created_at > interval '1.2 seconds' FROM transactions WHERE type = 'hold'") == [(True,)])
+            assert _reconcile({**settings, "PROVIDER_TIMEOUT": 0.5, "HOLD_GRACE_SECONDS": 0.5}) == "returned 0 holds\n"
+            assert database.query("SELECT call_deadline > now(), call_deadline - created_at FROM transactions "
+                                  "WHERE type = 'hold'")[0] == (True, timedelta(seconds=5))
+            gate.set()
+            response = pending.result()
+    finally:
+        gate.set()
+        server.stop()
+    assert response.status_code == 201, response.text
+    assert Decimal(response.json()["cost"]) == cost(PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert_ledger_exact(database, cost(PROMPT_TOKENS, COMPLETION_TOKENS))
+
+
+def _reconcile(settings):
+    app = create_app(settings)
+    try:
+        return app.test_cli_runner().invoke(args=["holds", "reconcile"]).output
+    finally:
+        close_app(app)
+
+
+def _live_account(server):
+    account = {"email": "ada@example.com", "password": "correct horse battery"}
+    assert httpx.post(f"{server.url}/api/v1/auth/register", json=account | {"username": "ada"}).status_code == 201
+    headers = bearer(httpx.post(f"{server.url}/api/v1/auth/login", json=account).json()["access_token"])
+    assert httpx.post(f"{server.url}/api/v1/balance/funds", json={"amount": str(DEPOSIT)},
+                      headers=headers).status_code == 201
+    assert httpx.post(f"{server.url}/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY},
+                      headers=headers).status_code == 201
+    session = httpx.post(f"{server.url}{SESSIONS}", json={"model_id": MODEL}, headers=headers)
+    assert session.status_code == 201
+    return headers, f"{server.url}{SESSIONS}/{session.json()['id']}/messages"
+
+
+# ------------------------------------------------- after the provider answered
+
+def test_nul_in_the_reply_is_removed_and_the_call_billed(client, token, session_url, database, stub):
+    stub.behaviour.reply = "Hello\x00 world\x00"
+    response = client.post(session_url, json={"content": "Hi"}, headers=bearer(token))
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["assistant_message"]["content"] == "Hello world"
+    assert database.query("SELECT content FROM chat_history WHERE role = 'assistant'") == [("Hello world",)]
+    assert_ledger_exact(database, cost(PROMPT_TOKENS, COMPLETION_TOKENS))
+
+
+@pytest.mark.parametrize("prompt_tokens, completion_tokens", [
+    (99_999_999_999, COMPLETION_TOKENS), (PROMPT_TOKENS, 99_999_999_999), (2**63, 2**63)])
+def test_absurd_usage_is_billed_within_the_hold(client, token, session_url, database, stub, caplog,
+                                                prompt_tokens, completion_tokens):
+    caplog.set_level(logging.WARNING)
+    stub.behaviour.prompt_tokens, stub.behaviour.completion_tokens = prompt_tokens, completion_tokens
+    response = client.post(session_url, json={"content": "Hi", "max_tokens": 100}, headers=bearer(token))
+    assert response.status_code == 201, response.get_json()
+    # Usage is believed up to what the call could use: the prompt's bound and max_tokens.
+    billed_prompt, billed_completion = min(prompt_tokens, prompt_bound("Hi")), min(completion_tokens, 100)
+    assert response.get_json()["usage"] == {"prompt_tokens": billed_prompt, "completion_tokens": billed_completion}
+    charged = cost(billed_prompt, billed_completion)
+    assert Decimal(response.get_json()["cost"]) == charged
+    (hold, _), = holds_and_releases(database)
+    assert charged <= hold
+    assert_ledger_exact(database, charged)
+    assert "above the call's bound" in caplog.text
+
+
+def test_a_session_deleted_during_its_call_is_charged_and_keeps_nothing(app, client, token, session_url, database,
+                                                                      stub):
+    gate = stub.behaviour.hold_answers()
+    with ThreadPoolExecutor(1) as caller:
+        pending = caller.submit(app.test_client().post, session_url, json={"content": "Hi"}, headers=bearer(token))
+        assert stub.wait_for_requests(1)
+        assert client.delete(session_url.removesuffix("/messages"), headers=bearer(token)).status_code == 204
+        gate.set()
+        response = pending.result()
+    error = assert_error(response, 404, "not_found")
+    charged = cost(PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert error["details"] == {"charged": format_money(charged)}
+    assert database.query("SELECT count(*) FROM chat_history") == [(0,)]
+    assert_ledger_exact(database, charged)
+    # The provider did the work: the model's usage counts it.
+    assert database.query("SELECT sum(request_count), sum(prompt_tokens) FROM model_usage_stats") == [
+        (1, PROMPT_TOKENS)]
+
+
+REFUSALS = {
+    "a trigger that raises": """
+        CREATE FUNCTION refuse_history() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'chat history is closed for maintenance'; END $$;
+        CREATE TRIGGER refuse_history BEFORE INSERT ON chat_history
+            FOR EACH ROW EXECUTE FUNCTION refuse_history()""",
+    "a revoked privilege": "REVOKE INSERT ON chat_history FROM app_user",
+}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS.values(), ids=REFUSALS.keys())
+def test_an_unforeseen_settle_failure_returns_the_hold(client, token, session_url, database, stub, caplog, refusal):
+    caplog.set_level(logging.WARNING)
+    database.query(refusal)  # as the owner: the database now refuses every settle
+    response = client.post(session_url, json={"content": "Hi"}, headers=bearer(token))
+    assert_error(response, 500, "internal_error")
+    (hold, released), = holds_and_releases(database)
+    assert released == hold
+    assert_nothing_charged(database)
+    (hold_id,), = database.query("SELECT id FROM transactions WHERE type = 'hold'")
+    assert f"settling hold {hold_id} failed" in caplog.text
+    assert "maintenance" not in caplog.text  # the driver's message stays out of the log
+
+
+# ------------------------------------------------------- messages that help
+
+def test_an_unreachable_provider_says_so_and_the_cause_is_logged(app_without_provider, token, session_url, database,
+                                                                  caplog):
+    caplog.set_level(logging.WARNING)
+    response = app_without_provider.test_client().post(session_url, json={"content": "Hi"}, headers=bearer(token))
+    error = assert_error(response, 502, "provider_error")
+    assert "could not be reached (Connection refused)" in error["message"]
+    assert error["details"] == {"provider": "openai"}
+    assert "openai could not be reached (ConnectError: Connection refused)" in caplog.text
+    assert OPENAI_KEY not in caplog.text
+    assert_nothing_charged(database)
+
+
+def test_a_short_balance_points_to_the_top_up(client, token, database):
+    database.query("UPDATE models SET input_price_per_mtok = 1000000 WHERE id = %s", (MODEL,))
+    session_id = client.post(SESSIONS, json={"model_id": MODEL}, headers=bearer(token)).get_json()["id"]
+    response = client.post(f"{SESSIONS}/{session_id}/messages", json={"content": "Hi"}, headers=bearer(token))
+    assert "POST /api/v1/balance/funds" in assert_error(response, 402, "insufficient_funds")["message"]
