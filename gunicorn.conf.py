@@ -1,9 +1,19 @@
 """gunicorn settings. Threads, not gevent: psycopg2 blocks under gevent unless
 patched, and a thread waiting on a slow provider holds no database connection,
 so in-flight calls are bounded by workers × threads, not by the pool."""
-from app.config import load_config
+import json
+import sys
 
-_config = load_config(check_secrets=False)
+from gunicorn import util
+
+from app import MAX_BODY_BYTES
+from app.config import ConfigError, load_config
+from app.errors import HTTP_CODES
+
+try:
+    _config = load_config(check_secrets=False)
+except ConfigError as exc:
+    sys.exit(f"gunicorn: {exc}")
 
 workers = _config["WEB_WORKERS"]
 threads = _config["WEB_THREADS"]
@@ -16,6 +26,44 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 control_socket_disable = True
+# gunicorn's defaults, stated for the messages below.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# gunicorn answers a request it cannot parse itself, before the app sees it
+# (and a failure outside the app with 500).
+PROTOCOL_ERRORS = {
+    400: ("bad_request", "The request is not valid HTTP/1.1."),
+    414: ("uri_too_long", f"The request line is longer than {limit_request_line} bytes."),
+    431: ("headers_too_large", f"The request has more than {limit_request_fields} headers, "
+                               f"or one longer than {limit_request_field_size} bytes."),
+    500: ("internal_error", "An internal error occurred."),
+}
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own error answer (util.write_error, called only by the
+    worker's handle_error) in the service's one error shape instead of HTML.
+    `mesg` may echo the request; gunicorn has logged it, the client gets none."""
+    code, message = PROTOCOL_ERRORS.get(status_int, (HTTP_CODES.get(status_int, "http_error"), f"{reason}."))
+    body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn has no setting for these pages; this config runs before any worker forks.
+util.write_error = write_json_error
+
+
+def pre_request(worker, req):
+    """A body over the app's limit is refused unread (413), and gunicorn drains
+    at most 64 KiB of a body left unread before it drops the connection: the
+    answer says `Connection: close` instead of promising keep-alive."""
+    declared = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "0")
+    if int(declared) > MAX_BODY_BYTES:
+        req.force_close()
 
 
 def on_starting(server):

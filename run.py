@@ -1,8 +1,11 @@
 """`make run`: writes .env with fresh secrets when there is none, starts the
 embedded PostgreSQL under .data/ unless a server is configured, migrates, and
-serves with gunicorn until Ctrl-C, then stops the server and the cluster."""
+serves with gunicorn until Ctrl-C (or the terminal closes), then stops the
+server and the cluster. One launcher at a time serves from .data/."""
 import argparse
 import base64
+import ctypes
+import fcntl
 import os
 import secrets
 import signal
@@ -18,6 +21,17 @@ ROOT = Path(__file__).resolve().parent
 ENV_FILE = ROOT / ".env"
 DATA_DIR = ROOT / ".data"
 INSTANCE_FILE = DATA_DIR / "instance_id"
+LAUNCHER_FILE = DATA_DIR / "launcher.pid"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def say(line):
+    """Prints, but never fails: once the terminal is closed (SIGHUP) writing to
+    it fails, and the shutdown must go on without it."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        sys.stdout = open(os.devnull, "w")
 
 
 def fresh_env_file():
@@ -52,7 +66,7 @@ def ensure_env_file():
         ENV_FILE.write_text(fresh_env_file())
     finally:
         os.umask(old_umask)
-    print("run: wrote .env with fresh secrets (back it up together with .data/)")
+    say("run: wrote .env with fresh secrets (back it up together with .data/)")
 
 
 def check_pairing(config):
@@ -66,6 +80,27 @@ def check_pairing(config):
                  "with this .data/, or move .data/ away to start afresh.")
 
 
+def claim_data_dir():
+    """Locks .data/launcher.pid for as long as this launcher lives, or exits
+    naming the launcher that holds it. The kernel drops the lock when its
+    holder dies, however it dies, so a held lock always means a live launcher,
+    never a stale pid file or a pid reused by another process. The returned
+    file must stay open: closing it releases the lock."""
+    DATA_DIR.mkdir(mode=0o700, exist_ok=True)
+    holder = open(LAUNCHER_FILE, "a+")
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder.seek(0)
+        pid = holder.read().strip() or "unknown"
+        sys.exit(f"run: another `make run` (pid {pid}) is serving from .data/; stop it first "
+                 f"(Ctrl-C in its terminal, or `kill {pid}`)")
+    holder.truncate(0)
+    holder.write(f"{os.getpid()}\n")
+    holder.flush()
+    return holder
+
+
 def start_embedded_cluster(config):
     if not config["EMBEDDED_DB_PORT"]:
         sys.exit("run: no database configured: set DATABASE_URL, or EMBEDDED_DB_PORT and the "
@@ -73,35 +108,71 @@ def start_embedded_cluster(config):
     check_pairing(config)
     cluster = EmbeddedCluster(DATA_DIR, config["EMBEDDED_DB_PORT"])
     if not cluster.exists():
-        print("run: creating the embedded PostgreSQL cluster in .data/")
+        say("run: creating the embedded PostgreSQL cluster in .data/")
         cluster.initialise(EMBEDDED_DB_OWNER, config["EMBEDDED_DB_OWNER_PASSWORD"])
         INSTANCE_FILE.write_text(config["INSTANCE_ID"] + "\n")
-    if cluster.is_running():
-        print("run: the embedded cluster is already running (another `make run`?)")
-        return None
-    cluster.start()
-    print(f"run: embedded PostgreSQL listening on 127.0.0.1:{config['EMBEDDED_DB_PORT']}")
+    if not adopt_running_cluster(cluster):
+        if cluster.clear_stale_lock_file():
+            say("run: removed a stale postmaster.pid (its server is gone)")
+        cluster.start()
+    say(f"run: embedded PostgreSQL listening on 127.0.0.1:{config['EMBEDDED_DB_PORT']}")
     return cluster
+
+
+def adopt_running_cluster(cluster):
+    """Whether the cluster was running and this launcher now serves with it.
+    With .data/ claimed, no launcher owns a running cluster: one that was killed
+    left it. It is stopped with this launcher, or at once if it listens on a
+    port other than .env's."""
+    pid = cluster.server_pid()
+    if pid is None:
+        return False
+    if cluster.server_port() != cluster.port:
+        say(f"run: stopping the embedded PostgreSQL (pid {pid}) left by a launcher that was killed; "
+            f"it listens on port {cluster.server_port()}, not EMBEDDED_DB_PORT")
+        cluster.stop()
+        return False
+    say(f"run: adopting the embedded PostgreSQL (pid {pid}) left running by a launcher that was killed; "
+        "it stops with this one")
+    return True
+
+
+def stop_with_launcher():
+    """A preexec_fn: the kernel sends the child SIGTERM when this launcher dies,
+    however it dies (SIGKILL included), so gunicorn stops its workers instead
+    of serving on without its database. The signal follows the thread that
+    forked, the main thread here, which lives as long as the launcher. Linux only."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    launcher = os.getpid()
+
+    def arm():
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != launcher:  # it died before the signal was armed
+            os._exit(1)
+    return arm
 
 
 def serve(config):
     """Runs gunicorn in the foreground until it exits or we are interrupted."""
     bind = f"{config['HOST']}:{config['PORT']}"
     url = f"http://{'127.0.0.1' if config['HOST'] in ('0.0.0.0', '::') else config['HOST']}:{config['PORT']}"
-    # Its own process group: Ctrl-C reaches only this launcher, which then stops
-    # gunicorn gracefully (a worker still booting would otherwise die mid-import).
+    # Its own session: Ctrl-C and a closing terminal reach only this launcher,
+    # which then stops gunicorn gracefully (a worker still booting would
+    # otherwise die mid-import, and SIGHUP would make gunicorn reload, not stop).
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "--bind", bind, "wsgi:app"],
-        cwd=ROOT, start_new_session=True)
-    print(f"\nQ Marketplace is serving on {url}  (Ctrl-C stops it)\nTry:\n"
-          f"  curl -s {url}/readyz\n"
-          f"  curl -s -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' \\\n"
-          f"       -d '{{\"email\": \"ada@example.com\", \"username\": \"ada\", \"password\": \"correct horse battery\"}}'\n",
-          flush=True)
+        cwd=ROOT, start_new_session=True, preexec_fn=stop_with_launcher())
+    say(f"\nQ Marketplace is serving on {url}  (Ctrl-C stops it)\nTry:\n"
+        f"  curl -s {url}/readyz\n"
+        f"  curl -s -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' \\\n"
+        f"       -d '{{\"email\": \"ada@example.com\", \"username\": \"ada\", \"password\": \"correct horse battery\"}}'\n")
     try:
         return server.wait()
     except KeyboardInterrupt:
-        print("run: stopping; calls in flight may finish (Ctrl-C again to stop at once)", flush=True)
+        say("run: stopping; calls in flight may finish (Ctrl-C again to stop at once)")
         server.terminate()
         try:
             server.wait()
@@ -112,7 +183,8 @@ def serve(config):
 
 
 def _interrupt(signum, frame):
-    """SIGINT and SIGTERM stop the launcher, even where SIGINT was inherited ignored."""
+    """SIGINT, SIGTERM and SIGHUP (the terminal closed) stop the launcher, even
+    where SIGINT was inherited ignored."""
     raise KeyboardInterrupt
 
 
@@ -124,14 +196,14 @@ def main():
         config = load_config()
     except ConfigError as exc:
         sys.exit(f"run: {exc}")
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     cluster = None
     try:
         if config["USES_EMBEDDED_DB"]:
+            data_dir_claim = claim_data_dir()  # held, so locked, until the launcher exits
             cluster = start_embedded_cluster(config)
-        app_password = migrate.parse_dsn(config["DATABASE_URL"]).get("password")
-        migrate.migrate(config["MIGRATE_DATABASE_URL"], app_password, out=lambda line: print(f"migrate: {line}"))
+        migrate.migrate_configured(config, out=lambda line: say(f"migrate: {line}"))
         status = serve(config)
     except (ClusterError, migrate.psycopg2.Error) as exc:
         sys.exit(f"run: {str(exc).strip()}")
@@ -139,7 +211,7 @@ def main():
         status = 0
     finally:
         if cluster is not None:
-            print("run: stopping the embedded PostgreSQL cluster")
+            say("run: stopping the embedded PostgreSQL cluster")
             cluster.stop()
     sys.exit(status)
 

@@ -161,7 +161,50 @@ class EmbeddedCluster:
     def stop(self):
         self._run("pg_ctl", "-D", self.pgdata, "-m", "fast", "-w", "-t", "60", "stop")
 
-    def is_running(self):
+    @property
+    def lock_file(self):
+        return self.pgdata / "postmaster.pid"
+
+    def server_pid(self):
+        """The pid of the server running this cluster, or None.
+
+        postmaster.pid outlives a killed server, and after a reboot its pid may
+        belong to another process: pg_ctl would then call the cluster running,
+        and postgres would refuse to start. The server is the process whose
+        command line names this data directory (/proc, readable by any account)."""
+        pid, _ = self._lock_file_fields()
+        if pid is None:
+            return None
+        if not Path("/proc/self/cmdline").exists():
+            return pid if self._pg_ctl_status() else None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return None
+        data_dirs = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-D"]
+        return pid if any(Path(d).resolve() == self.pgdata.resolve() for d in data_dirs) else None
+
+    def server_port(self):
+        """The port the running server listens on, as its postmaster.pid records it."""
+        return self._lock_file_fields()[1]
+
+    def clear_stale_lock_file(self):
+        """Removes a postmaster.pid whose server is gone; True when there was one."""
+        if self.server_pid() is not None or not self.lock_file.exists():
+            return False
+        self.lock_file.unlink()
+        return True
+
+    def _lock_file_fields(self):
+        """(pid, port) from postmaster.pid (lines 1 and 4), or (None, None)."""
+        try:
+            lines = self.lock_file.read_text().splitlines() + ["", "", "", ""]
+        except FileNotFoundError:
+            return None, None
+        pid, port = lines[0].strip(), lines[3].strip()
+        return (int(pid) if pid.isdigit() else None), (int(port) if port.isdigit() else None)
+
+    def _pg_ctl_status(self):
         result = subprocess.run(as_server_user([self.bin / "pg_ctl", "-D", self.pgdata, "status"]),
                                 capture_output=True, cwd="/")
         return result.returncode == 0
