@@ -98,10 +98,14 @@ def bearer(token):
     return {"Authorization": f"Bearer {token}"}
 
 
+def readme_section(title):
+    """The text of README's `## title` section, up to the next one."""
+    return (ROOT / "README.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def readme_ledger_query():
     """The ledger check exactly as README's Money section prints it."""
-    money = (ROOT / "README.md").read_text().split("## Money", 1)[1]
-    return re.search(r"```sql\n(.*?)```", money, re.S).group(1)
+    return re.search(r"```sql\n(.*?)```", readme_section("Money"), re.S).group(1)
 
 
 def assert_error(response, status, code):

@@ -1,6 +1,9 @@
 """The running service against its own /openapi.json: Schemathesis generates
 valid and invalid requests for every operation and checks each answer. Seeded
-and bounded, so a run is repeatable and short."""
+and bounded, so a run is repeatable and short. README's lists of settings and
+error codes are held to the code too."""
+import re
+
 import httpx
 import pytest
 import schemathesis
@@ -10,9 +13,11 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, ignored
                                                response_schema_conformance, status_code_conformance)
 
 from app import create_app
+from app.config import SETTINGS
+from app.openapi import ERROR_CODES
 from tests.conftest import clean_database
 from tests.stubs import OpenAIStub
-from tests.support import PASSWORD, LiveServer, bearer, settings_for
+from tests.support import PASSWORD, LiveServer, bearer, readme_section, settings_for
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection, ignored_auth]
@@ -31,16 +36,25 @@ def contract_server(pg_server, template_db):
             stub.stop()
 
 
+def _sent(response, status):
+    """A setup call's answer, which must be `status`: a failed setup would leave
+    the generated calls stopping at 401 or 402 and the contract barely tried."""
+    assert response.status_code == status, (response.request.url, response.text)
+    return response.json()
+
+
 @pytest.fixture(scope="module")
 def account(contract_server):
-    """A funded user holding a key and a session, so generated calls reach deep."""
+    """A funded user holding a key, so generated calls reach deep."""
     url = contract_server.url
     credentials = {"email": "contract@example.com", "password": PASSWORD}
-    httpx.post(f"{url}/api/v1/auth/register", json=credentials | {"username": "contract"})
-    headers = bearer(httpx.post(f"{url}/api/v1/auth/login", json=credentials).json()["access_token"])
-    httpx.post(f"{url}/api/v1/balance/funds", json={"amount": "1000"}, headers=headers)
-    httpx.post(f"{url}/api/v1/keys", json={"provider": "openai", "api_key": "sk-proj-contract-00000000000"},
-               headers=headers)
+    _sent(httpx.post(f"{url}/api/v1/auth/register", json=credentials | {"username": "contract"}), 201)
+    headers = bearer(_sent(httpx.post(f"{url}/api/v1/auth/login", json=credentials), 200)["access_token"])
+    _sent(httpx.post(f"{url}/api/v1/balance/funds", json={"amount": "1000"}, headers=headers), 201)
+    _sent(httpx.post(f"{url}/api/v1/keys", json={"provider": "openai", "api_key": "sk-proj-contract-00000000000"},
+                     headers=headers), 201)
+    profile = _sent(httpx.get(f"{url}/api/v1/auth/me", headers=headers), 200)
+    assert profile["balance"]["available_balance"] == "1000.00"
     return headers
 
 
@@ -58,3 +72,15 @@ schema.config.generation.update(max_examples=EXAMPLES_PER_OPERATION, determinist
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_service_keeps_its_contract(case, contract_server, account):
     case.call_and_validate(base_url=contract_server.url, headers=account, checks=CHECKS)
+
+
+def test_readme_configuration_lists_every_setting():
+    listed = set(re.findall(r"`([A-Z][A-Z0-9_]*)`", readme_section("Configuration")))
+    assert sorted(set(SETTINGS) - listed) == []
+
+
+def test_readme_lists_every_error_code_under_its_status():
+    rows = re.findall(r"^\| ([0-9]{3}) \| (.*) \|$", readme_section("Try it"), re.M)
+    listed = {int(status): set(re.findall(r"`([a-z_]+)`", codes)) for status, codes in rows}
+    assert {status: sorted(set(codes) - listed.get(status, set())) for status, codes in ERROR_CODES.items()} \
+        == {status: [] for status in ERROR_CODES}

@@ -1,6 +1,7 @@
 """Hostile input against every operation the service's own /openapi.json lists
-(SPEC §6, §7, §10): wrong tokens, wrong types, missing and mass-assigned
-fields, huge and odd strings, malformed ids, bad pagination and headers.
+(SPEC §6, §7, §10): wrong and logged-out tokens, wrong types, missing and
+mass-assigned fields, huge and odd strings, malformed ids, bad pagination and
+headers.
 
 Every answer is a 4xx JSON error (`{"error": {"code", "message", "details"}}`)
 carrying X-Request-ID, never a 5xx. A few odd strings are legitimate text (an
@@ -12,6 +13,7 @@ import base64
 import json
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -248,6 +250,7 @@ class World:
         self.victim_ids = {"key_id": self._post("/api/v1/keys", {"provider": "openai", "api_key": VICTIM_KEY}, victim),
                            "session_id": self._post("/api/v1/chat/sessions", {"model_id": "local/echo"}, victim)}
         register(client, password=PASSWORD, **MAIN)
+        self.revoked_token = self._logged_out_token()
         pair = login(client, MAIN["email"])
         self.token, self.refresh_token = pair["access_token"], pair["refresh_token"]
         self.auth = bearer(self.token)
@@ -256,6 +259,13 @@ class World:
                     "session_id": self._post("/api/v1/chat/sessions", {"model_id": "local/echo"}, self.auth),
                     "provider": "local", "name": "echo"}
         self.victim_before = self.victim_rows()
+
+    def _logged_out_token(self):
+        """An access token of the main user, revoked by a logout: the user's later
+        tokens work, so only the revocation check stands between it and their rows."""
+        token = login(self.client, MAIN["email"])["access_token"]
+        assert self.client.post("/api/v1/auth/logout", headers=bearer(token)).status_code == 204
+        return token
 
     def _post(self, path, body, headers):
         response = self.client.post(path, json=body, headers=headers)
@@ -309,6 +319,7 @@ class World:
             "other-key": (f"Bearer {forge(claims, OTHER_KEY)}", any_401),
             "alg-none": (f"Bearer {forge(claims, None, 'none')}", any_401),
             "basic-scheme": ("Basic x", any_401),
+            "logged-out": (f"Bearer {self.revoked_token}", ("invalid_token",)),
         }
 
     def mass_assignment(self):
@@ -378,11 +389,17 @@ def world(pg_server, template_db):
 # ------------------------------------------------------------ probe sets
 
 def auth_probes(world, method, path, operation):
+    """Each wrong token, and where the operation takes an Idempotency-Key, each
+    again with a fresh key (a keyed request takes another path to the view)."""
     body, content_type = world.valid_probe_body(operation)
+    keyed = "Idempotency-Key" in {p["name"] for p in parameters(operation, "header")}
     for kind, (header, codes) in world.bad_authorizations().items():
         headers = {} if header is None else {"Authorization": header}
         yield Probe(f"authorization {kind}", method, world.url(path), headers, body, content_type,
                     status=401, codes=codes)
+        if keyed:
+            yield Probe(f"authorization {kind} with an Idempotency-Key", method, world.url(path),
+                        {**headers, "Idempotency-Key": uuid.uuid4().hex}, body, content_type, status=401, codes=codes)
 
 
 def body_probes(world, method, path, operation):

@@ -11,6 +11,7 @@ from decimal import Decimal
 import httpx
 import psycopg2.errors
 import pytest
+from psycopg2 import sql
 
 from app import close_app, create_app
 from tests.support import ROOT, assert_error, bearer, login, register
@@ -510,12 +511,35 @@ def test_a_retired_model_cannot_be_the_default(client, token, database):
     assert database.query("SELECT count(*) FROM user_preferences") == [(0,)]
 
 
-def test_limits_are_kept_exactly_or_refused(client, token):
-    response = put_preferences(client, token, daily_spend_limit="0.00000000001")
-    if response.status_code == 200:
-        assert response.get_json()["daily_spend_limit"] == "0.00000000001"
-    else:
-        assert_error(response, 400, "validation_error")
+LIMIT_FIELDS = ["daily_spend_limit", "max_cost_per_message"]
+# What NUMERIC(20,10) holds, sent as a string: kept exactly, and answered as.
+KEPT_LIMITS = {"the ledger's smallest step": ("0.0000000001", "0.0000000001"),
+               "the largest it holds": ("9999999999.9999999999", "9999999999.9999999999"),
+               "zero": ("0", "0.00"), "trailing zeros": ("1.5000000000", "1.50")}
+# What it cannot hold, as a JSON string or number: refused, never rounded.
+REFUSED_LIMITS = {"a step finer (string)": '"0.00000000001"', "a step finer (number)": "0.00000000001",
+                  "an exponent below the step": "1e-11", "ten digits too large (string)": '"10000000000"',
+                  "ten digits too large (number)": "10000000000"}
+
+
+@pytest.mark.parametrize("field", LIMIT_FIELDS)
+@pytest.mark.parametrize("sent, answered", KEPT_LIMITS.values(), ids=KEPT_LIMITS.keys())
+def test_limits_the_ledger_can_hold_are_kept_exactly(client, token, database, field, sent, answered):
+    response = put_preferences(client, token, **{field: sent})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()[field] == answered
+    assert client.get(PREFERENCES, headers=bearer(token)).get_json()[field] == answered
+    stored = database.query(sql.SQL("SELECT {} FROM user_preferences").format(sql.Identifier(field)))
+    assert stored == [(Decimal(sent),)]
+
+
+@pytest.mark.parametrize("field", LIMIT_FIELDS)
+@pytest.mark.parametrize("value", REFUSED_LIMITS.values(), ids=REFUSED_LIMITS.keys())
+def test_limits_the_ledger_cannot_hold_are_refused(client, token, database, field, value):
+    response = client.put(PREFERENCES, data=f'{{"{field}": {value}}}', content_type="application/json",
+                          headers=bearer(token))
+    assert field in assert_error(response, 400, "validation_error")["details"]
+    assert database.query("SELECT count(*) FROM user_preferences") == [(0,)]
 
 
 # ------------------------------------------------- spend limits on chat calls

@@ -1,0 +1,138 @@
+"""A database made by release 1 (commit d276917, before holds had deadlines and
+top-ups a cap in the database) starts on today's code with every row kept."""
+import subprocess
+import sys
+import uuid
+from contextlib import closing
+from decimal import Decimal
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn
+
+import migrate
+from app import close_app, create_app
+from app.gateway import reconcile_holds
+from app.security import hash_password
+from tests.conftest import APP_PASSWORD, _admin
+from tests.support import PASSWORD, ROOT, TEST_ITERATIONS, bearer, login, settings_for
+
+RELEASE_1 = "d276917"
+RELEASE_1_FILES = ["migrate.py", "schema.sql", "catalog.json", "database"]
+LEDGER_TABLES = ["users", "user_balance", "transactions", "api_keys", "chat_sessions", "chat_history",
+                 "model_usage_stats", "model_ratings", "user_preferences", "refresh_tokens", "audit_log"]
+
+
+@pytest.fixture
+def release_1_tree(tmp_path):
+    """The files release 1's migrate.py needs, straight from git history."""
+    have = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{RELEASE_1}^{{commit}}"], capture_output=True)
+    if have.returncode != 0:
+        pytest.skip(f"commit {RELEASE_1} is not in this clone's history (shallow clone?)")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", RELEASE_1, *RELEASE_1_FILES],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True)
+    return tmp_path
+
+
+@pytest.fixture
+def release_1_database(pg_server, release_1_tree):
+    name = f"qmarket_release1_{uuid.uuid4().hex[:8]}"
+    with closing(_admin(pg_server)) as admin, admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    owner_url = make_dsn(pg_server, dbname=name)
+    subprocess.run([sys.executable, "-c", "import sys, migrate; migrate.migrate(sys.argv[1], sys.argv[2], out=lambda line: None)",
+                    owner_url, APP_PASSWORD], cwd=release_1_tree, check=True, capture_output=True)
+    try:
+        yield owner_url
+    finally:
+        with closing(_admin(pg_server)) as admin, admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def fill_as_release_1_did(owner_url):
+    """A user with a deposit, a settled chat call, a hold its crashed process
+    never settled, a stored key, a rating and preferences: every kind of row,
+    written by release 1's own procedures. Returns the user's id."""
+    with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO users (email, username, password_hash) VALUES (%s, %s, %s) RETURNING id",
+                    ("ada@example.com", "ada", hash_password(PASSWORD, TEST_ITERATIONS)))
+        user_id = cur.fetchone()[0]
+        cur.execute("SELECT ok FROM add_user_funds(%s, 25, 'deposit', NULL, 'top-up', '{}')", (user_id,))
+        assert cur.fetchone()[0]
+        cur.execute("INSERT INTO chat_sessions (user_id, model_id, title) VALUES (%s, 'local/echo', 'old') RETURNING id",
+                    (user_id,))
+        session_id = cur.fetchone()[0]
+        cur.execute("SELECT ok, transaction_id FROM deduct_user_balance(%s, 0.5, 'hold', '{}', NULL)", (user_id,))
+        ok, hold_id = cur.fetchone()
+        assert ok
+        cur.execute("SELECT charged FROM settle_chat_call(%s, %s, 'local/echo', NULL, %s, 0.5, 'hi', 3, 0.1, "
+                    "'You said: hi', 4, 0.2, 0::smallint)", (user_id, session_id, hold_id))
+        assert cur.fetchone()[0]
+        # The crash: a hold older than any call may run, never settled.
+        cur.execute("SELECT ok, transaction_id FROM deduct_user_balance(%s, 1.25, 'hold', '{}', NULL)", (user_id,))
+        ok, crashed_hold = cur.fetchone()
+        assert ok
+        cur.execute("ALTER TABLE transactions DISABLE TRIGGER USER")
+        cur.execute("UPDATE transactions SET created_at = now() - interval '1 day' WHERE id = %s", (crashed_hold,))
+        cur.execute("ALTER TABLE transactions ENABLE TRIGGER USER")
+        cur.execute("INSERT INTO api_keys (user_id, provider, label, encrypted_key, nonce, encryption_kid, "
+                    "key_fingerprint, last4) VALUES (%s, 'openai', 'mine', '\\x00'::bytea, %s, 'k0', "
+                    "'fp', 'abcd')", (user_id, bytes(12)))
+        cur.execute("INSERT INTO model_ratings (user_id, model_id, rating) VALUES (%s, 'local/echo', 4)", (user_id,))
+        cur.execute("INSERT INTO user_preferences (user_id, theme) VALUES (%s, 'dark')", (user_id,))
+    return user_id
+
+
+def snapshot(owner_url):
+    """Every row of every table release 1 had, as text, and each balance."""
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        rows = {}
+        for table in LEDGER_TABLES:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            rows[table] = cur.fetchone()[0]
+        cur.execute("SELECT user_id, total_balance, spent_balance, held_balance FROM user_balance ORDER BY user_id")
+        rows["balances"] = cur.fetchall()
+        cur.execute("SELECT id, type, amount, related_transaction_id FROM transactions ORDER BY id")
+        rows["ledger"] = cur.fetchall()
+    return rows
+
+
+def test_a_release_1_database_keeps_every_row_and_serves(release_1_database):
+    owner_url = release_1_database
+    fill_as_release_1_did(owner_url)
+    before = snapshot(owner_url)
+
+    migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)
+    migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)  # and again: still harmless
+
+    after = snapshot(owner_url)
+    assert {table: after[table] for table in LEDGER_TABLES if table != "audit_log"} == \
+        {table: before[table] for table in LEDGER_TABLES if table != "audit_log"}
+    assert after["audit_log"] >= before["audit_log"]
+    assert after["balances"] == before["balances"]
+    assert after["ledger"] == before["ledger"]
+
+    app = create_app(settings_for(make_dsn(owner_url, user=migrate.APP_ROLE, password=APP_PASSWORD)))
+    try:
+        client = app.test_client()
+        headers = bearer(login(client)["access_token"])
+        balance = client.get("/api/v1/balance", headers=headers).get_json()
+        assert (balance["total_balance"], balance["held_balance"]) == ("25.00", "1.25")
+        # The crashed call's hold, made before holds had deadlines, is still returned once.
+        with app.app_context():
+            assert reconcile_holds(app.config) == 1
+            assert reconcile_holds(app.config) == 0
+        assert [key["last4"] for key in client.get("/api/v1/keys", headers=headers).get_json()["keys"]] == ["abcd"]
+        sessions = client.get("/api/v1/chat/sessions", headers=headers).get_json()["sessions"]
+        sent = client.post(f"/api/v1/chat/sessions/{sessions[0]['id']}/messages", headers=headers,
+                           json={"content": "still here?"})
+        assert sent.status_code == 201, sent.get_json()
+        balance = client.get("/api/v1/balance", headers=headers).get_json()
+        assert balance["held_balance"] == "0.00"
+        spent = Decimal("0.3") + Decimal(sent.get_json()["cost"])
+        assert Decimal(balance["spent_balance"]) == spent
+        assert Decimal(balance["available_balance"]) == Decimal(25) - spent
+    finally:
+        close_app(app)
