@@ -1,10 +1,17 @@
-"""Creates the database and roles when missing, applies schema.sql, records the
-schema version, writes MAX_TOPUP as the service login's deposit cap, verifies
-every object exists, and loads the sample catalog. Running it again is
-harmless: it prints what it found and changes nothing else.
+"""Creates the database and roles when missing, brings the schema up to date,
+writes MAX_TOPUP as the service login's deposit cap, verifies every object
+exists, and loads the sample catalog. Running it again is harmless: it prints
+what it found and changes nothing else.
+
+The schema: `schema.sql` is release 1, applied once to a new database; every
+later change is a numbered file in database/migrations/ (0002_what.sql, …),
+applied in order, each in its own transaction and recorded in schema_version,
+never edited once released. So a database of any earlier release upgrades to
+this one with every row kept, and ends with the same schema as a new one.
 
     python migrate.py            # uses MIGRATE_DATABASE_URL (the owner) from .env / the environment
 """
+import re
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -17,9 +24,9 @@ from database.catalog import read_catalog
 
 ROOT = Path(__file__).resolve().parent
 SCHEMA_FILE = ROOT / "schema.sql"
+MIGRATIONS_DIR = ROOT / "database" / "migrations"
+MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 CATALOG_FILE = ROOT / "catalog.json"
-SCHEMA_VERSION = 1
-SCHEMA_DESCRIPTION = "initial schema"
 APP_ROLE = "app_user"
 ANALYTICS_ROLE = "analytics_user"
 # Serialises concurrent runs of this script against one database.
@@ -84,16 +91,57 @@ def write_deposit_cap(cur, max_topup):
     )
 
 
-def apply_schema(cur):
-    cur.execute(SCHEMA_FILE.read_text())
+def releases():
+    """[(version, description, file)] of the whole schema, oldest first:
+    release 1 (schema.sql), then each numbered migration."""
+    found = [(1, "initial schema", SCHEMA_FILE)]
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        match = MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise RuntimeError(f"{path.name}: a migration is named NNNN_what_it_does.sql")
+        found.append((int(match[1]), match[2].replace("_", " "), path))
+    versions = [version for version, _, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 0002, 0003, … without gaps; found {versions[1:]}")
+    return found
+
+
+def schema_version(cur):
+    """The newest release applied to this database; 0 for a new one."""
+    cur.execute("SELECT to_regclass('public.schema_version') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return 0
+    cur.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+    return cur.fetchone()[0]
+
+
+def apply_release(cur, version, description, path):
+    cur.execute(path.read_text())
     cur.execute(
         """
         INSERT INTO schema_version (version, description)
         VALUES (%(version)s, %(description)s)
-        ON CONFLICT (version) DO NOTHING
         """,
-        {"version": SCHEMA_VERSION, "description": SCHEMA_DESCRIPTION},
+        {"version": version, "description": description},
     )
+
+
+def upgrade(conn, out):
+    """Applies every release the database lacks, each in a transaction of its
+    own; returns (version before, version after)."""
+    known = releases()
+    with conn, conn.cursor() as cur:
+        before = schema_version(cur)
+    if before > len(known):
+        raise RuntimeError(f"the database is at schema version {before}, newer than this code's "
+                           f"{len(known)}: run the code it was migrated with, or newer")
+    for version, description, path in known:
+        if version > before:
+            with conn, conn.cursor() as cur:
+                apply_release(cur, version, description, path)
+            out(f"applied {path.name} (schema version {version}: {description})")
+    with conn, conn.cursor() as cur:
+        return before, schema_version(cur)
 
 
 def verify(cur):
@@ -169,23 +217,22 @@ def migrate(owner_url, app_password, catalog=None, out=print, max_topup=None):
         out(f"created database {parse_dsn(owner_url).get('dbname')}")
     conn = psycopg2.connect(owner_url)
     try:
+        # Held by the session across the transactions below; closing it lets go.
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
-            cur.execute("SELECT to_regclass('public.schema_version') IS NOT NULL")
-            had_schema = cur.fetchone()[0]
+            cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
             ensure_roles(cur, app_password)
-            apply_schema(cur)
+        before, version = upgrade(conn, out)
+        with conn, conn.cursor() as cur:
             write_deposit_cap(cur, max_topup)
             inserted, updated = load_catalog(cur, read_catalog(CATALOG_FILE) if catalog is None else catalog)
             report = verify(cur)
-            cur.execute("SELECT max(version) FROM schema_version")
-            version = cur.fetchone()[0]
             missing = [f"{kind} {name}" for kind, (_, absent) in report.items() for name in absent]
             if missing:
                 raise RuntimeError("schema incomplete, missing: " + ", ".join(missing))
     finally:
         conn.close()
-    out(f"schema version {version} ({'already present, re-applied' if had_schema else 'applied'})")
+    state = "new database" if before == 0 else "up to date" if before == version else f"upgraded from {before}"
+    out(f"schema version {version} ({state})")
     for kind, (found, _) in report.items():
         out(f"{len(found)} {kind}s: {', '.join(found)}")
     out(f"catalog: {inserted} models added, {updated} updated")

@@ -1,6 +1,7 @@
--- Q Marketplace schema: the single source of truth for tables, views, procedures,
--- triggers, indexes and grants. migrate.py applies it in one transaction; every
--- statement is idempotent, so applying it again changes nothing.
+-- Q Marketplace schema, release 1: tables, views, procedures, triggers, indexes
+-- and grants as first released. Frozen: migrate.py applies it once, to a new
+-- database, and every later change is a numbered file in database/migrations/
+-- (applied in order, each once, each recorded in schema_version).
 --
 -- Roles (created by migrate.py before this file runs):
 --   the owner        runs migrate.py and owns every object
@@ -129,15 +130,6 @@ CREATE TABLE IF NOT EXISTS user_balance (
     CONSTRAINT user_balance_held_within_spent CHECK (held_balance <= spent_balance)
 );
 
--- The largest deposit the service's login may make (MAX_TOPUP), one row that
--- migrate.py writes on every run. Only the owner can read or change it: app_user
--- has no grant here, so a stolen service login cannot raise its own limit.
-CREATE TABLE IF NOT EXISTS deposit_cap (
-    only_row   boolean        PRIMARY KEY DEFAULT true CHECK (only_row),
-    max_amount numeric(20,10) NOT NULL CHECK (max_amount > 0),
-    updated_at timestamptz    NOT NULL DEFAULT now()
-);
-
 -- The ledger. Rows are only ever inserted (by the procedures below); nothing
 -- references a chat session or message with a foreign-key action, so deleting
 -- chat history can never delete or rewrite a transaction.
@@ -160,10 +152,6 @@ CREATE INDEX IF NOT EXISTS transactions_user_type_idx ON transactions (user_id, 
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_release_per_hold
     ON transactions (related_transaction_id) WHERE type = 'release';
 CREATE INDEX IF NOT EXISTS transactions_holds_idx ON transactions (created_at) WHERE type = 'hold';
--- A hold's call_deadline: the latest moment the chat call it pays for may still
--- be running (set by deduct_user_balance). Reconcile leaves the hold alone until
--- that moment plus the grace period. NULL on holds made before it existed.
-ALTER TABLE transactions ADD COLUMN IF NOT EXISTS call_deadline timestamptz;
 
 -- Idempotency records: in progress, then done with the stored response (kept as
 -- text, so a replay is byte for byte the first answer). No lock is held while
@@ -181,10 +169,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (user_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON idempotency_keys (created_at);
--- When an in-progress record may be taken over by a retry (its request died):
--- after the deadline of the call it guards plus the grace period, fixed at the
--- claim. NULL on records made before it existed.
-ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS stale_at timestamptz;
 
 -- ---------------------------------------------------------------- chat
 
@@ -340,16 +324,12 @@ CREATE OR REPLACE TRIGGER users_create_balance AFTER INSERT ON users
 -- lives on. reason is one of: NULL (ok), 'insufficient_funds',
 -- 'spend_limit_reached', 'no_such_user', 'invalid_hold', 'already_released'.
 
--- p_call_timeout: the seconds the held call may run from now, stored as the
--- hold's call_deadline. (The function gained it: the old signature is dropped.)
-DROP FUNCTION IF EXISTS deduct_user_balance(uuid, numeric, text, jsonb, numeric);
 CREATE OR REPLACE FUNCTION deduct_user_balance(
-    p_user_id      uuid,
-    p_amount       numeric,
-    p_description  text    DEFAULT '',
-    p_metadata     jsonb   DEFAULT '{}',
-    p_daily_limit  numeric DEFAULT NULL,
-    p_call_timeout numeric DEFAULT NULL,
+    p_user_id     uuid,
+    p_amount      numeric,
+    p_description text    DEFAULT '',
+    p_metadata    jsonb   DEFAULT '{}',
+    p_daily_limit numeric DEFAULT NULL,
     OUT ok             boolean,
     OUT transaction_id bigint,
     OUT available      numeric,
@@ -400,9 +380,8 @@ BEGIN
      WHERE user_id = p_user_id;
     available := available - p_amount;
 
-    INSERT INTO transactions (user_id, type, amount, available_after, description, metadata, call_deadline)
-    VALUES (p_user_id, 'hold', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'),
-            now() + make_interval(secs => p_call_timeout))
+    INSERT INTO transactions (user_id, type, amount, available_after, description, metadata)
+    VALUES (p_user_id, 'hold', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'))
     RETURNING id INTO transaction_id;
     ok := true;
 END;
@@ -434,16 +413,6 @@ BEGIN
        OR p_amount <> round(p_amount, 10) THEN
         RAISE EXCEPTION 'add_user_funds: bad amount % (at most 10 decimals)', p_amount
             USING ERRCODE = 'check_violation';
-    END IF;
-    -- Here current_user is this function's owner, the role that ran migrate.py and
-    -- owns every object; session_user is the login that called. Only that owner
-    -- (or a superuser, who is a member of every role) deposits above the cap, so
-    -- the service's own login cannot create money. No honest caller asks for more
-    -- than the cap, so this raises instead of answering ok = false.
-    IF p_type = 'deposit' AND NOT pg_has_role(session_user, current_user, 'MEMBER')
-       AND p_amount > coalesce((SELECT max_amount FROM deposit_cap), 0) THEN
-        RAISE EXCEPTION 'add_user_funds: a deposit above the cap needs the owner'
-            USING ERRCODE = 'insufficient_privilege', CONSTRAINT = 'deposit_cap';
     END IF;
 
     SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
@@ -547,15 +516,10 @@ END;
 $$;
 
 -- Settles a chat call in one round trip: returns the unused part of its hold
--- (at most once: if all of it was already returned, nothing is charged and
--- charged = false), saves the user's message and the answer with their tokens
--- and cost, and adds them to the session's and the model's counters. A session
--- deleted while its call ran keeps no messages (saved = false), but the call is
--- still charged and counted: the provider did the work.
--- (Dropped first: a change to what it returns cannot be made in place.)
-DROP FUNCTION IF EXISTS settle_chat_call(uuid, uuid, text, uuid, bigint, numeric, text, integer, numeric, text,
-                                         integer, numeric, smallint);
-CREATE FUNCTION settle_chat_call(
+-- (at most once: if reconcile already returned all of it, nothing is charged
+-- and charged = false), saves the user's message and the answer with their
+-- tokens and cost, and adds them to the session's and the model's counters.
+CREATE OR REPLACE FUNCTION settle_chat_call(
     p_user_id           uuid,
     p_session_id        uuid,
     p_model_id          text,
@@ -570,43 +534,35 @@ CREATE FUNCTION settle_chat_call(
     p_output_cost       numeric,
     p_usage_bucket      smallint
 )
-RETURNS TABLE (charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint,
-               created_at timestamptz, input_cost numeric, output_cost numeric, total_balance numeric,
-               spent_balance numeric, held_balance numeric, available_balance numeric, currency char(3))
+RETURNS TABLE (charged boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamptz,
+               input_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric,
+               held_balance numeric, available_balance numeric, currency char(3))
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
 DECLARE
     released record;
     stamp timestamptz := now();
 BEGIN
-    -- Locked until this commits, so a concurrent delete of the session waits
-    -- (and takes the messages with it) or has already happened (none are saved).
-    PERFORM 1 FROM chat_sessions s WHERE s.id = p_session_id AND s.user_id = p_user_id FOR NO KEY UPDATE;
-    saved := FOUND;
-
     SELECT * INTO released
       FROM add_user_funds(p_user_id, p_hold_amount - p_input_cost - p_output_cost, 'release', p_hold_id,
                           'Unused part of the hold', jsonb_build_object('kind', 'settle'));
     charged := released.ok;
     input_cost := CASE WHEN charged THEN p_input_cost ELSE 0 END;
     output_cost := CASE WHEN charged THEN p_output_cost ELSE 0 END;
+
+    INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, cost, transaction_id, created_at)
+    VALUES (p_session_id, p_user_id, 'user', p_question, p_prompt_tokens, input_cost, p_hold_id, stamp)
+    RETURNING id INTO user_message_id;
+    INSERT INTO chat_history (session_id, user_id, role, content, completion_tokens, cost, transaction_id, created_at)
+    VALUES (p_session_id, p_user_id, 'assistant', p_answer, p_completion_tokens, output_cost, p_hold_id, stamp)
+    RETURNING id INTO assistant_message_id;
     created_at := stamp;
 
-    IF saved THEN
-        INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, cost, transaction_id, created_at)
-        VALUES (p_session_id, p_user_id, 'user', p_question, p_prompt_tokens, input_cost, p_hold_id, stamp)
-        RETURNING id INTO user_message_id;
-        INSERT INTO chat_history (session_id, user_id, role, content, completion_tokens, cost, transaction_id,
-                                  created_at)
-        VALUES (p_session_id, p_user_id, 'assistant', p_answer, p_completion_tokens, output_cost, p_hold_id, stamp)
-        RETURNING id INTO assistant_message_id;
-
-        UPDATE chat_sessions
-           SET message_count = message_count + 2,
-               total_prompt_tokens = total_prompt_tokens + p_prompt_tokens,
-               total_completion_tokens = total_completion_tokens + p_completion_tokens,
-               total_cost = total_cost + input_cost + output_cost
-         WHERE id = p_session_id;
-    END IF;
+    UPDATE chat_sessions
+       SET message_count = message_count + 2,
+           total_prompt_tokens = total_prompt_tokens + p_prompt_tokens,
+           total_completion_tokens = total_completion_tokens + p_completion_tokens,
+           total_cost = total_cost + input_cost + output_cost
+     WHERE id = p_session_id;
 
     INSERT INTO model_usage_stats AS stats (model_id, day, bucket, request_count, prompt_tokens,
                                             completion_tokens, total_cost)
@@ -690,7 +646,7 @@ SELECT h.user_id,
 -- ---------------------------------------------------------------- grants
 
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
-REVOKE ALL ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric, numeric) FROM PUBLIC;
+REVOKE ALL ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric) FROM PUBLIC;
 REVOKE ALL ON FUNCTION add_user_funds(uuid, numeric, text, bigint, text, jsonb) FROM PUBLIC;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO app_user, analytics_user;
@@ -702,10 +658,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON api_keys TO app_user;
 GRANT SELECT, INSERT, DELETE ON chat_history TO app_user;
 -- Balances and the ledger change only through the procedures.
 GRANT SELECT ON user_balance, transactions, models, schema_version TO app_user;
--- The deposit cap is the owner's alone; add_user_funds reads it as its owner.
-REVOKE ALL ON deposit_cap FROM app_user, analytics_user;
 GRANT SELECT ON user_with_balance, model_popularity, recent_activity TO app_user;
-GRANT EXECUTE ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric, numeric) TO app_user;
+GRANT EXECUTE ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric) TO app_user;
 GRANT EXECUTE ON FUNCTION add_user_funds(uuid, numeric, text, bigint, text, jsonb) TO app_user;
 REVOKE ALL ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) TO app_user;

@@ -1,9 +1,10 @@
 """A database made by release 1 (commit d276917, before holds had deadlines and
-top-ups a cap in the database) starts on today's code with every row kept."""
+top-ups a cap in the database) starts on today's code with every row kept, and
+ends with the same schema as a new one."""
 import subprocess
 import sys
 import uuid
-from contextlib import closing
+from contextlib import closing, contextmanager
 from decimal import Decimal
 
 import psycopg2
@@ -15,6 +16,7 @@ import migrate
 from app import close_app, create_app
 from app.gateway import reconcile_holds
 from app.security import hash_password
+from database.cluster import bin_dir
 from tests.conftest import APP_PASSWORD, _admin
 from tests.support import PASSWORD, ROOT, TEST_ITERATIONS, bearer, login, settings_for
 
@@ -36,19 +38,35 @@ def release_1_tree(tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def release_1_database(pg_server, release_1_tree):
-    name = f"qmarket_release1_{uuid.uuid4().hex[:8]}"
+@contextmanager
+def scratch_database(pg_server, prefix):
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with closing(_admin(pg_server)) as admin, admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    owner_url = make_dsn(pg_server, dbname=name)
-    subprocess.run([sys.executable, "-c", "import sys, migrate; migrate.migrate(sys.argv[1], sys.argv[2], out=lambda line: None)",
-                    owner_url, APP_PASSWORD], cwd=release_1_tree, check=True, capture_output=True)
     try:
-        yield owner_url
+        yield make_dsn(pg_server, dbname=name)
     finally:
         with closing(_admin(pg_server)) as admin, admin.cursor() as cur:
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def release_1_database(pg_server, release_1_tree):
+    """A database made by release 1's own migrate.py."""
+    with scratch_database(pg_server, "qmarket_release1") as owner_url:
+        subprocess.run([sys.executable, "-c",
+                        "import sys, migrate; migrate.migrate(sys.argv[1], sys.argv[2], out=lambda line: None)",
+                        owner_url, APP_PASSWORD], cwd=release_1_tree, check=True, capture_output=True)
+        yield owner_url
+
+
+def schema_of(owner_url):
+    """The database's schema as pg_dump prints it, without comments, settings and its
+    per-dump \\restrict token."""
+    dump = subprocess.run([str(bin_dir() / "pg_dump"), "--schema-only", "--no-owner", owner_url],
+                          capture_output=True, text=True, check=True).stdout
+    noise = ("--", "SET ", "SELECT pg_catalog", "\\")
+    return [line for line in dump.splitlines() if line and not line.startswith(noise)]
 
 
 def fill_as_release_1_did(owner_url):
@@ -136,3 +154,22 @@ def test_a_release_1_database_keeps_every_row_and_serves(release_1_database):
         assert Decimal(balance["available_balance"]) == Decimal(25) - spent
     finally:
         close_app(app)
+
+
+def test_an_upgraded_database_has_the_schema_of_a_new_one(release_1_database, pg_server):
+    migrate.migrate(release_1_database, APP_PASSWORD, out=lambda line: None)
+    with scratch_database(pg_server, "qmarket_new") as new_url:
+        lines = []
+        migrate.migrate(new_url, APP_PASSWORD, out=lines.append)
+        assert [line for line in lines if line.startswith("applied ")] == [
+            f"applied {path.name} (schema version {version}: {description})"
+            for version, description, path in migrate.releases()]
+        assert schema_of(release_1_database) == schema_of(new_url)
+
+
+def test_a_database_newer_than_the_code_is_refused(database):
+    newest = len(migrate.releases())
+    database.query("INSERT INTO schema_version (version, description) VALUES (%s, 'from the future')", (newest + 1,))
+    with pytest.raises(RuntimeError, match=f"schema version {newest + 1}, newer than this code's {newest}"):
+        migrate.migrate(database.owner_url, APP_PASSWORD, out=lambda line: None)
+    assert database.query("SELECT max(version) FROM schema_version") == [(newest + 1,)]
