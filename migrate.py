@@ -20,7 +20,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from database.catalog import read_catalog
+from database.catalog_file import read_catalog
 
 ROOT = Path(__file__).resolve().parent
 SCHEMA_FILE = ROOT / "schema.sql"
@@ -166,7 +166,7 @@ def verify(cur):
 
 
 def load_catalog(cur, models):
-    """Upserts validated catalog rows (database.catalog.read_catalog) in the
+    """Upserts validated catalog rows (database.catalog_file.read_catalog) in the
     caller's transaction; returns (inserted, updated)."""
     inserted = updated = 0
     for model in models:

@@ -15,9 +15,10 @@ from app.gateway import reconcile_holds
 from app.money import format_money
 from app.requests import validation_details
 from app.schemas import Email, TopUpRequest
-from database.catalog import CatalogError, read_catalog
+from database.catalog_file import CatalogError, read_catalog
 from database.errors import DatabaseUnavailable
-from database.service import CONNECT_TIMEOUT_SECONDS, Cursor
+from database.pool import CONNECT_TIMEOUT_SECONDS, Cursor
+from database.vault import VaultError
 from migrate import load_catalog, no_server_answered, unreachable_database
 
 EMAIL = TypeAdapter(Email)
@@ -65,8 +66,9 @@ def register_commands(app: Flask):
     @keys.command("rotate")
     def rotate():
         """Re-encrypt every stored API key under the newest ENCRYPTION_KEYS entry."""
-        moved, current, failed = db.reencrypt_api_keys()
-        click.echo(f"re-encrypted {moved} keys under {current_app.extensions['vault'].newest_kid!r}; "
+        vault = current_app.extensions["vault"]
+        moved, current, failed = _reencrypt_api_keys(vault)
+        click.echo(f"re-encrypted {moved} keys under {vault.newest_kid!r}; "
                    f"{current} were already under it")
         if failed:
             raise click.ClickException(
@@ -116,6 +118,22 @@ def register_commands(app: Flask):
                    f"{db.prune_login_attempts(current_app.config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
 
     explain_database_outages(app.cli, app.config)
+
+
+def _reencrypt_api_keys(vault):
+    """Moves every stored key under the vault's newest encryption key:
+    (moved, already_current, ids that could not be decrypted). Each key is
+    rewritten only if no one changed it meanwhile."""
+    stale, current = db.keys_to_reseal(vault.newest_kid)
+    moved, failed = 0, []
+    for row in stale:
+        try:
+            plaintext = vault.decrypt(*row["sealed"], row["user_id"], row["provider"])
+        except VaultError:
+            failed.append(row["id"])
+            continue
+        moved += db.reseal_api_key(row["id"], row["sealed"], vault.encrypt(plaintext, row["user_id"], row["provider"]))
+    return moved, current, failed
 
 
 def owner_connection(**options):

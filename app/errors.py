@@ -93,7 +93,7 @@ def register_error_handlers(app):
 
     @app.errorhandler(DatabaseUnavailable)
     def handle_database_unavailable(error):
-        return error_response(error.code, error.message, error.status)
+        return error_response("database_unavailable", error.message, 503)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error):

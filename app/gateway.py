@@ -186,7 +186,10 @@ def _call_context(user_id, session_id, content, max_tokens, tx):
     try:
         context = db.chat_call_context(
             user_id, session_id, max_tokens, DEFAULT_MAX_TOKENS,
-            REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content), MESSAGE_OVERHEAD_TOKENS, tx)
+            REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content), MESSAGE_OVERHEAD_TOKENS, tx=tx)
+        sealed = context.pop("sealed_key", None)
+        context["api_key"] = None if sealed is None else current_app.extensions["vault"].decrypt(
+            *sealed, user_id, context["provider"])
     except VaultError as exc:
         log.error("a stored key of user %s is unusable: %s", user_id, exc)
         raise KeyUnusable() from None
@@ -249,7 +252,7 @@ def _settle(user_id, session_id, hold, content, completion, answer):
             settled = db.settle_chat_call(
                 user_id, session_id, hold, hold.api_key_id,
                 {"content": content, "tokens": prompt_tokens, "cost": input_cost},
-                {"content": completion.content, "tokens": completion_tokens, "cost": output_cost}, tx)
+                {"content": completion.content, "tokens": completion_tokens, "cost": output_cost}, tx=tx)
             if not settled["charged"]:
                 log.error("hold %s was already returned: this answer goes unbilled", hold.id)
             if settled["saved"]:

@@ -93,7 +93,7 @@ def respond(body, status, tx, headers=None):
     text = current_app.json.dumps(body)
     key = g.get("idempotency_key")
     if key is not None:
-        db.complete_idempotency_key(g.user_id, key, status, text, tx)
+        db.complete_idempotency_key(g.user_id, key, status, text, tx=tx)
         g.idempotency_completed = True
     return _json_response(text, status, headers)
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from app.money import MONEY_LIMIT, format_money
-from database.catalog import CAPABILITIES, PROVIDERS
+from database.catalog_file import CAPABILITIES, PROVIDERS
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Provider keys (sk-..., sk-proj-..., sk-ant-api03-...) are URL-safe base64-like text.

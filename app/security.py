@@ -63,10 +63,10 @@ class TokenIssuer:
         self.audience = config["JWT_AUDIENCE"]
         self.ttl = {ACCESS: config["ACCESS_TOKEN_TTL"], REFRESH: config["REFRESH_TOKEN_TTL"]}
 
-    def issue(self, user_id, token_type, generation, jti=None):
+    def issue(self, user_id, token_type, generation):
         """(token, jti, expires_at)."""
         now = datetime.now(timezone.utc)
-        jti = jti or str(uuid.uuid4())
+        jti = str(uuid.uuid4())
         expires_at = now + timedelta(seconds=self.ttl[token_type])
         claims = {
             "sub": str(user_id),

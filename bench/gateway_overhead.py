@@ -123,7 +123,7 @@ def profile(app_url, calls):
     import pstats
 
     from app import close_app, create_app
-    from database import service
+    from database.pool import Cursor
     from tests.stubs import OpenAIStub
 
     stub = OpenAIStub()
@@ -140,14 +140,14 @@ def profile(app_url, calls):
         client.post(url, json={"content": "Say hello.", "max_tokens": 64}, headers=headers)
 
     statements = collections.defaultdict(list)
-    execute = service.Cursor._execute
+    execute = Cursor._execute
 
     def timed_execute(cursor, sql, params):
         started = time.perf_counter()
         execute(cursor, sql, params)
         statements[" ".join(sql.split())[:70]].append(time.perf_counter() - started)
 
-    service.Cursor._execute = timed_execute
+    Cursor._execute = timed_execute
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()
@@ -155,7 +155,7 @@ def profile(app_url, calls):
         client.post(url, json={"content": "Say hello.", "max_tokens": 64}, headers=headers)
     profiler.disable()
     elapsed = (time.perf_counter() - started) / calls * 1000
-    service.Cursor._execute = execute
+    Cursor._execute = execute
     print(f"{calls} calls in process (profiler on): {elapsed:.2f} ms each")
     print("SQL round trips per call (mean ms, first statement of a transaction includes BEGIN):")
     for sql, times in sorted(statements.items(), key=lambda item: -sum(item[1])):

@@ -1,99 +1,132 @@
-"""The model catalog file (catalog.json, or one given to `flask catalog load`),
-validated whole before anything is written: a bad entry refuses the file."""
-import json
-from datetime import date
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Annotated, Literal
+"""The marketplace: the model catalog with its ratings and usage, the user's
+preferences and activity."""
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
-
-PROVIDERS = ("local", "openai", "anthropic")
-CAPABILITIES = ("coding", "reasoning", "long-context", "vision", "writing", "translation", "fast", "cheap")
-# A cost is tokens × price / 1,000,000 and the ledger keeps 10 decimals, so a
-# price may have at most 4: every cost is then stored exactly.
-PRICE_DECIMALS = 4
-MAX_PRICE = Decimal(100_000)
+PREFERENCE_COLUMNS = ("default_model_id, preferred_providers, daily_spend_limit, max_cost_per_message, theme, "
+                      "updated_at")
 
 
-class CatalogError(ValueError):
-    pass
+class CatalogSQL:
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
 
+    def catalog(self, model_id=None, tx=None):
+        """Active models with their rating summary and usage (one model when
+        `model_id` is given), in catalog order."""
+        with self._maybe(tx) as cursor:
+            return cursor.all(
+                """
+                SELECT m.id, m.provider, m.name, m.description, m.context_window, m.max_output_tokens,
+                       m.input_price_per_mtok, m.output_price_per_mtok, m.prices_as_of, m.capabilities,
+                       coalesce(r.rating_count, 0) AS rating_count, r.rating_average, r.distribution,
+                       p.request_count, p.prompt_tokens, p.completion_tokens, p.popularity_rank
+                  FROM models m
+                  JOIN model_popularity p ON p.model_id = m.id
+                  LEFT JOIN (SELECT model_id, count(*) AS rating_count, avg(rating) AS rating_average,
+                                    jsonb_build_object('1', count(*) FILTER (WHERE rating = 1),
+                                                       '2', count(*) FILTER (WHERE rating = 2),
+                                                       '3', count(*) FILTER (WHERE rating = 3),
+                                                       '4', count(*) FILTER (WHERE rating = 4),
+                                                       '5', count(*) FILTER (WHERE rating = 5)) AS distribution
+                               FROM model_ratings
+                              GROUP BY model_id) r ON r.model_id = m.id
+                 WHERE m.is_active
+                   AND (%(model_id)s::text IS NULL OR m.id = %(model_id)s)
+                 ORDER BY m.id
+                """,
+                {"model_id": model_id},
+            )
 
-def _price(value):
-    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-        raise ValueError("must be a decimal string such as \"2.50\"")
-    try:
-        price = Decimal(value)
-    except InvalidOperation:
-        raise ValueError("must be a decimal string such as \"2.50\"") from None
-    if not price.is_finite() or price < 0:
-        raise ValueError("must be zero or more")
-    if price > MAX_PRICE:
-        raise ValueError(f"must be at most {MAX_PRICE}")
-    if price != round(price, PRICE_DECIMALS):
-        raise ValueError(f"must have at most {PRICE_DECIMALS} decimal places")
-    return price
+    def model_usage_by_day(self, model_id, days, tx=None):
+        """Requests, tokens and cost per UTC day over the last `days` days."""
+        with self._maybe(tx) as cursor:
+            return cursor.all(
+                """
+                SELECT day, sum(request_count) AS request_count, sum(prompt_tokens) AS prompt_tokens,
+                       sum(completion_tokens) AS completion_tokens
+                  FROM model_usage_stats
+                 WHERE model_id = %(model_id)s
+                   AND day > (now() AT TIME ZONE 'UTC')::date - %(days)s
+                 GROUP BY day
+                 ORDER BY day DESC
+                """,
+                {"model_id": model_id, "days": days},
+            )
 
+    def rate_model(self, user_id, model_id, rating, review, tx=None):
+        """Creates or replaces the user's rating: (row, created), or None for a
+        model not in the active catalog."""
+        with self._maybe(tx, user_id) as cursor:
+            return cursor.one(
+                """
+                INSERT INTO model_ratings (user_id, model_id, rating, review)
+                SELECT %(user_id)s, id, %(rating)s, %(review)s
+                  FROM models
+                 WHERE id = %(model_id)s
+                   AND is_active
+                ON CONFLICT (user_id, model_id) DO UPDATE
+                   SET rating = EXCLUDED.rating,
+                       review = EXCLUDED.review
+                RETURNING model_id, rating, review, created_at, updated_at, (xmax = 0) AS created
+                """,
+                {"user_id": user_id, "model_id": model_id, "rating": rating, "review": review},
+            )
 
-def _distinct(values):
-    if len(set(values)) != len(values):
-        raise ValueError("must not repeat a capability")
-    return values
+    def provider_key_holdings(self, user_id, tx=None):
+        with self._maybe(tx) as cursor:
+            return {row["provider"] for row in cursor.all(
+                "SELECT DISTINCT provider FROM api_keys WHERE user_id = %(user_id)s", {"user_id": user_id})}
 
+    def preferences(self, user_id, tx=None):
+        """The user's stored preferences, or None when never set."""
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                f"""
+                SELECT {PREFERENCE_COLUMNS}
+                  FROM user_preferences
+                 WHERE user_id = %(user_id)s
+                """,
+                {"user_id": user_id},
+            )
 
-Price = Annotated[Decimal, PlainValidator(_price)]
+    def replace_preferences(self, user_id, preferences, tx=None):
+        """Stores the whole document; None when default_model_id is not an active model."""
+        with self._maybe(tx, user_id) as cursor:
+            if preferences["default_model_id"] is not None and cursor.one(
+                    "SELECT 1 FROM models WHERE id = %(id)s AND is_active",
+                    {"id": preferences["default_model_id"]}) is None:
+                return None
+            return cursor.one(
+                f"""
+                INSERT INTO user_preferences (user_id, default_model_id, preferred_providers, daily_spend_limit,
+                                              max_cost_per_message, theme)
+                VALUES (%(user_id)s, %(default_model_id)s, %(preferred_providers)s, %(daily_spend_limit)s,
+                        %(max_cost_per_message)s, %(theme)s)
+                ON CONFLICT (user_id) DO UPDATE
+                   SET default_model_id = EXCLUDED.default_model_id,
+                       preferred_providers = EXCLUDED.preferred_providers,
+                       daily_spend_limit = EXCLUDED.daily_spend_limit,
+                       max_cost_per_message = EXCLUDED.max_cost_per_message,
+                       theme = EXCLUDED.theme
+                RETURNING {PREFERENCE_COLUMNS}
+                """,
+                {"user_id": user_id, **preferences},
+            )
 
+    def activity(self, user_id, limit, before=None, tx=None):
+        """The user's transactions and messages, newest first; `before` is the
+        (created_at, kind, item_id) of the previous page's last item."""
+        created_at, kind, item_id = before or (None, None, None)
+        with self._maybe(tx) as cursor:
+            return cursor.all(
+                """
+                SELECT kind, item_id, action, amount, prompt_tokens, completion_tokens, session_id, model_id,
+                       created_at
+                  FROM recent_activity
+                 WHERE user_id = %(user_id)s
+                   AND (%(created_at)s::timestamptz IS NULL
+                        OR (created_at, kind, item_id) < (%(created_at)s, %(kind)s, %(item_id)s))
+                 ORDER BY created_at DESC, kind DESC, item_id DESC
+                 LIMIT %(limit)s
+                """,
+                {"user_id": user_id, "created_at": created_at, "kind": kind, "item_id": item_id, "limit": limit},
+            )
 
-class CatalogModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: Annotated[str, Field(max_length=100, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$")]
-    provider: Literal[PROVIDERS]
-    name: Annotated[str, Field(min_length=1, max_length=100)]
-    description: Annotated[str, Field(max_length=2000)] = ""
-    context_window: Annotated[int, Field(gt=0, le=100_000_000, strict=True)]
-    max_output_tokens: Annotated[int, Field(gt=0, strict=True)]
-    input_price_per_mtok: Price
-    output_price_per_mtok: Price
-    prices_as_of: date
-    capabilities: Annotated[list[Literal[CAPABILITIES]], AfterValidator(_distinct)] = []
-    active: Annotated[bool, Field(strict=True)] = True
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.id.split("/", 1)[0] != self.provider:
-            raise ValueError("the id must start with the provider, as in openai/gpt-4o")
-        if self.max_output_tokens > self.context_window:
-            raise ValueError("max_output_tokens must not exceed context_window")
-        return self
-
-
-class CatalogFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    models: Annotated[list[CatalogModel], Field(min_length=1)]
-
-    @model_validator(mode="after")
-    def _unique(self):
-        ids = [model.id for model in self.models]
-        if len(set(ids)) != len(ids):
-            raise ValueError("a model id appears twice")
-        return self
-
-
-def read_catalog(path):
-    """The file's models as dicts, or CatalogError saying what is wrong where."""
-    try:
-        document = json.loads(Path(path).read_text(), parse_float=Decimal)
-        return [model.model_dump() for model in CatalogFile.model_validate(document).models]
-    except (OSError, ValueError) as exc:
-        raise CatalogError(_describe(exc)) from None
-
-
-def _describe(exc):
-    if isinstance(exc, ValidationError):
-        problems = [f"{'.'.join(str(part) for part in error['loc']) or 'file'}: {error['msg']}"
-                    for error in exc.errors(include_url=False, include_input=False)]
-        return "catalog refused: " + "; ".join(problems)
-    return f"catalog refused: {exc}"

@@ -4,9 +4,6 @@
 class DatabaseUnavailable(Exception):
     """The database cannot be reached, or every pooled connection stayed busy."""
 
-    status = 503
-    code = "database_unavailable"
-
     def __init__(self, message="The database is unavailable; try again shortly."):
         super().__init__(message)
         self.message = message

@@ -6,15 +6,17 @@ import uuid
 
 import pytest
 
-from app import create_app
-from app.extensions import db
+from app import close_app, create_app
 from app.observability import JSONFormatter
 from database.vault import Vault, VaultError
 from tests.support import assert_error, bearer, login, register, user_id_of
+# The provider stubs, and settings that point the app at them.
+from tests.test_chat import anthropic_stub, new_session, openai_stub, send, settings  # noqa: F401
 
 KEYS = "/api/v1/keys"
 OPENAI_KEY = "sk-proj-Abc123_secretVALUE-0000wxyz"
 ANTHROPIC_KEY = "sk-ant-api03-Zyx987_otherSECRET-9999abcd"
+MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-3-5-haiku-20241022"}
 
 
 @pytest.fixture
@@ -25,11 +27,6 @@ def bob(client):
 
 def add_key(client, token, api_key=OPENAI_KEY, provider="openai", **extra):
     return client.post(KEYS, json={"provider": provider, "api_key": api_key, **extra}, headers=bearer(token))
-
-
-def provider_key(app, user_id, provider="openai"):
-    with app.app_context():
-        return db.provider_key(user_id, provider)
 
 
 def keys_setting(*entries):
@@ -122,31 +119,56 @@ def test_keys_need_a_token(client):
 
 
 # ------------------------------------------------------- using a stored key
+# Through the path chat takes: the provider stub sees the key the gateway sent.
 
-def test_the_newest_key_is_given_and_its_use_recorded(app, client, token, database):
+def key_sent(client, token, provider, stub):
+    """The key the provider received with one chat message to one of its models."""
+    response = send(client, token, new_session(client, token, MODELS[provider]))
+    assert response.status_code == 201, response.get_json()
+    headers = stub.requests[-1]["headers"]
+    return headers["Authorization"].removeprefix("Bearer ") if provider == "openai" else headers["x-api-key"]
+
+
+def fund(client, token):
+    assert client.post("/api/v1/balance/funds", json={"amount": "10"}, headers=bearer(token)).status_code == 201
+
+
+def assert_key_unusable(response, stub):
+    error = assert_error(response, 500, "internal_error")
+    assert "stored key" in error["message"]
+    assert stub.requests == [], "nothing went to the provider"
+
+
+def test_the_newest_key_is_given_and_its_use_recorded(client, token, openai_stub, anthropic_stub):
+    fund(client, token)
     add_key(client, token, OPENAI_KEY)
     add_key(client, token, OPENAI_KEY + "new")
     add_key(client, token, ANTHROPIC_KEY, provider="anthropic")
-    user_id = user_id_of(database)
-    assert provider_key(app, user_id) == OPENAI_KEY + "new"
-    assert provider_key(app, user_id, "anthropic") == ANTHROPIC_KEY
+    assert key_sent(client, token, "openai", openai_stub) == OPENAI_KEY + "new"
+    assert key_sent(client, token, "anthropic", anthropic_stub) == ANTHROPIC_KEY
     used = {row["last4"]: row["last_used_at"] for row in client.get(KEYS, headers=bearer(token)).get_json()["keys"]}
     assert used["wxyz"] is None and used["znew"] is not None and used["abcd"] is not None
 
 
-def test_no_key_is_none(app, token, database):
-    assert provider_key(app, user_id_of(database)) is None
+def test_a_key_serves_only_its_provider(client, token, anthropic_stub):
+    fund(client, token)
+    add_key(client, token)
+    session_id = new_session(client, token, MODELS["anthropic"])
+    assert_error(send(client, token, session_id), 422, "missing_api_key")
+    assert anthropic_stub.requests == []
 
 
-def test_a_tampered_ciphertext_fails_cleanly(app, client, token, database):
+def test_a_tampered_ciphertext_fails_cleanly(client, token, database, openai_stub):
+    fund(client, token)
     add_key(client, token)
     database.query("UPDATE api_keys SET encrypted_key = set_byte(encrypted_key, 0, get_byte(encrypted_key, 0) # 1)")
-    with pytest.raises(VaultError) as failure:
-        provider_key(app, user_id_of(database))
-    assert OPENAI_KEY not in str(failure.value)
+    response = send(client, token, new_session(client, token, MODELS["openai"]))
+    assert_key_unusable(response, openai_stub)
+    assert OPENAI_KEY not in response.get_data(as_text=True)
 
 
-def test_a_ciphertext_copied_to_another_user_does_not_decrypt(app, client, token, bob, database):
+def test_a_ciphertext_copied_to_another_user_does_not_decrypt(client, token, bob, database, openai_stub):
+    fund(client, bob)
     add_key(client, token)
     add_key(client, bob, OPENAI_KEY + "bob")
     database.query("""
@@ -155,24 +177,24 @@ def test_a_ciphertext_copied_to_another_user_does_not_decrypt(app, client, token
           FROM api_keys AS mine
          WHERE mine.user_id = %(ada)s AND theirs.user_id = %(bob)s
     """, {"ada": user_id_of(database), "bob": user_id_of(database, "bob@example.com")})
-    with pytest.raises(VaultError):
-        provider_key(app, user_id_of(database, "bob@example.com"))
+    assert_key_unusable(send(client, bob, new_session(client, bob, MODELS["openai"])), openai_stub)
 
 
-def test_a_ciphertext_moved_to_another_provider_does_not_decrypt(app, client, token, database):
+def test_a_ciphertext_moved_to_another_provider_does_not_decrypt(client, token, database, anthropic_stub):
+    fund(client, token)
     add_key(client, token)
     database.query("UPDATE api_keys SET provider = 'anthropic'")
-    with pytest.raises(VaultError):
-        provider_key(app, user_id_of(database), "anthropic")
+    assert_key_unusable(send(client, token, new_session(client, token, MODELS["anthropic"])), anthropic_stub)
 
 
-def test_a_missing_encryption_key_fails_cleanly(app, client, token, database, settings):
+def test_a_missing_encryption_key_fails_cleanly(client, token, settings, openai_stub, caplog):
+    fund(client, token)
     add_key(client, token)
     other = create_app({**settings, "ENCRYPTION_KEYS": keys_setting(("other", os.urandom(32)))})
-    with pytest.raises(VaultError, match="'test1' is not in ENCRYPTION_KEYS"):
-        provider_key(other, user_id_of(database))
-    with other.app_context():
-        db.close()
+    other_client = other.test_client()
+    assert_key_unusable(send(other_client, token, new_session(other_client, token, MODELS["openai"])), openai_stub)
+    assert "'test1' is not in ENCRYPTION_KEYS" in caplog.text
+    close_app(other)
 
 
 def test_the_vault_round_trips_and_binds():
@@ -189,7 +211,7 @@ def test_the_vault_round_trips_and_binds():
 
 # ----------------------------------------------------------------- rotation
 
-def test_rotation_moves_every_key_to_the_newest(settings, database):
+def test_rotation_moves_every_key_to_the_newest(settings, database, openai_stub, anthropic_stub):
     old, new = ("old", os.urandom(32)), ("new", os.urandom(32))
     before = create_app({**settings, "ENCRYPTION_KEYS": keys_setting(old)})
     client = before.test_client()
@@ -207,12 +229,11 @@ def test_rotation_moves_every_key_to_the_newest(settings, database):
     assert both.test_cli_runner().invoke(args=["keys", "rotate"]).output.startswith("re-encrypted 0 keys")
 
     after = create_app({**settings, "ENCRYPTION_KEYS": keys_setting(new)})
-    user_id = user_id_of(database)
-    assert provider_key(after, user_id) == OPENAI_KEY + "new"
-    assert provider_key(after, user_id, "anthropic") == ANTHROPIC_KEY
+    fund(after.test_client(), token)
+    assert key_sent(after.test_client(), token, "openai", openai_stub) == OPENAI_KEY + "new"
+    assert key_sent(after.test_client(), token, "anthropic", anthropic_stub) == ANTHROPIC_KEY
     for app in (before, both, after):
-        with app.app_context():
-            db.close()
+        close_app(app)
 
 
 def test_rotation_reports_keys_it_cannot_decrypt(app, client, token, database, settings):
@@ -226,11 +247,11 @@ def test_rotation_reports_keys_it_cannot_decrypt(app, client, token, database, s
 
 # ------------------------------------------------------------- no leaks
 
-def test_the_plaintext_appears_in_no_log_audit_row_or_response(app, client, token, database, caplog):
+def test_the_plaintext_appears_in_no_log_audit_row_or_response(app, client, token, database, caplog, openai_stub):
     caplog.set_level(logging.DEBUG)
+    fund(client, token)
     responses = [add_key(client, token, label="leak check"), client.get(KEYS, headers=bearer(token))]
-    user_id = user_id_of(database)
-    assert provider_key(app, user_id) == OPENAI_KEY
+    assert key_sent(client, token, "openai", openai_stub) == OPENAI_KEY
     responses.append(add_key(client, token))  # the duplicate's 409
     key_id = responses[0].get_json()["id"]
     responses.append(client.delete(f"{KEYS}/{key_id}", headers=bearer(token)))

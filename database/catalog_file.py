@@ -1,0 +1,99 @@
+"""The model catalog file (catalog.json, or one given to `flask catalog load`),
+validated whole before anything is written: a bad entry refuses the file."""
+import json
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
+
+PROVIDERS = ("local", "openai", "anthropic")
+CAPABILITIES = ("coding", "reasoning", "long-context", "vision", "writing", "translation", "fast", "cheap")
+# A cost is tokens × price / 1,000,000 and the ledger keeps 10 decimals, so a
+# price may have at most 4: every cost is then stored exactly.
+PRICE_DECIMALS = 4
+MAX_PRICE = Decimal(100_000)
+
+
+class CatalogError(ValueError):
+    pass
+
+
+def _price(value):
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise ValueError("must be a decimal string such as \"2.50\"")
+    try:
+        price = Decimal(value)
+    except InvalidOperation:
+        raise ValueError("must be a decimal string such as \"2.50\"") from None
+    if not price.is_finite() or price < 0:
+        raise ValueError("must be zero or more")
+    if price > MAX_PRICE:
+        raise ValueError(f"must be at most {MAX_PRICE}")
+    if price != round(price, PRICE_DECIMALS):
+        raise ValueError(f"must have at most {PRICE_DECIMALS} decimal places")
+    return price
+
+
+def _distinct(values):
+    if len(set(values)) != len(values):
+        raise ValueError("must not repeat a capability")
+    return values
+
+
+Price = Annotated[Decimal, PlainValidator(_price)]
+
+
+class CatalogModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, Field(max_length=100, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$")]
+    provider: Literal[PROVIDERS]
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    description: Annotated[str, Field(max_length=2000)] = ""
+    context_window: Annotated[int, Field(gt=0, le=100_000_000, strict=True)]
+    max_output_tokens: Annotated[int, Field(gt=0, strict=True)]
+    input_price_per_mtok: Price
+    output_price_per_mtok: Price
+    prices_as_of: date
+    capabilities: Annotated[list[Literal[CAPABILITIES]], AfterValidator(_distinct)] = []
+    active: Annotated[bool, Field(strict=True)] = True
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.id.split("/", 1)[0] != self.provider:
+            raise ValueError("the id must start with the provider, as in openai/gpt-4o")
+        if self.max_output_tokens > self.context_window:
+            raise ValueError("max_output_tokens must not exceed context_window")
+        return self
+
+
+class CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: Annotated[list[CatalogModel], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique(self):
+        ids = [model.id for model in self.models]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a model id appears twice")
+        return self
+
+
+def read_catalog(path):
+    """The file's models as dicts, or CatalogError saying what is wrong where."""
+    try:
+        document = json.loads(Path(path).read_text(), parse_float=Decimal)
+        return [model.model_dump() for model in CatalogFile.model_validate(document).models]
+    except (OSError, ValueError) as exc:
+        raise CatalogError(_describe(exc)) from None
+
+
+def _describe(exc):
+    if isinstance(exc, ValidationError):
+        problems = [f"{'.'.join(str(part) for part in error['loc']) or 'file'}: {error['msg']}"
+                    for error in exc.errors(include_url=False, include_input=False)]
+        return "catalog refused: " + "; ".join(problems)
+    return f"catalog refused: {exc}"

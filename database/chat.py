@@ -1,0 +1,126 @@
+"""Chat sessions and their messages, and the two round trips of a billed call."""
+import random
+
+from database.keys import sealed_key
+
+SESSION_COLUMNS = ("id, model_id, title, message_count, total_prompt_tokens, total_completion_tokens, total_cost, "
+                   "created_at, updated_at")
+MESSAGE_COLUMNS = "id, role, content, prompt_tokens, completion_tokens, cost, created_at"
+# Usage counters per model and day are spread over this many rows, so parallel
+# settles do not queue on one.
+USAGE_BUCKETS = 16
+
+
+class ChatSQL:
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+
+    def create_session(self, user_id, model_id, title, tx=None):
+        """The new session, or None when the model is not in the active catalog."""
+        with self._maybe(tx, user_id) as cursor:
+            return cursor.one(
+                f"""
+                INSERT INTO chat_sessions (user_id, model_id, title)
+                SELECT %(user_id)s, id, %(title)s
+                  FROM models
+                 WHERE id = %(model_id)s
+                   AND is_active
+             RETURNING {SESSION_COLUMNS}
+                """,
+                {"user_id": user_id, "model_id": model_id, "title": title},
+            )
+
+    def list_sessions(self, user_id, limit, after=None, tx=None):
+        """Newest first; `after` is the (created_at, id) of the previous page's last."""
+        created_at, session_id = after or (None, None)
+        with self._maybe(tx) as cursor:
+            return cursor.all(
+                f"""
+                SELECT {SESSION_COLUMNS}
+                  FROM chat_sessions
+                 WHERE user_id = %(user_id)s
+                   AND (%(created_at)s::timestamptz IS NULL OR (created_at, id) < (%(created_at)s, %(id)s))
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT %(limit)s
+                """,
+                {"user_id": user_id, "created_at": created_at, "id": session_id, "limit": limit},
+            )
+
+    def session(self, user_id, session_id, tx=None):
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                f"""
+                SELECT {SESSION_COLUMNS}
+                  FROM chat_sessions
+                 WHERE id = %(id)s
+                   AND user_id = %(user_id)s
+                """,
+                {"id": session_id, "user_id": user_id},
+            )
+
+    def list_messages(self, session_id, limit, after_id=None, tx=None):
+        """Oldest first, from after message `after_id`."""
+        with self._maybe(tx) as cursor:
+            return cursor.all(
+                f"""
+                SELECT {MESSAGE_COLUMNS}
+                  FROM chat_history
+                 WHERE session_id = %(session_id)s
+                   AND (%(after_id)s::bigint IS NULL OR id > %(after_id)s)
+                 ORDER BY id
+                 LIMIT %(limit)s
+                """,
+                {"session_id": session_id, "after_id": after_id, "limit": limit},
+            )
+
+    def delete_session(self, user_id, session_id, tx=None):
+        """Deletes the session and its messages, never a transaction."""
+        with self._maybe(tx, user_id) as cursor:
+            return cursor.run(
+                "DELETE FROM chat_sessions WHERE id = %(id)s AND user_id = %(user_id)s",
+                {"id": session_id, "user_id": user_id},
+            ) == 1
+
+    def chat_call_context(self, user_id, session_id, max_tokens, default_max_tokens, fixed_tokens,
+                          message_overhead, tx=None):
+        """Everything a chat call needs, in one round trip: the user's token
+        generation (None: no such active user), the session's model, prices and
+        limits (session_id None: not the user's session), the call's max tokens
+        (asked for, else the model's default), the user's newest key for the
+        provider, sealed (`sealed_key`), and the newest history that fits the
+        context window beside `fixed_tokens` (the request's overhead and the new
+        message)."""
+        with self._maybe(tx) as cursor:
+            row = cursor.one(
+                """
+                SELECT *
+                  FROM chat_call_context(%(user_id)s, %(session_id)s, %(max_tokens)s, %(default_max_tokens)s,
+                                         %(fixed_tokens)s, %(message_overhead)s)
+                """,
+                {"user_id": user_id, "session_id": session_id, "max_tokens": max_tokens,
+                 "default_max_tokens": default_max_tokens, "fixed_tokens": fixed_tokens,
+                 "message_overhead": message_overhead},
+            )
+        if row is None:
+            return {"token_generation": None}
+        row["sealed_key"] = sealed_key(row)
+        return row
+
+    def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, tx=None):
+        """Releases the unused part of `hold`, saves the exchange (unless the
+        session is gone: saved = false) and counts the usage, in one round trip.
+        question/answer: {"content", "tokens", "cost"}."""
+        with self._maybe(tx, user_id) as cursor:
+            return cursor.one(
+                """
+                SELECT *
+                  FROM settle_chat_call(%(user_id)s, %(session_id)s, %(model_id)s, %(api_key_id)s, %(hold_id)s,
+                                        %(hold_amount)s, %(question)s, %(prompt_tokens)s, %(input_cost)s, %(answer)s,
+                                        %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint)
+                """,
+                {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
+                 "hold_id": hold.id, "hold_amount": hold.amount, "question": question["content"],
+                 "prompt_tokens": question["tokens"], "input_cost": question["cost"], "answer": answer["content"],
+                 "completion_tokens": answer["tokens"], "output_cost": answer["cost"],
+                 "bucket": random.randrange(USAGE_BUCKETS)},
+            )
+

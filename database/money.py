@@ -1,0 +1,107 @@
+"""The balance and its ledger. Money moves only inside the stored procedures
+(deduct_user_balance, add_user_funds); these methods call them."""
+from psycopg2.extras import Json
+
+TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id, description, created_at"
+
+
+class MoneySQL:
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+
+    def balance(self, user_id, tx=None):
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                """
+                SELECT total_balance, spent_balance, held_balance, available_balance, currency
+                  FROM user_with_balance
+                 WHERE id = %(id)s
+                """,
+                {"id": user_id},
+            )
+
+    def add_funds(self, user_id, amount, description, metadata, tx=None):
+        """A deposit: (ok, transaction_id, available, reason)."""
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                """
+                SELECT ok, transaction_id, available, reason
+                  FROM add_user_funds(%(user_id)s, %(amount)s, 'deposit', NULL, %(description)s, %(metadata)s)
+                """,
+                {"user_id": user_id, "amount": amount, "description": description, "metadata": Json(metadata)},
+            )
+
+    def hold_funds(self, user_id, amount, description, metadata, daily_limit=None, call_timeout=None, tx=None):
+        """Holds `amount`: (ok, transaction_id, available, reason); ok is false and
+        nothing changes when the balance (or the daily limit) does not allow it.
+        The hold's call ends within `call_timeout` seconds: it is stored as its deadline."""
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                """
+                SELECT ok, transaction_id, available, reason
+                  FROM deduct_user_balance(%(user_id)s, %(amount)s, %(description)s, %(metadata)s, %(daily_limit)s,
+                                           %(call_timeout)s)
+                """,
+                {"user_id": user_id, "amount": amount, "description": description,
+                 "metadata": Json(metadata), "daily_limit": daily_limit, "call_timeout": call_timeout},
+            )
+
+    def release_hold(self, user_id, hold_id, amount, description, metadata, tx=None):
+        """Returns `amount` of hold `hold_id` (0 closes it without returning
+        anything); at most once per hold: (ok, transaction_id, available, reason)."""
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                """
+                SELECT ok, transaction_id, available, reason
+                  FROM add_user_funds(%(user_id)s, %(amount)s, 'release', %(hold_id)s, %(description)s, %(metadata)s)
+                """,
+                {"user_id": user_id, "amount": amount, "hold_id": hold_id,
+                 "description": description, "metadata": Json(metadata)},
+            )
+
+    def ledger_entry(self, user_id, transaction_id, tx=None):
+        with self._maybe(tx) as cursor:
+            return cursor.one(
+                f"""
+                SELECT {TRANSACTION_COLUMNS}
+                  FROM transactions
+                 WHERE id = %(id)s
+                   AND user_id = %(user_id)s
+                """,
+                {"id": transaction_id, "user_id": user_id},
+            )
+
+    def list_transactions(self, user_id, limit, before_id=None, kind=None, tx=None):
+        """Newest first: up to `limit` entries older than `before_id`, of type `kind`."""
+        with self._maybe(tx) as cursor:
+            return cursor.all(
+                f"""
+                SELECT {TRANSACTION_COLUMNS}
+                  FROM transactions
+                 WHERE user_id = %(user_id)s
+                   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
+                   AND (%(kind)s::text IS NULL OR type = %(kind)s)
+                 ORDER BY id DESC
+                 LIMIT %(limit)s
+                """,
+                {"user_id": user_id, "before_id": before_id, "kind": kind, "limit": limit},
+            )
+
+    def stale_holds(self, call_timeout, grace_seconds, tx=None):
+        """Holds never settled (their call's process died) whose call's deadline is
+        more than `grace_seconds` past, oldest first. A hold without a stored
+        deadline (made before holds had one) ends `call_timeout` after it was made."""
+        with self._maybe(tx) as cursor:
+            return cursor.all(
+                """
+                SELECT hold.id, hold.user_id, hold.amount
+                  FROM transactions hold
+                 WHERE hold.type = 'hold'
+                   AND coalesce(hold.call_deadline, hold.created_at + make_interval(secs => %(call_timeout)s))
+                       < now() - make_interval(secs => %(grace)s)
+                   AND NOT EXISTS (SELECT 1 FROM transactions rel
+                                    WHERE rel.related_transaction_id = hold.id AND rel.type = 'release')
+                 ORDER BY hold.id
+                """,
+                {"call_timeout": call_timeout, "grace": grace_seconds},
+            )
+
