@@ -1,0 +1,73 @@
+"""Each vocabulary and range is written twice, once for the API and once as a
+CHECK in the schema; these tests read the CHECKs back from the migrated
+database and hold the two to each other."""
+import re
+import typing
+
+import pytest
+from app.balance import TRANSACTION_TYPES
+from app.schemas import EMAIL_MAX_LENGTH, KEY_PROVIDERS, PreferencesBody, RatingRequest, Username
+from database.catalog_file import PROVIDERS
+from database.chat import USAGE_BUCKETS
+
+CHECK = """
+    SELECT pg_get_constraintdef(c.oid)
+      FROM pg_constraint c
+     WHERE c.conrelid = %(table)s::regclass
+       AND c.contype = 'c'
+       AND c.conname = %(table)s || '_' || %(column)s || '_check'
+"""
+
+
+def check_of(database, table, column):
+    """The CHECK written on `table`'s `column` (PostgreSQL names it table_column_check)."""
+    found = database.query(CHECK, {"table": table, "column": column})
+    assert len(found) == 1, f"no CHECK on {table}.{column}"
+    return found[0][0]
+
+
+def allowed_words(definition):
+    """The values of an `IN (...)` CHECK, as PostgreSQL prints it (= ANY (ARRAY['a'::text, ...]))."""
+    return set(re.findall(r"'([^']*)'::text", definition))
+
+
+def bounds(definition):
+    """(low, high) of a BETWEEN or >=/<= CHECK, as PostgreSQL prints it."""
+    low = re.search(r">= (\d+)", definition)
+    high = re.search(r"<= (\d+)", definition)
+    return int(low[1]) if low else None, int(high[1]) if high else None
+
+
+def constraint(annotated, name):
+    """A length or bound constraint of an Annotated pydantic type."""
+    for item in typing.get_args(annotated)[1:]:
+        for constraint in getattr(item, "metadata", []):
+            if hasattr(constraint, name):
+                return getattr(constraint, name)
+    raise LookupError(name)
+
+
+@pytest.mark.parametrize("table, column, python", [
+    ("models", "provider", set(PROVIDERS)),
+    ("api_keys", "provider", set(KEY_PROVIDERS)),
+    ("transactions", "type", set(TRANSACTION_TYPES)),
+    ("user_preferences", "theme", set(typing.get_args(PreferencesBody.model_fields["theme"].annotation))),
+])
+def test_word_lists_agree(database, table, column, python):
+    assert allowed_words(check_of(database, table, column)) == python
+
+
+def test_usage_buckets_agree(database):
+    assert bounds(check_of(database, "model_usage_stats", "bucket")) == (0, USAGE_BUCKETS - 1)
+
+
+def test_rating_range_agrees(database):
+    rating = RatingRequest.model_fields["rating"].metadata
+    python = tuple(next(getattr(m, name) for m in rating if hasattr(m, name)) for name in ("ge", "le"))
+    assert bounds(check_of(database, "model_ratings", "rating")) == python
+
+
+def test_user_lengths_agree(database):
+    assert bounds(check_of(database, "users", "username")) == (
+        constraint(Username, "min_length"), constraint(Username, "max_length"))
+    assert bounds(check_of(database, "users", "email"))[1] == EMAIL_MAX_LENGTH
