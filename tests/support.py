@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+from psycopg2.extensions import parse_dsn
 
 from database.cluster import free_port
 
@@ -38,7 +39,10 @@ def settings_for(database_url, **overrides):
 class LiveServer:
     """The service under gunicorn in its own process, on a free loopback port."""
 
+    running = set()
+
     def __init__(self, settings, workers=2, threads=16):
+        self.database_url = settings.get("DATABASE_URL")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, **{key: str(value) for key, value in settings.items()},
@@ -47,6 +51,7 @@ class LiveServer:
             [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        LiveServer.running.add(self)
         wait_until_ready(self.url, self.process)
 
     def kill(self):
@@ -54,6 +59,7 @@ class LiveServer:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
         self.process.stderr.close()
+        LiveServer.running.discard(self)
 
     def stop(self):
         if self.process.poll() is None:
@@ -64,6 +70,14 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
         self.process.stderr.close()
+        LiveServer.running.discard(self)
+
+
+def stop_servers_on(dbname):
+    """Stops the servers a test left running on a database, before its rows are reset."""
+    for server in [server for server in LiveServer.running
+                   if server.database_url and parse_dsn(server.database_url).get("dbname") == dbname]:
+        server.stop()
 
 
 def wait_until_ready(url, process, timeout=30):
@@ -96,6 +110,38 @@ def login(client, email="ada@example.com", password=PASSWORD):
 
 def bearer(token):
     return {"Authorization": f"Bearer {token}"}
+
+
+# What most tests do first, one way everywhere: register, log in, fund, open a chat session, send.
+CHAT_SESSIONS = "/api/v1/chat/sessions"
+
+
+def fund(client, token, amount):
+    response = client.post("/api/v1/balance/funds", json={"amount": str(amount)}, headers=bearer(token))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def user(client, name="ada", funds=None):
+    """A registered, logged-in user's access token, optionally with a balance."""
+    register(client, email=f"{name}@example.com", username=name)
+    token = login(client, email=f"{name}@example.com")["access_token"]
+    if funds is not None:
+        fund(client, token, funds)
+    return token
+
+
+def new_session(client, token, model_id="local/echo", **extra):
+    response = client.post(CHAT_SESSIONS, json={"model_id": model_id, **extra}, headers=bearer(token))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["id"]
+
+
+def send(client, token, session_id=None, content="Hello there", **extra):
+    """A message; to a fresh local/echo session (so the hold does not depend on history) unless one is given."""
+    session_id = session_id or new_session(client, token)
+    return client.post(f"{CHAT_SESSIONS}/{session_id}/messages", json={"content": content, **extra},
+                       headers=bearer(token))
 
 
 def readme_section(title):

@@ -14,7 +14,7 @@ from app import close_app, create_app
 from database.cluster import free_port
 from tests.stubs import OpenAIStub
 from app.money import format_money
-from tests.support import LiveServer, assert_error, bearer, login, readme_ledger_query, register
+from tests.support import LiveServer, assert_error, bearer, new_session, readme_ledger_query, user
 
 SESSIONS = "/api/v1/chat/sessions"
 MODEL = "openai/gpt-4o-mini"
@@ -40,9 +40,7 @@ def settings(settings, stub):
 
 @pytest.fixture
 def token(client):
-    register(client)
-    token = login(client)["access_token"]
-    assert client.post("/api/v1/balance/funds", json={"amount": str(DEPOSIT)}, headers=bearer(token)).status_code == 201
+    token = user(client, funds=DEPOSIT)
     assert client.post("/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY},
                        headers=bearer(token)).status_code == 201
     return token
@@ -50,9 +48,7 @@ def token(client):
 
 @pytest.fixture
 def session_url(client, token):
-    response = client.post(SESSIONS, json={"model_id": MODEL}, headers=bearer(token))
-    assert response.status_code == 201
-    return f"{SESSIONS}/{response.get_json()['id']}/messages"
+    return f"{SESSIONS}/{new_session(client, token, MODEL)}/messages"
 
 
 @pytest.fixture

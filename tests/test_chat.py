@@ -13,7 +13,7 @@ from app import create_app
 from app.extensions import db
 from app.providers import local_tokens
 from tests.stubs import AnthropicStub, OpenAIStub
-from tests.support import LiveServer, assert_error, bearer, login, register, settings_for
+from tests.support import LiveServer, assert_error, bearer, login, new_session, register, send, settings_for, user
 
 SESSIONS = "/api/v1/chat/sessions"
 OPENAI_KEY = "sk-proj-stubkey-0000000000001234"
@@ -49,20 +49,7 @@ def settings(database, openai_stub, anthropic_stub):
 
 @pytest.fixture
 def token(client):
-    register(client)
-    token = login(client)["access_token"]
-    assert client.post("/api/v1/balance/funds", json={"amount": "10"}, headers=bearer(token)).status_code == 201
-    return token
-
-
-def new_session(client, token, model_id="local/echo", **extra):
-    response = client.post(SESSIONS, json={"model_id": model_id, **extra}, headers=bearer(token))
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
-
-
-def send(client, token, session_id, content="Hello there", **extra):
-    return client.post(f"{SESSIONS}/{session_id}/messages", json={"content": content, **extra}, headers=bearer(token))
+    return user(client, funds="10")
 
 
 def store_keys(client, token):

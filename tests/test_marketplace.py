@@ -14,13 +14,12 @@ import pytest
 from psycopg2 import sql
 
 from app import close_app, create_app
-from tests.support import ROOT, assert_error, bearer, login, register
+from tests.support import ROOT, assert_error, bearer, new_session, send, user
 
 MODELS = "/api/v1/models"
 RECOMMEND = "/api/v1/models/recommend"
 PREFERENCES = "/api/v1/preferences"
 ACTIVITY = "/api/v1/activity"
-SESSIONS = "/api/v1/chat/sessions"
 OPENAI_KEY = "sk-proj-" + "a1B2c3D4e5F6g7H8i9J0k1L2"
 MONEY_TEXT = re.compile(r"^[0-9]+\.[0-9]{2,10}$")
 TICK = Decimal("0.0000000001")  # the ledger's smallest step
@@ -32,13 +31,6 @@ DEFAULT_PREFERENCES = {"default_model_id": None, "preferred_providers": [], "dai
 
 # ----------------------------------------------------------------- helpers
 
-def user(client, name="ada", funds=None):
-    """A registered, logged-in user's access token, optionally with a balance."""
-    register(client, email=f"{name}@example.com", username=name)
-    token = login(client, email=f"{name}@example.com")["access_token"]
-    if funds is not None:
-        assert client.post("/api/v1/balance/funds", json={"amount": funds}, headers=bearer(token)).status_code == 201
-    return token
 
 
 def catalog(client, **query):
@@ -53,18 +45,6 @@ def ids(models):
 
 def blended(model):
     return (Decimal(model["input_price_per_mtok"]) + Decimal(model["output_price_per_mtok"])) / 2
-
-
-def new_session(client, token, model_id="local/echo"):
-    response = client.post(SESSIONS, json={"model_id": model_id}, headers=bearer(token))
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
-
-
-def send(client, token, session_id=None, content="Hello there", **extra):
-    """A message; to a fresh local/echo session (so the hold does not depend on history) unless one is given."""
-    session_id = session_id or new_session(client, token)
-    return client.post(f"{SESSIONS}/{session_id}/messages", json={"content": content, **extra}, headers=bearer(token))
 
 
 def chat(client, token, model_id, times):
