@@ -12,8 +12,7 @@ import pytest
 from app import create_app
 from app.extensions import db
 from app.providers import local_tokens
-from tests.stubs import AnthropicStub, OpenAIStub
-from tests.support import LiveServer, assert_error, bearer, login, new_session, register, send, settings_for, user
+from tests.support import LiveServer, assert_error, bearer, login, new_session, register, send, user
 
 SESSIONS = "/api/v1/chat/sessions"
 OPENAI_KEY = "sk-proj-stubkey-0000000000001234"
@@ -25,26 +24,9 @@ PRICES = {  # from catalog.json, per million tokens
 }
 
 
-@pytest.fixture(scope="session")
-def openai_stub():
-    stub = OpenAIStub()
-    yield stub
-    stub.stop()
-
-
-@pytest.fixture(scope="session")
-def anthropic_stub():
-    stub = AnthropicStub()
-    yield stub
-    stub.stop()
-
-
 @pytest.fixture
-def settings(database, openai_stub, anthropic_stub):
-    openai_stub.reset()
-    anthropic_stub.reset()
-    return settings_for(database.app_url, OPENAI_BASE_URL=f"{openai_stub.url}/v1",
-                         ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1", PROVIDER_TIMEOUT=1)
+def settings(stubbed_settings):
+    return stubbed_settings
 
 
 @pytest.fixture

@@ -9,14 +9,18 @@ import pytest
 from app import close_app, create_app
 from app.observability import JSONFormatter
 from database.vault import Vault, VaultError
-from tests.support import assert_error, bearer, login, register, user_id_of
-# The provider stubs, and settings that point the app at them.
-from tests.test_chat import anthropic_stub, new_session, openai_stub, send, settings  # noqa: F401
+from tests.support import assert_error, bearer, login, new_session, register, send, user_id_of
 
 KEYS = "/api/v1/keys"
 OPENAI_KEY = "sk-proj-Abc123_secretVALUE-0000wxyz"
 ANTHROPIC_KEY = "sk-ant-api03-Zyx987_otherSECRET-9999abcd"
 MODELS = {"openai": "openai/gpt-4o-mini", "anthropic": "anthropic/claude-3-5-haiku-20241022"}
+
+
+@pytest.fixture
+def settings(stubbed_settings):
+    """Chat calls reach the provider stubs, which show the key each call used."""
+    return stubbed_settings
 
 
 @pytest.fixture
