@@ -18,6 +18,7 @@ from psycopg2.extensions import make_dsn
 import migrate
 from app import close_app, create_app
 from database.cluster import testing_postgresql_options
+from tests.stubs import AnthropicStub, OpenAIStub
 from tests.support import LiveServer, settings_for, stop_servers_on, user
 
 # Tests never read a developer's .env.
@@ -52,8 +53,8 @@ def template_db(pg_server):
     name = f"qmarket_template_{uuid.uuid4().hex[:8]}"
     with closing(_admin(pg_server)) as admin, admin.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        # Roles belong to the whole server, which the xdist workers share under
-        # TEST_DATABASE_URL: one migration at a time creates them.
+        # Roles belong to the whole server, which runs sharing TEST_DATABASE_URL
+        # also share: one migration at a time creates them.
         cur.execute("SELECT pg_advisory_lock(hashtext('qmarket test template'))")
         try:
             migrate.migrate(make_dsn(pg_server, dbname=name), APP_PASSWORD, out=lambda line: None)
@@ -236,6 +237,29 @@ def database(shared_database):
     shared_database.reset()
 
 
+@pytest.fixture(scope="session")
+def openai_stub():
+    stub = OpenAIStub()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(scope="session")
+def anthropic_stub():
+    stub = AnthropicStub()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def stubbed_settings(database, openai_stub, anthropic_stub):
+    """Settings whose OpenAI and Anthropic providers are the stubs, reset for the test."""
+    openai_stub.reset()
+    anthropic_stub.reset()
+    return settings_for(database.app_url, OPENAI_BASE_URL=f"{openai_stub.url}/v1",
+                        ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1", PROVIDER_TIMEOUT=1)
+
+
 @pytest.fixture
 def settings(database):
     return settings_for(database.app_url)
@@ -267,7 +291,7 @@ def live_server(settings):
 
 
 def pytest_make_parametrize_id(config, val, argname):
-    """A freshly drawn UUID gets a name that is the same in every run and worker."""
+    """A freshly drawn UUID gets a name that is the same in every run."""
     if isinstance(val, str) and UUID_TEXT.fullmatch(val):
         return f"{argname}-uuid"
     return None
