@@ -11,9 +11,8 @@ import httpx
 import pytest
 
 from app import close_app, create_app
-from database.cluster import free_port
-from tests.stubs import OpenAIStub
 from app.money import format_money
+from database.cluster import free_port
 from tests.support import LiveServer, assert_error, bearer, new_session, readme_ledger_query, user
 
 SESSIONS = "/api/v1/chat/sessions"
@@ -25,17 +24,14 @@ DEPOSIT = Decimal("10")
 PROMPT_TOKENS, COMPLETION_TOKENS = 11, 7
 
 
-@pytest.fixture(scope="module")
-def stub():
-    server = OpenAIStub()
-    yield server
-    server.stop()
+@pytest.fixture
+def stub(openai_stub):
+    return openai_stub
 
 
 @pytest.fixture
-def settings(settings, stub):
-    stub.reset()
-    return {**settings, "OPENAI_BASE_URL": f"{stub.url}/v1", "PROVIDER_TIMEOUT": 5, "HOLD_GRACE_SECONDS": 1}
+def settings(stubbed_settings):
+    return {**stubbed_settings, "PROVIDER_TIMEOUT": 5, "HOLD_GRACE_SECONDS": 1}
 
 
 @pytest.fixture
