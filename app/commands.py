@@ -47,10 +47,10 @@ def register_commands(app: Flask):
         try:
             # As the owner: the service's own login may not deposit more than MAX_TOPUP.
             with owner_transaction() as tx:
-                user = tx.one("SELECT id FROM users WHERE email = %(email)s", {"email": email})
-                if user is None:
+                user_id = db.user_id_by_email(email, tx=tx)
+                if user_id is None:
                     raise click.ClickException(f"no account with email {email}")
-                moved = db.add_funds(user["id"], amount, f"Operator {kind}: {note}",
+                moved = db.add_funds(user_id, amount, f"Operator {kind}: {note}",
                                      {"source": "operator", "kind": kind}, tx=tx)
                 if not moved["ok"]:
                     raise click.ClickException(f"nothing credited: {moved['reason']}")
