@@ -8,13 +8,13 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from app.money import MONEY_LIMIT, format_money
-from database.catalog_file import CAPABILITIES, PROVIDERS
+from app.money import MONEY_TEXT, format_money, non_negative_amount, positive_amount, whole_cents
+from database.vocab import (CAPABILITIES, KEY_PROVIDERS, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDERS, THEMES,
+                            TRANSACTION_TYPES)
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Provider keys (sk-..., sk-proj-..., sk-ant-api03-...) are URL-safe base64-like text.
 API_KEY_PATTERN = r"^[A-Za-z0-9._-]+$"
-MODEL_ID_PATTERN = r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$"
 # What a field matching each pattern must look like, in the words of a validation error.
 PATTERN_MESSAGES = {
     USERNAME_PATTERN: "may hold only letters, digits, '_', '.' and '-'",
@@ -43,60 +43,10 @@ def _email(value):
     return value
 
 
-# NUMERIC(20,10): at most 10 digits either side of the point.
-MONEY_TEXT = re.compile(r"^[0-9]{1,10}(\.[0-9]{1,10})?$")
-# Any decimal string, so that "-5" or "1.123456789012" is told what is wrong with it.
-DECIMAL_TEXT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
-MONEY_DECIMALS = 10
-
-
-def _decimal(value):
-    """A Decimal from a decimal string ("12.50") or a JSON number (parsed as
-    Decimal, never float). Booleans, NaN and infinities fail."""
-    if isinstance(value, str):
-        if not DECIMAL_TEXT.fullmatch(value):
-            raise ValueError('must be a decimal number such as "12.50"')
-        return Decimal(value)
-    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise ValueError("must be a decimal string or a number")
-    amount = Decimal(value)
-    if not amount.is_finite():
-        raise ValueError("must be a finite number")
-    return amount
-
-
-def _within_money_column(amount):
-    if amount >= MONEY_LIMIT:
-        raise ValueError("is too large")
-    if amount != round(amount, MONEY_DECIMALS):
-        raise ValueError(f"must have at most {MONEY_DECIMALS} decimal places")
-    return amount
-
-
-def _amount(value):
-    amount = _decimal(value)
-    if amount < 0:
-        raise ValueError("must not be negative")
-    return _within_money_column(amount)
-
-
-def _positive_amount(value):
-    amount = _decimal(value)
-    if amount <= 0:
-        raise ValueError("must be positive")
-    return _within_money_column(amount)
-
-
-def _cents(amount):
-    if amount != amount.quantize(Decimal("0.01")):
-        raise ValueError("must have at most 2 decimal places")
-    return amount
-
-
-PositiveAmount = Annotated[Decimal, PlainValidator(_positive_amount), WithJsonSchema(
+PositiveAmount = Annotated[Decimal, PlainValidator(positive_amount), WithJsonSchema(
     {"anyOf": [{"type": "string", "pattern": MONEY_TEXT.pattern}, {"type": "number", "exclusiveMinimum": 0}],
      "examples": ["12.50"]})]
-TopUpAmount = Annotated[PositiveAmount, AfterValidator(_cents)]
+TopUpAmount = Annotated[PositiveAmount, AfterValidator(whole_cents)]
 MoneyText = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]{2,10}$", examples=["12.50"])]
 
 Text = Annotated[str, AfterValidator(_no_control_characters)]
@@ -175,7 +125,7 @@ class TopUpRequest(Request):
 
 class LedgerEntry(Response):
     id: str
-    type: Literal["deposit", "hold", "release"]
+    type: Literal[TRANSACTION_TYPES]
     amount: MoneyText
     available_after: MoneyText
     related_transaction_id: str | None
@@ -202,7 +152,6 @@ class TransactionPage(Response):
 
 # ----------------------------------------------------------------- keys
 
-KEY_PROVIDERS = ("openai", "anthropic")
 ApiKeyText = Annotated[str, Field(min_length=16, max_length=256, pattern=API_KEY_PATTERN)]
 Label = Annotated[Text, Field(min_length=1, max_length=100)]
 
@@ -229,7 +178,7 @@ class KeyList(Response):
 
 # ----------------------------------------------------------------- chat
 
-ModelId = Annotated[str, Field(min_length=3, max_length=100, pattern=MODEL_ID_PATTERN)]
+ModelId = Annotated[str, Field(min_length=3, max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ID_PATTERN)]
 MAX_MESSAGE_CHARACTERS = 100_000
 
 
@@ -301,7 +250,7 @@ class MessageExchange(Response):
 
 Capability = Literal[CAPABILITIES]
 Provider = Literal[PROVIDERS]
-NonNegativeAmount = Annotated[Decimal, PlainValidator(_amount), WithJsonSchema(
+NonNegativeAmount = Annotated[Decimal, PlainValidator(non_negative_amount), WithJsonSchema(
     {"anyOf": [{"type": "string", "pattern": MONEY_TEXT.pattern}, {"type": "number", "minimum": 0}],
      "examples": ["5.00"]})]
 
@@ -389,7 +338,7 @@ class PreferencesBody(Request):
     preferred_providers: Annotated[list[Provider], Field(max_length=len(PROVIDERS))] = []
     daily_spend_limit: NonNegativeAmount | None = None
     max_cost_per_message: NonNegativeAmount | None = None
-    theme: Literal["system", "light", "dark"] = "system"
+    theme: Literal[THEMES] = "system"
 
 
 class Preferences(Response):

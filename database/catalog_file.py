@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
-PROVIDERS = ("local", "openai", "anthropic")
-CAPABILITIES = ("coding", "reasoning", "long-context", "vision", "writing", "translation", "fast", "cheap")
+from database.vocab import CAPABILITIES, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDERS
+
 # A cost is tokens × price / 1,000,000 and the ledger keeps 10 decimals, so a
 # price may have at most 4: every cost is then stored exactly.
 PRICE_DECIMALS = 4
@@ -48,7 +48,7 @@ Price = Annotated[Decimal, PlainValidator(_price)]
 class CatalogModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[str, Field(max_length=100, pattern=r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$")]
+    id: Annotated[str, Field(max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ID_PATTERN)]
     provider: Literal[PROVIDERS]
     name: Annotated[str, Field(min_length=1, max_length=100)]
     description: Annotated[str, Field(max_length=2000)] = ""

@@ -2,13 +2,11 @@
 import random
 
 from database.keys import sealed_key
+from database.vocab import USAGE_BUCKETS
 
 SESSION_COLUMNS = ("id, model_id, title, message_count, total_prompt_tokens, total_completion_tokens, total_cost, "
                    "created_at, updated_at")
 MESSAGE_COLUMNS = "id, role, content, prompt_tokens, completion_tokens, cost, created_at"
-# Usage counters per model and day are spread over this many rows, so parallel
-# settles do not queue on one.
-USAGE_BUCKETS = 16
 
 
 class ChatSQL:

@@ -1,14 +1,13 @@
-"""Each vocabulary and range is written twice, once for the API and once as a
-CHECK in the schema; these tests read the CHECKs back from the migrated
-database and hold the two to each other."""
+"""Each vocabulary and range is written twice, once in Python (database/vocab.py
+and the request models) and once as a CHECK in the schema; these tests read the
+CHECKs back from the migrated database and hold the two to each other."""
 import re
 import typing
 
 import pytest
-from app.balance import TRANSACTION_TYPES
-from app.schemas import EMAIL_MAX_LENGTH, KEY_PROVIDERS, PreferencesBody, RatingRequest, Username
-from database.catalog_file import PROVIDERS
-from database.chat import USAGE_BUCKETS
+from app.schemas import EMAIL_MAX_LENGTH, PreferencesBody, RatingRequest, Username
+from database.vocab import (KEY_PROVIDERS, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDERS, THEMES,
+                            TRANSACTION_TYPES, USAGE_BUCKETS)
 
 CHECK = """
     SELECT pg_get_constraintdef(c.oid)
@@ -51,7 +50,7 @@ def constraint(annotated, name):
     ("models", "provider", set(PROVIDERS)),
     ("api_keys", "provider", set(KEY_PROVIDERS)),
     ("transactions", "type", set(TRANSACTION_TYPES)),
-    ("user_preferences", "theme", set(typing.get_args(PreferencesBody.model_fields["theme"].annotation))),
+    ("user_preferences", "theme", set(THEMES)),
 ])
 def test_word_lists_agree(database, table, column, python):
     assert allowed_words(check_of(database, table, column)) == python
@@ -71,3 +70,13 @@ def test_user_lengths_agree(database):
     assert bounds(check_of(database, "users", "username")) == (
         constraint(Username, "min_length"), constraint(Username, "max_length"))
     assert bounds(check_of(database, "users", "email"))[1] == EMAIL_MAX_LENGTH
+
+
+def test_the_request_models_use_the_vocabulary():
+    assert typing.get_args(PreferencesBody.model_fields["theme"].annotation) == THEMES
+
+
+def test_model_id_form_agrees(database):
+    definition = check_of(database, "models", "id")
+    assert f"'{MODEL_ID_PATTERN}'::text" in definition
+    assert f"length(id) <= {MODEL_ID_MAX_LENGTH}" in definition

@@ -1,0 +1,18 @@
+"""Every word list and range that the schema's CHECKs also hold, written once
+for Python. They live beside the storage that enforces them so that both layers
+read them (database/ imports nothing from app/); tests/test_vocabulary.py holds
+each one to its CHECK."""
+
+LOCAL_PROVIDER = "local"
+PROVIDERS = (LOCAL_PROVIDER, "openai", "anthropic")
+# Providers whose calls need an API key (the local models need none).
+KEY_PROVIDERS = tuple(provider for provider in PROVIDERS if provider != LOCAL_PROVIDER)
+CAPABILITIES = ("coding", "reasoning", "long-context", "vision", "writing", "translation", "fast", "cheap")
+TRANSACTION_TYPES = ("deposit", "hold", "release")
+THEMES = ("system", "light", "dark")
+# "<provider>/<name>", as in openai/gpt-4o-mini.
+MODEL_ID_PATTERN = r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$"
+MODEL_ID_MAX_LENGTH = 100
+# Usage rows per model and day that settles spread their counts over, so that
+# parallel settles of one model rarely wait for each other's row lock.
+USAGE_BUCKETS = 16
