@@ -71,7 +71,7 @@ def on_starting(server):
     and forget idempotency records and login-failure counts past their time."""
     from app import create_app
     from app.extensions import db
-    from app.gateway import reconcile_holds
+    from app.billing import reconcile_holds
     from database.errors import DatabaseUnavailable
 
     app = create_app()

@@ -3,20 +3,17 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import account, auth, balance, chat, keys, models, ops
+from app.api import register_blueprints
 from app.commands import register_commands
 from app.config import check_database_login, load_config
 from app.errors import register_error_handlers
 from app.extensions import db, limiter
-from app.openapi import refuse_unknown_query_parameters
 from app.observability import configure_logging, register_request_hooks
 from app.providers import Providers
 from app.security import TokenIssuer
 from database.vault import Vault
 
-API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
-API_BLUEPRINTS = (auth, keys, balance, chat, models, account)
 CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
 CORS_EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
 
@@ -33,7 +30,6 @@ def create_app(config=None):
     register_blueprints(app)
     register_error_handlers(app)
     register_request_hooks(app)
-    app.before_request(refuse_unknown_query_parameters)
     register_commands(app)
     return app
 
@@ -50,13 +46,6 @@ def register_extensions(app):
     app.extensions["tokens"] = TokenIssuer(app.config)
     app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"], app.config["FINGERPRINT_KEY"])
     app.extensions["providers"] = Providers(app.config)
-
-
-def register_blueprints(app):
-    app.register_blueprint(ops.bp)
-    ops.register_docs(app)
-    for module in API_BLUEPRINTS:
-        app.register_blueprint(module.bp, url_prefix=API_PREFIX + module.bp.url_prefix)
 
 
 def close_app(app):

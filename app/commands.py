@@ -11,9 +11,9 @@ from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
 
 from app.extensions import db
-from app.gateway import reconcile_holds
+from app.billing import reconcile_holds
 from app.money import format_money
-from app.requests import validation_details
+from app.api.contract import validation_details
 from app.schemas import Email, TopUpRequest
 from database.catalog_file import CatalogError, read_catalog
 from database.errors import DatabaseUnavailable

@@ -1,5 +1,8 @@
 """One JSON error path: every failure leaves as
-`{"error": {"code", "message", "details"}}` with the right status."""
+`{"error": {"code", "message", "details"}}` with the right status.
+
+Every error the API answers with is a class here; /openapi.json lists each
+status's codes from them (ERROR_CODES), in the order they are defined."""
 import logging
 
 from flask import jsonify
@@ -9,20 +12,35 @@ from app.observability import describe_error, loggable_traceback
 from database.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
+# status → the codes an answer with that status may carry, filled as classes are defined.
+ERROR_CODES = {}
 
 
 class APIError(Exception):
+    """An error answer. A subclass that sets its own `code` is listed in ERROR_CODES."""
     status = 400
     code = "bad_request"
     message = "The request could not be processed."
 
-    def __init__(self, message=None, details=None, *, code=None, status=None, headers=None):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            codes = ERROR_CODES.setdefault(cls.status, [])
+            if cls.code not in codes:
+                codes.append(cls.code)
+
+    def __init__(self, message=None, details=None, *, headers=None):
         super().__init__(message or self.message)
         self.message = message or self.message
         self.details = details or {}
-        self.code = code or self.code
-        self.status = status or self.status
         self.headers = headers or {}
+
+
+# ----------------------------------------------------------------- 400
+
+class ValidationFailed(APIError):
+    code = "validation_error"
+    message = "The request has invalid fields."
 
 
 class InvalidJSON(APIError):
@@ -30,10 +48,7 @@ class InvalidJSON(APIError):
     message = "The request body is not valid JSON."
 
 
-class ValidationFailed(APIError):
-    code = "validation_error"
-    message = "The request has invalid fields."
-
+# ----------------------------------------------------------------- 401
 
 class Unauthorized(APIError):
     status = 401
@@ -41,14 +56,36 @@ class Unauthorized(APIError):
     message = "Authentication is required."
 
 
+class TokenExpired(Unauthorized):
+    code = "token_expired"
+    message = "The token has expired."
+
+
 class InvalidToken(Unauthorized):
     code = "invalid_token"
     message = "The token is invalid or has been revoked."
 
 
-class TokenExpired(Unauthorized):
-    code = "token_expired"
-    message = "The token has expired."
+# ----------------------------------------------------------------- 402, 403, 404
+
+class InsufficientFunds(APIError):
+    status = 402
+    code = "insufficient_funds"
+    message = ("The balance does not cover the most this message can cost; add funds with "
+               "POST /api/v1/balance/funds, or lower max_tokens.")
+
+
+class SpendLimitReached(APIError):
+    status = 402
+    code = "spend_limit_reached"
+    message = ("This message could take today's spending past your daily_spend_limit "
+               "(charges, open holds and this hold, UTC day).")
+
+
+class TopUpsDisabled(APIError):
+    status = 403
+    code = "topups_disabled"
+    message = "Self-service top-ups are turned off on this service."
 
 
 class NotFound(APIError):
@@ -57,9 +94,52 @@ class NotFound(APIError):
     message = "The resource was not found."
 
 
+class SessionGone(NotFound):
+    message = ("The session was deleted while its message was being answered: the answer was not saved, "
+               "but the provider's work was charged.")
+
+
+# ----------------------------------------------------------------- 409
+
 class Conflict(APIError):
     status = 409
-    code = "conflict"
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    message = "That email is already registered."
+
+
+class UsernameTaken(Conflict):
+    code = "username_taken"
+    message = "That username is already registered."
+
+
+class DuplicateKey(Conflict):
+    code = "duplicate_key"
+    message = "You have already stored this key."
+
+
+class KeyLimitReached(Conflict):
+    code = "key_limit_reached"
+
+
+class IdempotencyInProgress(Conflict):
+    code = "idempotency_in_progress"
+    message = "A request with this Idempotency-Key is still running."
+
+
+class ModelUnavailable(Conflict):
+    code = "model_unavailable"
+    message = "This session's model is no longer offered."
+
+
+# ----------------------------------------------------------------- 413, 415, 422, 429
+
+class PayloadTooLarge(APIError):
+    status = 413
+    code = "payload_too_large"
+    message = "The request body is larger than the limit."
 
 
 class UnsupportedMediaType(APIError):
@@ -68,16 +148,83 @@ class UnsupportedMediaType(APIError):
     message = "Send the request body as application/json."
 
 
-# Werkzeug's own exceptions (routing, body size, ...) mapped to our codes.
+class IdempotencyKeyReused(APIError):
+    status = 422
+    code = "idempotency_key_reused"
+    message = "This Idempotency-Key was used with a different request."
+
+
+class MissingApiKey(APIError):
+    status = 422
+    code = "missing_api_key"
+    message = "Add an API key for this model's provider first (POST /api/v1/keys)."
+
+
+class RateLimited(APIError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests; try again after Retry-After seconds."
+
+
+class LoginLocked(RateLimited):
+    message = "Too many failed logins for this email; try again later."
+
+
+# ----------------------------------------------------------------- 5xx
+
+class InternalError(APIError):
+    status = 500
+    code = "internal_error"
+    message = "An internal error occurred."
+
+
+class SettleFailed(InternalError):
+    message = "The answer could not be saved; nothing was charged. An operator has been told."
+
+
+class KeyUnusable(InternalError):
+    message = "Your stored key for this provider could not be used; an operator has been told."
+
+
+class ProviderFailed(APIError):
+    status = 502
+    code = "provider_error"
+    message = "The model's provider answered with an error; nothing was charged."
+
+
+class ProviderUnreachableError(ProviderFailed):
+    def __init__(self, cause, details):
+        super().__init__(f"The model's provider could not be reached ({cause}); nothing was charged. "
+                         "Try again later.", details)
+
+
+class StorageUnavailable(APIError):
+    status = 503
+    code = "database_unavailable"
+
+
+class ProviderTimedOut(APIError):
+    status = 504
+    code = "provider_timeout"
+    message = "The model's provider did not answer in time; nothing was charged."
+
+
+# Werkzeug's own exceptions (routing, body size, the rate limiter, ...) mapped to our codes.
 HTTP_CODES = {
     400: "bad_request",
-    401: "unauthorized",
+    401: Unauthorized.code,
     403: "forbidden",
-    404: "not_found",
+    404: NotFound.code,
     405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
+    413: PayloadTooLarge.code,
+    415: UnsupportedMediaType.code,
+    429: RateLimited.code,
+}
+HTTP_MESSAGES = {
+    404: NotFound.message,
+    405: "The method is not allowed for this resource.",
+    413: PayloadTooLarge.message,
+    429: RateLimited.message,
 }
 
 
@@ -93,21 +240,15 @@ def register_error_handlers(app):
 
     @app.errorhandler(DatabaseUnavailable)
     def handle_database_unavailable(error):
-        return error_response("database_unavailable", error.message, 503)
+        return error_response(StorageUnavailable.code, error.message, StorageUnavailable.status)
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(error):
-        code = HTTP_CODES.get(error.code, "http_error")
         headers = {}
         if error.code == 405 and error.valid_methods:
             headers["Allow"] = ", ".join(error.valid_methods)
-        message = {
-            404: "The resource was not found.",
-            405: "The method is not allowed for this resource.",
-            413: "The request body is larger than the limit.",
-            429: "Too many requests; try again after Retry-After seconds.",
-        }.get(error.code, error.description)
-        return error_response(code, message, error.code, headers=headers)
+        return error_response(HTTP_CODES.get(error.code, "http_error"),
+                              HTTP_MESSAGES.get(error.code, error.description), error.code, headers=headers)
 
     @app.errorhandler(Exception)
     def handle_unexpected(error):
@@ -115,4 +256,4 @@ def register_error_handlers(app):
         # formats the exception its own way, driver messages and row values included.
         log.error("unhandled error: %s", describe_error(error),
                   extra={"fields": {"exception": loggable_traceback(error)}})
-        return error_response("internal_error", "An internal error occurred.", 500)
+        return error_response(InternalError.code, InternalError.message, 500)

@@ -1,7 +1,10 @@
-"""The process's shared services, made once and bound to the app in create_app."""
+"""The process's shared services, each made once and imported by name. Those
+built from the settings (tokens, vault, providers) are made by create_app and
+kept in app.extensions; the names here find the current app's."""
 from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from werkzeug.local import LocalProxy
 
 from database import DatabaseService
 
@@ -9,3 +12,6 @@ from database import DatabaseService
 db = DatabaseService(lambda: current_app.extensions["database"])
 # Storage, switches and headers come from the app's RATELIMIT_* settings.
 limiter = Limiter(key_func=get_remote_address)
+tokens = LocalProxy(lambda: current_app.extensions["tokens"])
+vault = LocalProxy(lambda: current_app.extensions["vault"])
+providers = LocalProxy(lambda: current_app.extensions["providers"])

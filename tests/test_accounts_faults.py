@@ -12,9 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from app import close_app, create_app, schemas
+from app.api.contract import validation_details
+from app.api.pagination import encode_cursor
 from app.extensions import db
-from app.pagination import encode_cursor
-from app.requests import validation_details
 from tests.conftest import clean_database
 from tests.support import PASSWORD, LiveServer, assert_error, bearer, login, register, settings_for
 

@@ -14,8 +14,9 @@ import httpx
 import jwt
 import pytest
 
-from app import create_app
+from app import close_app, create_app
 from app import security as security_module
+from app.api.guards import authenticate
 from app.config import SETTINGS, load_config
 from app.extensions import db
 from tests.support import PASSWORD, TEST_ITERATIONS, assert_error, bearer, login, register
@@ -485,6 +486,21 @@ def test_logout_revokes_every_earlier_token(client, database, ada):
     fresh = login(client)
     assert me(client, fresh["access_token"]).status_code == 200
     assert refresh(client, fresh["refresh_token"]).status_code == 200
+
+
+def test_a_view_that_forgets_to_confirm_its_token_fails_loudly(settings, caplog):
+    """`authenticate` leaves the revocation check to the view; a view that
+    answers without it is a 500, never an answer to a revoked token."""
+    app = create_app(settings)
+    app.add_url_rule("/forgetful", view_func=authenticate(lambda: {"served": True}), endpoint="forgetful")
+    client = app.test_client()
+    register(client)
+    try:
+        response = client.get("/forgetful", headers=bearer(login(client)["access_token"]))
+    finally:
+        close_app(app)
+    assert_error(response, 500, "internal_error")
+    assert "forgetful answered without confirming its token" in caplog.text
 
 
 # ---------------------------------------------------------------------- me

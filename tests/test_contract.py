@@ -14,7 +14,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, ignored
 
 from app import create_app
 from app.config import SETTINGS
-from app.openapi import ERROR_CODES
+from app.errors import ERROR_CODES
 from tests.conftest import clean_database
 from tests.stubs import OpenAIStub
 from tests.support import PASSWORD, LiveServer, bearer, readme_section, settings_for

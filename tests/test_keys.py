@@ -123,7 +123,7 @@ def test_keys_need_a_token(client):
 
 
 # ------------------------------------------------------- using a stored key
-# Through the path chat takes: the provider stub sees the key the gateway sent.
+# Through the path chat takes: the provider stub sees the key billing sent.
 
 def key_sent(client, token, provider, stub):
     """The key the provider received with one chat message to one of its models."""

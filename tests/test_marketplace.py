@@ -72,7 +72,7 @@ def scores(body):
 
 
 def hold_for(content, max_tokens, prices=ECHO_PRICES):
-    """The hold app/gateway.py makes for one message in an empty session:
+    """The hold app/billing.py makes for one message in an empty session:
     (request overhead 16 + UTF-8 bytes + message overhead 8) × input price
     + max_tokens × output price, per million tokens."""
     input_price, output_price = prices

@@ -14,7 +14,7 @@ from psycopg2.extensions import make_dsn
 
 import migrate
 from app import close_app, create_app
-from app.gateway import reconcile_holds
+from app.billing import reconcile_holds
 from app.security import hash_password
 from database.cluster import bin_dir
 from tests.conftest import APP_PASSWORD, _admin

@@ -75,7 +75,7 @@ def needed_capabilities(task, asked):
     return list(dict.fromkeys([*asked, *inferred]))
 
 
-def recommend(rows, task, asked_capabilities, budget, held_providers, preferred_providers, limit):
+def rank(rows, task, asked_capabilities, budget, held_providers, preferred_providers, limit):
     """(ranked [(row, score, reasons)], notice). Models over the budget are left
     out; when that leaves none, the cheapest are shown with a notice saying so."""
     if not rows:

@@ -3,28 +3,34 @@ description (/openapi.json, and /docs to read it, served with no network)."""
 from flask import Blueprint
 from swagger_ui import api_doc
 
+from app.api.contract import response, without_database
+from app.api.openapi import HEALTH, document
 from app.extensions import db
-from app.openapi import HEALTH, document, documented
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
-@documented("The process is alive", {200: HEALTH}, auth=False, uses_database=False)
+@response(HEALTH)
+@without_database
 def healthz():
+    """The process is alive"""
     return {"status": "ok"}
 
 
 @bp.get("/readyz")
-@documented("The database is reachable (503 database_unavailable when not)", {200: HEALTH}, auth=False)
+@response(HEALTH)
 def readyz():
+    """The database is reachable (503 database_unavailable when not)"""
     db.ping()
     return {"status": "ok", "database": "ok"}
 
 
 @bp.get("/openapi.json")
-@documented("This document", {200: {"type": "object"}}, auth=False, uses_database=False)
+@response({"type": "object"})
+@without_database
 def openapi():
+    """This document"""
     return document()
 
 

@@ -1,13 +1,112 @@
-"""Reading request bodies: JSON only, parsed strictly, validated by a pydantic model."""
+"""What each view states once: its body (`@body`), its answers (`@response`),
+its query parameters (`@query`) and its other error statuses
+(`@other_responses`). The same declarations validate the request, serialise
+the answer and describe the operation in /openapi.json, so the three cannot
+drift apart. The view's docstring is the operation's summary.
+
+Bodies are JSON objects sent as application/json, parsed strictly and
+validated by a pydantic model; errors are told in the service's own words."""
+import functools
 import json
 import re
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from flask import request
-from pydantic import ValidationError
+from flask import current_app, request
+from pydantic import BaseModel, ValidationError
 
 from app.errors import InvalidJSON, UnsupportedMediaType, ValidationFailed
 from app.schemas import PATTERN_MESSAGES
+
+
+@dataclass
+class Operation:
+    """A view's contract, as the decorators below and the guards declare it."""
+    summary: str = ""
+    responses: dict = field(default_factory=dict)  # status → pydantic model, JSON schema dict, or None (no body)
+    request: type[BaseModel] | None = None
+    errors: tuple = ()
+    auth: bool = False
+    query: list = field(default_factory=list)
+    idempotent: bool = False
+    rate_limited: bool = False
+    uses_database: bool = True
+
+
+def operation(view):
+    """The view's Operation, made on first use. It lives in the function's
+    __dict__, which functools.wraps shares with every wrapper made after it."""
+    if "openapi" not in view.__dict__:
+        view.openapi = Operation(summary=(view.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "))
+    return view.openapi
+
+
+def body(model):
+    """Validates the JSON body against `model` and passes it to the view first."""
+    def decorate(view):
+        operation(view).request = model
+
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            return view(json_body(model), *args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def response(schema, status=200):
+    """Declares an answer. The view returns a `schema` instance (or None for a
+    body-less answer), optionally with headers and, when it declares more than
+    one answer, the status: (instance, 201, {"Location": ...}). A ready
+    Response passes as it is."""
+    def decorate(view):
+        declared = operation(view).responses
+        first = not declared
+        declared[status] = schema
+
+        if not first:
+            return view
+
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            result = view(*args, **kwargs)
+            if isinstance(result, current_app.response_class):
+                return result
+            value, rest = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
+            answer_status = rest[0] if rest and isinstance(rest[0], int) else min(declared)
+            headers = rest[-1] if rest and isinstance(rest[-1], dict) else {}
+            return serialise(value), answer_status, headers
+        return wrapper
+    return decorate
+
+
+def serialise(value):
+    """An answer's JSON-ready form: a model dumped as JSON, None as no body."""
+    if value is None:
+        return ""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def query(*parameters):
+    """Declares the query parameters the view reads; any other is refused (a 400)."""
+    def decorate(view):
+        operation(view).query.extend(parameters)
+        return view
+    return decorate
+
+
+def other_responses(*statuses):
+    """Declares the error statuses particular to this view (the common ones,
+    such as 400, 401 or 503, follow from the rest of its contract)."""
+    def decorate(view):
+        operation(view).errors += statuses
+        return view
+    return decorate
+
+
+def without_database(view):
+    """Declares that the view answers without the database (so never 503)."""
+    operation(view).uses_database = False
+    return view
 
 
 # pydantic's error types whose message needs nothing from the error's context.

@@ -1,17 +1,16 @@
 """/openapi.json: an OpenAPI 3.1 document generated from the routes and the same
 pydantic models the views validate with, so the contract cannot drift.
 
-Each view declares itself with `@documented(...)`; the document is built once
-per app from the URL map."""
+Each view's contract is what its decorators declared (app/api/contract.py and
+the guards); the document is built once per app from the URL map."""
 import re
-from dataclasses import dataclass, field
 
-from flask import current_app, request
+from flask import current_app
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from app.errors import NotFound, ValidationFailed
-from app.pagination import MAX_PAGE_SIZE
+from app.api.pagination import MAX_PAGE_SIZE
+from app.errors import ERROR_CODES
 
 OPENAPI_VERSION = "3.1.0"
 API_TITLE = "Q Marketplace API"
@@ -26,24 +25,6 @@ LIMIT = {"name": "limit", "in": "query", "required": False, "description": "Page
 CURSOR = {"name": "cursor", "in": "query", "required": False,
           "description": "The next_cursor of the previous page.", "schema": {"type": "string"}}
 
-# Each status's codes, as the error body's `code` carries them.
-ERROR_CODES = {
-    400: ["validation_error", "invalid_json"],
-    401: ["unauthorized", "token_expired", "invalid_token"],
-    402: ["insufficient_funds", "spend_limit_reached"],
-    403: ["topups_disabled"],
-    404: ["not_found"],
-    409: ["email_taken", "username_taken", "duplicate_key", "key_limit_reached", "idempotency_in_progress",
-          "model_unavailable"],
-    413: ["payload_too_large"],
-    415: ["unsupported_media_type"],
-    422: ["idempotency_key_reused", "missing_api_key"],
-    429: ["rate_limited"],
-    500: ["internal_error"],
-    502: ["provider_error"],
-    503: ["database_unavailable"],
-    504: ["provider_timeout"],
-}
 ERROR_BODY = {
     "type": "object",
     "required": ["error"],
@@ -59,47 +40,6 @@ HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"t
 RESPONSE_HEADERS = {
     "X-Request-ID": {"description": "The request's id, also in the logs.", "schema": {"type": "string"}},
 }
-
-
-@dataclass
-class Operation:
-    summary: str
-    responses: dict                       # status → pydantic model, a JSON schema dict, or None (no body)
-    request: type[BaseModel] | None = None
-    errors: tuple = ()
-    auth: bool = True
-    query: list = field(default_factory=list)
-    idempotent: bool = False
-    rate_limited: bool = False
-    uses_database: bool = True
-
-
-def documented(summary, responses, request=None, errors=(), auth=True, query=(), idempotent=False,
-               rate_limited=False, uses_database=True):
-    """Declares a view's contract for /openapi.json."""
-    def decorate(view):
-        view.openapi = Operation(summary, responses, request, tuple(errors), auth, list(query), idempotent,
-                                 rate_limited, uses_database)
-        return view
-    return decorate
-
-
-def refuse_unknown_query_parameters():
-    """Before each request: a query parameter the operation does not declare is
-    a 400, as an unknown body field is (a misspelt ?limt= must not pass unseen).
-    No NUL byte, which no id or parameter may hold, goes further either."""
-    if "\x00" in request.path:
-        raise NotFound()
-    if any("\x00" in value for value in request.args.values()):
-        raise ValidationFailed(details={"query": "must not contain NUL characters"})
-    view = current_app.view_functions.get(request.endpoint)
-    operation = getattr(view, "openapi", None)
-    if operation is None or not request.args:
-        return
-    declared = {parameter["name"] for parameter in operation.query}
-    unknown = sorted(set(request.args) - declared)
-    if unknown:
-        raise ValidationFailed(details={name: "unknown query parameter" for name in unknown})
 
 
 def query_enum(name, values, description):
@@ -168,7 +108,7 @@ def _operation(operation, endpoint, path_params, refs):
     if operation.request is not None:
         result["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": refs[(operation.request, "validation")]}}}
-    for status, body in operation.responses.items():
+    for status, body in sorted(operation.responses.items()):
         response = {"description": _status_text(status), "headers": RESPONSE_HEADERS}
         if body is not None:
             schema = refs[(body, "serialization")] if isinstance(body, type) else body

@@ -1,0 +1,15 @@
+"""HTTP only: one blueprint per area under /api/v1, the operations endpoints at
+the root, and what every view shares (contract, guards, pagination, openapi)."""
+from app.api import account, auth, balance, chat, keys, models, ops
+from app.api.guards import refuse_unknown_query_parameters
+
+API_PREFIX = "/api/v1"
+API_BLUEPRINTS = (auth, keys, balance, chat, models, account)
+
+
+def register_blueprints(app):
+    app.register_blueprint(ops.bp)
+    ops.register_docs(app)
+    for module in API_BLUEPRINTS:
+        app.register_blueprint(module.bp, url_prefix=API_PREFIX + module.bp.url_prefix)
+    app.before_request(refuse_unknown_query_parameters)

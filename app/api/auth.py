@@ -1,0 +1,110 @@
+"""Accounts and tokens: endpoints 1–5."""
+from flask import Blueprint, current_app, g
+
+from app.api.contract import body, other_responses, response
+from app.api.guards import rate_limited, require_auth
+from app.errors import EmailTaken, InvalidToken, LoginLocked, Unauthorized, UsernameTaken
+from app.extensions import db, tokens
+from app.schemas import Balance, LoginRequest, Profile, RefreshRequest, RegisterRequest, TokenPair, User
+from app.security import ACCESS, REFRESH, dummy_password_hash, hash_password, verify_password
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+TAKEN = {"email": EmailTaken, "username": UsernameTaken}
+
+
+def auth_rate_limit():
+    return current_app.config["RATE_LIMIT_AUTH"]
+
+
+def _token_pair(user, generation):
+    access, _, _ = tokens.issue(user["id"], ACCESS, generation)
+    refresh, jti, expires_at = tokens.issue(user["id"], REFRESH, generation)
+    db.store_refresh_token(jti, user["id"], generation, expires_at)
+    return access, refresh
+
+
+def _pair_response(access, refresh, user):
+    return TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        expires_in=current_app.config["ACCESS_TOKEN_TTL"],
+        user=User.model_validate(user),
+    )
+
+
+@bp.post("/register")
+@rate_limited(auth_rate_limit)
+@response(User, 201)
+@other_responses(409)
+@body(RegisterRequest)
+def register(account):
+    """Create an account"""
+    password_hash = hash_password(account.password, current_app.config["PASSWORD_ITERATIONS"])
+    taken, user = db.create_user(account.email, account.username, password_hash)
+    if taken:
+        raise TAKEN[taken](details={"field": taken})
+    return User.model_validate(user), {"Location": "/api/v1/auth/me"}
+
+
+@bp.post("/login")
+@rate_limited(auth_rate_limit)
+@response(TokenPair)
+@other_responses(401)
+@body(LoginRequest)
+def login(credentials):
+    """Log in: an access and a refresh token"""
+    config = current_app.config
+    iterations = config["PASSWORD_ITERATIONS"]
+    # Counted before the password is checked: parallel guesses cannot all pass
+    # a lock check that none of them has counted yet.
+    attempt = db.login_attempt(credentials.email, config["LOGIN_LOCKOUT_THRESHOLD"], config["LOGIN_LOCKOUT_SECONDS"])
+    if attempt["refused"]:
+        raise LoginLocked(headers={"Retry-After": str(attempt["retry_after"])})
+    user = attempt if attempt["id"] else None
+    # An unknown email costs one full PBKDF2 too, so timing reveals nothing.
+    stored = user["password_hash"] if user else dummy_password_hash(iterations)
+    matches, stored_iterations = verify_password(credentials.password, stored)
+    if not (user and matches):
+        raise Unauthorized("Invalid email or password.")  # the attempt stays counted
+    db.clear_login_failures(credentials.email)
+    if stored_iterations < iterations:
+        db.replace_password_hash(user["id"], stored, hash_password(credentials.password, iterations))
+    access, refresh = _token_pair(user, user["token_generation"])
+    return _pair_response(access, refresh, user)
+
+
+@bp.post("/refresh")
+@rate_limited(auth_rate_limit)
+@response(TokenPair)
+@other_responses(401)
+@body(RefreshRequest)
+def refresh(presented):
+    """Trade a refresh token for a new pair (it works once)"""
+    claims = tokens.decode(presented.refresh_token, REFRESH)
+    user_id, generation = claims["sub"], claims["gen"]
+    new_refresh, new_jti, expires_at = tokens.issue(user_id, REFRESH, generation)
+    outcome = db.spend_refresh_token(claims["jti"], user_id, new_jti, generation, expires_at)
+    if outcome == "reused":
+        # A spent refresh token came back: it may be stolen, so end every session.
+        db.revoke_tokens(user_id)
+    if outcome != "ok":
+        raise InvalidToken()
+    access, _, _ = tokens.issue(user_id, ACCESS, generation)
+    return _pair_response(access, new_refresh, db.profile(user_id))
+
+
+@bp.post("/logout")
+@response(None, 204)
+@require_auth
+def logout():
+    """End every token issued so far"""
+    db.revoke_tokens(g.user_id)
+
+
+@bp.get("/me")
+@response(Profile)
+@require_auth
+def me():
+    """Your profile and balance"""
+    row = db.profile(g.user_id)
+    return Profile(**User.model_validate(row).model_dump(), balance=Balance.from_row(row))

@@ -1,0 +1,56 @@
+"""The prepaid balance: endpoints 9–11."""
+from flask import Blueprint, current_app, g
+
+from app.api.contract import body, other_responses, query, query_choice, response
+from app.api.guards import idempotent, require_auth, respond
+from app.api.openapi import CURSOR, LIMIT, query_enum
+from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
+from app.errors import TopUpsDisabled, ValidationFailed
+from app.extensions import db
+from app.schemas import Balance, LedgerEntry, TopUpRequest, TopUpResponse, TransactionPage
+from database.vocab import TRANSACTION_TYPES
+
+bp = Blueprint("balance", __name__, url_prefix="/balance")
+
+
+@bp.get("")
+@response(Balance)
+@require_auth
+def show_balance():
+    """Your balance"""
+    return Balance.from_row(db.balance(g.user_id))
+
+
+@bp.post("/funds")
+@response(TopUpResponse, 201)
+@other_responses(403, 409, 422)
+@require_auth
+@idempotent
+@body(TopUpRequest)
+def add_funds(top_up):
+    """Add funds (stands in for a payment provider)"""
+    if not current_app.config["SELF_TOPUP_ENABLED"]:
+        raise TopUpsDisabled()
+    maximum = current_app.config["MAX_TOPUP"]
+    if top_up.amount > maximum:
+        raise ValidationFailed(details={"amount": f"must be at most {maximum}"})
+    with db.transaction(acting_user_id=g.user_id) as tx:
+        moved = db.add_funds(g.user_id, top_up.amount, "Top-up", {"source": "self_topup"}, tx=tx)
+        return respond(TopUpResponse(
+            transaction=LedgerEntry.from_row(db.ledger_entry(g.user_id, moved["transaction_id"], tx=tx)),
+            balance=Balance.from_row(db.balance(g.user_id, tx=tx)),
+        ), 201, tx)
+
+
+@bp.get("/transactions")
+@response(TransactionPage)
+@query(LIMIT, CURSOR, query_enum("type", TRANSACTION_TYPES, "Only this type of transaction."))
+@require_auth
+def list_transactions():
+    """Your ledger, newest first"""
+    limit = page_size()
+    kind = query_choice("type", TRANSACTION_TYPES)
+    cursor = decode_cursor(row_id)
+    rows = db.list_transactions(g.user_id, limit + 1, before_id=cursor and cursor[0], kind=kind)
+    page, next_cursor = paginate(rows, limit, lambda last: encode_cursor(last["id"]))
+    return TransactionPage(transactions=[LedgerEntry.from_row(row) for row in page], next_cursor=next_cursor)

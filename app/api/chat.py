@@ -1,0 +1,108 @@
+"""Chat sessions and billed messages: endpoints 12–16."""
+import uuid
+from datetime import datetime
+
+from flask import Blueprint, current_app, g
+
+from app import billing
+from app.api.contract import body, other_responses, query, response
+from app.api.guards import authenticate, confirm_token, idempotent, rate_limited, require_auth, respond, token_subject
+from app.api.openapi import CURSOR, LIMIT
+from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
+from app.errors import NotFound, SessionGone, ValidationFailed
+from app.extensions import db
+from app.money import format_money
+from app.schemas import (Balance, Message, MessageExchange, NewMessageRequest, NewSessionRequest, Session,
+                         SessionPage, SessionWithMessages, Usage)
+
+bp = Blueprint("chat", __name__, url_prefix="/chat")
+
+
+def session_id_from(text):
+    """A session id from the URL; anything that is not a UUID is simply not found."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise NotFound() from None
+
+
+@bp.post("/sessions")
+@response(Session, 201)
+@require_auth
+@body(NewSessionRequest)
+def create_session(new_session):
+    """Start a chat session with a catalog model"""
+    session = db.create_session(g.user_id, new_session.model_id, new_session.title)
+    if session is None:
+        raise ValidationFailed(details={"model_id": "is not a model of the catalog"})
+    return Session.from_row(session), {"Location": f"/api/v1/chat/sessions/{session['id']}"}
+
+
+@bp.get("/sessions")
+@response(SessionPage)
+@query(LIMIT, CURSOR)
+@require_auth
+def list_sessions():
+    """Your sessions, newest first"""
+    limit = page_size()
+    rows = db.list_sessions(g.user_id, limit + 1, after=decode_cursor(datetime.fromisoformat, uuid.UUID))
+    page, next_cursor = paginate(rows, limit, lambda last: encode_cursor(last["created_at"].isoformat(), last["id"]))
+    return SessionPage(sessions=[Session.from_row(row) for row in page], next_cursor=next_cursor)
+
+
+@bp.get("/sessions/<session_id>")
+@response(SessionWithMessages)
+@query(LIMIT, CURSOR)
+@require_auth
+def show_session(session_id):
+    """A session and its messages, oldest first"""
+    session = db.session(g.user_id, session_id_from(session_id))
+    if session is None:
+        raise NotFound()
+    limit = page_size()
+    cursor = decode_cursor(row_id)
+    rows = db.list_messages(session["id"], limit + 1, after_id=cursor and cursor[0])
+    page, next_cursor = paginate(rows, limit, lambda last: encode_cursor(last["id"]))
+    return SessionWithMessages(**Session.from_row(session).model_dump(), next_cursor=next_cursor,
+                               messages=[Message.from_row(row) for row in page])
+
+
+@bp.delete("/sessions/<session_id>")
+@response(None, 204)
+@require_auth
+def delete_session(session_id):
+    """Delete a session and its messages (its transactions stay)"""
+    if not db.delete_session(g.user_id, session_id_from(session_id)):
+        raise NotFound()
+
+
+@bp.post("/sessions/<session_id>/messages")
+@rate_limited(lambda: current_app.config["RATE_LIMIT_CHAT"], key_func=token_subject)
+@response(MessageExchange, 201)
+@other_responses(402, 409, 422, 502, 504)
+@authenticate  # the token is confirmed from the hold's own round trip
+@idempotent
+@body(NewMessageRequest)
+def send_message(message, session_id):
+    """Send a message; the answer is billed per token"""
+    session_id = session_id_from(session_id)
+    with db.transaction(acting_user_id=g.user_id) as tx:
+        hold = billing.hold(g.user_id, session_id, message.content, message.max_tokens, message.temperature, tx)
+        confirm_token(hold.token_generation)  # a revoked token rolls the hold back
+    reply = billing.call(hold)
+    with billing.settling(hold) as tx:
+        exchange = billing.settle(hold, reply, tx)
+        if exchange.saved:
+            return respond(_answer(exchange), 201, tx)
+    raise SessionGone(details={"charged": format_money(exchange.cost)})
+
+
+def _answer(exchange):
+    user_message, assistant_message = (Message.from_row(row) for row in exchange.messages)
+    return MessageExchange(
+        user_message=user_message,
+        assistant_message=assistant_message,
+        usage=Usage(prompt_tokens=exchange.prompt_tokens, completion_tokens=exchange.completion_tokens),
+        cost=format_money(exchange.cost),
+        balance=Balance.from_row(exchange.balance),
+    )

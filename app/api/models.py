@@ -1,0 +1,90 @@
+"""The catalog, ratings and recommendations: endpoints 17–20."""
+from flask import Blueprint, g
+
+from app.api.contract import body, query, query_choice, response
+from app.api.guards import require_auth
+from app.api.openapi import query_enum
+from app.errors import NotFound
+from app.extensions import db
+from app.recommend import bayesian_average, blended_price, catalog_entry, rank
+from app.schemas import (DailyUsage, ModelDetail, ModelList, Rating, RatingRequest, Recommendation,
+                         RecommendationList, RecommendRequest)
+from database.vocab import CAPABILITIES, PROVIDERS
+
+bp = Blueprint("models", __name__, url_prefix="/models")
+
+SORTS = {
+    "popularity": lambda row: (row["popularity_rank"], row["id"]),
+    "price": lambda row: (blended_price(row), row["id"]),
+    "rating": lambda row: (-bayesian_average(row["rating_count"], row["rating_average"]), row["id"]),
+    "id": lambda row: row["id"],
+}
+USAGE_DAYS = 30
+
+
+@bp.get("")
+@response(ModelList)
+@query(query_enum("provider", PROVIDERS, "Only this provider's models."),
+       query_enum("capability", CAPABILITIES, "Only models with this capability."),
+       query_enum("sort", tuple(SORTS), "Order: popularity (most used first), price (mean of input and output "
+                                        "price, cheapest first), rating (Bayesian average, best first) or id."))
+def list_models():
+    """The catalog, with prices, ratings and usage
+
+    Public: the active catalog, filtered and sorted."""
+    provider = query_choice("provider", PROVIDERS)
+    capability = query_choice("capability", CAPABILITIES)
+    sort = query_choice("sort", tuple(SORTS)) or "id"
+    rows = [row for row in db.catalog()
+            if (provider is None or row["provider"] == provider)
+            and (capability is None or capability in row["capabilities"])]
+    rows.sort(key=SORTS[sort])
+    return ModelList(models=[catalog_entry(row) for row in rows])
+
+
+@bp.get("/<provider>/<name>")
+@response(ModelDetail)
+def show_model(provider, name):
+    """One model, its ratings and its usage by day
+
+    Public."""
+    rows = db.catalog(f"{provider}/{name}")
+    if not rows:
+        raise NotFound()
+    model_id = rows[0]["id"]
+    usage = [DailyUsage.model_validate(day) for day in db.model_usage_by_day(model_id, USAGE_DAYS)]
+    entry = catalog_entry(rows[0])
+    return ModelDetail(**entry.model_dump(), usage_by_day=usage)
+
+
+@bp.put("/<provider>/<name>/rating")
+@response(Rating, 201)  # a first rating
+@response(Rating, 200)  # one replaced
+@require_auth
+@body(RatingRequest)
+def rate_model(rating, provider, name):
+    """Rate a model (a second call replaces your rating)"""
+    row = db.rate_model(g.user_id, f"{provider}/{name}", rating.rating, rating.review)
+    if row is None:
+        raise NotFound()
+    return Rating.model_validate(row), 201 if row["created"] else 200
+
+
+@bp.post("/recommend")
+@response(RecommendationList)
+@require_auth
+@body(RecommendRequest)
+def recommend(wanted):
+    """Which models suit a task, ranked, with reasons"""
+    preferences = db.preferences(g.user_id)
+    ranked, notice = rank(
+        db.catalog(), wanted.task, wanted.capabilities, wanted.max_price_per_mtok,
+        held_providers=db.provider_key_holdings(g.user_id),
+        preferred_providers=preferences["preferred_providers"] if preferences else [],
+        limit=wanted.limit,
+    )
+    return RecommendationList(
+        recommendations=[Recommendation(model=catalog_entry(row), score=score, reasons=reasons)
+                         for row, score, reasons in ranked],
+        notice=notice,
+    )

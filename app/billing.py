@@ -1,0 +1,245 @@
+"""One chat call, billed so that concurrent calls can never overspend. The view
+runs the steps in order:
+
+1. `hold`, in the caller's transaction: read the session's model and prices,
+   the history that fits its context window, the user's token generation and
+   key, then hold the most the call can cost (402 and no provider call when the
+   balance is short), stamped with the call's deadline;
+2. `call`: the provider call, with no database connection held, ended by that
+   deadline (PROVIDER_TIMEOUT); a failed call returns the whole hold;
+3. `settle`, in the transaction `settling` opens: release what the call did
+   not use, save both messages with their tokens and cost, count the usage. If
+   that transaction fails, `settling` returns the whole hold in one of its own.
+
+A hold whose process died between 1 and 3 is returned by `reconcile_holds`, but
+only once its call's deadline and the grace period (HOLD_GRACE_SECONDS, time
+for the settle) are past: it never touches a call that may still be running."""
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from flask import current_app
+
+from app.errors import (InsufficientFunds, KeyUnusable, MissingApiKey, ModelUnavailable, NotFound,
+                        ProviderFailed, ProviderTimedOut, ProviderUnreachableError, SettleFailed, SpendLimitReached,
+                        ValidationFailed)
+from app.extensions import db, providers, vault
+from app.money import SMALLEST_AMOUNT, format_money, token_cost
+from app.observability import describe_error
+from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
+                           ProviderUnreachable, message_tokens_upper_bound, prompt_tokens_upper_bound)
+from database.errors import DatabaseUnavailable
+from database.vault import VaultError
+from database.vocab import LOCAL_PROVIDER
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A held call: what it may cost, and what to send."""
+    id: int
+    user_id: object
+    session_id: object
+    token_generation: int
+    model_id: str
+    api_key_id: object
+    amount: Decimal
+    input_price: Decimal
+    output_price: Decimal
+    prompt_estimate: int
+    max_tokens: int
+    content: str
+    request: dict = field(repr=False)  # the provider call's arguments, the decrypted key among them
+    deadline: float = 0.0
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What a settle charged, and saved unless the session was gone."""
+    saved: bool
+    messages: list
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    balance: dict
+
+
+def hold(user_id, session_id, content, max_tokens, temperature, tx):
+    """Holds the most the call can cost, in `tx`; raises the API error that
+    stops the call before any money moves. The caller confirms its token from
+    the returned hold's token_generation before `tx` commits."""
+    timeout = current_app.config["PROVIDER_TIMEOUT"]
+    # Taken before the hold, whose stored deadline (its transaction's start plus
+    # the timeout) is therefore never earlier than the call's.
+    deadline = time.monotonic() + timeout
+    context = _call_context(user_id, session_id, content, max_tokens, tx)
+    messages = [*context["history"], {"role": "user", "content": content}]
+    estimate = prompt_tokens_upper_bound(messages)
+    most = max(token_cost(estimate, context["input_price_per_mtok"])
+               + token_cost(context["max_tokens"], context["output_price_per_mtok"]), SMALLEST_AMOUNT)
+    per_message = context["max_cost_per_message"]
+    if per_message is not None and most > per_message:
+        raise SpendLimitReached(
+            "This message could cost more than your max_cost_per_message; lower max_tokens or the limit.",
+            details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
+    held = db.hold_funds(user_id, most, f"Hold for a message to {context['model_id']}",
+                         {"kind": "chat", "session_id": str(session_id), "model_id": context["model_id"]},
+                         daily_limit=context["daily_spend_limit"], call_timeout=timeout, tx=tx)
+    if held["reason"] == "spend_limit_reached":
+        raise SpendLimitReached(details={"max_cost": format_money(most),
+                                         "daily_spend_limit": format_money(context["daily_spend_limit"])})
+    if not held["ok"]:
+        raise InsufficientFunds(details={"required": format_money(most),
+                                         "available": format_money(held["available"])})
+    request = {"provider": context["provider"], "model_name": context["model_id"].split("/", 1)[1],
+               "messages": messages, "max_tokens": context["max_tokens"], "api_key": context["api_key"],
+               "temperature": temperature}
+    return Hold(held["transaction_id"], user_id, session_id, context["token_generation"], context["model_id"],
+                context["api_key_id"], most, context["input_price_per_mtok"], context["output_price_per_mtok"],
+                estimate, context["max_tokens"], content, request, deadline)
+
+
+def _call_context(user_id, session_id, content, max_tokens, tx):
+    """The call's model, limits, key and history, checked."""
+    fixed = REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content)
+    context = db.chat_call_context(user_id, session_id, max_tokens, DEFAULT_MAX_TOKENS, fixed,
+                                   MESSAGE_OVERHEAD_TOKENS, tx=tx)
+    if context["session_id"] is None:
+        raise NotFound()
+    if not context["is_active"]:
+        raise ModelUnavailable()
+    if context["max_tokens"] > context["max_output_tokens"]:
+        raise ValidationFailed(details={"max_tokens": f"must be at most {context['max_output_tokens']} for this model"})
+    if fixed + context["max_tokens"] > context["context_window"]:
+        raise ValidationFailed(details={"content": "is too long for this model's context window"})
+    context["api_key"] = _unsealed_key(user_id, context["provider"], context.pop("sealed_key", None))
+    if context["provider"] != LOCAL_PROVIDER and context["api_key"] is None:
+        raise MissingApiKey(details={"provider": context["provider"]})
+    return context
+
+
+def _unsealed_key(user_id, provider, sealed):
+    if sealed is None:
+        return None
+    try:
+        return vault.decrypt(*sealed, user_id, provider)
+    except VaultError as exc:
+        log.error("a stored key of user %s is unusable: %s", user_id, exc)
+        raise KeyUnusable() from None
+
+
+def call(hold):
+    """The provider's completion. A failed call returns the whole hold and
+    raises the API error that says why."""
+    try:
+        return providers.complete(**hold.request, deadline=hold.deadline)
+    except ProviderTimeout as exc:
+        release(hold, "provider timeout")
+        log.warning("%s did not answer within PROVIDER_TIMEOUT; hold %s returned", exc.provider, hold.id)
+        raise ProviderTimedOut(details={"provider": exc.provider}) from None
+    except ProviderUnreachable as exc:
+        release(hold, "provider unreachable")
+        log.warning("%s could not be reached (%s: %s); hold %s returned", exc.provider, exc.error, exc.cause, hold.id)
+        raise ProviderUnreachableError(exc.cause, details={"provider": exc.provider}) from None
+    except ProviderError as exc:
+        release(hold, f"provider error {exc.status}")
+        raise ProviderFailed(details={"provider": exc.provider, "provider_status": exc.status}) from None
+    except BaseException:
+        release(hold, "unexpected failure")
+        raise
+
+
+def release(hold, why):
+    """Gives the whole hold back after a failed call or settle (at most once per
+    hold, so also harmless if the settle did commit). If that fails too, reconcile
+    returns it later."""
+    try:
+        with db.transaction(acting_user_id=hold.user_id) as tx:
+            db.release_hold(hold.user_id, hold.id, hold.amount, "Returned: the call failed", {"reason": why}, tx=tx)
+    except Exception as exc:
+        log.error("could not return hold %s now (%s); reconcile will", hold.id, describe_error(exc))
+
+
+@contextmanager
+def settling(hold):
+    """The settling transaction, for `settle` and whatever must commit with it
+    (an idempotency record). If it fails, the whole hold is returned before the
+    error goes on: as it was when the database is unavailable, else as a 500."""
+    try:
+        with db.transaction(acting_user_id=hold.user_id) as tx:
+            yield tx
+    except DatabaseUnavailable:
+        release(hold, "settle failed: database unavailable")
+        raise
+    except Exception as exc:
+        log.error("settling hold %s failed (%s); returning the whole hold", hold.id, describe_error(exc))
+        release(hold, "settle failed")
+        raise SettleFailed() from None
+
+
+def settle(hold, completion, tx):
+    """Charges the call in `tx` and saves the exchange. A session deleted
+    meanwhile is still charged (the provider did the work) but keeps no
+    messages: the exchange comes back unsaved."""
+    prompt_tokens, completion_tokens, input_cost, output_cost = _charges(hold, completion)
+    settled = db.settle_chat_call(
+        hold.user_id, hold.session_id, hold, hold.api_key_id,
+        {"content": hold.content, "tokens": prompt_tokens, "cost": input_cost},
+        {"content": completion.content, "tokens": completion_tokens, "cost": output_cost}, tx=tx)
+    if not settled["charged"]:
+        log.error("hold %s was already returned: this answer goes unbilled", hold.id)
+    if not settled["saved"]:
+        log.warning("session %s was deleted during its call: hold %s settled, no messages saved",
+                    hold.session_id, hold.id)
+    common = {"created_at": settled["created_at"], "prompt_tokens": 0, "completion_tokens": 0}
+    messages = [
+        {**common, "id": settled["user_message_id"], "role": "user", "content": hold.content,
+         "prompt_tokens": prompt_tokens, "cost": settled["input_cost"]},
+        {**common, "id": settled["assistant_message_id"], "role": "assistant", "content": completion.content,
+         "completion_tokens": completion_tokens, "cost": settled["output_cost"]},
+    ]
+    return Exchange(settled["saved"], messages, prompt_tokens, completion_tokens,
+                    settled["input_cost"] + settled["output_cost"], settled)
+
+
+def _charges(hold, completion):
+    """(prompt tokens, completion tokens, input cost, output cost). Reported
+    usage is believed up to what the call could have used (the prompt's upper
+    bound, max_tokens), so the charge never exceeds the hold; a reply without
+    usage is billed at those bounds."""
+    if not completion.has_usage:
+        log.warning("provider reply without usage: billed at the hold's estimate (hold %s)", hold.id)
+        prompt_tokens, completion_tokens = hold.prompt_estimate, hold.max_tokens
+    else:
+        prompt_tokens = _within_bound(hold, "prompt_tokens", completion.prompt_tokens, hold.prompt_estimate)
+        completion_tokens = _within_bound(hold, "completion_tokens", completion.completion_tokens, hold.max_tokens)
+    return (prompt_tokens, completion_tokens,
+            token_cost(prompt_tokens, hold.input_price), token_cost(completion_tokens, hold.output_price))
+
+
+def _within_bound(hold, name, reported, bound):
+    if reported <= bound:
+        return reported
+    log.warning("provider reported %s %s above the call's bound %s (hold %s): billed at the bound",
+                name, reported, bound, hold.id)
+    return bound
+
+
+def reconcile_holds(config):
+    """Returns every hold whose call never settled once its call's deadline and
+    the grace period are past (holds made before holds had deadlines: their
+    creation plus PROVIDER_TIMEOUT); each at most once. Returns how many."""
+    returned = 0
+    for stale in db.stale_holds(config["PROVIDER_TIMEOUT"], config["HOLD_GRACE_SECONDS"]):
+        with db.transaction() as tx:
+            released = db.release_hold(stale["user_id"], stale["id"], stale["amount"],
+                                       "Returned: the call never settled", {"kind": "reconcile"}, tx=tx)
+        if released["ok"]:
+            returned += 1
+            log.warning("returned hold %s (%s USD) of a call that never settled", stale["id"], stale["amount"])
+    return returned
