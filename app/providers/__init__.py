@@ -1,0 +1,51 @@
+"""AI providers behind one interface: `complete(provider, model_name, messages,
+max_tokens, temperature, api_key, deadline)` → Completion.
+
+- `local`: built in, no key, no network, deterministic, with real token counts.
+- `openai`: Chat Completions at OPENAI_BASE_URL (any compatible server works).
+- `anthropic`: the Messages API at ANTHROPIC_BASE_URL.
+
+Each wire format is one module; they share the transport (`transport.py`),
+which bounds every remote call by its deadline."""
+from app.providers.anthropic import MESSAGES
+from app.providers.completion import Completion, ProviderError, ProviderTimeout, ProviderUnreachable
+from app.providers.local import LOCAL, local_tokens
+from app.providers.openai import CHAT_COMPLETIONS
+from app.providers.transport import Transport
+
+__all__ = ["Completion", "MESSAGE_OVERHEAD_TOKENS", "ProviderError", "ProviderTimeout", "ProviderUnreachable",
+           "Providers", "REQUEST_OVERHEAD_TOKENS", "local_tokens", "message_tokens_upper_bound",
+           "prompt_tokens_upper_bound"]
+
+# The prompt estimate is an upper bound made offline: a byte-level tokenizer
+# never makes more tokens than the text has UTF-8 bytes, plus what each message
+# and the request add around the text.
+MESSAGE_OVERHEAD_TOKENS = 8
+REQUEST_OVERHEAD_TOKENS = 16
+
+WIRE_FORMATS = {wire.name: wire for wire in (LOCAL, CHAT_COMPLETIONS, MESSAGES)}
+
+
+def message_tokens_upper_bound(content):
+    return len(content.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS
+
+
+def prompt_tokens_upper_bound(messages):
+    return REQUEST_OVERHEAD_TOKENS + sum(message_tokens_upper_bound(m["content"]) for m in messages)
+
+
+class Providers:
+    """Every provider by name, sharing one transport made for the app."""
+
+    def __init__(self, config):
+        self.transport = Transport({name: config[wire.base_url_setting].rstrip("/")
+                                    for name, wire in WIRE_FORMATS.items() if wire.base_url_setting})
+
+    def close(self):
+        self.transport.close()
+
+    def complete(self, provider, model_name, messages, max_tokens, temperature, api_key, deadline):
+        """The provider's Completion; `deadline` (a time.monotonic() value) ends a
+        remote call: ProviderTimeout once it passes."""
+        return WIRE_FORMATS[provider].complete(self.transport, model_name, messages, max_tokens, temperature,
+                                               api_key, deadline)
