@@ -20,7 +20,8 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from database.catalog_file import read_catalog
+from database.catalog_file import load_catalog, read_catalog
+from database.errors import no_server_answered, unreachable_database
 
 ROOT = Path(__file__).resolve().parent
 SCHEMA_FILE = ROOT / "schema.sql"
@@ -40,8 +41,6 @@ EXPECTED = {
     "function": ["deduct_user_balance", "add_user_funds", "chat_call_context", "settle_chat_call", "audit_row_change",
                  "create_user_balance", "touch_updated_at"],
 }
-CATALOG_COLUMNS = ["id", "provider", "name", "description", "context_window", "max_output_tokens",
-                   "input_price_per_mtok", "output_price_per_mtok", "prices_as_of", "capabilities", "active"]
 
 
 def ensure_database(owner_url):
@@ -165,47 +164,6 @@ def verify(cur):
             for kind, names in EXPECTED.items()}
 
 
-def load_catalog(cur, models):
-    """Upserts validated catalog rows (database.catalog_file.read_catalog) in the
-    caller's transaction; returns (inserted, updated)."""
-    inserted = updated = 0
-    for model in models:
-        cur.execute(
-            """
-            INSERT INTO models (id, provider, name, description, context_window, max_output_tokens,
-                                input_price_per_mtok, output_price_per_mtok, prices_as_of, capabilities, is_active)
-            VALUES (%(id)s, %(provider)s, %(name)s, %(description)s, %(context_window)s, %(max_output_tokens)s,
-                    %(input_price_per_mtok)s, %(output_price_per_mtok)s, %(prices_as_of)s, %(capabilities)s,
-                    %(active)s)
-            ON CONFLICT (id) DO UPDATE
-               SET provider = EXCLUDED.provider,
-                   name = EXCLUDED.name,
-                   description = EXCLUDED.description,
-                   context_window = EXCLUDED.context_window,
-                   max_output_tokens = EXCLUDED.max_output_tokens,
-                   input_price_per_mtok = EXCLUDED.input_price_per_mtok,
-                   output_price_per_mtok = EXCLUDED.output_price_per_mtok,
-                   prices_as_of = EXCLUDED.prices_as_of,
-                   capabilities = EXCLUDED.capabilities,
-                   is_active = EXCLUDED.is_active
-             WHERE (models.provider, models.name, models.description, models.context_window,
-                    models.max_output_tokens, models.input_price_per_mtok, models.output_price_per_mtok,
-                    models.prices_as_of, models.capabilities, models.is_active)
-                   IS DISTINCT FROM
-                   (EXCLUDED.provider, EXCLUDED.name, EXCLUDED.description, EXCLUDED.context_window,
-                    EXCLUDED.max_output_tokens, EXCLUDED.input_price_per_mtok, EXCLUDED.output_price_per_mtok,
-                    EXCLUDED.prices_as_of, EXCLUDED.capabilities, EXCLUDED.is_active)
-            RETURNING (xmax = 0) AS inserted
-            """,
-            {column: model[column] for column in CATALOG_COLUMNS},
-        )
-        row = cur.fetchone()
-        if row is not None:
-            inserted += row[0]
-            updated += not row[0]
-    return inserted, updated
-
-
 def migrate(owner_url, app_password, catalog=None, out=print, max_topup=None):
     """The whole migration; returns the verify() report. Raises when an expected
     object is missing afterwards. `max_topup` (default: MAX_TOPUP's default) caps
@@ -254,23 +212,6 @@ def migrate_configured(config, out=print):
                    out=out, max_topup=config["MAX_TOPUP"])
 
 
-def unreachable_database(config, error=None):
-    """One line for an operator whose command found no database to talk to."""
-    reason = f" ({first_line(error)})" if error is not None else ""
-    if config["USES_EMBEDDED_DB"]:
-        return f"the embedded database runs only while `make run` does: start it, then try again{reason}"
-    return f"the configured database could not be reached{reason}"
-
-
-def no_server_answered(error):
-    """A driver error from no server at all (down, wrong address), not one the server sent."""
-    return isinstance(error, psycopg2.OperationalError) and error.pgcode is None
-
-
-def first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
 def main():
     from app.config import ConfigError, load_config
 
@@ -279,12 +220,13 @@ def main():
     except ConfigError as exc:
         sys.exit(f"migrate: {exc}")
     if not config["MIGRATE_DATABASE_URL"]:
-        sys.exit("migrate: set MIGRATE_DATABASE_URL to the database owner's URL")
+        sys.exit("migrate: set MIGRATE_DATABASE_URL to the database owner's URL "
+                 "(`make run` writes the embedded cluster's into .env)")
     try:
         migrate_configured(config)
     except psycopg2.Error as exc:
         if no_server_answered(exc):
-            sys.exit(f"migrate: {unreachable_database(config, exc)}")
+            sys.exit(f"migrate: {unreachable_database(exc)}")
         sys.exit(f"migrate: database error: {str(exc).strip()}")
 
 

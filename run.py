@@ -13,8 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.config import EMBEDDED_DB_OWNER, ConfigError, load_config
-from database.cluster import ClusterError, EmbeddedCluster, free_port
+from app.config import ConfigError, load_config
+from devtools.cluster import ClusterError, EmbeddedCluster, free_port
+from devtools.embedded import EMBEDDED_DB_OWNER, embedded_database_urls, write_embedded_urls
 import migrate
 
 ROOT = Path(__file__).resolve().parent
@@ -35,7 +36,8 @@ def say(line):
 
 
 def fresh_env_file():
-    """A new .env: strong random secrets and the embedded cluster's settings."""
+    """A new .env: strong random secrets, the embedded cluster's settings and
+    the database URLs made from them."""
     def token():
         return secrets.token_urlsafe(48)
     values = {
@@ -48,6 +50,7 @@ def fresh_env_file():
         "EMBEDDED_DB_PASSWORD": secrets.token_urlsafe(24),
         "EMBEDDED_DB_OWNER_PASSWORD": secrets.token_urlsafe(24),
     }
+    values.update(embedded_database_urls(values))
     lines = ["# Written by `make run`. Keep it with .data/: the database's stored keys",
              "# can only be decrypted with these secrets. See README, Backup and restore."]
     lines += [f"{name}={value}" for name, value in values.items()]
@@ -69,12 +72,12 @@ def ensure_env_file():
     say("run: wrote .env with fresh secrets (back it up together with .data/)")
 
 
-def check_pairing(config):
+def check_pairing(embedded):
     """Refuses a .env that was not made with this .data/ (its keys would not
     decrypt what the database holds)."""
     if not INSTANCE_FILE.exists():
         return
-    if INSTANCE_FILE.read_text().strip() != config["INSTANCE_ID"]:
+    if INSTANCE_FILE.read_text().strip() != embedded["INSTANCE_ID"]:
         sys.exit("run: .env does not belong with .data/ (INSTANCE_ID differs): a regenerated .env "
                  "would leave every stored key undecryptable. Restore the .env that was backed up "
                  "with this .data/, or move .data/ away to start afresh.")
@@ -101,21 +104,27 @@ def claim_data_dir():
     return holder
 
 
-def start_embedded_cluster(config):
-    if not config["EMBEDDED_DB_PORT"]:
-        sys.exit("run: no database configured: set DATABASE_URL, or EMBEDDED_DB_PORT and the "
-                 "EMBEDDED_DB_* passwords for the embedded cluster (see .env.example)")
-    check_pairing(config)
-    cluster = EmbeddedCluster(DATA_DIR, config["EMBEDDED_DB_PORT"])
+def embedded_cluster_settings():
+    """The embedded cluster's settings when the service uses it ({} when a
+    server of the operator's own is set), its URLs brought up to date in .env."""
+    embedded, written = write_embedded_urls(ENV_FILE)
+    if written:
+        say(f"run: wrote the embedded cluster's {' and '.join(written)} into .env")
+    return embedded
+
+
+def start_embedded_cluster(embedded):
+    check_pairing(embedded)
+    cluster = EmbeddedCluster(DATA_DIR, embedded["EMBEDDED_DB_PORT"])
     if not cluster.exists():
         say("run: creating the embedded PostgreSQL cluster in .data/")
-        cluster.initialise(EMBEDDED_DB_OWNER, config["EMBEDDED_DB_OWNER_PASSWORD"])
-        INSTANCE_FILE.write_text(config["INSTANCE_ID"] + "\n")
+        cluster.initialise(EMBEDDED_DB_OWNER, embedded["EMBEDDED_DB_OWNER_PASSWORD"])
+        INSTANCE_FILE.write_text(embedded["INSTANCE_ID"] + "\n")
     if not adopt_running_cluster(cluster):
         if cluster.clear_stale_lock_file():
             say("run: removed a stale postmaster.pid (its server is gone)")
         cluster.start()
-    say(f"run: embedded PostgreSQL listening on 127.0.0.1:{config['EMBEDDED_DB_PORT']}")
+    say(f"run: embedded PostgreSQL listening on 127.0.0.1:{embedded['EMBEDDED_DB_PORT']}")
     return cluster
 
 
@@ -193,16 +202,20 @@ def main():
         description=__doc__, epilog="Settings come from .env and the environment (see .env.example).").parse_args()
     ensure_env_file()
     try:
+        embedded = embedded_cluster_settings()
         config = load_config()
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         sys.exit(f"run: {exc}")
+    if not config["DATABASE_URL"]:
+        sys.exit("run: no database configured: set DATABASE_URL, or EMBEDDED_DB_PORT and the "
+                 "EMBEDDED_DB_* passwords for the embedded cluster (see .env.example)")
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     cluster = None
     try:
-        if config["USES_EMBEDDED_DB"]:
+        if embedded:
             data_dir_claim = claim_data_dir()  # held, so locked, until the launcher exits
-            cluster = start_embedded_cluster(config)
+            cluster = start_embedded_cluster(embedded)
         migrate.migrate_configured(config, out=lambda line: say(f"migrate: {line}"))
         status = serve(config)
     except (ClusterError, migrate.psycopg2.Error) as exc:

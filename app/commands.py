@@ -15,11 +15,10 @@ from app.billing import reconcile_holds
 from app.money import format_money
 from app.api.contract import validation_details
 from app.schemas import Email, TopUpRequest
-from database.catalog_file import CatalogError, read_catalog
-from database.errors import DatabaseUnavailable
+from database.catalog_file import CatalogError, load_catalog, read_catalog
+from database.errors import DatabaseUnavailable, no_server_answered, unreachable_database
 from database.pool import CONNECT_TIMEOUT_SECONDS, Cursor
 from database.vault import VaultError
-from migrate import load_catalog, no_server_answered, unreachable_database
 
 EMAIL = TypeAdapter(Email)
 
@@ -117,7 +116,7 @@ def register_commands(app: Flask):
         click.echo(f"pruned {db.prune_idempotency_keys()} idempotency records and "
                    f"{db.prune_login_attempts(current_app.config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
 
-    explain_database_outages(app.cli, app.config)
+    explain_database_outages(app.cli)
 
 
 def _reencrypt_api_keys(vault):
@@ -154,25 +153,25 @@ def owner_transaction():
         tx.commit()
 
 
-def explain_database_outages(group, config):
+def explain_database_outages(group):
     """Every command in `group`: a database that cannot be reached ends it with
     one line saying so, not a traceback."""
     for command in group.commands.values():
         if isinstance(command, click.Group):
-            explain_database_outages(command, config)
+            explain_database_outages(command)
         else:
-            command.callback = _explaining_outages(command.callback, config)
+            command.callback = _explaining_outages(command.callback)
 
 
-def _explaining_outages(callback, config):
+def _explaining_outages(callback):
     @functools.wraps(callback)
     def run(*args, **kwargs):
         try:
             return callback(*args, **kwargs)
         except DatabaseUnavailable:
-            raise click.ClickException(unreachable_database(config)) from None
+            raise click.ClickException(unreachable_database()) from None
         except psycopg2.Error as exc:
             if no_server_answered(exc):
-                raise click.ClickException(unreachable_database(config, exc)) from None
+                raise click.ClickException(unreachable_database(exc)) from None
             raise
     return run

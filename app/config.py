@@ -129,12 +129,6 @@ SETTINGS = {
     # Unset: 1 while rate limits are counted in memory:// (see _web_workers), else 2.
     "WEB_WORKERS": ("", lambda value: _integer(1, 64)(value) if _text(value) else None),
     "WEB_THREADS": ("128", _integer(1, 1000)),
-    # Written by `make run` for its embedded cluster under .data/; used only when
-    # neither DATABASE_URL nor DB_HOST names a server.
-    "INSTANCE_ID": ("", _text),
-    "EMBEDDED_DB_PORT": ("0", _integer(0, 65535)),
-    "EMBEDDED_DB_PASSWORD": ("", _text),
-    "EMBEDDED_DB_OWNER_PASSWORD": ("", _text),
 }
 # The commands that make each secret, as .env.example also gives them.
 _TOKEN_RECIPE = '''python3 -c "import secrets; print(secrets.token_urlsafe(48))"'''
@@ -144,8 +138,6 @@ SECRET_RECIPES = {
     "ENCRYPTION_KEYS": ('''python3 -c "import base64, secrets; '''
                         '''print('k1:' + base64.b64encode(secrets.token_bytes(32)).decode())"'''),
 }
-EMBEDDED_DB_NAME = "qmarket"
-EMBEDDED_DB_OWNER = "qmarket_owner"
 
 
 def env_file_path():
@@ -171,11 +163,6 @@ def load_config(overrides=None, check_secrets=True):
             config[name] = parse(raw)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{name}: {exc}") from None
-    config["USES_EMBEDDED_DB"] = not (config["DATABASE_URL"] or config["DB_HOST"])
-    if config["USES_EMBEDDED_DB"] and config["EMBEDDED_DB_PORT"]:
-        config["DATABASE_URL"] = embedded_url(config, SERVICE_LOGIN, config["EMBEDDED_DB_PASSWORD"])
-        config["MIGRATE_DATABASE_URL"] = embedded_url(
-            config, EMBEDDED_DB_OWNER, config["EMBEDDED_DB_OWNER_PASSWORD"])
     config["DATABASE_URL"] = config["DATABASE_URL"] or _url_from_parts(config)
     config["MIGRATE_DATABASE_URL"] = config["MIGRATE_DATABASE_URL"] or config["DATABASE_URL"]
     config["ENCRYPTION_KEYS"] = parse_encryption_keys(config["ENCRYPTION_KEYS"])
@@ -199,11 +186,6 @@ def _web_workers(config):
             f"limits on their own, letting up to {workers} times every limit through. Set RATELIMIT_STORAGE_URI "
             "to a shared store (redis://host:6379), or WEB_WORKERS=1 (or leave it unset).")
     return workers
-
-
-def embedded_url(config, user, password):
-    return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
-            f"@127.0.0.1:{config['EMBEDDED_DB_PORT']}/{EMBEDDED_DB_NAME}")
 
 
 def _url_from_parts(config):

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import migrate  # noqa: E402
-from database.cluster import free_port, testing_postgresql_options  # noqa: E402
+from devtools.cluster import free_port, testing_postgresql_options  # noqa: E402
 from tests.support import LiveServer, settings_for  # noqa: E402
 
 APP_PASSWORD = "bench-app-user"

@@ -45,7 +45,7 @@ import testing.postgresql  # noqa: E402
 from psycopg2.extensions import make_dsn  # noqa: E402
 
 import migrate  # noqa: E402
-from database.cluster import testing_postgresql_options  # noqa: E402
+from devtools.cluster import testing_postgresql_options  # noqa: E402
 from tests.support import PASSWORD, LiveServer, readme_ledger_query, settings_for  # noqa: E402
 
 APP_PASSWORD = "app-user-bench-password"

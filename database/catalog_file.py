@@ -1,5 +1,6 @@
 """The model catalog file (catalog.json, or one given to `flask catalog load`),
-validated whole before anything is written: a bad entry refuses the file."""
+validated whole before anything is written (a bad entry refuses the file), and
+its models written into the models table."""
 import json
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -97,3 +98,49 @@ def _describe(exc):
                     for error in exc.errors(include_url=False, include_input=False)]
         return "catalog refused: " + "; ".join(problems)
     return f"catalog refused: {exc}"
+
+
+# The models table's columns, by the names a validated entry gives them.
+CATALOG_COLUMNS = ["id", "provider", "name", "description", "context_window", "max_output_tokens",
+                   "input_price_per_mtok", "output_price_per_mtok", "prices_as_of", "capabilities", "active"]
+
+
+def load_catalog(cur, models):
+    """Upserts validated catalog rows (read_catalog) in the
+    caller's transaction; returns (inserted, updated)."""
+    inserted = updated = 0
+    for model in models:
+        cur.execute(
+            """
+            INSERT INTO models (id, provider, name, description, context_window, max_output_tokens,
+                                input_price_per_mtok, output_price_per_mtok, prices_as_of, capabilities, is_active)
+            VALUES (%(id)s, %(provider)s, %(name)s, %(description)s, %(context_window)s, %(max_output_tokens)s,
+                    %(input_price_per_mtok)s, %(output_price_per_mtok)s, %(prices_as_of)s, %(capabilities)s,
+                    %(active)s)
+            ON CONFLICT (id) DO UPDATE
+               SET provider = EXCLUDED.provider,
+                   name = EXCLUDED.name,
+                   description = EXCLUDED.description,
+                   context_window = EXCLUDED.context_window,
+                   max_output_tokens = EXCLUDED.max_output_tokens,
+                   input_price_per_mtok = EXCLUDED.input_price_per_mtok,
+                   output_price_per_mtok = EXCLUDED.output_price_per_mtok,
+                   prices_as_of = EXCLUDED.prices_as_of,
+                   capabilities = EXCLUDED.capabilities,
+                   is_active = EXCLUDED.is_active
+             WHERE (models.provider, models.name, models.description, models.context_window,
+                    models.max_output_tokens, models.input_price_per_mtok, models.output_price_per_mtok,
+                    models.prices_as_of, models.capabilities, models.is_active)
+                   IS DISTINCT FROM
+                   (EXCLUDED.provider, EXCLUDED.name, EXCLUDED.description, EXCLUDED.context_window,
+                    EXCLUDED.max_output_tokens, EXCLUDED.input_price_per_mtok, EXCLUDED.output_price_per_mtok,
+                    EXCLUDED.prices_as_of, EXCLUDED.capabilities, EXCLUDED.is_active)
+            RETURNING (xmax = 0) AS inserted
+            """,
+            {column: model[column] for column in CATALOG_COLUMNS},
+        )
+        row = cur.fetchone()
+        if row is not None:
+            inserted += row[0]
+            updated += not row[0]
+    return inserted, updated

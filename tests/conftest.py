@@ -17,7 +17,7 @@ from psycopg2.extensions import make_dsn
 
 import migrate
 from app import close_app, create_app
-from database.cluster import testing_postgresql_options
+from devtools.cluster import testing_postgresql_options
 from tests.stubs import AnthropicStub, OpenAIStub
 from tests.support import LiveServer, settings_for, stop_servers_on, user
 

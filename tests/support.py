@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 from psycopg2.extensions import parse_dsn
 
-from database.cluster import free_port
+from devtools.cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ITERATIONS = 1000

@@ -12,7 +12,7 @@ import pytest
 
 from app import close_app, create_app
 from app.money import format_money
-from database.cluster import free_port
+from devtools.cluster import free_port
 from tests.support import LiveServer, assert_error, bearer, new_session, readme_ledger_query, user
 
 SESSIONS = "/api/v1/chat/sessions"

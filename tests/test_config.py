@@ -2,7 +2,6 @@
 overrides, and production refusing missing or weak secrets."""
 import base64
 import re
-from urllib.parse import urlsplit
 
 import pytest
 from psycopg2.extensions import parse_dsn
@@ -140,7 +139,6 @@ def test_db_variables_build_the_database_url(production):
     assert config["DATABASE_URL"] == "postgresql://svc:p%40ss%3Aw%2Frd%20%25%3F%23@db.internal:6543/market"
     assert parse_dsn(config["DATABASE_URL"])["password"] == password
     assert config["MIGRATE_DATABASE_URL"] == config["DATABASE_URL"]
-    assert config["USES_EMBEDDED_DB"] is False
 
 
 @pytest.mark.parametrize("host", ["db.internal", "10.0.0.5", "::1"])
@@ -151,18 +149,19 @@ def test_db_variables_url_keeps_host_and_port(production, host):
 
 
 def test_database_url_wins_over_db_variables(production):
-    config = load_config({**production, "DB_HOST": "db.internal", "EMBEDDED_DB_PORT": "5999"})
+    config = load_config({**production, "DB_HOST": "db.internal"})
     assert config["DATABASE_URL"] == DATABASE_URL
 
 
-def test_embedded_port_builds_the_embedded_urls(production):
-    config = load_config({**production, "DATABASE_URL": "", "EMBEDDED_DB_PORT": "54321",
-                          "EMBEDDED_DB_PASSWORD": "a/b c", "EMBEDDED_DB_OWNER_PASSWORD": "o@p"})
-    assert config["USES_EMBEDDED_DB"] is True
-    assert config["DATABASE_URL"] == "postgresql://app_user:a%2Fb%20c@127.0.0.1:54321/qmarket"
-    assert config["MIGRATE_DATABASE_URL"] == "postgresql://qmarket_owner:o%40p@127.0.0.1:54321/qmarket"
-    assert parse_dsn(config["DATABASE_URL"])["password"] == "a/b c"
-    assert urlsplit(config["MIGRATE_DATABASE_URL"]).port == 54321
+def test_the_settings_know_no_embedded_cluster(production, tmp_path, monkeypatch):
+    """An embedded cluster's .env settings are `make run`'s (devtools): the
+    service reads only the URLs it writes beside them."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("EMBEDDED_DB_PORT=54321\nEMBEDDED_DB_PASSWORD=pw\nEMBEDDED_DB_OWNER_PASSWORD=pw\n")
+    monkeypatch.setenv("ENV_FILE", str(env_file))
+    config = load_config({**production, "DATABASE_URL": ""})
+    assert config["DATABASE_URL"] == config["MIGRATE_DATABASE_URL"] == ""
+    assert not [name for name in config if "EMBEDDED" in name or name == "INSTANCE_ID"]
 
 
 def test_env_example_lists_every_setting():

@@ -17,7 +17,7 @@ import testing.postgresql
 from psycopg2.extensions import make_dsn
 
 import migrate
-from database import cluster
+from devtools import cluster
 from tests.processes import children_of, wait_until_gone
 from tests.support import PASSWORD, LiveServer, bearer, settings_for
 

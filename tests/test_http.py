@@ -13,7 +13,7 @@ import testing.postgresql
 from app import MAX_BODY_BYTES, create_app
 from app.extensions import db
 from app.observability import JSONFormatter
-from database.cluster import testing_postgresql_options as pg_options
+from devtools.cluster import testing_postgresql_options as pg_options
 from tests.support import PASSWORD, assert_error, bearer, login, register, settings_for
 
 REGISTER = "/api/v1/auth/register"

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from app.config import ConfigError, load_config
-from database.cluster import free_port
+from devtools.cluster import free_port
 from tests.support import ROOT, LiveServer, settings_for
 
 MEMORY = {"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://"}

@@ -21,11 +21,11 @@ import pytest
 from dotenv import dotenv_values
 
 import migrate
-from database.cluster import EmbeddedCluster, as_server_user, free_port, port_is_free
+from devtools.cluster import EmbeddedCluster, as_server_user, free_port, port_is_free
 from tests.processes import command_line, descendants_of, wait_until_gone
 from tests.support import PASSWORD, ROOT, wait_until_ready
 
-COPIED = ["app", "database", "migrate.py", "run.py", "schema.sql", "catalog.json", "wsgi.py", "gunicorn.conf.py"]
+COPIED = ["app", "database", "devtools", "migrate.py", "run.py", "schema.sql", "catalog.json", "wsgi.py", "gunicorn.conf.py"]
 
 
 @pytest.fixture
@@ -176,12 +176,23 @@ def test_rows_survive_ctrl_c_and_restart(project):
     if os.geteuid() == 0:
         assert (project / ".data" / "pgdata").is_symlink(), "a 0700 folder is closed to postgres"
 
+    # As a .env from before `make run` wrote the cluster's URLs into it.
+    env_file = project / ".env"
+    env_file.write_text("".join(line for line in env_file.read_text().splitlines(keepends=True)
+                                if "DATABASE_URL=" not in line))
     second = Launcher(project)
     wait_until_ready(second.url, second.process)
     login = httpx.post(f"{second.url}/api/v1/auth/login", json={"email": "ada@example.com", "password": PASSWORD})
     assert login.status_code == 200
+    for command, says in [(["migrate.py"], "(up to date)"),
+                          (["-m", "flask", "--app", "wsgi", "credit", "ada@example.com", "5", "--note", "x"],
+                           "credited 5.00 USD to ada@example.com")]:
+        done = subprocess.run([sys.executable, *command], cwd=project, env=second._env(), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0 and says in done.stdout, done.stdout + done.stderr
     status, output = second.interrupt()
     assert status == 0, output
+    assert "wrote the embedded cluster's DATABASE_URL and MIGRATE_DATABASE_URL into .env" in output
     assert f"schema version {len(migrate.releases())} (up to date)" in output
 
 

@@ -19,7 +19,7 @@ import testing.postgresql
 
 from app.extensions import db
 from app.observability import JSONFormatter
-from database.cluster import PRIVATE_LOG_OPTIONS, EmbeddedCluster, free_port, server_account
+from devtools.cluster import PRIVATE_LOG_OPTIONS, EmbeddedCluster, free_port, server_account
 from tests.support import PASSWORD, LiveServer, assert_error, bearer, login, register, settings_for
 
 API_KEY = "sk-proj-LogLeak_" + "Q7w" * 8 + "-tail"

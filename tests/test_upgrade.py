@@ -16,7 +16,7 @@ import migrate
 from app import close_app, create_app
 from app.billing import reconcile_holds
 from app.security import hash_password
-from database.cluster import bin_dir
+from devtools.cluster import bin_dir
 from tests.conftest import APP_PASSWORD, _admin
 from tests.support import PASSWORD, ROOT, TEST_ITERATIONS, bearer, login, settings_for
 
