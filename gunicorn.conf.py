@@ -70,8 +70,8 @@ def on_starting(server):
     """Before any worker starts: return holds left by calls whose process died,
     and forget idempotency records and login-failure counts past their time."""
     from app import create_app
-    from app.extensions import db
     from app.billing import reconcile_holds
+    from app.extensions import db
     from database.errors import DatabaseUnavailable
 
     app = create_app()

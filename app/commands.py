@@ -10,10 +10,10 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
 
-from app.extensions import db
-from app.billing import reconcile_holds
-from app.money import format_money
 from app.api.contract import validation_details
+from app.billing import reconcile_holds
+from app.extensions import db, vault
+from app.money import format_money
 from app.schemas import Email, TopUpRequest
 from database.catalog_file import CatalogError, load_catalog, read_catalog
 from database.errors import DatabaseUnavailable, no_server_answered, unreachable_database
@@ -65,7 +65,6 @@ def register_commands(app: Flask):
     @keys.command("rotate")
     def rotate():
         """Re-encrypt every stored API key under the newest ENCRYPTION_KEYS entry."""
-        vault = current_app.extensions["vault"]
         moved, current, failed = _reencrypt_api_keys(vault)
         click.echo(f"re-encrypted {moved} keys under {vault.newest_kid!r}; "
                    f"{current} were already under it")
