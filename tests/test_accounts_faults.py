@@ -15,6 +15,7 @@ from app import close_app, create_app, schemas
 from app.api.contract import validation_details
 from app.api.pagination import encode_cursor
 from app.extensions import db
+from database.vocab import CAPABILITIES
 from tests.conftest import clean_database
 from tests.support import PASSWORD, LiveServer, assert_error, bearer, login, register, settings_for
 
@@ -201,9 +202,9 @@ MESSAGES = {
                       'must be a model id such as "openai/gpt-4o-mini"'),
     "task too long": (f"{API}/models/recommend", {"task": "x" * 2001}, "task", "must be at most 2000 characters"),
     "too many capabilities": (f"{API}/models/recommend", {"task": "code", "capabilities": TOO_MANY_CAPABILITIES},
-                              "capabilities", f"must be at most {len(schemas.CAPABILITIES)} items"),
+                              "capabilities", f"must be at most {len(CAPABILITIES)} items"),
     "unknown capability": (f"{API}/models/recommend", {"task": "code", "capabilities": ["telepathy"]},
-                           "capabilities.0", "must be one of " + ", ".join(schemas.CAPABILITIES)),
+                           "capabilities.0", "must be one of " + ", ".join(CAPABILITIES)),
     "limit below one": (f"{API}/models/recommend", {"task": "code", "limit": 0}, "limit", "must be at least 1"),
     "limit as text": (f"{API}/models/recommend", {"task": "code", "limit": "5"}, "limit", "must be an integer"),
     "negative price": (f"{API}/models/recommend", {"task": "code", "max_price_per_mtok": "-1"},

@@ -1,0 +1,22 @@
+"""Request and response bodies, declared once: they validate requests, shape
+responses, and describe the API in /openapi.json. One module per area; every
+model is importable from here."""
+from app.schemas.accounts import (ActivityItem, ActivityPage, Balance, LoginRequest, Preferences, PreferencesBody,
+                                  Profile, RefreshRequest, RegisterRequest, TokenPair, User)
+from app.schemas.balance import LedgerEntry, TopUpRequest, TopUpResponse, TransactionPage
+from app.schemas.catalog import (CatalogEntry, DailyUsage, ModelDetail, ModelList, ModelUsage, Rating, RatingRequest,
+                                 RatingSummary, Recommendation, RecommendationList, RecommendRequest)
+from app.schemas.chat import (Message, MessageExchange, NewMessageRequest, NewSessionRequest, Session, SessionPage,
+                              SessionWithMessages, Usage)
+from app.schemas.fields import EMAIL_MAX_LENGTH, PATTERN_MESSAGES, Email, Request, Response, Username
+from app.schemas.keys import KeyList, NewKeyRequest, StoredKey
+
+__all__ = [
+    "ActivityItem", "ActivityPage", "Balance", "CatalogEntry", "DailyUsage", "EMAIL_MAX_LENGTH", "Email", "KeyList",
+    "LedgerEntry", "LoginRequest", "Message", "MessageExchange", "ModelDetail", "ModelList", "ModelUsage",
+    "NewKeyRequest", "NewMessageRequest", "NewSessionRequest", "PATTERN_MESSAGES", "Preferences", "PreferencesBody",
+    "Profile", "Rating", "RatingRequest", "RatingSummary", "Recommendation", "RecommendationList",
+    "RecommendRequest", "RefreshRequest", "RegisterRequest", "Request", "Response", "Session", "SessionPage",
+    "SessionWithMessages", "StoredKey", "TokenPair", "TopUpRequest", "TopUpResponse", "TransactionPage", "Usage",
+    "User", "Username",
+]

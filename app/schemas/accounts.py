@@ -1,0 +1,103 @@
+"""Accounts and tokens, preferences and activity."""
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field
+
+from app.money import format_money
+from app.schemas.fields import (Email, GivenPassword, ModelId, MoneyText, NewPassword, NonNegativeAmount, Provider,
+                                Request, Response, Token, Username)
+from database.vocab import PROVIDERS, THEMES
+
+
+class RegisterRequest(Request):
+    email: Email
+    username: Username
+    password: NewPassword
+
+
+class LoginRequest(Request):
+    email: Email
+    password: GivenPassword
+
+
+class RefreshRequest(Request):
+    refresh_token: Token
+
+
+class User(Response):
+    id: UUID
+    email: str
+    username: str
+    created_at: datetime
+
+
+class Balance(Response):
+    total_balance: MoneyText
+    spent_balance: MoneyText
+    held_balance: MoneyText
+    available_balance: MoneyText
+    currency: str
+
+    @classmethod
+    def from_row(cls, row):
+        amounts = {field: format_money(row[field]) for field in cls.model_fields if field != "currency"}
+        return cls(**amounts, currency=row["currency"])
+
+
+class Profile(User):
+    balance: Balance
+
+
+class TokenPair(Response):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    user: User
+
+
+class PreferencesBody(Request):
+    """The whole preferences document; a key left out takes its default."""
+    default_model_id: ModelId | None = None
+    preferred_providers: Annotated[list[Provider], Field(max_length=len(PROVIDERS))] = []
+    daily_spend_limit: NonNegativeAmount | None = None
+    max_cost_per_message: NonNegativeAmount | None = None
+    theme: Literal[THEMES] = "system"
+
+
+class Preferences(Response):
+    default_model_id: str | None
+    preferred_providers: list[str]
+    daily_spend_limit: MoneyText | None
+    max_cost_per_message: MoneyText | None
+    theme: str
+    updated_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row):
+        money = {key: None if row[key] is None else format_money(row[key])
+                 for key in ("daily_spend_limit", "max_cost_per_message")}
+        return cls(**{**row, **money})
+
+
+class ActivityItem(Response):
+    kind: Literal["transaction", "message"]
+    id: str
+    action: str
+    amount: MoneyText
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    session_id: str | None
+    model_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row):
+        return cls(**{**row, "id": str(row["item_id"]), "amount": format_money(row["amount"])})
+
+
+class ActivityPage(Response):
+    activity: list[ActivityItem]
+    next_cursor: str | None

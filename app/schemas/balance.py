@@ -1,0 +1,39 @@
+"""The balance and its ledger."""
+from datetime import datetime
+from typing import Literal
+
+from app.money import format_money
+from app.schemas.accounts import Balance
+from app.schemas.fields import MoneyText, Request, Response, TopUpAmount
+from database.vocab import TRANSACTION_TYPES
+
+
+class TopUpRequest(Request):
+    amount: TopUpAmount
+
+
+class LedgerEntry(Response):
+    id: str
+    type: Literal[TRANSACTION_TYPES]
+    amount: MoneyText
+    available_after: MoneyText
+    related_transaction_id: str | None
+    description: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row):
+        related = row["related_transaction_id"]
+        return cls(**{**row, "id": str(row["id"]), "amount": format_money(row["amount"]),
+                      "available_after": format_money(row["available_after"]),
+                      "related_transaction_id": None if related is None else str(related)})
+
+
+class TopUpResponse(Response):
+    transaction: LedgerEntry
+    balance: Balance
+
+
+class TransactionPage(Response):
+    transactions: list[LedgerEntry]
+    next_cursor: str | None

@@ -1,0 +1,85 @@
+"""The catalog, ratings and recommendations."""
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from app.schemas.fields import Capability, MoneyText, NonNegativeAmount, Request, Response, Text
+from database.vocab import CAPABILITIES
+
+
+class RatingSummary(Response):
+    count: int
+    average: str | None
+    bayesian_average: str
+    distribution: dict[str, int]
+
+
+class ModelUsage(Response):
+    request_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    popularity_rank: int
+
+
+class CatalogEntry(Response):
+    id: str
+    provider: str
+    name: str
+    description: str
+    context_window: int
+    max_output_tokens: int
+    input_price_per_mtok: MoneyText
+    output_price_per_mtok: MoneyText
+    prices_as_of: date
+    capabilities: list[str]
+    rating: RatingSummary
+    usage: ModelUsage
+
+
+class DailyUsage(Response):
+    day: date
+    request_count: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ModelDetail(CatalogEntry):
+    usage_by_day: list[DailyUsage]
+
+
+class ModelList(Response):
+    models: list[CatalogEntry]
+    next_cursor: str | None = None
+
+
+class RatingRequest(Request):
+    rating: Annotated[int, Field(ge=1, le=5)]
+    review: Annotated[Text, Field(max_length=2000)] | None = None
+
+
+class Rating(Response):
+    model_id: str
+    rating: int
+    review: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RecommendRequest(Request):
+    task: Annotated[Text, Field(min_length=1, max_length=2000)]
+    max_price_per_mtok: NonNegativeAmount | None = None
+    capabilities: Annotated[list[Capability], Field(max_length=len(CAPABILITIES))] = []
+    limit: Annotated[int, Field(ge=1, le=20)] = 5
+
+
+class Recommendation(Response):
+    model: CatalogEntry
+    score: float
+    reasons: list[str]
+
+
+class RecommendationList(Response):
+    recommendations: list[Recommendation]
+    notice: str | None = None
+    next_cursor: str | None = None
