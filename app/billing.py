@@ -26,17 +26,20 @@ from app.errors import (InsufficientFunds, KeyUnusable, MissingApiKey, ModelUnav
                         ProviderFailed, ProviderTimedOut, ProviderUnreachableError, SettleFailed, SpendLimitReached,
                         ValidationFailed)
 from app.extensions import db, providers, vault
-from app.money import SMALLEST_AMOUNT, format_money, token_cost
+from app.money import SMALLEST_AMOUNT, charged, format_money, token_cost
 from app.observability import describe_error
 from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
                            ProviderUnreachable, message_tokens_upper_bound, prompt_tokens_upper_bound)
 from database.errors import DatabaseUnavailable
 from database.vault import VaultError
-from database.vocab import LOCAL_PROVIDER
+from database.vocab import KEY_PROVIDERS, LOCAL_PROVIDER
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 1024
+# The settings holding the operator's own key for each provider (house keys).
+HOUSE_KEY_SETTINGS = {provider: f"{provider.upper()}_API_KEY" for provider in KEY_PROVIDERS}
+FULL_PRICE = Decimal(1)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Hold:
     amount: Decimal
     input_price: Decimal
     output_price: Decimal
+    rate: Decimal                     # the share of the catalog cost charged
     prompt_estimate: int
     max_tokens: int
     content: str
@@ -80,15 +84,18 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx):
     context = _call_context(user_id, session_id, content, max_tokens, tx)
     messages = [*context["history"], {"role": "user", "content": content}]
     estimate = prompt_tokens_upper_bound(messages)
-    most = max(token_cost(estimate, context["input_price_per_mtok"])
-               + token_cost(context["max_tokens"], context["output_price_per_mtok"]), SMALLEST_AMOUNT)
+    rate = context["rate"]
+    # Each part rounded up on its own, as the settle charges them: the charge never exceeds the hold.
+    most = max(charged(token_cost(estimate, context["input_price_per_mtok"]), rate)
+               + charged(token_cost(context["max_tokens"], context["output_price_per_mtok"]), rate), SMALLEST_AMOUNT)
     per_message = context["max_cost_per_message"]
     if per_message is not None and most > per_message:
         raise SpendLimitReached(
             "This message could cost more than your max_cost_per_message; lower max_tokens or the limit.",
             details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
     held = db.hold_funds(user_id, most, f"Hold for a message to {context['model_id']}",
-                         {"kind": "chat", "session_id": str(session_id), "model_id": context["model_id"]},
+                         {"kind": "chat", "session_id": str(session_id), "model_id": context["model_id"],
+                          "key": context["key_source"]},
                          daily_limit=context["daily_spend_limit"], call_timeout=timeout, tx=tx)
     if held["reason"] == "spend_limit_reached":
         raise SpendLimitReached(details={"max_cost": format_money(most),
@@ -100,7 +107,7 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx):
                "messages": messages, "max_tokens": context["max_tokens"], "api_key": context["api_key"],
                "temperature": temperature}
     return Hold(held["transaction_id"], user_id, session_id, context["token_generation"], context["model_id"],
-                context["api_key_id"], most, context["input_price_per_mtok"], context["output_price_per_mtok"],
+                context["api_key_id"], most, context["input_price_per_mtok"], context["output_price_per_mtok"], rate,
                 estimate, context["max_tokens"], content, request, deadline)
 
 
@@ -117,20 +124,32 @@ def _call_context(user_id, session_id, content, max_tokens, tx):
         raise ValidationFailed(details={"max_tokens": f"must be at most {context['max_output_tokens']} for this model"})
     if fixed + context["max_tokens"] > context["context_window"]:
         raise ValidationFailed(details={"content": "is too long for this model's context window"})
-    context["api_key"] = _unsealed_key(user_id, context["provider"], context.pop("sealed_key", None))
-    if context["provider"] != LOCAL_PROVIDER and context["api_key"] is None:
-        raise MissingApiKey(details={"provider": context["provider"]})
+    context["key_source"], context["api_key"], context["rate"] = _key_and_rate(
+        user_id, context["provider"], context.pop("sealed_key", None))
     return context
 
 
-def _unsealed_key(user_id, provider, sealed):
-    if sealed is None:
-        return None
-    try:
-        return vault.decrypt(*sealed, user_id, provider)
-    except VaultError as exc:
-        log.error("a stored key of user %s is unusable: %s", user_id, exc)
-        raise KeyUnusable() from None
+def _key_and_rate(user_id, provider, sealed):
+    """(whose key, the key, the share of the catalog cost charged): the user's
+    own key (BYOK, at BYOK_FEE_RATE), else the house key at full price; local
+    models need none. With neither, the call cannot be made."""
+    if provider == LOCAL_PROVIDER:
+        return "local", None, FULL_PRICE
+    if sealed is not None:
+        try:
+            return "byok", vault.decrypt(*sealed, user_id, provider), current_app.config["BYOK_FEE_RATE"]
+        except VaultError as exc:
+            log.error("a stored key of user %s is unusable: %s", user_id, exc)
+            raise KeyUnusable() from None
+    house_key = house_keys(current_app.config).get(provider)
+    if house_key is None:
+        raise MissingApiKey(details={"provider": provider})
+    return "house", house_key, FULL_PRICE
+
+
+def house_keys(config):
+    """{provider: the operator's key} for each provider it set one for."""
+    return {provider: config[setting] for provider, setting in HOUSE_KEY_SETTINGS.items() if config[setting]}
 
 
 def call(hold):
@@ -218,8 +237,8 @@ def _charges(hold, completion):
     else:
         prompt_tokens = _within_bound(hold, "prompt_tokens", completion.prompt_tokens, hold.prompt_estimate)
         completion_tokens = _within_bound(hold, "completion_tokens", completion.completion_tokens, hold.max_tokens)
-    return (prompt_tokens, completion_tokens,
-            token_cost(prompt_tokens, hold.input_price), token_cost(completion_tokens, hold.output_price))
+    return (prompt_tokens, completion_tokens, charged(token_cost(prompt_tokens, hold.input_price), hold.rate),
+            charged(token_cost(completion_tokens, hold.output_price), hold.rate))
 
 
 def _within_bound(hold, name, reported, bound):

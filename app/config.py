@@ -60,6 +60,16 @@ def _decimal(value):
     return amount
 
 
+def _rate(value):
+    try:
+        rate = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError("must be a decimal number") from None
+    if not rate.is_finite() or not 0 <= rate <= 1:
+        raise ValueError("must be a decimal number from 0 to 1")
+    return rate
+
+
 def _choice(*allowed):
     def parse(value):
         text = _text(value)
@@ -119,6 +129,13 @@ SETTINGS = {
     "TRUSTED_PROXIES": ("0", _integer(0, 10)),
     "OPENAI_BASE_URL": ("https://api.openai.com/v1", _text),
     "ANTHROPIC_BASE_URL": ("https://api.anthropic.com/v1", _text),
+    # The operator's own provider keys ("house keys"), for users holding none
+    # of their own; unset means calls need the user's key.
+    "OPENAI_API_KEY": ("", _text),
+    "ANTHROPIC_API_KEY": ("", _text),
+    # A call made with the user's own key (BYOK) is charged this share of its
+    # catalog cost, rounded up to the ledger's 10 decimals.
+    "BYOK_FEE_RATE": ("0.05", _rate),
     "PROVIDER_TIMEOUT": ("60", _seconds),
     # A hold still unsettled this long after its call's deadline was left by a
     # crash: reconcile returns it (and a retry may take over its Idempotency-Key).

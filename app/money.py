@@ -1,7 +1,7 @@
 """The only money rules: money is Decimal in Python and NUMERIC(20,10) in
 PostgreSQL, never float; how amounts are read, written and costed."""
 import re
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 CENT = Decimal("0.01")
 # The ledger's NUMERIC(20,10): amounts below 10^10, at most 10 decimals.
@@ -27,6 +27,12 @@ def format_money(amount):
 def token_cost(tokens, price_per_mtok):
     """tokens × price / 1,000,000, exactly."""
     return (Decimal(tokens) * price_per_mtok).scaleb(-6)
+
+
+def charged(cost, rate):
+    """What the balance pays for `cost` at `rate` (1, or BYOK_FEE_RATE for a
+    call made with the user's own key), rounded up to the ledger's step."""
+    return (cost * rate).quantize(SMALLEST_AMOUNT, rounding=ROUND_CEILING)
 
 
 def parse_decimal(value):

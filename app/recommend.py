@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from app.money import format_money
 from app.schemas import CatalogEntry, ModelUsage, RatingSummary
+from database.vocab import LOCAL_PROVIDER
 
 # Bayesian average: each model starts with PRIOR_VOTES imaginary ratings of
 # PRIOR_MEAN, so three 5-star votes do not outrank three hundred 4.8s.
@@ -20,7 +21,7 @@ WEIGHTS = {
     "price": Decimal("0.20"),        # cheaper, and within the budget
     "rating": Decimal("0.15"),       # Bayesian-average rating
     "popularity": Decimal("0.10"),   # how much it is used here
-    "available": Decimal("0.10"),    # callable now: local, or the user holds a key
+    "available": Decimal("0.10"),    # callable: local, the user's own key, or a house key
     "preferred": Decimal("0.05"),    # from a provider the user prefers
 }
 
@@ -75,7 +76,7 @@ def needed_capabilities(task, asked):
     return list(dict.fromkeys([*asked, *inferred]))
 
 
-def rank(rows, task, asked_capabilities, budget, held_providers, preferred_providers, limit):
+def rank(rows, task, asked_capabilities, budget, held_providers, house_providers, preferred_providers, limit):
     """(ranked [(row, score, reasons)], notice). Models over the budget are left
     out; when that leaves none, the cheapest are shown with a notice saying so."""
     if not rows:
@@ -90,7 +91,8 @@ def rank(rows, task, asked_capabilities, budget, held_providers, preferred_provi
     context = {
         "needs": needs,
         "budget": budget,
-        "held": set(held_providers) | {"local"},
+        "held": set(held_providers),
+        "callable": set(held_providers) | set(house_providers) | {LOCAL_PROVIDER},
         "preferred": set(preferred_providers),
         "cheapest": min(blended_price(row) for row in rows),
         "priciest": max(blended_price(row) for row in rows),
@@ -126,11 +128,13 @@ def _score(row, context):
         reasons.append(f"among the most used here (#{row['popularity_rank']})")
 
     provider = row["provider"]
-    signals["available"] = Decimal(provider in context["held"])
-    if provider == "local":
+    signals["available"] = Decimal(provider in context["callable"])
+    if provider == LOCAL_PROVIDER:
         reasons.append("runs locally with no key")
     elif provider in context["held"]:
         reasons.append(f"you hold an {PROVIDER_NAMES[provider]} key")
+    elif provider in context["callable"]:
+        reasons.append(f"served with this service's {PROVIDER_NAMES[provider]} key")
     else:
         reasons.append(f"needs an {PROVIDER_NAMES[provider]} key you have not added")
 

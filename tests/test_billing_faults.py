@@ -18,7 +18,8 @@ from tests.support import LiveServer, assert_error, bearer, new_session, readme_
 SESSIONS = "/api/v1/chat/sessions"
 MODEL = "openai/gpt-4o-mini"
 INPUT_PRICE, OUTPUT_PRICE = Decimal("0.15"), Decimal("0.60")  # catalog.json, per million tokens
-OPENAI_KEY = "sk-proj-stubkey-0000000000001234"
+# The calls are served with the house key, at the catalog price.
+HOUSE_KEY = "sk-house-stubkey-000000000001234"
 DEPOSIT = Decimal("10")
 # What the stub reports by default.
 PROMPT_TOKENS, COMPLETION_TOKENS = 11, 7
@@ -31,15 +32,12 @@ def stub(openai_stub):
 
 @pytest.fixture
 def settings(stubbed_settings):
-    return {**stubbed_settings, "PROVIDER_TIMEOUT": 5, "HOLD_GRACE_SECONDS": 1}
+    return {**stubbed_settings, "PROVIDER_TIMEOUT": 5, "HOLD_GRACE_SECONDS": 1, "OPENAI_API_KEY": HOUSE_KEY}
 
 
 @pytest.fixture
 def token(client):
-    token = user(client, funds=DEPOSIT)
-    assert client.post("/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY},
-                       headers=bearer(token)).status_code == 201
-    return token
+    return user(client, funds=DEPOSIT)
 
 
 @pytest.fixture
@@ -180,8 +178,6 @@ def _live_account(server):
     headers = bearer(httpx.post(f"{server.url}/api/v1/auth/login", json=account).json()["access_token"])
     assert httpx.post(f"{server.url}/api/v1/balance/funds", json={"amount": str(DEPOSIT)},
                       headers=headers).status_code == 201
-    assert httpx.post(f"{server.url}/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY},
-                      headers=headers).status_code == 201
     session = httpx.post(f"{server.url}{SESSIONS}", json={"model_id": MODEL}, headers=headers)
     assert session.status_code == 201
     return headers, f"{server.url}{SESSIONS}/{session.json()['id']}/messages"
@@ -270,7 +266,7 @@ def test_an_unreachable_provider_says_so_and_the_cause_is_logged(app_without_pro
     assert "could not be reached (Connection refused)" in error["message"]
     assert error["details"] == {"provider": "openai"}
     assert "openai could not be reached (ConnectError: Connection refused)" in caplog.text
-    assert OPENAI_KEY not in caplog.text
+    assert HOUSE_KEY not in caplog.text
     assert_nothing_charged(database)
 
 

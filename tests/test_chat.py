@@ -4,7 +4,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 import httpx
 import pytest
@@ -17,6 +17,8 @@ from tests.support import LiveServer, assert_error, bearer, login, new_session, 
 SESSIONS = "/api/v1/chat/sessions"
 OPENAI_KEY = "sk-proj-stubkey-0000000000001234"
 ANTHROPIC_KEY = "sk-ant-api03-stubkey-000000005678"
+HOUSE_KEY = "sk-house-stubkey-000000000001234"
+BYOK_FEE_RATE = Decimal("0.05")  # the default
 PRICES = {  # from catalog.json, per million tokens
     "local/echo": (Decimal("0.01"), Decimal("0.02")),
     "openai/gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),
@@ -44,9 +46,17 @@ def available(client, token):
     return Decimal(client.get("/api/v1/balance", headers=bearer(token)).get_json()["available_balance"])
 
 
-def cost(model_id, prompt_tokens, completion_tokens):
+def cost(model_id, prompt_tokens, completion_tokens, rate=None):
+    """A call's charge: each part at the catalog price times the rate that
+    applies, rounded up to the ledger's 10 decimals. The rate is BYOK's for a
+    remote model (these tests' users hold keys) unless given."""
+    if rate is None:
+        rate = 1 if model_id.startswith("local/") else BYOK_FEE_RATE
     input_price, output_price = PRICES[model_id]
-    return (prompt_tokens * input_price + completion_tokens * output_price) / 1_000_000
+
+    def part(tokens, price):
+        return (tokens * price * rate / 1_000_000).quantize(Decimal("1e-10"), rounding=ROUND_CEILING)
+    return part(prompt_tokens, input_price) + part(completion_tokens, output_price)
 
 
 def ledger(database):
@@ -266,7 +276,7 @@ def test_a_short_balance_is_refused_before_any_call(client, token, database, ope
     store_keys(client, token)
     database.query("""INSERT INTO models (id, provider, name, context_window, max_output_tokens,
                       input_price_per_mtok, output_price_per_mtok, prices_as_of)
-                      VALUES ('openai/pricey', 'openai', 'Pricey', 100000, 50000, 1000, 1000, '2026-01-01')""")
+                      VALUES ('openai/pricey', 'openai', 'Pricey', 100000, 50000, 100000, 100000, '2026-01-01')""")
     session_id = new_session(client, token, "openai/pricey")
     error = assert_error(send(client, token, session_id, max_tokens=50000), 402, "insufficient_funds")
     assert Decimal(error["details"]["required"]) > Decimal(error["details"]["available"]) == 10
@@ -328,17 +338,17 @@ def test_a_failed_send_is_not_kept_for_its_key(client, token, openai_stub):
 # ------------------------------------------------------ real server process
 
 def _live_account(server, amount):
+    """A funded user of `server`, served with its house key at the catalog price, and a session's URL."""
     account = {"email": "ada@example.com", "password": "correct horse battery"}
     httpx.post(f"{server.url}/api/v1/auth/register", json=account | {"username": "ada"})
     headers = bearer(httpx.post(f"{server.url}/api/v1/auth/login", json=account).json()["access_token"])
     httpx.post(f"{server.url}/api/v1/balance/funds", json={"amount": amount}, headers=headers)
-    httpx.post(f"{server.url}/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY}, headers=headers)
     session = httpx.post(f"{server.url}{SESSIONS}", json={"model_id": "openai/gpt-4o-mini"}, headers=headers).json()
     return headers, f"{server.url}{SESSIONS}/{session['id']}/messages"
 
 
 def test_parallel_sends_never_overspend(settings, database, openai_stub):
-    server = LiveServer({**settings, "PROVIDER_TIMEOUT": 10})
+    server = LiveServer({**settings, "PROVIDER_TIMEOUT": 10, "OPENAI_API_KEY": HOUSE_KEY})
     try:
         # Each hold is (16 + 3 + 8) × 0.15 + 16000 × 0.60 per million ≈ 0.0096: five fit in 0.05.
         headers, url = _live_account(server, "0.05")
@@ -354,7 +364,7 @@ def test_parallel_sends_never_overspend(settings, database, openai_stub):
             responses = list(pool.map(post, range(16)))
     finally:
         server.stop()
-    hold, charge = cost("openai/gpt-4o-mini", 16 + 3 + 8, 16000), cost("openai/gpt-4o-mini", 20, 5000)
+    hold, charge = cost("openai/gpt-4o-mini", 16 + 3 + 8, 16000, rate=1), cost("openai/gpt-4o-mini", 20, 5000, rate=1)
     statuses = [response.status_code for response in responses]
     assert set(statuses) == {201, 402}, statuses
     sent = statuses.count(201)
@@ -370,7 +380,7 @@ def test_parallel_sends_never_overspend(settings, database, openai_stub):
 
 
 def test_a_hold_left_by_a_killed_server_is_returned_exactly_once(settings, database, openai_stub):
-    settings = {**settings, "PROVIDER_TIMEOUT": 2, "HOLD_GRACE_SECONDS": 1}
+    settings = {**settings, "PROVIDER_TIMEOUT": 2, "HOLD_GRACE_SECONDS": 1, "OPENAI_API_KEY": HOUSE_KEY}
     server = LiveServer(settings)
     headers, url = _live_account(server, "5")
     openai_stub.behaviour.stall_seconds = 30

@@ -98,6 +98,10 @@ def test_development_makes_random_secrets():
     ("MAX_TOPUP", "Infinity"),
     ("APP_ENV", "staging"),
     ("LOG_LEVEL", "LOUD"),
+    ("BYOK_FEE_RATE", "-0.01"),
+    ("BYOK_FEE_RATE", "1.5"),
+    ("BYOK_FEE_RATE", "NaN"),
+    ("BYOK_FEE_RATE", "five percent"),
 ])
 def test_bad_typed_values_are_refused_by_name(production, name, value):
     with pytest.raises(ConfigError, match=f"^{name}: "):

@@ -1,9 +1,10 @@
 """The catalog, ratings and recommendations: endpoints 17–20."""
-from flask import Blueprint, g
+from flask import Blueprint, current_app, g
 
 from app.api.contract import body, query, query_choice, response
 from app.api.guards import require_auth
 from app.api.openapi import query_enum
+from app.billing import house_keys
 from app.errors import NotFound
 from app.extensions import db
 from app.recommend import bayesian_average, blended_price, catalog_entry, rank
@@ -80,6 +81,7 @@ def recommend(wanted):
     ranked, notice = rank(
         db.catalog(), wanted.task, wanted.capabilities, wanted.max_price_per_mtok,
         held_providers=db.provider_key_holdings(g.user_id),
+        house_providers=house_keys(current_app.config),
         preferred_providers=preferences["preferred_providers"] if preferences else [],
         limit=wanted.limit,
     )

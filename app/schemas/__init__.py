@@ -3,7 +3,7 @@ responses, and describe the API in /openapi.json. One module per area; every
 model is importable from here."""
 from app.schemas.accounts import (ActivityItem, ActivityPage, Balance, LoginRequest, Preferences, PreferencesBody,
                                   Profile, RefreshRequest, RegisterRequest, TokenPair, User)
-from app.schemas.balance import LedgerEntry, TopUpRequest, TopUpResponse, TransactionPage
+from app.schemas.balance import LedgerEntry, ServiceTerms, TopUpRequest, TopUpResponse, TransactionPage
 from app.schemas.catalog import (CatalogEntry, DailyUsage, ModelDetail, ModelList, ModelUsage, Rating, RatingRequest,
                                  RatingSummary, Recommendation, RecommendationList, RecommendRequest)
 from app.schemas.chat import (Message, MessageExchange, NewMessageRequest, NewSessionRequest, Session, SessionPage,
@@ -16,7 +16,7 @@ __all__ = [
     "LedgerEntry", "LoginRequest", "Message", "MessageExchange", "ModelDetail", "ModelList", "ModelUsage",
     "NewKeyRequest", "NewMessageRequest", "NewSessionRequest", "PATTERN_MESSAGES", "Preferences", "PreferencesBody",
     "Profile", "Rating", "RatingRequest", "RatingSummary", "Recommendation", "RecommendationList",
-    "RecommendRequest", "RefreshRequest", "RegisterRequest", "Request", "Response", "Session", "SessionPage",
+    "RecommendRequest", "RefreshRequest", "RegisterRequest", "Request", "Response", "ServiceTerms", "Session", "SessionPage",
     "SessionWithMessages", "StoredKey", "TokenPair", "TopUpRequest", "TopUpResponse", "TransactionPage", "Usage",
     "User", "Username",
 ]

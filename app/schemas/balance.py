@@ -1,6 +1,8 @@
 """The balance and its ledger."""
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from app.money import format_money
 from app.schemas.accounts import Balance
@@ -37,3 +39,11 @@ class TopUpResponse(Response):
 class TransactionPage(Response):
     transactions: list[LedgerEntry]
     next_cursor: str | None
+
+
+class ServiceTerms(Response):
+    """What a call will use and cost, for clients to tell before they make one."""
+    self_topup_enabled: bool
+    max_topup: MoneyText
+    byok_fee_rate: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?$", examples=["0.05"])]
+    house_keys: list[str]
