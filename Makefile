@@ -8,8 +8,10 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/python run.py
 
+# Two pytest-xdist workers, one per core, each with its own PostgreSQL; `-n 0` in
+# PYTEST_ARGS runs the tests in one process (a later -n wins).
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 migrate: $(VENV)/.installed
 	$(BIN)/python migrate.py

@@ -43,19 +43,31 @@ def _sent(response, status):
     return response.json()
 
 
+class Account:
+    """A funded user holding a key, so generated calls reach deep. The contract calls
+    POST /auth/logout with its token too, which ends every token issued so far: a 401
+    to the token means logging in again, or every later call would stop at 401."""
+
+    CREDENTIALS = {"email": "contract@example.com", "password": PASSWORD}
+
+    def __init__(self, url):
+        self.url = url
+        _sent(httpx.post(f"{url}/api/v1/auth/register", json=self.CREDENTIALS | {"username": "contract"}), 201)
+        self.log_in()
+        _sent(httpx.post(f"{url}/api/v1/balance/funds", json={"amount": "1000"}, headers=self.headers), 201)
+        _sent(httpx.post(f"{url}/api/v1/keys", json={"provider": "openai", "api_key": "sk-proj-contract-00000000000"},
+                         headers=self.headers), 201)
+        profile = _sent(httpx.get(f"{url}/api/v1/auth/me", headers=self.headers), 200)
+        assert profile["balance"]["available_balance"] == "1000.00"
+
+    def log_in(self):
+        answer = _sent(httpx.post(f"{self.url}/api/v1/auth/login", json=self.CREDENTIALS), 200)
+        self.headers = bearer(answer["access_token"])
+
+
 @pytest.fixture(scope="module")
 def account(contract_server):
-    """A funded user holding a key, so generated calls reach deep."""
-    url = contract_server.url
-    credentials = {"email": "contract@example.com", "password": PASSWORD}
-    _sent(httpx.post(f"{url}/api/v1/auth/register", json=credentials | {"username": "contract"}), 201)
-    headers = bearer(_sent(httpx.post(f"{url}/api/v1/auth/login", json=credentials), 200)["access_token"])
-    _sent(httpx.post(f"{url}/api/v1/balance/funds", json={"amount": "1000"}, headers=headers), 201)
-    _sent(httpx.post(f"{url}/api/v1/keys", json={"provider": "openai", "api_key": "sk-proj-contract-00000000000"},
-                     headers=headers), 201)
-    profile = _sent(httpx.get(f"{url}/api/v1/auth/me", headers=headers), 200)
-    assert profile["balance"]["available_balance"] == "1000.00"
-    return headers
+    return Account(contract_server.url)
 
 
 def _document():
@@ -71,7 +83,20 @@ schema.config.generation.update(max_examples=EXAMPLES_PER_OPERATION, determinist
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_service_keeps_its_contract(case, contract_server, account):
-    case.call_and_validate(base_url=contract_server.url, headers=account, checks=CHECKS)
+    headers = _credentials_for(case, account)
+    response = case.call_and_validate(base_url=contract_server.url, headers=headers, checks=CHECKS)
+    if headers is not None and response.status_code == 401:
+        account.log_in()
+
+
+def _credentials_for(case, account):
+    """The account's token, except for a case generated to lack valid credentials: that one
+    goes as generated, as Schemathesis' own auth would send it, and must meet a 401. With the
+    token put back such a case can be a valid request (say its other flaw is an unknown query
+    parameter whose empty-list value is sent as nothing) and its 200 would read as accepted
+    invalid data. The auth is not Schemathesis' own because that resolves credentials for the
+    coverage cases at collection, before the server and the account exist."""
+    return None if case.operation.schema.is_security_param_negated(case) else account.headers
 
 
 def test_readme_configuration_lists_every_setting():
