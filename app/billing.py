@@ -22,9 +22,9 @@ from decimal import Decimal
 
 from flask import current_app
 
-from app.errors import (InsufficientFunds, KeyUnusable, MissingApiKey, ModelUnavailable, NotFound,
+from app.errors import (InsufficientFunds, InvalidToken, KeyUnusable, MissingApiKey, ModelUnavailable, NotFound,
                         ProviderFailed, ProviderTimedOut, ProviderUnreachableError, SettleFailed, SpendLimitReached,
-                        ValidationFailed)
+                        UnknownModel, ValidationFailed)
 from app.extensions import db, providers, vault
 from app.money import SMALLEST_AMOUNT, charged, format_money, token_cost
 from app.observability import describe_error
@@ -74,17 +74,61 @@ class Exchange:
 
 
 def hold(user_id, session_id, content, max_tokens, temperature, tx):
-    """Holds the most the call can cost, in `tx`; raises the API error that
-    stops the call before any money moves. The caller confirms its token from
-    the returned hold's token_generation before `tx` commits."""
-    timeout = current_app.config["PROVIDER_TIMEOUT"]
-    # Taken before the hold, whose stored deadline (its transaction's start plus
-    # the timeout) is therefore never earlier than the call's.
-    deadline = time.monotonic() + timeout
-    context = _call_context(user_id, session_id, content, max_tokens, tx)
+    """Holds the most a message in a session can cost, in `tx`; raises the API
+    error that stops the call before any money moves. The caller confirms its
+    token from the returned hold's token_generation before `tx` commits."""
+    deadline = _deadline()
+    fixed = REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content)
+    context = _of_active_user(db.chat_call_context(user_id, session_id, max_tokens, DEFAULT_MAX_TOKENS, fixed,
+                                                   MESSAGE_OVERHEAD_TOKENS, tx=tx))
+    if context["session_id"] is None:
+        raise NotFound()
+    if not context["is_active"]:
+        raise ModelUnavailable()
     messages = [*context["history"], {"role": "user", "content": content}]
+    _check_size(context, fixed, {"max_tokens": "max_tokens", "prompt": "content"})
+    return _hold(user_id, context, messages, temperature, deadline, tx, session_id=session_id, content=content,
+                 metadata={"kind": "chat", "session_id": str(session_id)})
+
+
+def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields):
+    """Holds the most a call outside any session can cost (the inference API),
+    in `tx`, as `hold` does. `fields` names the request's fields in the words
+    of its own format, for the validation errors: {"max_tokens", "prompt"}."""
+    deadline = _deadline()
+    context = _of_active_user(db.model_call_context(user_id, model_id, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
+    if context["model_id"] is None or not context["is_active"]:
+        raise UnknownModel(details={"model": model_id})
+    _check_size(context, prompt_tokens_upper_bound(messages), fields)
+    return _hold(user_id, context, messages, temperature, deadline, tx, metadata={"kind": "api"})
+
+
+def _deadline():
+    """Taken before the hold, whose stored deadline (its transaction's start
+    plus the timeout) is therefore never earlier than the call's."""
+    return time.monotonic() + current_app.config["PROVIDER_TIMEOUT"]
+
+
+def _of_active_user(context):
+    """The context, unless its user is gone or deactivated: then no token of
+    theirs is valid any more."""
+    if context["token_generation"] is None:
+        raise InvalidToken()
+    return context
+
+
+def _check_size(context, prompt_tokens, fields):
+    if context["max_tokens"] > context["max_output_tokens"]:
+        raise ValidationFailed(details={
+            fields["max_tokens"]: f"must be at most {context['max_output_tokens']} for this model"})
+    if prompt_tokens + context["max_tokens"] > context["context_window"]:
+        raise ValidationFailed(details={fields["prompt"]: "is too long for this model's context window"})
+
+
+def _hold(user_id, context, messages, temperature, deadline, tx, metadata, session_id=None, content=None):
+    key_source, api_key, rate = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
+    model_id = context["model_id"]
     estimate = prompt_tokens_upper_bound(messages)
-    rate = context["rate"]
     # Each part rounded up on its own, as the settle charges them: the charge never exceeds the hold.
     most = max(charged(token_cost(estimate, context["input_price_per_mtok"]), rate)
                + charged(token_cost(context["max_tokens"], context["output_price_per_mtok"]), rate), SMALLEST_AMOUNT)
@@ -93,40 +137,21 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx):
         raise SpendLimitReached(
             "This message could cost more than your max_cost_per_message; lower max_tokens or the limit.",
             details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
-    held = db.hold_funds(user_id, most, f"Hold for a message to {context['model_id']}",
-                         {"kind": "chat", "session_id": str(session_id), "model_id": context["model_id"],
-                          "key": context["key_source"]},
-                         daily_limit=context["daily_spend_limit"], call_timeout=timeout, tx=tx)
+    held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
+                         {**metadata, "model_id": model_id, "key": key_source},
+                         daily_limit=context["daily_spend_limit"], call_timeout=current_app.config["PROVIDER_TIMEOUT"],
+                         tx=tx)
     if held["reason"] == "spend_limit_reached":
         raise SpendLimitReached(details={"max_cost": format_money(most),
                                          "daily_spend_limit": format_money(context["daily_spend_limit"])})
     if not held["ok"]:
         raise InsufficientFunds(details={"required": format_money(most),
                                          "available": format_money(held["available"])})
-    request = {"provider": context["provider"], "model_name": context["model_id"].split("/", 1)[1],
-               "messages": messages, "max_tokens": context["max_tokens"], "api_key": context["api_key"],
-               "temperature": temperature}
-    return Hold(held["transaction_id"], user_id, session_id, context["token_generation"], context["model_id"],
-                context["api_key_id"], most, context["input_price_per_mtok"], context["output_price_per_mtok"], rate,
-                estimate, context["max_tokens"], content, request, deadline)
-
-
-def _call_context(user_id, session_id, content, max_tokens, tx):
-    """The call's model, limits, key and history, checked."""
-    fixed = REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content)
-    context = db.chat_call_context(user_id, session_id, max_tokens, DEFAULT_MAX_TOKENS, fixed,
-                                   MESSAGE_OVERHEAD_TOKENS, tx=tx)
-    if context["session_id"] is None:
-        raise NotFound()
-    if not context["is_active"]:
-        raise ModelUnavailable()
-    if context["max_tokens"] > context["max_output_tokens"]:
-        raise ValidationFailed(details={"max_tokens": f"must be at most {context['max_output_tokens']} for this model"})
-    if fixed + context["max_tokens"] > context["context_window"]:
-        raise ValidationFailed(details={"content": "is too long for this model's context window"})
-    context["key_source"], context["api_key"], context["rate"] = _key_and_rate(
-        user_id, context["provider"], context.pop("sealed_key", None))
-    return context
+    request = {"provider": context["provider"], "model_name": model_id.split("/", 1)[1], "messages": messages,
+               "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature}
+    return Hold(held["transaction_id"], user_id, session_id, context["token_generation"], model_id,
+                context["api_key_id"] if key_source == "byok" else None, most, context["input_price_per_mtok"],
+                context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request, deadline)
 
 
 def _key_and_rate(user_id, provider, sealed):
@@ -212,7 +237,7 @@ def settle(hold, completion, tx):
         {"content": completion.content, "tokens": completion_tokens, "cost": output_cost}, tx=tx)
     if not settled["charged"]:
         log.error("hold %s was already returned: this answer goes unbilled", hold.id)
-    if not settled["saved"]:
+    if not settled["saved"] and hold.session_id is not None:
         log.warning("session %s was deleted during its call: hold %s settled, no messages saved",
                     hold.session_id, hold.id)
     common = {"created_at": settled["created_at"], "prompt_tokens": 0, "completion_tokens": 0}

@@ -94,6 +94,11 @@ class NotFound(APIError):
     message = "The resource was not found."
 
 
+class UnknownModel(NotFound):
+    code = "model_not_found"
+    message = "No model of the catalog has this id (GET /v1/models lists them)."
+
+
 class SessionGone(NotFound):
     message = ("The session was deleted while its message was being answered: the answer was not saved, "
                "but the provider's work was charged.")

@@ -103,6 +103,40 @@ class ChatSQL:
         row["sealed_key"] = sealed_key(row)
         return row
 
+    def model_call_context(self, user_id, model_id, max_tokens, default_max_tokens, tx=None):
+        """What a call outside any session needs, in one round trip: the user's
+        token generation (None: no such active user), the model's prices and
+        limits (model_id None: no such model), the call's max tokens (asked for,
+        else the model's default), the user's newest key for the provider,
+        sealed (`sealed_key`), and the user's spending limits."""
+        with self._maybe(tx) as cursor:
+            row = cursor.one(
+                """
+                SELECT u.token_generation, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
+                       m.input_price_per_mtok, m.output_price_per_mtok, m.is_active,
+                       coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
+                       k.id AS api_key_id, k.encryption_kid, k.nonce, k.encrypted_key,
+                       pref.daily_spend_limit, pref.max_cost_per_message
+                  FROM users u
+                  LEFT JOIN models m ON m.id = %(model_id)s
+                  LEFT JOIN user_preferences pref ON pref.user_id = u.id
+                  LEFT JOIN LATERAL (SELECT a.id, a.encryption_kid, a.nonce, a.encrypted_key
+                                       FROM api_keys a
+                                      WHERE a.user_id = u.id
+                                        AND a.provider = m.provider
+                                      ORDER BY a.created_at DESC, a.id
+                                      LIMIT 1) k ON true
+                 WHERE u.id = %(user_id)s
+                   AND u.is_active
+                """,
+                {"user_id": user_id, "model_id": model_id, "max_tokens": max_tokens,
+                 "default_max_tokens": default_max_tokens},
+            )
+        if row is None:
+            return {"token_generation": None, "model_id": None}
+        row["sealed_key"] = sealed_key(row)
+        return row
+
     def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, tx=None):
         """Releases the unused part of `hold`, saves the exchange (unless the
         session is gone: saved = false) and counts the usage, in one round trip.
