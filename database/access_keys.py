@@ -29,8 +29,10 @@ class AccessKeysSQL:
 
     def count_live_access_keys(self, user_id, tx=None):
         with self._maybe(tx) as cursor:
-            return cursor.one("SELECT count(*) AS n FROM access_keys WHERE user_id = %(user_id)s AND revoked_at IS NULL",
-                              {"user_id": user_id})["n"]
+            return cursor.one(
+                "SELECT count(*) AS n FROM access_keys WHERE user_id = %(user_id)s AND revoked_at IS NULL",
+                {"user_id": user_id},
+            )["n"]
 
     def list_access_keys(self, user_id, limit, after=None, tx=None):
         """The user's unrevoked keys, newest first; `after` is the (created_at, id)

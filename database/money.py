@@ -2,8 +2,8 @@
 (deduct_user_balance, add_user_funds); these methods call them."""
 from psycopg2.extras import Json
 
-TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_id, description, model_id, access_key_id, "
-                       "created_at")
+TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_id, description, model_id, "
+                       "access_key_id, created_at")
 
 
 class MoneySQL:

@@ -15,14 +15,16 @@ from app import close_app, create_app
 from app.api import access_keys
 from app.api.guards import access_key_subject, authenticate_caller, rate_limited, require_model_allowed
 from app.observability import JSONFormatter
-from tests.support import assert_error, bearer, user, user_id_of
-from tests.test_secrets_in_logs import assert_no_secrets, server_log  # noqa: F401 (a fixture)
-from tests.test_vocabulary import allowed_words, check_of
 from database.access_keys import SPEND_LIMIT_PERIODS
+from tests import test_secrets_in_logs
+from tests.support import assert_error, bearer, user, user_id_of
+from tests.test_secrets_in_logs import assert_no_secrets
+from tests.test_vocabulary import allowed_words, check_of
 
 ACCESS_KEYS = "/api/v1/access-keys"
 WHOAMI = "/test/whoami"
 KEY_FORMAT = re.compile(r"^qm-[A-Za-z0-9_-]{43}$")
+server_log = test_secrets_in_logs.server_log  # the fixture: what the PostgreSQL server logs from now on
 PUBLIC_FIELDS = {"id", "name", "last4", "allowed_models", "spend_limit", "spend_limit_period", "spent",
                  "expires_at", "created_at", "last_used_at"}
 
@@ -279,7 +281,7 @@ def test_each_key_has_its_own_rate_limit(settings):
 
 # ----------------------------------------------------------------- the key stays secret
 
-def test_the_key_reaches_no_log_audit_row_or_error(caller_app, database, server_log, caplog):  # noqa: F811
+def test_the_key_reaches_no_log_audit_row_or_error(caller_app, database, server_log, caplog):
     caplog.set_level(logging.DEBUG)
     client = caller_app.test_client()
     token = user(client)
