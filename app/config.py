@@ -121,6 +121,7 @@ SETTINGS = {
     # flask-limiter notation; per client address (auth) or per user (chat).
     "RATE_LIMIT_AUTH": ("20 per minute", _text),
     "RATE_LIMIT_CHAT": ("120 per minute", _text),
+    "RATE_LIMIT_ACCESS_KEY": ("600 per minute", _text),
     # Failed logins per email (counted in PostgreSQL, whoever sends them) before
     # that email is locked for LOGIN_LOCKOUT_SECONDS.
     "LOGIN_LOCKOUT_THRESHOLD": ("10", _integer(1, 10_000)),

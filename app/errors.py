@@ -66,6 +66,10 @@ class InvalidToken(Unauthorized):
     message = "The token is invalid or has been revoked."
 
 
+class InvalidAccessKey(InvalidToken):
+    message = "The access key is unknown, revoked or expired."
+
+
 # ----------------------------------------------------------------- 402, 403, 404
 
 class InsufficientFunds(APIError):
@@ -82,10 +86,20 @@ class SpendLimitReached(APIError):
                "(charges, open holds and this hold, UTC day).")
 
 
+class KeySpendLimitReached(SpendLimitReached):
+    message = "This call could take the access key past its spend limit for the period."
+
+
 class TopUpsDisabled(APIError):
     status = 403
     code = "topups_disabled"
     message = "Self-service top-ups are turned off on this service."
+
+
+class ModelNotAllowed(APIError):
+    status = 403
+    code = "model_not_allowed"
+    message = "This access key may not use this model (see its allowed_models)."
 
 
 class NotFound(APIError):

@@ -119,7 +119,7 @@ class CatalogSQL:
             return cursor.all(
                 """
                 SELECT kind, item_id, action, amount, prompt_tokens, completion_tokens, session_id, model_id,
-                       created_at
+                       access_key_id, created_at
                   FROM recent_activity
                  WHERE user_id = %(user_id)s
                    AND (%(created_at)s::timestamptz IS NULL

@@ -2,7 +2,8 @@
 (deduct_user_balance, add_user_funds); these methods call them."""
 from psycopg2.extras import Json
 
-TRANSACTION_COLUMNS = "id, type, amount, available_after, related_transaction_id, description, created_at"
+TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_id, description, model_id, "
+                       "access_key_id, created_at")
 
 
 class MoneySQL:
@@ -30,19 +31,24 @@ class MoneySQL:
                 {"user_id": user_id, "amount": amount, "description": description, "metadata": Json(metadata)},
             )
 
-    def hold_funds(self, user_id, amount, description, metadata, daily_limit=None, call_timeout=None, tx=None):
+    def hold_funds(self, user_id, amount, description, metadata, daily_limit=None, call_timeout=None, tx=None,
+                   model_id=None, access_key_id=None):
         """Holds `amount`: (ok, transaction_id, available, reason); ok is false and
         nothing changes when the balance (or the daily limit) does not allow it.
-        The hold's call ends within `call_timeout` seconds: it is stored as its deadline."""
+        The hold's call ends within `call_timeout` seconds: it is stored as its deadline.
+        `model_id` and `access_key_id` are stored on the hold; with a key, the
+        key must be the user's and live ('invalid_access_key'), and within its
+        spend limit ('spend_limit_reached')."""
         with self._maybe(tx) as cursor:
             return cursor.one(
                 """
                 SELECT ok, transaction_id, available, reason
                   FROM deduct_user_balance(%(user_id)s, %(amount)s, %(description)s, %(metadata)s, %(daily_limit)s,
-                                           %(call_timeout)s)
+                                           %(call_timeout)s, %(model_id)s, %(access_key_id)s)
                 """,
                 {"user_id": user_id, "amount": amount, "description": description,
-                 "metadata": Json(metadata), "daily_limit": daily_limit, "call_timeout": call_timeout},
+                 "metadata": Json(metadata), "daily_limit": daily_limit, "call_timeout": call_timeout,
+                 "model_id": model_id, "access_key_id": access_key_id},
             )
 
     def release_hold(self, user_id, hold_id, amount, description, metadata, tx=None):

@@ -83,9 +83,11 @@ BAD_CURSORS = {
     "wrong-version": cursor("v9|1"),
 }
 BAD_IDEMPOTENCY_KEYS = {"empty": "", "too-long": "k" * 256, "space": "has space", "non-ascii": "cl\u00e9"}
-INJECTABLE_TABLES = ("users", "user_balance", "api_keys", "chat_sessions", "model_ratings", "user_preferences")
+INJECTABLE_TABLES = ("users", "user_balance", "api_keys", "access_keys", "chat_sessions", "model_ratings",
+                     "user_preferences")
 # Every row another user owns, by table and owner column.
 OWNED_TABLES = {"users": "id", "user_balance": "user_id", "transactions": "user_id", "api_keys": "user_id",
+                "access_keys": "user_id",
                 "chat_sessions": "user_id", "chat_history": "user_id", "model_ratings": "user_id",
                 "user_preferences": "user_id"}
 
@@ -248,7 +250,8 @@ class World:
         self.victim_id = register(client, password=PASSWORD, **VICTIM)["id"]
         victim = bearer(login(client, VICTIM["email"])["access_token"])
         self.victim_ids = {"key_id": self._post("/api/v1/keys", {"provider": "openai", "api_key": VICTIM_KEY}, victim),
-                           "session_id": self._post("/api/v1/chat/sessions", {"model_id": "local/echo"}, victim)}
+                           "session_id": self._post("/api/v1/chat/sessions", {"model_id": "local/echo"}, victim),
+                           "access_key_id": self._post("/api/v1/access-keys", {"name": "victim's"}, victim)}
         register(client, password=PASSWORD, **MAIN)
         self.revoked_token = self._logged_out_token()
         pair = login(client, MAIN["email"])
@@ -257,6 +260,7 @@ class World:
         assert client.post("/api/v1/balance/funds", json={"amount": "100"}, headers=self.auth).status_code == 201
         self.ids = {"key_id": self._post("/api/v1/keys", {"provider": "openai", "api_key": MAIN_KEY}, self.auth),
                     "session_id": self._post("/api/v1/chat/sessions", {"model_id": "local/echo"}, self.auth),
+                    "access_key_id": self._post("/api/v1/access-keys", {"name": "main"}, self.auth),
                     "provider": "local", "name": "echo"}
         self.victim_before = self.victim_rows()
 
@@ -291,6 +295,8 @@ class World:
             "RefreshRequest": {"refresh_token": self.refresh_token},
             "TopUpRequest": {"amount": "5.00"},
             "NewKeyRequest": {"provider": "openai", "api_key": MAIN_KEY, "label": "work"},
+            "NewAccessKeyRequest": {"name": "ci", "allowed_models": ["local/echo"], "spend_limit": "5.00",
+                                    "spend_limit_period": "day"},
             "NewSessionRequest": {"model_id": "local/echo", "title": "plans"},
             "NewMessageRequest": {"content": "hello"},
             "RatingRequest": {"rating": 4, "review": "fine"},

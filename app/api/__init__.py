@@ -1,10 +1,10 @@
 """HTTP only: one blueprint per area under /api/v1, the operations endpoints at
 the root, and what every view shares (contract, guards, pagination, openapi)."""
-from app.api import account, auth, balance, chat, keys, models, ops, service
+from app.api import access_keys, account, auth, balance, chat, keys, models, ops, service
 from app.api.guards import refuse_unknown_query_parameters
 
 API_PREFIX = "/api/v1"
-API_BLUEPRINTS = (auth, keys, balance, chat, models, account, service)
+API_BLUEPRINTS = (auth, keys, access_keys, balance, chat, models, account, service)
 
 
 def register_blueprints(app):

@@ -1,6 +1,7 @@
 """What a request must pass before, or around, its view: the bearer token
-(`require_auth`, `authenticate`), the rate limit (`rate_limited`), an
-`Idempotency-Key` (`idempotent`, `respond`) and the unknown-query guard.
+(`require_auth`, `authenticate`), an access key or token (`authenticate_caller`),
+the rate limit (`rate_limited`), an `Idempotency-Key` (`idempotent`, `respond`)
+and the unknown-query guard.
 
 Idempotency (SPEC §5): the first request with a key claims a record (in
 progress), runs, and stores its 2xx answer in the same transaction as its effect
@@ -15,13 +16,14 @@ import functools
 import hashlib
 import json
 import re
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from flask import current_app, g, request
 
 from app.api.contract import operation, serialise
-from app.errors import (IdempotencyInProgress, IdempotencyKeyReused, InvalidToken, NotFound, Unauthorized,
-                        ValidationFailed)
+from app.errors import (IdempotencyInProgress, IdempotencyKeyReused, InvalidAccessKey, InvalidToken,
+                        ModelNotAllowed, NotFound, Unauthorized, ValidationFailed)
 from app.extensions import db, limiter, tokens
 from app.security import ACCESS
 
@@ -99,6 +101,83 @@ def rate_limited(limit, key_func=None):
         operation(view).rate_limited = True
         return limiter.limit(limit, key_func=key_func)(view)
     return decorate
+
+
+# ----------------------------------------------------------------- the access key
+
+ACCESS_KEY_PREFIX = "qm-"
+# last_used_at is stamped at most this often by authentication (settles stamp it too).
+ACCESS_KEY_TOUCH_SECONDS = 60
+
+
+def access_key_hash(key):
+    """What is stored of an access key: its SHA-256 (it is 32 random bytes, so
+    no salt or slow hash is needed)."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def caller_credential():
+    """The request's credential: the bearer token, else an `x-api-key` header
+    (Anthropic's clients send that); 401 without either."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if token:
+        if scheme.lower() != "bearer":
+            raise InvalidToken()
+        return token.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    if not api_key:
+        raise Unauthorized()
+    return api_key
+
+
+def authenticate_caller(view):
+    """Admits a request bearing a live access key (`qm-…`), as a bearer token
+    or in `x-api-key`, and sets g.user_id and g.access_key (its row); or a live
+    access token, as require_auth does, with g.access_key None. An unknown,
+    revoked or expired key is a 401; the key is never logged or echoed."""
+    operation(view).auth = True
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        credential = caller_credential()
+        if credential.startswith(ACCESS_KEY_PREFIX):
+            key = db.live_access_key(access_key_hash(credential))
+            if key is None:
+                raise InvalidAccessKey()
+            g.user_id, g.access_key, g.token_confirmed = key.pop("user_id"), key, True
+            _touch(key)
+        else:
+            claims = tokens.decode(credential, ACCESS)
+            g.access_claims, g.access_key = claims, None
+            g.user_id, g.token_generation, g.token_confirmed = claims["sub"], claims["gen"], False
+            confirm_token_now()
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _touch(key):
+    last_used = key["last_used_at"]
+    if last_used is None or datetime.now(timezone.utc) - last_used > timedelta(seconds=ACCESS_KEY_TOUCH_SECONDS):
+        db.touch_access_key(key["id"])
+
+
+def access_key_subject():
+    """The rate-limit key of an inference call: its access key (by hash, so the
+    counter store never holds the key), else what token_subject says."""
+    try:
+        credential = caller_credential()
+    except Unauthorized:
+        credential = ""
+    if credential.startswith(ACCESS_KEY_PREFIX):
+        return "access-key:" + access_key_hash(credential).hex()
+    return token_subject()
+
+
+def require_model_allowed(model_id):
+    """403 when the request's access key may not use `model_id`."""
+    key = g.get("access_key")
+    if key is not None and key["allowed_models"] is not None and model_id not in key["allowed_models"]:
+        raise ModelNotAllowed()
 
 
 # ----------------------------------------------------------------- the query string

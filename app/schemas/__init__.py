@@ -1,6 +1,7 @@
 """Request and response bodies, declared once: they validate requests, shape
 responses, and describe the API in /openapi.json. One module per area; every
 model is importable from here."""
+from app.schemas.access_keys import AccessKey, AccessKeyPage, NewAccessKey, NewAccessKeyRequest
 from app.schemas.accounts import (ActivityItem, ActivityPage, Balance, LoginRequest, Preferences, PreferencesBody,
                                   Profile, RefreshRequest, RegisterRequest, TokenPair, User)
 from app.schemas.balance import LedgerEntry, ServiceTerms, TopUpRequest, TopUpResponse, TransactionPage
@@ -12,6 +13,7 @@ from app.schemas.fields import EMAIL_MAX_LENGTH, PATTERN_MESSAGES, Email, Reques
 from app.schemas.keys import KeyList, NewKeyRequest, StoredKey
 
 __all__ = [
+    "AccessKey", "AccessKeyPage", "NewAccessKey", "NewAccessKeyRequest",
     "ActivityItem", "ActivityPage", "Balance", "CatalogEntry", "DailyUsage", "EMAIL_MAX_LENGTH", "Email", "KeyList",
     "LedgerEntry", "LoginRequest", "Message", "MessageExchange", "ModelDetail", "ModelList", "ModelUsage",
     "NewKeyRequest", "NewMessageRequest", "NewSessionRequest", "PATTERN_MESSAGES", "Preferences", "PreferencesBody",

@@ -91,6 +91,7 @@ class ActivityItem(Response):
     completion_tokens: int | None
     session_id: str | None
     model_id: str | None
+    access_key_id: UUID | None
     created_at: datetime
 
     @classmethod

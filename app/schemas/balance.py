@@ -1,6 +1,7 @@
 """The balance and its ledger."""
 from datetime import datetime
 from typing import Annotated, Literal
+from uuid import UUID
 
 from pydantic import Field
 
@@ -21,6 +22,8 @@ class LedgerEntry(Response):
     available_after: MoneyText
     related_transaction_id: str | None
     description: str
+    model_id: str | None
+    access_key_id: UUID | None
     created_at: datetime
 
     @classmethod

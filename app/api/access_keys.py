@@ -1,0 +1,85 @@
+"""Access keys for programs: create (the key is shown in that answer only),
+list and revoke. The keys open the inference API, never this account API."""
+import base64
+import secrets
+import uuid
+from datetime import datetime
+
+from flask import Blueprint, g
+
+from app.api.contract import body, other_responses, query, response
+from app.api.guards import ACCESS_KEY_PREFIX, access_key_hash, require_auth
+from app.api.openapi import CURSOR, LIMIT
+from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate
+from app.errors import KeyLimitReached, NotFound, ValidationFailed
+from app.extensions import db
+from app.schemas import AccessKey, AccessKeyPage, NewAccessKey, NewAccessKeyRequest
+
+bp = Blueprint("access_keys", __name__, url_prefix="/access-keys")
+
+MAX_ACCESS_KEYS_PER_USER = 50
+KEY_BYTES = 32
+
+
+def new_access_key():
+    """`qm-` and 32 random bytes in unpadded base64url (43 characters)."""
+    return ACCESS_KEY_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode().rstrip("=")
+
+
+def _allowed_models(new_key):
+    """The new key's allowed_models without repeats, once the rules that need
+    more than one field, or the catalog, hold."""
+    if (new_key.spend_limit is None) != (new_key.spend_limit_period is None):
+        missing = "spend_limit_period" if new_key.spend_limit_period is None else "spend_limit"
+        raise ValidationFailed(details={missing: "is required when the other of spend_limit and "
+                                                 "spend_limit_period is given"})
+    if new_key.allowed_models is None:
+        return None
+    models = list(dict.fromkeys(new_key.allowed_models))
+    unknown = db.models_not_in_catalog(models)
+    if unknown:
+        raise ValidationFailed(details={"allowed_models": "holds ids that are no model of the catalog: "
+                                                          + ", ".join(unknown)})
+    return models
+
+
+@bp.post("")
+@response(NewAccessKey, 201)
+@other_responses(409)
+@require_auth
+@body(NewAccessKeyRequest)
+def create_access_key(new_key):
+    """Issue an access key for a program (the key is shown in this answer only)"""
+    allowed_models = _allowed_models(new_key)
+    if db.count_live_access_keys(g.user_id) >= MAX_ACCESS_KEYS_PER_USER:
+        raise KeyLimitReached(f"An account may hold at most {MAX_ACCESS_KEYS_PER_USER} access keys; "
+                              "revoke one first.")
+    key = new_access_key()
+    row = db.create_access_key(g.user_id, new_key.name, access_key_hash(key), key[-4:], allowed_models,
+                               new_key.spend_limit, new_key.spend_limit_period, new_key.expires_at)
+    return NewAccessKey.from_row(row, key=key), {"Location": f"/api/v1/access-keys/{row['id']}"}
+
+
+@bp.get("")
+@response(AccessKeyPage)
+@query(LIMIT, CURSOR)
+@require_auth
+def list_access_keys():
+    """Your access keys not revoked, newest first (never the keys themselves)"""
+    limit = page_size()
+    rows = db.list_access_keys(g.user_id, limit + 1, after=decode_cursor(datetime.fromisoformat, uuid.UUID))
+    page, next_cursor = paginate(rows, limit, lambda last: encode_cursor(last["created_at"].isoformat(), last["id"]))
+    return AccessKeyPage(access_keys=[AccessKey.from_row(row) for row in page], next_cursor=next_cursor)
+
+
+@bp.delete("/<access_key_id>")
+@response(None, 204)
+@require_auth
+def revoke_access_key(access_key_id):
+    """Revoke an access key: it stops working at once"""
+    try:
+        access_key_id = uuid.UUID(access_key_id)
+    except ValueError:
+        raise NotFound() from None
+    if not db.revoke_access_key(g.user_id, access_key_id):
+        raise NotFound()
