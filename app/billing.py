@@ -22,9 +22,9 @@ from decimal import Decimal
 
 from flask import current_app
 
-from app.errors import (InsufficientFunds, InvalidToken, KeyUnusable, MissingApiKey, ModelUnavailable, NotFound,
-                        ProviderFailed, ProviderTimedOut, ProviderUnreachableError, SettleFailed, SpendLimitReached,
-                        UnknownModel, ValidationFailed)
+from app.errors import (InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached, KeyUnusable,
+                        MissingApiKey, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
+                        ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
 from app.extensions import db, providers, vault
 from app.money import SMALLEST_AMOUNT, charged, format_money, token_cost
 from app.observability import describe_error
@@ -91,16 +91,18 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx):
                  metadata={"kind": "chat", "session_id": str(session_id)})
 
 
-def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields):
+def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields, access_key=None):
     """Holds the most a call outside any session can cost (the inference API),
-    in `tx`, as `hold` does. `fields` names the request's fields in the words
-    of its own format, for the validation errors: {"max_tokens", "prompt"}."""
+    in `tx`, as `hold` does, within the limits of the access key it comes with
+    (its row, or None for a user's own token). `fields` names the request's
+    fields in its own format's words, for validation errors: {"max_tokens", "prompt"}."""
     deadline = _deadline()
     context = _of_active_user(db.model_call_context(user_id, model_id, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
     if context["model_id"] is None or not context["is_active"]:
         raise UnknownModel(details={"model": model_id})
     _check_size(context, prompt_tokens_upper_bound(messages), fields)
-    return _hold(user_id, context, messages, temperature, deadline, tx, metadata={"kind": "api"})
+    return _hold(user_id, context, messages, temperature, deadline, tx, metadata={"kind": "api"},
+                 access_key=access_key)
 
 
 def _deadline():
@@ -125,7 +127,8 @@ def _check_size(context, prompt_tokens, fields):
         raise ValidationFailed(details={fields["prompt"]: "is too long for this model's context window"})
 
 
-def _hold(user_id, context, messages, temperature, deadline, tx, metadata, session_id=None, content=None):
+def _hold(user_id, context, messages, temperature, deadline, tx, metadata, session_id=None, content=None,
+          access_key=None):
     key_source, api_key, rate = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
     model_id = context["model_id"]
     estimate = prompt_tokens_upper_bound(messages)
@@ -140,10 +143,11 @@ def _hold(user_id, context, messages, temperature, deadline, tx, metadata, sessi
     held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
                          {**metadata, "model_id": model_id, "key": key_source},
                          daily_limit=context["daily_spend_limit"], call_timeout=current_app.config["PROVIDER_TIMEOUT"],
-                         tx=tx)
+                         model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx)
+    if held["reason"] == "invalid_access_key":
+        raise InvalidAccessKey()
     if held["reason"] == "spend_limit_reached":
-        raise SpendLimitReached(details={"max_cost": format_money(most),
-                                         "daily_spend_limit": format_money(context["daily_spend_limit"])})
+        raise _spend_limit_reached(most, context["daily_spend_limit"], access_key)
     if not held["ok"]:
         raise InsufficientFunds(details={"required": format_money(most),
                                          "available": format_money(held["available"])})
@@ -152,6 +156,21 @@ def _hold(user_id, context, messages, temperature, deadline, tx, metadata, sessi
     return Hold(held["transaction_id"], user_id, session_id, context["token_generation"], model_id,
                 context["api_key_id"] if key_source == "byok" else None, most, context["input_price_per_mtok"],
                 context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request, deadline)
+
+
+def _spend_limit_reached(most, daily_limit, access_key):
+    """The 402 for a hold the user's daily limit or the access key's limit
+    refused (the procedure checks both under one lock and does not say which)."""
+    details = {"max_cost": format_money(most)}
+    if daily_limit is not None:
+        details["daily_spend_limit"] = format_money(daily_limit)
+    if access_key is None or access_key["spend_limit"] is None:
+        return SpendLimitReached(details=details)
+    details["access_key_spend_limit"] = format_money(access_key["spend_limit"])
+    if daily_limit is None:
+        return KeySpendLimitReached(details=details)
+    return SpendLimitReached("This call could pass your daily_spend_limit or the access key's spend limit.",
+                             details=details)
 
 
 def _key_and_rate(user_id, provider, sealed):

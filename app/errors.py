@@ -5,7 +5,7 @@ Every error the API answers with is a class here; /openapi.json lists each
 status's codes from them (ERROR_CODES), in the order they are defined."""
 import logging
 
-from flask import jsonify
+from flask import current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app.observability import describe_error, loggable_traceback
@@ -248,8 +248,21 @@ HTTP_MESSAGES = {
 
 
 def error_response(code, message, status, details=None, headers=None):
+    """The error in the shape its caller speaks: ours, or that of a provider
+    format the path serves (register_error_shape)."""
+    for prefix, shape in current_app.extensions.get("error_shapes", ()):
+        if request.path.startswith(prefix):
+            return jsonify(shape(code, message, status, details or {})), status, headers or {}
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     return jsonify(body), status, headers or {}
+
+
+def register_error_shape(app, prefix, shape):
+    """Errors under `prefix` are rendered by shape(code, message, status,
+    details); the longest matching prefix wins."""
+    shapes = app.extensions.setdefault("error_shapes", [])
+    shapes.append((prefix, shape))
+    shapes.sort(key=lambda entry: -len(entry[0]))
 
 
 def register_error_handlers(app):

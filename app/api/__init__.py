@@ -1,6 +1,7 @@
 """HTTP only: one blueprint per area under /api/v1, the operations endpoints at
 the root, and what every view shares (contract, guards, pagination, openapi)."""
-from app.api import access_keys, account, auth, balance, chat, keys, models, ops, service
+from app.api import (access_keys, account, anthropic_compat, auth, balance, chat, inference, keys, models,
+                     openai_compat, ops, service)
 from app.api.guards import refuse_unknown_query_parameters
 
 API_PREFIX = "/api/v1"
@@ -12,4 +13,8 @@ def register_blueprints(app):
     ops.register_docs(app)
     for module in API_BLUEPRINTS:
         app.register_blueprint(module.bp, url_prefix=API_PREFIX + module.bp.url_prefix)
+    # The inference API, at the root where the providers' SDKs look for it.
+    app.register_blueprint(openai_compat.bp)
+    app.register_blueprint(anthropic_compat.bp)
+    inference.register_error_shapes(app)
     app.before_request(refuse_unknown_query_parameters)

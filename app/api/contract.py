@@ -31,6 +31,8 @@ class Operation:
     idempotent: bool = False
     rate_limited: bool = False
     uses_database: bool = True
+    open_query: bool = False          # unknown query parameters are ignored, not refused
+    error_body: str = "Error"         # the component schema of its error answers
 
 
 def operation(view):
@@ -99,6 +101,17 @@ def other_responses(*statuses):
     such as 400, 401 or 503, follow from the rest of its contract)."""
     def decorate(view):
         operation(view).errors += statuses
+        return view
+    return decorate
+
+
+def speaks_provider_format(error_body):
+    """Declares a view of a provider's format (the inference API): unknown query
+    parameters are ignored, as SDKs send many, and errors take that format's
+    shape, the component schema `error_body`."""
+    def decorate(view):
+        declared = operation(view)
+        declared.open_query, declared.error_body = True, error_body
         return view
     return decorate
 

@@ -192,7 +192,7 @@ def refuse_unknown_query_parameters():
         raise ValidationFailed(details={"query": "must not contain NUL characters"})
     view = current_app.view_functions.get(request.endpoint)
     declared = getattr(view, "openapi", None)
-    if declared is None or not request.args:
+    if declared is None or declared.open_query or not request.args:
         return
     unknown = sorted(set(request.args) - {parameter["name"] for parameter in declared.query})
     if unknown:

@@ -35,6 +35,26 @@ ERROR_BODY = {
                        "details": {"type": "object"}},
     }},
 }
+# The error shapes of the provider formats the inference API speaks.
+OPENAI_ERROR_BODY = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string"},
+                       "param": {"type": ["string", "null"]}},
+    }},
+}
+ANTHROPIC_ERROR_BODY = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {"type": {"const": "error"}, "error": {
+        "type": "object",
+        "required": ["type", "message"],
+        "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+    }},
+}
 HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"},
                                                                   "database": {"type": "string"}}}
 RESPONSE_HEADERS = {
@@ -75,7 +95,8 @@ def _build(app):
                                 "as decimal strings in USD."},
         "paths": paths,
         "components": {
-            "schemas": {**schemas, "Error": ERROR_BODY},
+            "schemas": {**schemas, "Error": ERROR_BODY, "OpenAIError": OPENAI_ERROR_BODY,
+                        "AnthropicError": ANTHROPIC_ERROR_BODY},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }
@@ -119,7 +140,7 @@ def _operation(operation, endpoint, path_params, refs):
             "description": "Error: " + ", ".join(ERROR_CODES[status]),
             "headers": {**RESPONSE_HEADERS, **({"Retry-After": {"schema": {"type": "integer"}}}
                                                if status == 429 else {})},
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{operation.error_body}"}}},
         }
     result["security"] = [{"bearer": []}] if operation.auth else []
     return result

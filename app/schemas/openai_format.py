@@ -1,0 +1,107 @@
+"""OpenAI's Chat Completions format, as the inference API serves it at /v1.
+SDKs send many fields this service has no use for: unknown fields are ignored
+here (under /api/v1 they are refused), but a field it cannot honour (tools,
+n > 1, a part that is not text) is a 400 that names it."""
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.schemas.fields import MoneyText
+
+# Bounds on the work one body can ask for (the body's 1 MiB bounds it too).
+MAX_MESSAGES = 256
+MAX_PARTS = 64
+MAX_TEXT = 100_000  # characters, as for a chat message
+MAX_STOP_SEQUENCES = 4
+MaxTokens = Annotated[int, Field(ge=1, le=1_000_000)]
+StopText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Lenient(BaseModel):
+    """A body of a provider's format: unknown fields ignored, as SDKs expect."""
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextPart(Lenient):
+    type: Literal["text"]
+    text: Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class ChatMessage(Lenient):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Annotated[str, Field(max_length=MAX_TEXT)] | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
+
+
+class StreamOptions(Lenient):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(Lenient):
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = None
+    tools: list | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n):
+        if n is not None and n != 1:
+            raise ValueError("only 1 is supported")
+        return n
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, tools):
+        if tools:
+            raise ValueError("are not supported: this service completes text only")
+        return tools
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: MoneyText
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: OpenAIUsage
+
+
+class ModelObject(BaseModel):
+    """A catalog model in OpenAI's shape; its prices and limits ride along."""
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    context_window: int
+    max_output_tokens: int
+    input_price_per_mtok: MoneyText
+    output_price_per_mtok: MoneyText
+
+
+class ModelListing(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
