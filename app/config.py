@@ -120,6 +120,7 @@ SETTINGS = {
     "OPENAI_BASE_URL": ("https://api.openai.com/v1", _text),
     "ANTHROPIC_BASE_URL": ("https://api.anthropic.com/v1", _text),
     "PROVIDER_TIMEOUT": ("60", _seconds),
+    "STREAM_TIMEOUT": ("600", _seconds),
     # A hold still unsettled this long after its call's deadline was left by a
     # crash: reconcile returns it (and a retry may take over its Idempotency-Key).
     "HOLD_GRACE_SECONDS": ("30", _seconds),
