@@ -138,6 +138,7 @@ SETTINGS = {
     # catalog cost, rounded up to the ledger's 10 decimals.
     "BYOK_FEE_RATE": ("0.05", _rate),
     "PROVIDER_TIMEOUT": ("60", _seconds),
+    "STREAM_TIMEOUT": ("600", _seconds),
     # A hold still unsettled this long after its call's deadline was left by a
     # crash: reconcile returns it (and a retry may take over its Idempotency-Key).
     "HOLD_GRACE_SECONDS": ("30", _seconds),

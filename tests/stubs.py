@@ -2,11 +2,18 @@
 Completions and Anthropic Messages wire formats, told by the test how to answer
 (normally, with an error status, after a stall, without usage, or garbled; with
 any reply text, NUL included, and any usage counts, absurd ones included; held
-until the test opens a gate; or dripping the body one byte at a time)."""
+until the test opens a gate; or dripping the body one byte at a time). Asked
+for a stream (`"stream": true`), they stream the reply in their real event
+formats, and can cut it short or end it with an error event."""
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+# In a stub's stream of events: close the connection here, without the end.
+CUT = object()
 
 
 class _Server(ThreadingHTTPServer):
@@ -29,6 +36,16 @@ class Behaviour:
         self.drip_seconds = 0.0
         # When set: the answer waits until the test opens the gate.
         self.gate = None
+        # Streamed replies: the text deltas (None: the reply's words), a pause
+        # before each, and after how many deltas the stream is cut short (the
+        # connection closed without the end) or ends with an error event.
+        self.chunks = None
+        self.chunk_delay_seconds = 0.0
+        self.cut_after_chunks = None
+        self.error_event_after_chunks = None
+
+    def deltas(self):
+        return self.chunks if self.chunks is not None else re.findall(r"\s*\S+|\s+", self.reply)
 
     def hold_answers(self):
         """Answers wait for the returned gate to be set."""
@@ -74,6 +91,22 @@ class StubProvider:
             time.sleep(0.01)
         return True
 
+    def stream_events(self, body, behaviour):
+        """The encoded events of a streamed reply, CUT where it is cut short."""
+        yield from self.opening_events(body, behaviour)
+        deltas = behaviour.deltas()
+        for sent in range(len(deltas) + 1):
+            if sent == behaviour.cut_after_chunks:
+                yield CUT
+                return
+            if sent == behaviour.error_event_after_chunks:
+                yield self.error_event()
+                return
+            if sent < len(deltas):
+                time.sleep(behaviour.chunk_delay_seconds)
+                yield self.delta_event(body, deltas[sent])
+        yield from self.closing_events(body, behaviour)
+
     def _handler(self):
         stub = self
 
@@ -103,6 +136,8 @@ class StubProvider:
                     return self._send(behaviour.status, {"error": {"message": "stub error"}})
                 if behaviour.garbled:
                     return self._send(200, b"{not json")
+                if body.get("stream") is True:
+                    return self._stream(body, behaviour)
                 return self._send(200, stub.answer(body, behaviour))
 
             def _send(self, status, payload):
@@ -111,20 +146,48 @@ class StubProvider:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                drip = stub.behaviour.drip_seconds
-                if not drip:
+                if not stub.behaviour.drip_seconds:
                     self.wfile.write(data)
                     return
                 self.wfile.flush()
+                self._write_or_abandon(data)
+
+            def _stream(self, body, behaviour):
+                """The reply as server-sent events in chunked transfer encoding;
+                cut short means the connection closes without the last chunk."""
                 try:
-                    for byte in data:
-                        time.sleep(drip)
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
                 except (BrokenPipeError, ConnectionResetError):
-                    with stub._lock:
-                        stub.abandoned += 1
-                    self.close_connection = True
+                    return self._abandon()
+                for event in stub.stream_events(body, behaviour):
+                    if event is CUT:
+                        self.close_connection = True
+                        return
+                    if not self._write_or_abandon(b"%x\r\n%s\r\n" % (len(event), event)):
+                        return
+                self._write_or_abandon(b"0\r\n\r\n")
+
+            def _write_or_abandon(self, data):
+                """Writes at once or byte by byte; False (and counted) when the
+                client hung up."""
+                drip = stub.behaviour.drip_seconds
+                try:
+                    for piece in ([bytes([byte]) for byte in data] if drip else [data]):
+                        time.sleep(drip)
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                    return True
+                except (BrokenPipeError, ConnectionResetError):
+                    return self._abandon()
+
+            def _abandon(self):
+                with stub._lock:
+                    stub.abandoned += 1
+                self.close_connection = True
+                return False
 
         return Handler
 
@@ -146,6 +209,33 @@ class OpenAIStub(StubProvider):
                               "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}
         return reply
 
+    def opening_events(self, body, behaviour):
+        yield self._chunk(body, {"role": "assistant", "content": ""}, None)
+
+    def delta_event(self, body, text):
+        return self._chunk(body, {"content": text}, None)
+
+    def closing_events(self, body, behaviour):
+        yield self._chunk(body, {}, "stop")
+        if body.get("stream_options", {}).get("include_usage") and behaviour.with_usage:
+            yield _data({"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": int(time.time()),
+                         "model": body["model"], "choices": [],
+                         "usage": {"prompt_tokens": behaviour.prompt_tokens,
+                                   "completion_tokens": behaviour.completion_tokens,
+                                   "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}})
+        yield b"data: [DONE]\n\n"
+
+    def error_event(self):
+        return _data({"error": {"message": "The server had an error while processing your request.",
+                                "type": "server_error", "param": None, "code": None}})
+
+    def _chunk(self, body, delta, finish_reason):
+        chunk = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": body["model"], "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+        if body.get("stream_options", {}).get("include_usage"):
+            chunk["usage"] = None
+        return _data(chunk)
+
 
 class AnthropicStub(StubProvider):
     path = "/v1/messages"
@@ -160,6 +250,39 @@ class AnthropicStub(StubProvider):
         if behaviour.with_usage:
             reply["usage"] = {"input_tokens": behaviour.prompt_tokens, "output_tokens": behaviour.completion_tokens}
         return reply
+
+    def opening_events(self, body, behaviour):
+        message = {"id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"], "content": [],
+                   "stop_reason": None, "stop_sequence": None}
+        if behaviour.with_usage:
+            message["usage"] = {"input_tokens": behaviour.prompt_tokens, "output_tokens": 1}
+        yield _event("message_start", {"type": "message_start", "message": message})
+        yield _event("content_block_start", {"type": "content_block_start", "index": 0,
+                                             "content_block": {"type": "text", "text": ""}})
+        yield _event("ping", {"type": "ping"})
+
+    def delta_event(self, body, text):
+        return _event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                              "delta": {"type": "text_delta", "text": text}})
+
+    def closing_events(self, body, behaviour):
+        yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+        if behaviour.with_usage:
+            delta["usage"] = {"output_tokens": behaviour.completion_tokens}
+        yield _event("message_delta", delta)
+        yield _event("message_stop", {"type": "message_stop"})
+
+    def error_event(self):
+        return _event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+
+
+def _data(payload):
+    return b"data: %s\n\n" % json.dumps(payload).encode()
+
+
+def _event(name, payload):
+    return b"event: %s\n" % name.encode() + _data(payload)
 
 
 def main():

@@ -1,5 +1,6 @@
 """AI providers behind one interface: `complete(provider, model_name, messages,
-max_tokens, temperature, api_key, deadline)` → Completion.
+max_tokens, temperature, api_key, deadline)` → Completion, and `stream(...,
+first_byte_deadline, deadline)` → Stream, the same reply delivered as it is written.
 
 - `local`: built in, no key, no network, deterministic, with real token counts.
 - `openai`: Chat Completions at OPENAI_BASE_URL (any compatible server works).
@@ -8,14 +9,16 @@ max_tokens, temperature, api_key, deadline)` → Completion.
 Each wire format is one module; they share the transport (`transport.py`),
 which bounds every remote call by its deadline."""
 from app.providers.anthropic import MESSAGES
-from app.providers.completion import Completion, ProviderError, ProviderTimeout, ProviderUnreachable
+from app.providers.completion import (Completion, ProviderError, ProviderStreamCut, ProviderTimeout,
+                                      ProviderUnreachable)
 from app.providers.local import LOCAL, local_tokens
 from app.providers.openai import CHAT_COMPLETIONS
+from app.providers.stream import Stream
 from app.providers.transport import Transport
 
-__all__ = ["Completion", "MESSAGE_OVERHEAD_TOKENS", "ProviderError", "ProviderTimeout", "ProviderUnreachable",
-           "Providers", "REQUEST_OVERHEAD_TOKENS", "local_tokens", "message_tokens_upper_bound",
-           "prompt_tokens_upper_bound"]
+__all__ = ["Completion", "MESSAGE_OVERHEAD_TOKENS", "ProviderError", "ProviderStreamCut", "ProviderTimeout",
+           "ProviderUnreachable", "Providers", "REQUEST_OVERHEAD_TOKENS", "Stream", "local_tokens",
+           "message_tokens_upper_bound", "prompt_tokens_upper_bound"]
 
 # The prompt estimate is an upper bound made offline: a byte-level tokenizer
 # never makes more tokens than the text has UTF-8 bytes, plus what each message
@@ -49,3 +52,12 @@ class Providers:
         remote call: ProviderTimeout once it passes."""
         return WIRE_FORMATS[provider].complete(self.transport, model_name, messages, max_tokens, temperature,
                                                api_key, deadline)
+
+    def stream(self, provider, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
+               deadline):
+        """The provider's reply as a Stream of text deltas. Until the first
+        delta (which must come by `first_byte_deadline`) it fails as `complete`
+        does; after it, with ProviderStreamCut. Nothing of it outlasts
+        `deadline` (both time.monotonic() values)."""
+        return WIRE_FORMATS[provider].stream(self.transport, model_name, messages, max_tokens, temperature, api_key,
+                                             first_byte_deadline, deadline)

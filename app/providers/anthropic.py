@@ -1,5 +1,5 @@
 """Anthropic's Messages API at ANTHROPIC_BASE_URL."""
-from app.providers.wire import RemoteFormat
+from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -25,6 +25,28 @@ class Messages(RemoteFormat):
     def reply_text(self, reply):
         """The text blocks of the reply, joined; other blocks (tool use) carry no text."""
         return "".join(part["text"] for part in reply["content"] if part.get("type") == "text")
+
+    def stream_body(self, body):
+        return {**body, "stream": True}
+
+    def read_event(self, name, data, stream):
+        """message_start (input tokens), text deltas of the content blocks,
+        message_delta (output tokens so far, stop reason), then message_stop;
+        pings and other blocks' deltas carry no text."""
+        event = event_json(data)
+        kind = event["type"]
+        if kind == "error":
+            raise error_event(event["error"])
+        if kind == "message_start":
+            stream.note_usage(*self.usage_counts(event["message"].get("usage")))
+        elif kind == "message_delta":
+            stream.note_usage(*self.usage_counts(event.get("usage")))
+            stream.finish_reason = event["delta"].get("stop_reason") or stream.finish_reason
+        elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
+            return str(event["delta"]["text"])
+        elif kind == "message_stop":
+            return END_OF_STREAM
+        return None
 
 
 MESSAGES = Messages()

@@ -1,9 +1,12 @@
 """What a provider call gives back, and how it fails, whatever the wire format:
 the gateway bills from a Completion and maps each error to its answer."""
 import logging
+import re
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
+# A character outside the BMP that came as two pieces' halves of a JSON escape pair.
+SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,62 @@ class ProviderTimeout(Exception):
         self.provider = provider
 
 
+class ProviderStreamCut(ProviderError):
+    """A streamed reply that ended early after some of its text was delivered:
+    the connection closed before the end, the provider sent an error event or
+    a malformed one, or the stream's deadline passed."""
+
+    def __init__(self, provider, reason):
+        super().__init__(provider, 200, reason)
+        self.args = (f"{provider} stream cut short: {reason}",)
+
+
 def clean_text(provider, text):
     """The reply as PostgreSQL can store it: without NUL characters and with
     unpaired surrogates (which UTF-8 cannot encode) replaced."""
-    cleaned = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    cleaned = _storable(text)
     if cleaned != text:
-        log.warning("%s reply carried NUL characters or unpaired surrogates; removed", provider)
+        _warn_removed(provider)
     return cleaned
+
+
+class TextCleaner:
+    """clean_text for a reply arriving in pieces, cleaning the pieces joined as
+    it would the whole reply: a high surrogate ending one piece waits for the
+    next, which may hold its pair, and a pair makes its one character, as JSON
+    would have made it. Warns once per reply."""
+
+    def __init__(self, provider):
+        self.provider, self._held, self._warned = provider, "", False
+
+    def clean(self, piece):
+        text = self._held + piece
+        split = len(text) - 1 if text and "\ud800" <= text[-1] <= "\udbff" else len(text)
+        text, self._held = text[:split], text[split:]
+        return self._cleaned(SURROGATE_PAIR.sub(_joined_pair, text))
+
+    def finish(self):
+        text, self._held = self._held, ""
+        return self._cleaned(text)
+
+    def _cleaned(self, text):
+        cleaned = _storable(text)
+        if cleaned != text and not self._warned:
+            self._warned = True
+            _warn_removed(self.provider)
+        return cleaned
+
+
+def _joined_pair(pair):
+    return pair.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+
+def _storable(text):
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+
+
+def _warn_removed(provider):
+    log.warning("%s reply carried NUL characters or unpaired surrogates; removed", provider)
 
 
 def token_count(value):

@@ -3,8 +3,11 @@ counts, so that the whole billed path can run without any provider account."""
 import re
 
 from app.providers.completion import Completion
+from app.providers.stream import Stream
 
 WORDS = re.compile(r"\w+|[^\w\s]")
+# A word with the whitespace before it, so that the pieces join to the text.
+STREAMED_WORDS = re.compile(r"\s*\S+|\s+")
 LOCAL_MESSAGE_OVERHEAD = 3
 LOCAL_REQUEST_OVERHEAD = 3
 
@@ -37,6 +40,19 @@ class Local:
         prompt = LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"]))
                                               for m in messages)
         return Completion(content=" ".join(reply), prompt_tokens=prompt, completion_tokens=len(reply))
+
+    def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
+               deadline):
+        """The text `complete` gives, word by word, with the same usage."""
+        completion = self.complete(transport, model_name, messages, max_tokens, temperature, api_key, deadline)
+        finish_reason = "length" if completion.completion_tokens == max_tokens else "stop"
+
+        def words(stream):
+            stream.note_usage(completion.prompt_tokens, completion.completion_tokens)
+            stream.finish_reason = finish_reason
+            return STREAMED_WORDS.findall(completion.content)
+
+        return Stream(self.name, words)
 
 
 LOCAL = Local()

@@ -1,5 +1,5 @@
 """OpenAI's Chat Completions at OPENAI_BASE_URL; any compatible server works."""
-from app.providers.wire import RemoteFormat
+from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
 
 
 class ChatCompletions(RemoteFormat):
@@ -17,6 +17,27 @@ class ChatCompletions(RemoteFormat):
     def reply_text(self, reply):
         # A reply that is only a tool call or a refusal carries null content.
         return str(reply["choices"][0]["message"]["content"] or "")
+
+    def stream_body(self, body):
+        # Usage is always asked for, whatever the client wanted: it is what is billed.
+        return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+    def read_event(self, name, data, stream):
+        """chat.completion.chunk events, the last one with usage and no choices,
+        then `[DONE]`."""
+        if data == "[DONE]":
+            return END_OF_STREAM
+        chunk = event_json(data)
+        if "error" in chunk:
+            raise error_event(chunk["error"])
+        if chunk.get("usage") is not None:
+            stream.note_usage(*self.usage_counts(chunk["usage"]))
+        if not chunk.get("choices"):
+            return None
+        choice = chunk["choices"][0]
+        if choice.get("finish_reason"):
+            stream.finish_reason = choice["finish_reason"]
+        return str((choice.get("delta") or {}).get("content") or "")
 
 
 CHAT_COMPLETIONS = ChatCompletions()

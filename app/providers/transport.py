@@ -8,20 +8,22 @@ operation, not the call, so a provider sending one byte at a time could keep a
 call open for ever; here the exchange runs on a worker thread, the caller waits
 for it no longer than the deadline, and the worker reads the reply in chunks
 and gives up at the deadline too, so a dripping provider holds neither the
-request nor a thread past it."""
+request nor a thread past it. A streamed reply is read alike, by a thread of
+its own (reply_stream.py)."""
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 
-from app.providers.completion import ProviderError, ProviderTimeout, ProviderUnreachable
+from app.providers.completion import ProviderError, ProviderTimeout
+from app.providers.network import MAX_REPLY_BYTES, network_errors, time_left
+from app.providers.reply_stream import ReplyStream
 
 MAX_IN_FLIGHT_CONNECTIONS = 512
-# Far above any reply a max_tokens allows; a longer one is refused, not buffered.
-MAX_REPLY_BYTES = 16 * 1024 * 1024
+# Plain calls (one per worker) and streamed replies together, about 1,000 of those.
+MAX_CONNECTIONS = 2048
 
 
 class Transport:
@@ -39,7 +41,7 @@ class Transport:
             with self._lock:
                 if self._client is None:
                     self._client = httpx.Client(
-                        limits=httpx.Limits(max_connections=MAX_IN_FLIGHT_CONNECTIONS,
+                        limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
                                             max_keepalive_connections=64))
         return self._client
 
@@ -78,37 +80,21 @@ class Transport:
             raise ProviderError(provider, status, "malformed response")
         return reply
 
+    def open_stream(self, provider, path, body, headers, first_byte_deadline, deadline):
+        """The reply's body as it arrives (a ReplyStream), its first byte by
+        `first_byte_deadline` and all of it by `deadline`."""
+        return ReplyStream(self.client(), provider, self.base_urls[provider] + path, body, headers,
+                           first_byte_deadline, deadline)
+
     def _exchange(self, provider, url, body, headers, deadline):
         """On a worker thread: (status, body bytes; empty for an error status).
         Each network operation may wait only the time left, and the body is read
         in chunks with the deadline checked between them."""
         with network_errors(provider), self.client().stream("POST", url, json=body, headers=headers,
-                                                            timeout=_time_left(provider, deadline)) as response:
+                                                            timeout=time_left(provider, deadline)) as response:
             if response.status_code >= 400:
                 return response.status_code, b""
             return response.status_code, _read_before(provider, response, deadline)
-
-
-@contextmanager
-def network_errors(provider):
-    """The client's exceptions as the provider errors callers handle; kept apart
-    from the exchange so that any other way of reading a reply maps them alike."""
-    try:
-        yield
-    except httpx.TimeoutException:
-        raise ProviderTimeout(provider) from None
-    except httpx.DecodingError:
-        raise ProviderError(provider, 200, "malformed response") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise ProviderUnreachable(provider, _network_cause(exc), type(exc).__name__) from None
-
-
-def _time_left(provider, deadline):
-    """An httpx timeout allowing each operation only what is left of the call."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise ProviderTimeout(provider)
-    return httpx.Timeout(left, connect=min(left, 10.0))
 
 
 def _read_before(provider, response, deadline):
@@ -121,15 +107,3 @@ def _read_before(provider, response, deadline):
             raise ProviderError(provider, response.status_code, "reply too large")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _network_cause(exc):
-    """The operating system's description when there is one ("Connection refused")."""
-    error = exc
-    while error is not None:
-        if isinstance(error, OSError) and error.strerror:
-            return error.strerror
-        error = error.__cause__ or error.__context__
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the connection was closed before a reply"
-    return type(exc).__name__

@@ -1,15 +1,24 @@
 """The interface every remote wire format shares: `request` says what to send,
 `completion` reads the answer, and the transport does everything between
-(connection, deadline, size cap, errors). A format never touches HTTP, so a
-streaming variant can later be added per format (a streaming request and a
-reader of its events) over the same transport."""
+(connection, deadline, size cap, errors). A format never touches HTTP: for a
+streamed reply it only adds what its streaming request sends (`stream_body`)
+and how to read one of its events (`read_event`)."""
+import json
+
 from app.providers.completion import Completion, ProviderError, clean_text, token_count
+from app.providers.sse import sse_events
+from app.providers.stream import Stream, StreamBroken
+
+# What `read_event` returns for the event that ends a complete stream.
+END_OF_STREAM = object()
+# What a malformed event raises while it is read.
+MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 
 
 class RemoteFormat:
     """A provider reached over HTTP. Subclasses set `name`, `path`, the setting
     holding the base URL, and the usage fields holding the two token counts,
-    and implement `body`, `headers` and `reply_text`."""
+    and implement `body`, `headers`, `reply_text`, `stream_body` and `read_event`."""
 
     name = path = base_url_setting = None
     prompt_usage = completion_usage = None
@@ -17,6 +26,13 @@ class RemoteFormat:
     def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline):
         path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key)
         return self.completion(transport.post_json(self.name, path, body, headers, deadline))
+
+    def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
+               deadline):
+        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key)
+        source = transport.open_stream(self.name, path, self.stream_body(body), headers, first_byte_deadline,
+                                       deadline)
+        return Stream(self.name, lambda stream: self._deltas(sse_events(source), stream), source)
 
     def request(self, model_name, messages, max_tokens, temperature, api_key):
         """(path, JSON body, headers). The temperature is sent only when the
@@ -30,12 +46,27 @@ class RemoteFormat:
         """The Completion in a reply object; a reply of another shape is the
         provider's fault, reported as such rather than as ours."""
         try:
-            content = self.reply_text(reply)
-            usage = reply.get("usage") or {}
-            return Completion(clean_text(self.name, content), token_count(usage.get(self.prompt_usage)),
-                              token_count(usage.get(self.completion_usage)))
+            return Completion(clean_text(self.name, self.reply_text(reply)), *self.usage_counts(reply.get("usage")))
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ProviderError(self.name, 200, "malformed response") from None
+
+    def usage_counts(self, usage):
+        """(prompt tokens, completion tokens) in a usage object, each None when absent."""
+        usage = usage or {}
+        return token_count(usage.get(self.prompt_usage)), token_count(usage.get(self.completion_usage))
+
+    def _deltas(self, events, stream):
+        """The text pieces of the events, until the format's end event."""
+        for name, data in events:
+            try:
+                delta = self.read_event(name, data, stream)
+            except MALFORMED:
+                raise StreamBroken("malformed event") from None
+            if delta is END_OF_STREAM:
+                return
+            if delta:
+                yield delta
+        raise StreamBroken("the connection closed before the end")
 
     def body(self, model_name, messages, max_tokens):
         raise NotImplementedError
@@ -45,3 +76,28 @@ class RemoteFormat:
 
     def reply_text(self, reply):
         raise NotImplementedError
+
+    def stream_body(self, body):
+        """The request body asking for the reply as a stream."""
+        raise NotImplementedError
+
+    def read_event(self, name, data, stream):
+        """A text piece, None, or END_OF_STREAM for one event (its name and
+        data); notes usage and the finish reason on the stream, and raises
+        StreamBroken for an error event. A malformed event may raise anything
+        in MALFORMED."""
+        raise NotImplementedError
+
+
+def event_json(data):
+    """An event's data as a JSON object."""
+    payload = json.loads(data)
+    if not isinstance(payload, dict):
+        raise TypeError("not an object")
+    return payload
+
+
+def error_event(error):
+    """StreamBroken for a provider's in-stream error object."""
+    kind = error.get("type") if isinstance(error, dict) else None
+    return StreamBroken(f"error event ({kind})" if isinstance(kind, str) and kind.isidentifier() else "error event")

@@ -1,0 +1,82 @@
+"""A streamed reply's body as it arrives, bounded by its deadlines."""
+import queue
+import socket
+import threading
+import time
+from contextlib import suppress
+
+from app.providers.completion import ProviderError, ProviderTimeout
+from app.providers.network import MAX_REPLY_BYTES, network_errors, time_left
+
+
+class ReplyStream:
+    """A streamed reply's body in chunks, read by a thread of its own into a
+    queue that the caller waits on only for the time left: until the first
+    delta is out (the caller then calls `delivering()`), the first-byte
+    deadline, then the stream's. Every network operation (connecting, each
+    read) may also wait only what was left of the first-byte time, so a
+    silence that long ends the stream too. `close()`, which the caller makes
+    when it gives up, shuts the socket so the reading thread ends at once.
+    The queue holds at most the reply, capped at MAX_REPLY_BYTES."""
+
+    def __init__(self, client, provider, url, body, headers, first_byte_deadline, deadline):
+        self.provider = provider
+        self._wait_until, self._deadline = min(first_byte_deadline, deadline), deadline
+        self._chunks = queue.SimpleQueue()
+        self._socket, self._closed, self._lock = None, False, threading.Lock()
+        threading.Thread(target=self._read, args=(client, url, body, headers), daemon=True,
+                         name="provider-stream").start()
+
+    def __iter__(self):
+        while True:
+            try:
+                item = self._chunks.get(timeout=max(self._wait_until - time.monotonic(), 0))
+            except queue.Empty:
+                raise ProviderTimeout(self.provider) from None
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def delivering(self):
+        self._wait_until = self._deadline
+
+    def close(self):
+        with self._lock:
+            self._closed = True
+            if self._socket is not None:
+                with suppress(OSError):  # the provider may have closed it already
+                    self._socket.shutdown(socket.SHUT_RDWR)
+                self._socket = None
+
+    def _read(self, client, url, body, headers):
+        """On the stream's thread: chunks into the queue, then None or the error."""
+        try:
+            with network_errors(self.provider), client.stream(
+                    "POST", url, json=body, headers=headers,
+                    timeout=time_left(self.provider, self._wait_until)) as response:
+                if response.status_code >= 400:
+                    raise ProviderError(self.provider, response.status_code, "error status")
+                self._read_body(response)
+            self._chunks.put(None)
+        except Exception as error:  # all of them, for the caller to raise
+            self._chunks.put(error)
+
+    def _read_body(self, response):
+        with self._lock:
+            if self._closed:
+                return
+            self._socket = response.extensions["network_stream"].get_extra_info("socket")
+        try:
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_REPLY_BYTES:
+                    raise ProviderError(self.provider, response.status_code, "reply too large")
+                if time.monotonic() >= self._deadline:
+                    raise ProviderTimeout(self.provider)
+                self._chunks.put(chunk)
+        finally:
+            with self._lock:
+                self._socket = None  # back to the pool: never to be shut from here again

@@ -1,0 +1,90 @@
+"""A reply streamed as it is written, whatever the provider: iterating a Stream
+yields its text deltas; once iteration ends it holds all the text delivered,
+the usage the provider reported and why it stopped.
+
+Until the first delta a stream fails as `complete` does (ProviderError,
+ProviderUnreachable, ProviderTimeout), since nothing was delivered; after it,
+any failure is a ProviderStreamCut, and `text` and `usage` keep what came."""
+from app.providers.completion import ProviderError, ProviderStreamCut, ProviderTimeout, TextCleaner
+
+
+class StreamBroken(Exception):
+    """The provider's stream went wrong in its own terms (an error event, a
+    malformed event, no end event); `reason` says how."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _NoConnection:
+    """The source of a stream made without the network."""
+
+    def delivering(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class Stream:
+    """`read_deltas(stream)` gives the provider's text pieces, noting usage and
+    the finish reason on the stream as its events carry them; `source` is the
+    connection they come from (`delivering()` once text is out, `close()`)."""
+
+    def __init__(self, provider, read_deltas, source=None):
+        self.provider = provider
+        self.finish_reason = None
+        self.prompt_tokens = self.completion_tokens = None
+        self._source = source or _NoConnection()
+        self._deltas = read_deltas(self)
+        self._cleaner = TextCleaner(provider)
+        self._pieces = []
+
+    @property
+    def text(self):
+        """All the text delivered so far."""
+        return "".join(self._pieces)
+
+    @property
+    def usage(self):
+        """(prompt_tokens, completion_tokens) as reported, or None without both."""
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
+        return self.prompt_tokens, self.completion_tokens
+
+    def note_usage(self, prompt_tokens, completion_tokens):
+        """Counts from a usage event; one that lacks a count leaves the last one seen."""
+        if prompt_tokens is not None:
+            self.prompt_tokens = prompt_tokens
+        if completion_tokens is not None:
+            self.completion_tokens = completion_tokens
+
+    def close(self):
+        """Releases the connection before the end (the reply is then cut)."""
+        self._source.close()
+
+    def __iter__(self):
+        try:
+            for piece in self._deltas:
+                yield from self._deliver(self._cleaner.clean(piece))
+            yield from self._deliver(self._cleaner.finish())
+        except (StreamBroken, ProviderError, ProviderTimeout) as error:
+            raise self._failure(error) from None
+        finally:
+            self._source.close()
+
+    def _deliver(self, text):
+        if text:
+            if not self._pieces:
+                self._source.delivering()
+            self._pieces.append(text)
+            yield text
+
+    def _failure(self, error):
+        """The error to raise: as `complete` would before any text, a cut after."""
+        if not self._pieces:
+            return ProviderError(self.provider, 200, error.reason) if isinstance(error, StreamBroken) else error
+        if isinstance(error, ProviderTimeout):
+            return ProviderStreamCut(self.provider, "deadline passed")
+        return ProviderStreamCut(self.provider, error.reason)

@@ -1,0 +1,172 @@
+"""Streamed replies from each provider, read through Providers.stream against
+the stubs over real HTTP: the deltas, the usage, every way a stream ends early,
+and the deadlines that bound it even against a provider dripping bytes."""
+import threading
+import time
+
+import pytest
+
+from app.providers import ProviderError, Providers, ProviderStreamCut, ProviderTimeout
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
+KEYS = {"openai": "sk-test", "anthropic": "sk-ant-test"}
+REPLY = "Hello from the stub, streamed word by word."
+
+
+@pytest.fixture
+def stubs(openai_stub, anthropic_stub):
+    openai_stub.reset()
+    anthropic_stub.reset()
+    return {"openai": openai_stub, "anthropic": anthropic_stub}
+
+
+@pytest.fixture
+def providers(stubs):
+    providers = Providers({"OPENAI_BASE_URL": f"{stubs['openai'].url}/v1",
+                           "ANTHROPIC_BASE_URL": f"{stubs['anthropic'].url}/v1"})
+    yield providers
+    providers.close()
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def provider(request):
+    return request.param
+
+
+@pytest.fixture
+def stub(stubs, provider):
+    stub = stubs[provider]
+    stub.behaviour.reply = REPLY
+    return stub
+
+
+def stream(providers, provider, first_byte_seconds=5, seconds=10):
+    now = time.monotonic()
+    return providers.stream(provider, "model-x", MESSAGES, 100, None, KEYS.get(provider), now + first_byte_seconds,
+                            now + seconds)
+
+
+def read_until_failure(reply):
+    """The deltas read before the stream failed, and its failure."""
+    deltas = []
+    with pytest.raises(ProviderError) as failure:
+        for delta in reply:
+            deltas.append(delta)
+    return deltas, failure.value
+
+
+def stream_threads():
+    return [thread for thread in threading.enumerate() if thread.name == "provider-stream"]
+
+
+def test_the_deltas_join_to_the_reply_with_the_usage_reported(providers, provider, stub):
+    stub.behaviour.prompt_tokens, stub.behaviour.completion_tokens = 23, 9
+    reply = stream(providers, provider)
+    deltas = list(reply)
+    assert len(deltas) == len(REPLY.split()) and "".join(deltas) == REPLY == reply.text
+    assert reply.usage == (23, 9)
+    assert reply.finish_reason == {"openai": "stop", "anthropic": "end_turn"}[provider]
+    assert stub.requests[-1]["body"]["stream"] is True
+
+
+def test_openai_is_always_asked_for_usage(providers, stubs):
+    list(stream(providers, "openai"))
+    assert stubs["openai"].requests[-1]["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_a_stream_without_usage_has_none(providers, provider, stub):
+    stub.behaviour.with_usage = False
+    reply = stream(providers, provider)
+    assert "".join(reply) == REPLY and reply.usage is None
+
+
+def test_a_stream_cut_short_raises_after_its_deltas_and_keeps_them(providers, provider, stub):
+    stub.behaviour.cut_after_chunks = 3
+    reply = stream(providers, provider)
+    deltas, failure = read_until_failure(reply)
+    assert isinstance(failure, ProviderStreamCut) and failure.provider == provider
+    assert deltas == ["Hello", " from", " the"] and reply.text == "Hello from the"
+    assert reply.usage == ((11, 1) if provider == "anthropic" else None)  # as far as it was reported
+
+
+def test_an_error_event_cuts_the_stream(providers, provider, stub):
+    stub.behaviour.error_event_after_chunks = 2
+    reply = stream(providers, provider)
+    deltas, failure = read_until_failure(reply)
+    assert isinstance(failure, ProviderStreamCut)
+    assert failure.reason == {"openai": "error event (server_error)", "anthropic": "error event (overloaded_error)"}[
+        provider]
+    assert reply.text == "".join(deltas) == "Hello from"
+
+
+def test_an_error_event_before_any_text_is_a_plain_provider_error(providers, provider, stub):
+    stub.behaviour.error_event_after_chunks = 0
+    deltas, failure = read_until_failure(stream(providers, provider))
+    assert deltas == [] and type(failure) is ProviderError and failure.reason.startswith("error event")
+
+
+def test_an_error_status_fails_before_any_delta(providers, provider, stub):
+    stub.behaviour.status = 529
+    deltas, failure = read_until_failure(stream(providers, provider))
+    assert deltas == [] and type(failure) is ProviderError and failure.status == 529
+
+
+def test_a_garbled_answer_fails_before_any_delta(providers, provider, stub):
+    stub.behaviour.garbled = True
+    deltas, failure = read_until_failure(stream(providers, provider))
+    assert deltas == [] and type(failure) is ProviderError
+
+
+def test_a_stall_before_the_first_byte_times_out_at_its_deadline(providers, provider, stub):
+    stub.behaviour.stall_seconds = 1.5
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout):
+        list(stream(providers, provider, first_byte_seconds=0.5, seconds=10))
+    assert 0.45 <= time.monotonic() - started < 1.0
+    assert _eventually(lambda: stub.abandoned == 1 and not stream_threads(), timeout=3)  # its answer found no one
+
+
+def test_a_dripping_stream_is_cut_at_its_deadline_and_its_connection_released(providers, provider, stub):
+    stub.behaviour.reply = " ".join(["word"] * 200)
+    stub.behaviour.drip_seconds = 0.002
+    started = time.monotonic()
+    reply = stream(providers, provider, first_byte_seconds=2, seconds=2.5)
+    deltas, failure = read_until_failure(reply)
+    assert 2.4 <= time.monotonic() - started <= 3.5
+    assert isinstance(failure, ProviderStreamCut) and failure.reason == "deadline passed"
+    assert deltas and reply.text == "".join(deltas)
+    assert _eventually(lambda: stub.abandoned == 1 and not stream_threads())
+
+
+def test_close_releases_the_connection_early(providers, provider, stub):
+    stub.behaviour.chunk_delay_seconds = 0.2
+    reply = stream(providers, provider)
+    assert next(iter(reply)) == "Hello"
+    reply.close()
+    assert _eventually(lambda: stub.abandoned == 1 and not stream_threads())
+
+
+def test_nul_and_split_surrogate_pairs_are_cleaned_across_chunks(providers, provider, stub):
+    stub.behaviour.chunks = ["Hel", "\x00", "lo\x00 wor", "ld \ud83d", "\ude00!"]
+    stub.behaviour.drip_seconds = 0.0005  # every byte read apart
+    reply = stream(providers, provider)
+    assert "".join(reply) == "Hello world \U0001F600!" == reply.text
+
+
+def test_local_models_stream_word_by_word_what_complete_gives(providers):
+    messages = [{"role": "user", "content": "Stream this, word by word."}]
+    for model_name in ("echo", "reverse"):
+        completion = providers.complete("local", model_name, messages, 5, None, None, time.monotonic() + 1)
+        reply = providers.stream("local", model_name, messages, 5, None, None, 0, 0)
+        deltas = list(reply)
+        assert len(deltas) == 5 and "".join(deltas) == completion.content == reply.text
+        assert reply.usage == (completion.prompt_tokens, completion.completion_tokens)
+
+
+def _eventually(condition, timeout=2):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
