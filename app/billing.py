@@ -28,8 +28,9 @@ from app.errors import (InsufficientFunds, InvalidAccessKey, InvalidToken, KeySp
 from app.extensions import db, providers, vault
 from app.money import SMALLEST_AMOUNT, charged, format_money, token_cost
 from app.observability import describe_error
-from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
-                           ProviderUnreachable, message_tokens_upper_bound, prompt_tokens_upper_bound)
+from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, Completion, ProviderError,
+                           ProviderTimeout, ProviderUnreachable, message_tokens_upper_bound,
+                           prompt_tokens_upper_bound)
 from database.errors import DatabaseUnavailable
 from database.vault import VaultError
 from database.vocab import KEY_PROVIDERS, LOCAL_PROVIDER
@@ -59,6 +60,7 @@ class Hold:
     max_tokens: int
     content: str
     request: dict = field(repr=False)  # the provider call's arguments, the decrypted key among them
+    first_byte_deadline: float = 0.0   # time.monotonic() values
     deadline: float = 0.0
 
 
@@ -73,11 +75,13 @@ class Exchange:
     balance: dict
 
 
-def hold(user_id, session_id, content, max_tokens, temperature, tx):
+def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False):
     """Holds the most a message in a session can cost, in `tx`; raises the API
     error that stops the call before any money moves. The caller confirms its
-    token from the returned hold's token_generation before `tx` commits."""
-    deadline = _deadline()
+    token from the returned hold's token_generation before `tx` commits. A
+    streamed call may run for STREAM_TIMEOUT (its first text within
+    PROVIDER_TIMEOUT), a plain one for PROVIDER_TIMEOUT."""
+    deadlines = _deadlines(stream)
     fixed = REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content)
     context = _of_active_user(db.chat_call_context(user_id, session_id, max_tokens, DEFAULT_MAX_TOKENS, fixed,
                                                    MESSAGE_OVERHEAD_TOKENS, tx=tx))
@@ -87,28 +91,31 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx):
         raise ModelUnavailable()
     messages = [*context["history"], {"role": "user", "content": content}]
     _check_size(context, fixed, {"max_tokens": "max_tokens", "prompt": "content"})
-    return _hold(user_id, context, messages, temperature, deadline, tx, session_id=session_id, content=content,
+    return _hold(user_id, context, messages, temperature, deadlines, tx, session_id=session_id, content=content,
                  metadata={"kind": "chat", "session_id": str(session_id)})
 
 
-def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields, access_key=None):
+def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields, access_key=None, stream=False):
     """Holds the most a call outside any session can cost (the inference API),
     in `tx`, as `hold` does, within the limits of the access key it comes with
     (its row, or None for a user's own token). `fields` names the request's
     fields in its own format's words, for validation errors: {"max_tokens", "prompt"}."""
-    deadline = _deadline()
+    deadlines = _deadlines(stream)
     context = _of_active_user(db.model_call_context(user_id, model_id, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
     if context["model_id"] is None or not context["is_active"]:
         raise UnknownModel(details={"model": model_id})
     _check_size(context, prompt_tokens_upper_bound(messages), fields)
-    return _hold(user_id, context, messages, temperature, deadline, tx, metadata={"kind": "api"},
+    return _hold(user_id, context, messages, temperature, deadlines, tx, metadata={"kind": "api"},
                  access_key=access_key)
 
 
-def _deadline():
-    """Taken before the hold, whose stored deadline (its transaction's start
-    plus the timeout) is therefore never earlier than the call's."""
-    return time.monotonic() + current_app.config["PROVIDER_TIMEOUT"]
+def _deadlines(stream):
+    """(first byte's deadline, the call's deadline, the call's timeout), taken
+    before the hold, whose stored deadline (its transaction's start plus the
+    timeout) is therefore never earlier than the call's."""
+    now, config = time.monotonic(), current_app.config
+    timeout = config["STREAM_TIMEOUT"] if stream else config["PROVIDER_TIMEOUT"]
+    return now + config["PROVIDER_TIMEOUT"], now + timeout, timeout
 
 
 def _of_active_user(context):
@@ -127,8 +134,9 @@ def _check_size(context, prompt_tokens, fields):
         raise ValidationFailed(details={fields["prompt"]: "is too long for this model's context window"})
 
 
-def _hold(user_id, context, messages, temperature, deadline, tx, metadata, session_id=None, content=None,
+def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, session_id=None, content=None,
           access_key=None):
+    first_byte_deadline, deadline, call_timeout = deadlines
     key_source, api_key, rate = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
     model_id = context["model_id"]
     estimate = prompt_tokens_upper_bound(messages)
@@ -142,7 +150,7 @@ def _hold(user_id, context, messages, temperature, deadline, tx, metadata, sessi
             details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
     held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
                          {**metadata, "model_id": model_id, "key": key_source},
-                         daily_limit=context["daily_spend_limit"], call_timeout=current_app.config["PROVIDER_TIMEOUT"],
+                         daily_limit=context["daily_spend_limit"], call_timeout=call_timeout,
                          model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx)
     if held["reason"] == "invalid_access_key":
         raise InvalidAccessKey()
@@ -155,7 +163,8 @@ def _hold(user_id, context, messages, temperature, deadline, tx, metadata, sessi
                "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature}
     return Hold(held["transaction_id"], user_id, session_id, context["token_generation"], model_id,
                 context["api_key_id"] if key_source == "byok" else None, most, context["input_price_per_mtok"],
-                context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request, deadline)
+                context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request,
+                first_byte_deadline, deadline)
 
 
 def _spend_limit_reached(most, daily_limit, access_key):
@@ -199,8 +208,45 @@ def house_keys(config):
 def call(hold):
     """The provider's completion. A failed call returns the whole hold and
     raises the API error that says why."""
-    try:
+    with _returned_on_failure(hold):
         return providers.complete(**hold.request, deadline=hold.deadline)
+
+
+@dataclass(frozen=True)
+class StartedStream:
+    """A provider's stream whose first text has come: `first`, then `deltas`."""
+    stream: object
+    deltas: object
+    first: str
+
+
+def start_stream(hold):
+    """The provider's stream, once its first text has come (by
+    PROVIDER_TIMEOUT). Until then it fails as `call` does, returning the whole
+    hold; the caller reads the rest and settles on `streamed_reply`."""
+    stream = providers.stream(**hold.request, first_byte_deadline=hold.first_byte_deadline, deadline=hold.deadline)
+    deltas = iter(stream)
+    with _returned_on_failure(hold):
+        first = next(deltas, "")
+    return StartedStream(stream, deltas, first)
+
+
+def streamed_reply(hold, stream):
+    """(the Completion a finished or cut stream is billed on, whether its usage
+    is estimated): the provider's usage; without it, the prompt at the hold's
+    estimate and the completion at the UTF-8 bytes delivered, at most max_tokens."""
+    if stream.usage is not None:
+        return Completion(stream.text, *stream.usage), False
+    log.warning("stream without usage: billed on an estimate (hold %s)", hold.id)
+    return Completion(stream.text, hold.prompt_estimate, min(len(stream.text.encode()), hold.max_tokens)), True
+
+
+@contextmanager
+def _returned_on_failure(hold):
+    """Returns the whole hold when the provider call fails, and raises the API
+    error that says why."""
+    try:
+        yield
     except ProviderTimeout as exc:
         release(hold, "provider timeout")
         log.warning("%s did not answer within PROVIDER_TIMEOUT; hold %s returned", exc.provider, hold.id)
@@ -245,15 +291,17 @@ def settling(hold):
         raise SettleFailed() from None
 
 
-def settle(hold, completion, tx):
+def settle(hold, completion, tx, estimated=False):
     """Charges the call in `tx` and saves the exchange. A session deleted
     meanwhile is still charged (the provider did the work) but keeps no
-    messages: the exchange comes back unsaved."""
+    messages: the exchange comes back unsaved. `estimated`: the usage is an
+    estimate, as the release row then says."""
     prompt_tokens, completion_tokens, input_cost, output_cost = _charges(hold, completion)
     settled = db.settle_chat_call(
         hold.user_id, hold.session_id, hold, hold.api_key_id,
         {"content": hold.content, "tokens": prompt_tokens, "cost": input_cost},
-        {"content": completion.content, "tokens": completion_tokens, "cost": output_cost}, tx=tx)
+        {"content": completion.content, "tokens": completion_tokens, "cost": output_cost},
+        {"kind": "settle", **({"usage": "estimated"} if estimated else {})}, tx=tx)
     if not settled["charged"]:
         log.error("hold %s was already returned: this answer goes unbilled", hold.id)
     if not settled["saved"] and hold.session_id is not None:

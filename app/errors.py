@@ -217,6 +217,10 @@ class ProviderUnreachableError(ProviderFailed):
                          "Try again later.", details)
 
 
+class StreamCut(ProviderFailed):
+    message = "The provider's stream broke off; what was delivered was billed (and saved)."
+
+
 class StorageUnavailable(APIError):
     status = 503
     code = "database_unavailable"

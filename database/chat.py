@@ -1,6 +1,8 @@
 """Chat sessions and their messages, and the two round trips of a billed call."""
 import random
 
+from psycopg2.extras import Json
+
 from database.keys import sealed_key
 from database.vocab import USAGE_BUCKETS
 
@@ -137,22 +139,24 @@ class ChatSQL:
         row["sealed_key"] = sealed_key(row)
         return row
 
-    def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, tx=None):
+    def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, release_metadata, tx=None):
         """Releases the unused part of `hold`, saves the exchange (unless the
-        session is gone: saved = false) and counts the usage, in one round trip.
-        question/answer: {"content", "tokens", "cost"}."""
+        session is gone, or there is none: saved = false) and counts the usage,
+        in one round trip. question/answer: {"content", "tokens", "cost"};
+        release_metadata goes on the release row."""
         with self._maybe(tx, user_id) as cursor:
             return cursor.one(
                 """
                 SELECT *
                   FROM settle_chat_call(%(user_id)s, %(session_id)s, %(model_id)s, %(api_key_id)s, %(hold_id)s,
                                         %(hold_amount)s, %(question)s, %(prompt_tokens)s, %(input_cost)s, %(answer)s,
-                                        %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint)
+                                        %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint,
+                                        %(release_metadata)s)
                 """,
                 {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
                  "hold_id": hold.id, "hold_amount": hold.amount, "question": question["content"],
                  "prompt_tokens": question["tokens"], "input_cost": question["cost"], "answer": answer["content"],
                  "completion_tokens": answer["tokens"], "output_cost": answer["cost"],
-                 "bucket": random.randrange(USAGE_BUCKETS)},
+                 "bucket": random.randrange(USAGE_BUCKETS), "release_metadata": Json(release_metadata)},
             )
 

@@ -131,7 +131,7 @@ def test_spent_grows_by_exactly_the_charges_on_every_path(app, client, funded, d
         answer = db.settle_chat_call(
             user_id, session_id, SimpleNamespace(id=settled["transaction_id"], amount=Decimal("0.50"), model_id=MODEL),
             None, {"content": "hi", "tokens": 3, "cost": Decimal("0.0000030")},
-            {"content": "You said: hi", "tokens": 4, "cost": Decimal("0.12")})
+            {"content": "You said: hi", "tokens": 4, "cost": Decimal("0.12")}, {"kind": "settle"})
     assert answer["charged"]
     assert spent(database, key["id"]) == Decimal("0.120003")
 

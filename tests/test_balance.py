@@ -218,7 +218,7 @@ def test_a_duplicate_while_the_first_runs_is_a_conflict(app, client, token, data
 
 def _fingerprint(app, token):
     """The fingerprint the service computes for top_up(…, "5", key=…)."""
-    from app.api.guards import request_fingerprint
+    from app.api.idempotency import request_fingerprint
     with app.test_request_context(FUNDS, method="POST", json={"amount": "5"}, headers=bearer(token)):
         return request_fingerprint()
 

@@ -2,7 +2,8 @@
 from flask import Blueprint, current_app, g
 
 from app.api.contract import body, other_responses, query, query_choice, response
-from app.api.guards import idempotent, require_auth, respond
+from app.api.guards import require_auth
+from app.api.idempotency import idempotent, respond
 from app.api.openapi import CURSOR, LIMIT, query_enum
 from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
 from app.errors import TopUpsDisabled, ValidationFailed

@@ -3,10 +3,13 @@ import uuid
 from datetime import datetime
 
 from flask import Blueprint, current_app, g
+from flask import request as flask_request
 
 from app import billing
 from app.api.contract import body, other_responses, query, response
-from app.api.guards import authenticate, confirm_token, idempotent, rate_limited, require_auth, respond, token_subject
+from app.api.guards import authenticate, confirm_token, rate_limited, require_auth, token_subject
+from app.api.idempotency import defer_idempotency, idempotent, respond
+from app.api.streaming import Relay, event_stream, sse
 from app.api.openapi import CURSOR, LIMIT
 from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
 from app.errors import NotFound, SessionGone, ValidationFailed
@@ -81,14 +84,22 @@ def delete_session(session_id):
 @response(MessageExchange, 201)
 @other_responses(402, 409, 422, 502, 504)
 @authenticate  # the token is confirmed from the hold's own round trip
-@idempotent
+@idempotent(replay=lambda stored: _replay(stored))
 @body(NewMessageRequest)
 def send_message(message, session_id):
-    """Send a message; the answer is billed per token"""
+    """Send a message; the answer is billed per token
+
+    With `"stream": true` (or `Accept: text/event-stream`) the answer comes as
+    server-sent events: `delta` {"content"} as it is written, then `done` with
+    this operation's 201 body, or `error` with the error body."""
     session_id = session_id_from(session_id)
+    stream = _asks_for_stream(message)
     with db.transaction(acting_user_id=g.user_id) as tx:
-        hold = billing.hold(g.user_id, session_id, message.content, message.max_tokens, message.temperature, tx)
+        hold = billing.hold(g.user_id, session_id, message.content, message.max_tokens, message.temperature, tx,
+                            stream=stream)
         confirm_token(hold.token_generation)  # a revoked token rolls the hold back
+    if stream:
+        return event_stream(Relay(hold, billing.start_stream(hold), SessionEvents(), defer_idempotency()))
     reply = billing.call(hold)
     with billing.settling(hold) as tx:
         exchange = billing.settle(hold, reply, tx)
@@ -106,3 +117,39 @@ def _answer(exchange):
         cost=format_money(exchange.cost),
         balance=Balance.from_row(exchange.balance),
     )
+
+
+def _asks_for_stream(message):
+    return message.stream or flask_request.accept_mimetypes.best == "text/event-stream"
+
+
+class SessionEvents:
+    """A chat answer as server-sent events: `delta` events, then `done` with
+    the 201 body (or `error`)."""
+    status = 201
+
+    def opening(self):
+        return ""
+
+    def delta(self, text):
+        return sse({"content": text}, "delta") if text else ""
+
+    def closing(self, answer):
+        return sse(answer.model_dump(mode="json"), "done")
+
+    def failure(self, error):
+        return sse({"error": {"code": error.code, "message": error.message, "details": error.details}}, "error")
+
+    def answer(self, hold, reply, exchange):
+        if not exchange.saved:
+            return SessionGone(details={"charged": format_money(exchange.cost)})
+        return _answer(exchange)
+
+
+def _replay(stored):
+    """A retried stream, answered from the stored exchange: one delta, then done."""
+    if not _asks_for_stream(NewMessageRequest.model_validate_json(flask_request.get_data())):
+        return None
+    answer = MessageExchange.model_validate_json(stored)
+    events = SessionEvents()
+    return event_stream([events.delta(answer.assistant_message.content) + events.closing(answer)])

@@ -22,6 +22,7 @@ class NewMessageRequest(Request):
     content: Annotated[Text, Field(min_length=1, max_length=MAX_MESSAGE_CHARACTERS)]
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)] | None = None
+    stream: bool = False
 
 
 class Session(Response):

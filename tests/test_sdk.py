@@ -1,0 +1,275 @@
+"""The inference API driven by the official `openai` and `anthropic` SDKs, as
+users drive it, against the service under gunicorn and provider stubs that
+speak the real wire formats. Each call's bill is checked against the usage the
+SDK received, and the ledger is left with nothing held."""
+import threading
+import time
+from decimal import ROUND_CEILING, Decimal
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.conftest import clean_database
+from tests.support import PASSWORD, LiveServer, bearer, settings_for
+
+HOUSE_OPENAI = "sk-house-openai-000000000000001"
+HOUSE_ANTHROPIC = "sk-ant-house-0000000000000000001"
+PRICES = {"openai/gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),  # catalog.json, per million tokens
+          "anthropic/claude-3-5-haiku-20241022": (Decimal("0.80"), Decimal("4.00")),
+          "local/echo": (Decimal("0.01"), Decimal("0.02"))}
+
+
+def cost(model, prompt_tokens, completion_tokens):
+    """The catalog price of a call served with a house key, each part rounded up to 10 decimals."""
+    input_price, output_price = PRICES[model]
+    return sum((tokens * price / 1_000_000).quantize(Decimal("1e-10"), rounding=ROUND_CEILING)
+               for tokens, price in ((prompt_tokens, input_price), (completion_tokens, output_price)))
+
+
+@pytest.fixture(scope="module")
+def server(pg_server, template_db, openai_stub, anthropic_stub):
+    with clean_database(pg_server, template_db) as database:
+        live = LiveServer(settings_for(database.app_url, OPENAI_BASE_URL=f"{openai_stub.url}/v1",
+                                       ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1", OPENAI_API_KEY=HOUSE_OPENAI,
+                                       ANTHROPIC_API_KEY=HOUSE_ANTHROPIC, PROVIDER_TIMEOUT=5))
+        live.database = database
+        try:
+            yield live
+        finally:
+            live.stop()
+
+
+@pytest.fixture
+def stubs(openai_stub, anthropic_stub):
+    openai_stub.reset()
+    anthropic_stub.reset()
+    return openai_stub, anthropic_stub
+
+
+_users = iter(range(1_000_000))
+
+
+@pytest.fixture
+def account(server):
+    """A funded user with an access key: (key, user id, token headers)."""
+    name = f"sdk{next(_users)}"
+    credentials = {"email": f"{name}@example.com", "password": PASSWORD}
+    assert httpx.post(f"{server.url}/api/v1/auth/register", json=credentials | {"username": name}).status_code == 201
+    token = httpx.post(f"{server.url}/api/v1/auth/login", json=credentials).json()
+    headers = bearer(token["access_token"])
+    assert httpx.post(f"{server.url}/api/v1/balance/funds", json={"amount": "10"}, headers=headers).status_code == 201
+    key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "sdk"}, headers=headers).json()
+    return {"key": key["key"], "key_id": key["id"], "user_id": token["user"]["id"], "headers": headers}
+
+
+def eventually(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def ledger(server, user_id):
+    """(charged, held, [(type, amount, model_id, access_key_id)]) of the user."""
+    rows = server.database.query(
+        "SELECT type, amount, model_id, access_key_id::text FROM transactions WHERE user_id = %s AND type <> 'deposit'"
+        " ORDER BY id", (user_id,))
+    spent, held = server.database.query("SELECT spent_balance, held_balance FROM user_balance WHERE user_id = %s",
+                                        (user_id,))[0]
+    return spent, held, rows
+
+
+def openai_client(server, account):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=account["key"], max_retries=0)
+
+
+def anthropic_client(server, account):
+    return anthropic.Anthropic(base_url=server.url, api_key=account["key"], max_retries=0)
+
+
+def test_models_list_is_the_catalog(server, account):
+    ids = [model.id for model in openai_client(server, account).models.list()]
+    assert "openai/gpt-4o-mini" in ids and "local/echo" in ids and "anthropic/claude-3-5-haiku-20241022" in ids
+
+
+def test_a_chat_completion_is_billed_as_its_usage(server, account, stubs):
+    stubs[0].behaviour.prompt_tokens, stubs[0].behaviour.completion_tokens = 17, 9
+    completion = openai_client(server, account).chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "system", "content": "Be brief."},
+                                              {"role": "user", "content": "Hi"}], max_tokens=50)
+    assert completion.choices[0].message.content == "Hello from the stub."
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (17, 9)
+    charged = cost("openai/gpt-4o-mini", 17, 9)
+    assert Decimal(completion.usage.model_extra["cost"]) == charged
+    spent, held, rows = ledger(server, account["user_id"])
+    assert (spent, held) == (charged, 0)
+    assert [row[2:] for row in rows] == [("openai/gpt-4o-mini", account["key_id"])] * 2
+    sent = stubs[0].requests[0]
+    assert sent["headers"]["Authorization"] == f"Bearer {HOUSE_OPENAI}"
+    assert sent["body"]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_a_streamed_chat_completion_is_billed_as_the_usage_chunk_says(server, account, stubs):
+    stubs[0].behaviour.prompt_tokens, stubs[0].behaviour.completion_tokens = 12, 4
+    chunks = list(openai_client(server, account).chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=50, stream=True,
+        stream_options={"include_usage": True}))
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "Hello from the stub."
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and (usage.prompt_tokens, usage.completion_tokens) == (12, 4)
+    assert Decimal(usage.model_extra["cost"]) == cost("openai/gpt-4o-mini", 12, 4)
+    assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 12, 4), 0)
+    assert stubs[0].requests[0]["body"]["stream_options"] == {"include_usage": True}
+
+
+def test_usage_is_asked_upstream_even_when_the_client_does_not(server, account, stubs):
+    chunks = list(openai_client(server, account).chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=50, stream=True))
+    assert all(chunk.usage is None for chunk in chunks)
+    assert stubs[0].requests[0]["body"]["stream_options"] == {"include_usage": True}
+    assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 11, 7), 0)
+
+
+def test_anthropic_messages_create_and_stream_are_billed_as_their_usage(server, account, stubs):
+    client = anthropic_client(server, account)
+    stubs[1].behaviour.prompt_tokens, stubs[1].behaviour.completion_tokens = 20, 6
+    message = client.messages.create(model="anthropic/claude-3-5-haiku-20241022", max_tokens=64, system="Be brief.",
+                                     messages=[{"role": "user", "content": "Hi"}])
+    assert message.content[0].text == "Hello from the stub."
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (20, 6)
+    with client.messages.stream(model="anthropic/claude-3-5-haiku-20241022", max_tokens=64,
+                                messages=[{"role": "user", "content": "Hi"}]) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert "".join(event.text for event in events if event.type == "text") == "Hello from the stub."
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (20, 6)
+    usage, = [event.usage for event in events if event.type == "message_delta"]
+    assert Decimal(usage.model_extra["cost"]) == cost("anthropic/claude-3-5-haiku-20241022", 20, 6)
+    assert ledger(server, account["user_id"])[:2] == (2 * cost("anthropic/claude-3-5-haiku-20241022", 20, 6), 0)
+    assert stubs[1].requests[0]["body"]["system"] == "Be brief."
+
+
+def test_either_format_reaches_any_model(server, account, stubs):
+    message = anthropic_client(server, account).messages.create(
+        model="openai/gpt-4o-mini", max_tokens=64, messages=[{"role": "user", "content": "Hi"}])
+    assert message.content[0].text == "Hello from the stub." and stubs[0].requests
+    completion = openai_client(server, account).chat.completions.create(
+        model="local/echo", messages=[{"role": "user", "content": "ping"}])
+    assert "ping" in completion.choices[0].message.content
+
+
+def test_a_client_that_hangs_up_mid_stream_is_billed_exactly(server, account, stubs):
+    openai_stub = stubs[0]
+    openai_stub.behaviour.chunks = [f"word{n} " for n in range(10)]
+    openai_stub.behaviour.chunk_delay_seconds = 0.2
+    openai_stub.behaviour.prompt_tokens, openai_stub.behaviour.completion_tokens = 15, 10
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", headers=bearer(account["key"]), timeout=10,
+                      json={"model": "openai/gpt-4o-mini", "stream": True, "max_tokens": 100,
+                            "messages": [{"role": "user", "content": "Hi"}]}) as response:
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(6)) if line.startswith("data:")]
+    assert len(received) >= 2
+    # The service reads the rest of the provider's stream and settles on its usage.
+    eventually(lambda: len(ledger(server, account["user_id"])[2]) == 2)
+    assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 15, 10), 0)
+    assert openai_stub.abandoned == 0
+
+
+@pytest.mark.parametrize("how", ["cut_after_chunks", "error_event_after_chunks"])
+def test_a_stream_the_provider_breaks_is_billed_on_what_came_and_ends_in_an_error(server, account, stubs, how):
+    anthropic_stub = stubs[1]
+    anthropic_stub.behaviour.chunks = ["one ", "two ", "three ", "four "]
+    setattr(anthropic_stub.behaviour, how, 2)
+    client = anthropic_client(server, account)
+    received = []
+    with pytest.raises(anthropic.APIStatusError) as failure:
+        with client.messages.stream(model="anthropic/claude-3-5-haiku-20241022", max_tokens=64,
+                                    messages=[{"role": "user", "content": "Hi"}]) as stream:
+            received.extend(stream.text_stream)
+    assert "".join(received) == "one two "
+    assert "broke off" in str(failure.value)
+    spent, held, rows = ledger(server, account["user_id"])
+    assert held == 0 and 0 < spent <= rows[0][1]
+
+
+def test_errors_come_in_each_formats_own_shape(server, account):
+    with pytest.raises(openai.NotFoundError) as missing:
+        openai_client(server, account).chat.completions.create(model="openai/nope", messages=[
+            {"role": "user", "content": "Hi"}])
+    assert missing.value.body["code"] == "model_not_found"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        anthropic_client(server, account).messages.create(model="local/echo", max_tokens=0, messages=[
+            {"role": "user", "content": "Hi"}])
+    assert bad.value.body["error"]["type"] == "invalid_request_error" and "max_tokens" in str(bad.value)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="qm-unknown", max_retries=0).models.list()
+    with pytest.raises(openai.BadRequestError) as tools:
+        openai_client(server, account).chat.completions.create(model="local/echo", messages=[
+            {"role": "user", "content": "Hi"}], tools=[{"type": "function", "function": {"name": "f"}}])
+    assert tools.value.body["param"] == "tools"
+
+
+def test_a_keys_allow_list_spend_limit_and_revocation(server, account, stubs):
+    url, headers = f"{server.url}/api/v1/access-keys", account["headers"]
+    limited = httpx.post(url, headers=headers, json={"name": "limited", "allowed_models": ["openai/gpt-4o-mini"],
+                                                      "spend_limit": "0.0001", "spend_limit_period": "day"}).json()
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=limited["key"], max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model="local/echo", messages=[{"role": "user", "content": "Hi"}])
+    # Each hold is the most 1,000 tokens could cost (0.0006 at 0.60 per million): past the 0.0001 limit.
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="openai/gpt-4o-mini", max_tokens=1000,
+                                       messages=[{"role": "user", "content": "Hi"}])
+    assert refused.value.status_code == 402 and refused.value.body["code"] == "spend_limit_reached"
+    assert [model.id for model in client.models.list()] == ["openai/gpt-4o-mini"]
+    assert httpx.delete(f"{url}/{limited['id']}", headers=headers).status_code == 204
+    with pytest.raises(openai.AuthenticationError):
+        client.models.list()
+
+
+def test_a_keys_spend_limit_holds_under_a_parallel_burst(server, account, stubs):
+    url, headers = f"{server.url}/api/v1/access-keys", account["headers"]
+    # Each call holds 26 × 0.15 + 100 × 0.60 per million = 0.0000639; the limit fits three.
+    key = httpx.post(url, headers=headers, json={"name": "burst", "spend_limit": "0.0002",
+                                                  "spend_limit_period": "total"}).json()
+    # Long enough that every hold is made while the first three calls still run.
+    stubs[0].behaviour.stall_seconds = 3
+    barrier, statuses = threading.Barrier(10), []
+
+    def call():
+        barrier.wait()
+        response = httpx.post(f"{server.url}/v1/chat/completions", headers=bearer(key["key"]), timeout=20,
+                              json={"model": "openai/gpt-4o-mini", "max_tokens": 100,
+                                    "messages": [{"role": "user", "content": "Hi"}]})
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * 3 + [402] * 7
+    listed = {item["id"]: item for item in httpx.get(url, headers=headers).json()["access_keys"]}
+    assert Decimal(listed[key["id"]]["spent"]) == 3 * cost("openai/gpt-4o-mini", 11, 7)
+
+
+def test_a_retried_stream_replays_in_the_format_it_asked_for(server, account, stubs):
+    headers = {**bearer(account["key"]), "Idempotency-Key": "sdk-stream-1"}
+    body = {"model": "openai/gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Hi"}]}
+
+    def lines():
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=headers) as response:
+            return response.headers.get("Idempotent-Replayed"), [line for line in response.iter_lines() if line]
+
+    first_replayed, first = lines()
+    again_replayed, again = lines()
+    assert (first_replayed, again_replayed) == (None, "true")
+    assert again[-1] == first[-1] == "data: [DONE]"
+    # One delta with the whole text, the finish, the usage: the same usage as the first time.
+    assert len(again) == 5 and again[-2] == first[-2]
+    assert len(stubs[0].requests) == 1
+    assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 11, 7), 0)
