@@ -137,3 +137,7 @@ def test_a_retried_stream_replays_the_stored_answer(server, session, stub):
     assert replayed[0][1]["content"] == "Hello from the stub."
     assert replayed[-1] == original[-1]
     assert len(stub.requests) == 1
+    # A retry may take a stream's record over only once the stream itself could
+    # no longer run: STREAM_TIMEOUT (600 s), not PROVIDER_TIMEOUT (5 s), + 5 s + the 30 s grace.
+    assert server.database.query("SELECT extract(epoch FROM stale_at - created_at) FROM idempotency_keys "
+                                 "WHERE key = 'stream-retry-1'") == [(635,)]

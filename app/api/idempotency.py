@@ -115,8 +115,22 @@ def defer_idempotency():
 
 
 def _stale_after(config):
-    """Seconds after its claim that an in-progress record may be taken over."""
-    return config["PROVIDER_TIMEOUT"] + CALL_START_MARGIN_SECONDS + config["HOLD_GRACE_SECONDS"]
+    """Seconds after its claim that an in-progress record may be taken over:
+    the longest its call may run (a stream's STREAM_TIMEOUT when it asks for
+    one), the moments before the call starts, and the settle's grace."""
+    call = config["STREAM_TIMEOUT"] if _asks_for_stream() else config["PROVIDER_TIMEOUT"]
+    return call + CALL_START_MARGIN_SECONDS + config["HOLD_GRACE_SECONDS"]
+
+
+def _asks_for_stream():
+    """Whether the request asks for a streamed answer, read before its body is validated."""
+    if request.accept_mimetypes.best == "text/event-stream":
+        return True
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
 
 
 def respond(answer, status, tx, headers=None):
