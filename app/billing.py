@@ -95,7 +95,8 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
                  metadata={"kind": "chat", "session_id": str(session_id)})
 
 
-def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields, access_key=None, stream=False):
+def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields, access_key=None, stream=False,
+              stop=None):
     """Holds the most a call outside any session can cost (the inference API),
     in `tx`, as `hold` does, within the limits of the access key it comes with
     (its row, or None for a user's own token). `fields` names the request's
@@ -106,7 +107,7 @@ def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields, 
         raise UnknownModel(details={"model": model_id})
     _check_size(context, prompt_tokens_upper_bound(messages), fields)
     return _hold(user_id, context, messages, temperature, deadlines, tx, metadata={"kind": "api"},
-                 access_key=access_key)
+                 access_key=access_key, stop=stop)
 
 
 def _deadlines(stream):
@@ -135,7 +136,7 @@ def _check_size(context, prompt_tokens, fields):
 
 
 def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, session_id=None, content=None,
-          access_key=None):
+          access_key=None, stop=None):
     first_byte_deadline, deadline, call_timeout = deadlines
     key_source, api_key, rate = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
     model_id = context["model_id"]
@@ -160,7 +161,7 @@ def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, sess
         raise InsufficientFunds(details={"required": format_money(most),
                                          "available": format_money(held["available"])})
     request = {"provider": context["provider"], "model_name": model_id.split("/", 1)[1], "messages": messages,
-               "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature}
+               "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature, "stop": stop}
     return Hold(held["transaction_id"], user_id, session_id, context["token_generation"], model_id,
                 context["api_key_id"] if key_source == "byok" else None, most, context["input_price_per_mtok"],
                 context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request,

@@ -273,3 +273,16 @@ def test_a_retried_stream_replays_in_the_format_it_asked_for(server, account, st
     assert len(again) == 5 and again[-2] == first[-2]
     assert len(stubs[0].requests) == 1
     assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 11, 7), 0)
+
+
+def test_stop_sequences_are_honoured_in_either_format(server, account, stubs):
+    completion = openai_client(server, account).chat.completions.create(
+        model="local/echo", messages=[{"role": "user", "content": "alpha beta gamma"}], stop="gamma")
+    assert completion.choices[0].message.content == "You said : alpha beta "
+    openai_client(server, account).chat.completions.create(
+        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], stop=["END", "###"])
+    anthropic_client(server, account).messages.create(
+        model="anthropic/claude-3-5-haiku-20241022", max_tokens=20, stop_sequences=["END"],
+        messages=[{"role": "user", "content": "Hi"}])
+    assert stubs[0].requests[0]["body"]["stop"] == ["END", "###"]
+    assert stubs[1].requests[0]["body"]["stop_sequences"] == ["END"]

@@ -30,7 +30,7 @@ def create_message(request):
     messages = system + [{"role": message.role, "content": inference.text_of(message.content)}
                          for message in request.messages]
     hold = inference.hold(request.model, messages, request.max_tokens, request.temperature, FIELDS,
-                          stream=request.stream)
+                          stream=request.stream, stop=request.stop_sequences)
     if request.stream:
         started = billing.start_stream(hold)
         return event_stream(Relay(hold, started, Events(f"msg_{hold.id}", hold.model_id), defer_idempotency()))

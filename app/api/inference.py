@@ -43,13 +43,13 @@ def access_key_limit():
     return current_app.config["RATE_LIMIT_ACCESS_KEY"]
 
 
-def hold(model_id, messages, max_tokens, temperature, fields, stream=False):
+def hold(model_id, messages, max_tokens, temperature, fields, stream=False, stop=None):
     """The caller's hold for one call of `model_id` (committed: the call runs
     with no transaction open), after the access key's model check."""
     require_model_allowed(model_id)
     with db.transaction(acting_user_id=g.user_id) as tx:
         return billing.hold_call(g.user_id, model_id, messages, max_tokens, temperature, tx, fields,
-                                 access_key=g.access_key, stream=stream)
+                                 access_key=g.access_key, stream=stream, stop=stop)
 
 
 def finished_by_length(hold_, reply):

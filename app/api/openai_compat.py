@@ -53,8 +53,9 @@ def chat_completions(request):
     """Create a chat completion (OpenAI's format), billed per token; `stream` for server-sent events"""
     messages = [{"role": ROLES[message.role], "content": inference.text_of(message.content)}
                 for message in request.messages]
+    stop = [request.stop] if isinstance(request.stop, str) else request.stop
     hold = inference.hold(request.model, messages, request.max_completion_tokens or request.max_tokens,
-                          request.temperature, FIELDS, stream=request.stream)
+                          request.temperature, FIELDS, stream=request.stream, stop=stop)
     if request.stream:
         started = billing.start_stream(hold)
         writer = Chunks(f"chatcmpl-{hold.id}", hold.model_id, int(time.time()), _wants_usage(request))

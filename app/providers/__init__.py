@@ -47,17 +47,18 @@ class Providers:
     def close(self):
         self.transport.close()
 
-    def complete(self, provider, model_name, messages, max_tokens, temperature, api_key, deadline):
+    def complete(self, provider, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None):
         """The provider's Completion; `deadline` (a time.monotonic() value) ends a
-        remote call: ProviderTimeout once it passes."""
+        remote call: ProviderTimeout once it passes. `stop`: sequences that end
+        the reply (not included in it)."""
         return WIRE_FORMATS[provider].complete(self.transport, model_name, messages, max_tokens, temperature,
-                                               api_key, deadline)
+                                               api_key, deadline, stop)
 
     def stream(self, provider, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline):
+               deadline, stop=None):
         """The provider's reply as a Stream of text deltas. Until the first
         delta (which must come by `first_byte_deadline`) it fails as `complete`
         does; after it, with ProviderStreamCut. Nothing of it outlasts
         `deadline` (both time.monotonic() values)."""
         return WIRE_FORMATS[provider].stream(self.transport, model_name, messages, max_tokens, temperature, api_key,
-                                             first_byte_deadline, deadline)
+                                             first_byte_deadline, deadline, stop)

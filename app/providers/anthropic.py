@@ -8,6 +8,7 @@ class Messages(RemoteFormat):
     name = "anthropic"
     path = "/messages"
     base_url_setting = "ANTHROPIC_BASE_URL"
+    stop_field = "stop_sequences"
     prompt_usage, completion_usage = "input_tokens", "output_tokens"
 
     def body(self, model_name, messages, max_tokens):

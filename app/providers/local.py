@@ -28,6 +28,12 @@ def _reverse(text):
 LOCAL_REPLIES = {"echo": _echo, "reverse": _reverse}
 
 
+def _before_stop(text, stop):
+    """The text up to the first stop sequence, as providers end a reply there."""
+    ends = [text.find(sequence) for sequence in stop or () if sequence in text]
+    return text[:min(ends)] if ends else text
+
+
 class Local:
     """The same `complete` as a remote format; it needs neither the transport,
     nor a key, nor the deadline, since it answers at once."""
@@ -35,16 +41,18 @@ class Local:
     name = "local"
     base_url_setting = None
 
-    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline):
+    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None):
         reply = LOCAL_REPLIES.get(model_name, _echo)(messages[-1]["content"])[:max_tokens]
         prompt = LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"]))
                                               for m in messages)
-        return Completion(content=" ".join(reply), prompt_tokens=prompt, completion_tokens=len(reply))
+        text = _before_stop(" ".join(reply), stop)
+        return Completion(content=text, prompt_tokens=prompt, completion_tokens=len(local_tokens(text)))
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline):
+               deadline, stop=None):
         """The text `complete` gives, word by word, with the same usage."""
-        completion = self.complete(transport, model_name, messages, max_tokens, temperature, api_key, deadline)
+        completion = self.complete(transport, model_name, messages, max_tokens, temperature, api_key, deadline,
+                                   stop)
         finish_reason = "length" if completion.completion_tokens == max_tokens else "stop"
 
         def words(stream):

@@ -6,6 +6,7 @@ class ChatCompletions(RemoteFormat):
     name = "openai"
     path = "/chat/completions"
     base_url_setting = "OPENAI_BASE_URL"
+    stop_field = "stop"
     prompt_usage, completion_usage = "prompt_tokens", "completion_tokens"
 
     def body(self, model_name, messages, max_tokens):

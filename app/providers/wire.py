@@ -20,26 +20,29 @@ class RemoteFormat:
     holding the base URL, and the usage fields holding the two token counts,
     and implement `body`, `headers`, `reply_text`, `stream_body` and `read_event`."""
 
-    name = path = base_url_setting = None
+    name = path = base_url_setting = stop_field = None
     prompt_usage = completion_usage = None
 
-    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline):
-        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key)
+    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None):
+        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop)
         return self.completion(transport.post_json(self.name, path, body, headers, deadline))
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline):
-        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key)
+               deadline, stop=None):
+        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop)
         source = transport.open_stream(self.name, path, self.stream_body(body), headers, first_byte_deadline,
                                        deadline)
         return Stream(self.name, lambda stream: self._deltas(sse_events(source), stream), source)
 
-    def request(self, model_name, messages, max_tokens, temperature, api_key):
-        """(path, JSON body, headers). The temperature is sent only when the
-        caller chose one, so that the provider's own default holds otherwise."""
+    def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None):
+        """(path, JSON body, headers). The temperature and stop sequences are
+        sent only when the caller chose them, so that the provider's own
+        defaults hold otherwise."""
         body = self.body(model_name, messages, max_tokens)
         if temperature is not None:
             body["temperature"] = temperature
+        if stop:
+            body[self.stop_field] = list(stop)
         return self.path, body, self.headers(api_key)
 
     def completion(self, reply):
