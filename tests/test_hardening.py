@@ -354,13 +354,57 @@ def test_openapi_declares_the_idempotency_key_header(document, method, path):
     assert [p["name"] for p in headers] == ["Idempotency-Key"]
 
 
+# The error shape of each part of the API, by path prefix (the longest wins): the
+# service's own, or that of the provider format the inference API speaks there.
+ERROR_SCHEMAS = {"/": "Error", "/v1/": "OpenAIError", "/v1/messages": "AnthropicError"}
+
+
+def error_schema_of(path):
+    return ERROR_SCHEMAS[max((prefix for prefix in ERROR_SCHEMAS if path.startswith(prefix)), key=len)]
+
+
 def test_every_documented_error_response_is_the_error_schema(document):
     wrong = [f"{method.upper()} {path} {status}"
              for path, item in document["paths"].items() for method, operation in item.items()
              for status, response in operation["responses"].items()
              if int(status) >= 400 and response.get("content", {}).get("application/json", {}).get("schema")
-             != {"$ref": "#/components/schemas/Error"}]
+             != {"$ref": f"#/components/schemas/{error_schema_of(path)}"}]
     assert wrong == []
+    assert {error_schema_of(path) for path in document["paths"]} == set(ERROR_SCHEMAS.values())
+
+
+def conforms(schema, value):
+    """Whether `value` has exactly the properties `schema` lists, its required
+    ones among them, each of the listed type or constant (the subset of JSON
+    Schema the error components use)."""
+    if "const" in schema:
+        return value == schema["const"]
+    kinds = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
+    python = {"object": dict, "string": str, "null": type(None)}
+    if not any(isinstance(value, python[kind]) for kind in kinds):
+        return False
+    if isinstance(value, dict) and "properties" in schema:
+        return set(schema["required"]) <= set(value) == set(schema["properties"]) and all(
+            conforms(schema["properties"][name], item) for name, item in value.items())
+    return True
+
+
+# schema: a request whose body has a wrong type, sent with and without a token:
+# a validation error (naming a field) and a 401 (naming none).
+SENT_ERRORS = {
+    "Error": lambda c, h: c.post(f"{API}/chat/sessions", json={"model_id": 5}, headers=h),
+    "OpenAIError": lambda c, h: c.post("/v1/chat/completions", json={"model": 5}, headers=h),
+    "AnthropicError": lambda c, h: c.post("/v1/messages", json={"model": 5}, headers=h),
+}
+
+
+@pytest.mark.parametrize("schema", SENT_ERRORS)
+def test_each_error_component_is_what_the_service_sends(client, ada, document, schema):
+    component = document["components"]["schemas"][schema]
+    for headers, status in ((bearer(ada["access_token"]), 400), ({}, 401)):
+        response = SENT_ERRORS[schema](client, headers)
+        assert response.status_code == status, response.get_json()
+        assert conforms(component, response.get_json()), response.get_json()
     assert set(document["components"]["schemas"]["Error"]["properties"]["error"]["required"]) == {
         "code", "message", "details"}
 

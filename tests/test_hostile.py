@@ -3,18 +3,23 @@
 mass-assigned fields, huge and odd strings, malformed ids, bad pagination and
 headers.
 
-Every answer is a 4xx JSON error (`{"error": {"code", "message", "details"}}`)
-carrying X-Request-ID, never a 5xx. A few odd strings are legitimate text (an
-emoji in a chat message, a quote in a title): those may be accepted and must
-then come back exactly as sent. No refused request moves money, touches another
-user's rows or stores an injected field. A new endpoint is probed as soon as it
-is documented."""
+Every answer is a 4xx JSON error carrying X-Request-ID, never a 5xx, in the
+error shape the operation documents: the service's own (`Error`), or that of the
+provider format the inference API speaks at /v1 (`OpenAIError`, `AnthropicError`),
+each checked by its own shape. A few odd strings are legitimate text (an emoji in
+a chat message, a quote in a title): those may be accepted and must then come
+back exactly as sent. The provider formats ignore unknown body fields and query
+parameters, as SDKs send many: there such a probe must be accepted as a valid
+call, billed to the caller alone. No refused request moves money, touches
+another user's rows or stores an injected field. A new endpoint is probed as
+soon as it is documented."""
 import base64
 import json
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from urllib.parse import quote
 
 import jwt
@@ -83,8 +88,8 @@ BAD_CURSORS = {
     "wrong-version": cursor("v9|1"),
 }
 BAD_IDEMPOTENCY_KEYS = {"empty": "", "too-long": "k" * 256, "space": "has space", "non-ascii": "cl\u00e9"}
-INJECTABLE_TABLES = ("users", "user_balance", "api_keys", "access_keys", "chat_sessions", "model_ratings",
-                     "user_preferences")
+INJECTABLE_TABLES = ("users", "user_balance", "transactions", "api_keys", "access_keys", "chat_sessions",
+                     "model_ratings", "user_preferences")
 # Every row another user owns, by table and owner column.
 OWNED_TABLES = {"users": "id", "user_balance": "user_id", "transactions": "user_id", "api_keys": "user_id",
                 "access_keys": "user_id",
@@ -161,6 +166,21 @@ def string_slot(schema):
     return None
 
 
+def error_body(operation):
+    """The component schema the operation's error answers refer to: `Error`,
+    `OpenAIError` or `AnthropicError` (test_hardening checks there is one)."""
+    refs = {response["content"][JSON]["schema"]["$ref"].rsplit("/", 1)[1]
+            for status, response in operation["responses"].items() if int(status) >= 400}
+    assert len(refs) == 1, f"{operation['operationId']} has error bodies {refs}"
+    return refs.pop()
+
+
+def speaks_provider_format(operation):
+    """Whether the operation is of a provider's format, whose SDKs send fields
+    and query parameters this service does not know (ignored, not refused)."""
+    return error_body(operation) != "Error"
+
+
 AUTH_OPERATIONS = _where(lambda op: op["security"])
 BODY_OPERATIONS = _where(lambda op: "requestBody" in op)
 PATH_OPERATIONS = _where(lambda op: parameters(op, "path"))
@@ -180,18 +200,70 @@ class Probe:
     query: dict | None = None
     status: int | None = None      # the exact status wanted, else any 4xx
     codes: tuple = ()              # the error codes allowed, else any
-    names: str | None = None       # a validation error's details must name this field
+    names: str | tuple | None = None  # a validation error must name this field (or one of these)
     echo: tuple | None = None      # legitimate odd text (field, value): a 2xx may accept it, unchanged
+    accepted: bool = False         # an ignored field or parameter: a 2xx is wanted
 
 
-def error_shape_problem(body):
-    if not isinstance(body, dict) or set(body) != {"error"} or not isinstance(body["error"], dict):
-        return f"not the error shape: {str(body)[:200]}"
-    error = body["error"]
-    if set(error) != {"code", "message", "details"} or not ERROR_CODE.match(str(error["code"])) \
-            or not isinstance(error["message"], str) or not error["message"] or not isinstance(error["details"], dict):
-        return f"not the error shape: {str(body)[:200]}"
-    return None
+# Anthropic's error type for each status, as its API documents them; another 4xx is an invalid request.
+ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                         403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                         429: "rate_limit_error", 500: "api_error", 504: "timeout_error"}
+# The fields a provider format's message names, as "... (field: problem; field: problem)".
+NAMED_FIELD = re.compile(r"(?:\(|; )([^\s:;()]+): ")
+
+
+@dataclass
+class ErrorAnswer:
+    """What the probes check of an error, whatever its shape: its code (the
+    service's code, or for Anthropic, whose errors carry none, the error type)
+    and the fields it names."""
+    code: str
+    fields: list
+
+
+def _error_object(body, keys):
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or set(error) != keys or not isinstance(error["message"], str) \
+            or not error["message"]:
+        return None
+    return error
+
+
+def service_error(body):
+    error = _error_object(body, {"code", "message", "details"})
+    if error is None or set(body) != {"error"} or not isinstance(error["details"], dict):
+        return None
+    return ErrorAnswer(error["code"], list(error["details"]))
+
+
+def openai_error(body):
+    error = _error_object(body, {"message", "type", "code", "param"})
+    if error is None or set(body) != {"error"} or not ERROR_CODE.match(str(error["type"])) \
+            or not (error["param"] is None or isinstance(error["param"], str)):
+        return None
+    return ErrorAnswer(error["code"], [error["param"]] * (error["param"] is not None)
+                       + NAMED_FIELD.findall(error["message"]))
+
+
+def anthropic_error(body):
+    error = _error_object(body, {"type", "message"})
+    if error is None or set(body) != {"type", "error"} or body["type"] != "error":
+        return None
+    return ErrorAnswer(error["type"], NAMED_FIELD.findall(error["message"]))
+
+
+ERROR_READERS = {"Error": service_error, "OpenAIError": openai_error, "AnthropicError": anthropic_error}
+
+
+def read_error(shape, body):
+    """The error answer in `shape` (a component's name), or None when it is not that shape."""
+    answer = ERROR_READERS[shape](body)
+    return answer if answer and ERROR_CODE.match(str(answer.code)) else None
+
+
+def anthropic_type(status):
+    return ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
 
 
 def found(document, name):
@@ -204,12 +276,14 @@ def found(document, name):
     return []
 
 
-def verdict(probe, response):
-    """What is wrong with the answer to a probe, or None."""
+def verdict(probe, response, shape):
+    """What is wrong with the answer to a probe, or None; errors must be in `shape`."""
     status = response.status_code
     if not response.headers.get("X-Request-ID"):
         return f"{status} without X-Request-ID"
     if status < 400:
+        if probe.accepted:
+            return None
         if probe.echo is None:
             return f"accepted with {status}"
         echoed = found(response.get_json(silent=True), probe.echo[0])
@@ -221,17 +295,27 @@ def verdict(probe, response):
         return f"server error {status}: {str(body)[:200]}"
     if response.mimetype != JSON:
         return f"{status} as {response.mimetype}"
-    problem = error_shape_problem(body)
-    if problem:
-        return problem
-    error = body["error"]
+    error = read_error(shape, body)
+    if error is None:
+        return f"not the {shape} shape: {str(body)[:200]}"
+    if probe.accepted:
+        return f"refused with {status}, wanted the field or parameter ignored: {body}"
     if probe.status and status != probe.status:
-        return f"status {status}, wanted {probe.status}: {error}"
-    if probe.codes and error["code"] not in probe.codes:
-        return f"code {error['code']}, wanted one of {probe.codes}: {error}"
-    if probe.names and error["code"] == "validation_error" and not any(
-            key == probe.names or key.startswith(probe.names + ".") for key in error["details"]):
-        return f"details do not name {probe.names}: {error}"
+        return f"status {status}, wanted {probe.status}: {body}"
+    if shape == "AnthropicError":
+        # No code to check: the error type must be the one for the status, and
+        # a validation error is told by the fields its message names.
+        if error.code != anthropic_type(status):
+            return f"type {error.code} for {status}, wanted {anthropic_type(status)}: {body}"
+        validation = probe.codes == ("validation_error",) or error.fields
+    else:
+        if probe.codes and error.code not in probe.codes:
+            return f"code {error.code}, wanted one of {probe.codes}: {body}"
+        validation = error.code == "validation_error"
+    wanted = (probe.names,) if isinstance(probe.names, str) else probe.names
+    if wanted and validation and not any(
+            name == want or name.startswith(want + ".") for name in error.fields for want in wanted):
+        return f"does not name {probe.names}: {body}"
     return None
 
 
@@ -242,8 +326,9 @@ def forge(claims, key, algorithm="HS256"):
 
 
 class World:
-    """One funded user (with a key and a local/echo session), a victim holding
-    rows of their own, and an owner connection to watch the database."""
+    """One funded user (with a key, a local/echo session, and access keys: one
+    live, one revoked, one expired), a victim holding rows of their own, and an
+    owner connection to watch the database."""
 
     def __init__(self, client, owner, config):
         self.client, self.owner, self.config = client, owner, config
@@ -252,17 +337,31 @@ class World:
         self.victim_ids = {"key_id": self._post("/api/v1/keys", {"provider": "openai", "api_key": VICTIM_KEY}, victim),
                            "session_id": self._post("/api/v1/chat/sessions", {"model_id": "local/echo"}, victim),
                            "access_key_id": self._post("/api/v1/access-keys", {"name": "victim's"}, victim)}
-        register(client, password=PASSWORD, **MAIN)
+        self.main_id = register(client, password=PASSWORD, **MAIN)["id"]
         self.revoked_token = self._logged_out_token()
         pair = login(client, MAIN["email"])
         self.token, self.refresh_token = pair["access_token"], pair["refresh_token"]
         self.auth = bearer(self.token)
         assert client.post("/api/v1/balance/funds", json={"amount": "100"}, headers=self.auth).status_code == 201
+        access_key = self._create("/api/v1/access-keys", {"name": "main"}, self.auth)
+        self.access_key = access_key["key"]
         self.ids = {"key_id": self._post("/api/v1/keys", {"provider": "openai", "api_key": MAIN_KEY}, self.auth),
                     "session_id": self._post("/api/v1/chat/sessions", {"model_id": "local/echo"}, self.auth),
-                    "access_key_id": self._post("/api/v1/access-keys", {"name": "main"}, self.auth),
-                    "provider": "local", "name": "echo"}
+                    "access_key_id": access_key["id"], "provider": "local", "name": "echo"}
+        self.revoked_access_key, self.expired_access_key = self._revoked_access_key(), self._expired_access_key()
         self.victim_before = self.victim_rows()
+
+    def _revoked_access_key(self):
+        key = self._create("/api/v1/access-keys", {"name": "revoked"}, self.auth)
+        assert self.client.delete(f"/api/v1/access-keys/{key['id']}", headers=self.auth).status_code == 204
+        return key["key"]
+
+    def _expired_access_key(self):
+        key = self._create("/api/v1/access-keys", {"name": "expired", "expires_at": "2099-01-01T00:00:00Z"},
+                           self.auth)
+        self._rows("UPDATE access_keys SET expires_at = now() - interval '1 second' WHERE id = %s RETURNING id",
+                   (key["id"],))
+        return key["key"]
 
     def _logged_out_token(self):
         """An access token of the main user, revoked by a logout: the user's later
@@ -271,10 +370,13 @@ class World:
         assert self.client.post("/api/v1/auth/logout", headers=bearer(token)).status_code == 204
         return token
 
-    def _post(self, path, body, headers):
+    def _create(self, path, body, headers):
         response = self.client.post(path, json=body, headers=headers)
         assert response.status_code == 201, response.get_json()
-        return response.get_json()["id"]
+        return response.get_json()
+
+    def _post(self, path, body, headers):
+        return self._create(path, body, headers)["id"]
 
     # What a probe is sent with.
 
@@ -283,7 +385,10 @@ class World:
         return re.sub(r"\{([a-z_]+)\}", lambda match: str(values[match.group(1)]), path)
 
     def headers(self, operation):
-        return dict(self.auth) if operation["security"] else {}
+        """The caller's credential: an access key for a provider's format, as SDKs send it."""
+        if not operation["security"]:
+            return {}
+        return bearer(self.access_key) if speaks_provider_format(operation) else dict(self.auth)
 
     def valid_body(self, operation):
         """A valid body for the operation's request schema, to mutate one part at a time."""
@@ -302,6 +407,10 @@ class World:
             "RatingRequest": {"rating": 4, "review": "fine"},
             "RecommendRequest": {"task": "write python code", "capabilities": ["coding"], "limit": 3},
             "PreferencesBody": {"theme": "dark", "preferred_providers": ["local"]},
+            "ChatCompletionRequest": {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}],
+                                      "max_tokens": 16, "temperature": 0.5, "stop": "never"},
+            "MessagesRequest": {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}],
+                                "max_tokens": 16, "system": "be brief", "stop_sequences": ["never"]},
         }
         name = request_schema(operation)["title"]
         assert name in bodies, f"add a valid {name} body to World.valid_body"
@@ -311,12 +420,13 @@ class World:
         body = self.valid_body(operation)
         return (None, None) if body is None else (json.dumps(body), JSON)
 
-    def bad_authorizations(self):
-        """Authorization headers of every wrong kind, and the codes each may get."""
+    def bad_authorizations(self, operation):
+        """Request headers with credentials of every wrong kind, and the codes each may get."""
         claims = jwt.decode(self.token, options={"verify_signature": False})
         now, key = int(time.time()), self.config["SECRET_KEY"]
         any_401 = ("unauthorized", "invalid_token", "token_expired")
-        return {
+        unknown_access_key = "qm-" + base64.urlsafe_b64encode(b"\x07" * 32).decode().rstrip("=")
+        bad = {
             "missing": (None, any_401),
             "scheme-only": ("Bearer", any_401),
             "garbage": ("Bearer garbage", any_401),
@@ -326,7 +436,20 @@ class World:
             "alg-none": (f"Bearer {forge(claims, None, 'none')}", any_401),
             "basic-scheme": ("Basic x", any_401),
             "logged-out": (f"Bearer {self.revoked_token}", ("invalid_token",)),
+            "unknown access key": (f"Bearer {unknown_access_key}", ("invalid_token",)),
+            "revoked access key": (f"Bearer {self.revoked_access_key}", ("invalid_token",)),
+            "expired access key": (f"Bearer {self.expired_access_key}", ("invalid_token",)),
         }
+        headers = {kind: ({} if value is None else {"Authorization": value}, codes)
+                   for kind, (value, codes) in bad.items()}
+        # Anthropic's clients send the key as x-api-key; elsewhere that header is no credential at all.
+        for kind in ("unknown access key", "revoked access key", "expired access key"):
+            value = bad[kind][0].removeprefix("Bearer ")
+            headers[f"{kind} as x-api-key"] = ({"x-api-key": value}, ("unauthorized", "invalid_token"))
+        if not speaks_provider_format(operation):
+            # An access key opens only the inference API.
+            headers["live access key"] = ({"Authorization": f"Bearer {self.access_key}"}, any_401)
+        return headers
 
     def mass_assignment(self):
         return {"balance": INJECTED_MONEY, "role": INJECTED_ROLE, "is_admin": True, "user_id": self.victim_id,
@@ -338,6 +461,11 @@ class World:
         with self.owner.cursor() as cur:
             cur.execute(statement, params)
             return cur.fetchall()
+
+    def balance(self):
+        """The main user's available balance."""
+        return self._rows("SELECT total_balance - spent_balance FROM user_balance WHERE user_id = %s",
+                          (self.main_id,))[0][0]
 
     def money(self):
         return self._rows("SELECT (SELECT json_agg(t ORDER BY id) FROM transactions t),"
@@ -360,17 +488,29 @@ class World:
         return self.client.open(probe.url, method=probe.method, headers=probe.headers, data=probe.body,
                                 content_type=probe.content_type, query_string=probe.query)
 
-    def check(self, probes):
+    def billing_problem(self, response, money_before, balance_before):
+        """What is wrong with what an accepted call took: the cost it answered,
+        from the caller's balance, or nothing when it answered none."""
+        cost = found(response.get_json(silent=True), "cost")
+        if not cost:
+            return None if self.money() == money_before else "answered no cost but moved money"
+        taken = balance_before - self.balance()
+        return None if taken == Decimal(cost[0]) else f"answered a cost of {cost[0]} but took {taken}"
+
+    def check(self, operation, probes):
         """Sends every probe; fails listing each wrong answer, each refused probe
-        that moved money, and any change to the victim's rows or injected value."""
-        problems, sent = [], 0
+        that moved money, each accepted call billed otherwise than its own usage
+        to the caller, and any change to the victim's rows or injected value."""
+        problems, sent, shape = [], 0, error_body(operation)
         for probe in probes:
-            before = self.money()
+            before, balance = self.money(), self.balance()
             response = self.send(probe)
             sent += 1
-            problem = verdict(probe, response)
+            problem = verdict(probe, response, shape)
             if response.status_code >= 400 and self.money() != before:
                 problem = f"refused with {response.status_code} but moved money"
+            if probe.accepted and response.status_code < 400:
+                problem = problem or self.billing_problem(response, before, balance)
             if problem:
                 problems.append(f"{probe.name}: {problem}")
         assert sent, "no probe was sent"
@@ -399,8 +539,7 @@ def auth_probes(world, method, path, operation):
     again with a fresh key (a keyed request takes another path to the view)."""
     body, content_type = world.valid_probe_body(operation)
     keyed = "Idempotency-Key" in {p["name"] for p in parameters(operation, "header")}
-    for kind, (header, codes) in world.bad_authorizations().items():
-        headers = {} if header is None else {"Authorization": header}
+    for kind, (headers, codes) in world.bad_authorizations(operation).items():
         yield Probe(f"authorization {kind}", method, world.url(path), headers, body, content_type,
                     status=401, codes=codes)
         if keyed:
@@ -411,6 +550,8 @@ def auth_probes(world, method, path, operation):
 def body_probes(world, method, path, operation):
     schema, base = request_schema(operation), world.valid_body(operation)
     url, headers = world.url(path), world.headers(operation)
+    # A provider format's prompt is its messages and system prompt together: too long a prompt names messages.
+    prompt = ("messages",) if speaks_provider_format(operation) else ()
 
     def probe(name, body, raw=None, content_type=JSON, **expect):
         return Probe(name, method, url, headers, json.dumps(body) if raw is None else raw, content_type, **expect)
@@ -425,12 +566,17 @@ def body_probes(world, method, path, operation):
             for label, text in BAD_STRINGS.items():
                 yield probe(f"{prop} {label}", {**base, prop: slot(text)}, names=prop)
             for label, text in ODD_STRINGS.items():
-                yield probe(f"{prop} {label}", {**base, prop: slot(text)}, names=prop, echo=(prop, slot(text)))
+                yield probe(f"{prop} {label}", {**base, prop: slot(text)}, names=(prop, *prompt),
+                            echo=(prop, slot(text)))
     for prop in schema.get("required", []):
         yield probe(f"missing {prop}", {k: v for k, v in base.items() if k != prop}, status=400,
                     codes=("validation_error",), names=prop)
     for extra, value in world.mass_assignment().items():
-        yield probe(f"extra {extra}", {**base, extra: value}, status=400, codes=("validation_error",), names=extra)
+        if speaks_provider_format(operation):
+            yield probe(f"extra {extra} ignored", {**base, extra: value}, accepted=True)
+        else:
+            yield probe(f"extra {extra}", {**base, extra: value}, status=400, codes=("validation_error",),
+                        names=extra)
     for label, (raw, content_type, status, code) in RAW_BODIES.items():
         yield probe(f"body {label}", None, raw=raw, content_type=content_type, status=status, codes=(code,))
 
@@ -454,7 +600,12 @@ def query_probes(world, method, path, operation):
                      status=400, codes=("validation_error",), **expect)
 
     for name, value in {"unknown": "1", "limt": "5", "user_id": world.victim_id}.items():
-        yield probe(f"unknown parameter {name}", {name: value}, names=name)
+        if speaks_provider_format(operation):
+            yield probe(f"unknown parameter {name} ignored", {name: value}, accepted=True)
+        else:
+            yield probe(f"unknown parameter {name}", {name: value}, names=name)
+    if speaks_provider_format(operation):
+        yield probe("unknown parameter with NUL", {"unknown": "a\x00b"}, names="query")
     for param in parameters(operation, "query"):
         name = param["name"]
         yield probe(f"{name} with NUL", {name: "a\x00b"})
@@ -481,29 +632,31 @@ def header_probes(world, method, path, operation):
 def test_every_operation_of_the_served_document_is_probed(world):
     assert len(OPERATIONS) >= 26
     assert world.client.get("/openapi.json").get_json()["paths"] == DOCUMENT["paths"]
-    assert {param.id for param in BODY_OPERATIONS} >= {"POST /api/v1/balance/funds", "PUT /api/v1/preferences"}
+    assert {param.id for param in BODY_OPERATIONS} >= {"POST /api/v1/balance/funds", "PUT /api/v1/preferences",
+                                                       "POST /v1/chat/completions", "POST /v1/messages"}
+    assert {error_body(param.values[2]) for param in OPERATIONS} == set(ERROR_READERS)
 
 
 @pytest.mark.parametrize("method, path, operation", AUTH_OPERATIONS)
 def test_wrong_tokens_are_401(world, method, path, operation):
-    world.check(auth_probes(world, method, path, operation))
+    world.check(operation, auth_probes(world, method, path, operation))
 
 
 @pytest.mark.parametrize("method, path, operation", BODY_OPERATIONS)
 def test_hostile_bodies_are_refused(world, method, path, operation):
-    world.check(body_probes(world, method, path, operation))
+    world.check(operation, body_probes(world, method, path, operation))
 
 
 @pytest.mark.parametrize("method, path, operation", PATH_OPERATIONS)
 def test_malformed_and_foreign_ids_are_not_found(world, method, path, operation):
-    world.check(path_probes(world, method, path, operation))
+    world.check(operation, path_probes(world, method, path, operation))
 
 
 @pytest.mark.parametrize("method, path, operation", OPERATIONS)
 def test_bad_query_parameters_are_refused(world, method, path, operation):
-    world.check(query_probes(world, method, path, operation))
+    world.check(operation, query_probes(world, method, path, operation))
 
 
 @pytest.mark.parametrize("method, path, operation", HEADER_OPERATIONS)
 def test_bad_idempotency_keys_are_refused(world, method, path, operation):
-    world.check(header_probes(world, method, path, operation))
+    world.check(operation, header_probes(world, method, path, operation))

@@ -5,17 +5,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from app.schemas.fields import MoneyText
+from app.schemas.fields import MoneyText, Text
 from app.schemas.openai_format import (MAX_MESSAGES, MAX_PARTS, MAX_STOP_SEQUENCES, MAX_TEXT, Lenient, MaxTokens,
-                                       StopText)
+                                       ModelName, StopText)
 
 
 class TextBlock(Lenient):
     type: Literal["text"]
-    text: Annotated[str, Field(max_length=MAX_TEXT)]
+    text: Annotated[Text, Field(max_length=MAX_TEXT)]
 
 
-Content = Annotated[str, Field(max_length=MAX_TEXT)] | Annotated[list[TextBlock], Field(max_length=MAX_PARTS)]
+Content = Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[TextBlock], Field(max_length=MAX_PARTS)]
 
 
 class AnthropicMessage(Lenient):
@@ -24,7 +24,7 @@ class AnthropicMessage(Lenient):
 
 
 class MessagesRequest(Lenient):
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: ModelName
     messages: Annotated[list[AnthropicMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: MaxTokens
     system: Content | None = None

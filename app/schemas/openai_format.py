@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.schemas.fields import MoneyText
+from app.schemas.fields import MoneyText, Text
 
 # Bounds on the work one body can ask for (the body's 1 MiB bounds it too).
 MAX_MESSAGES = 256
@@ -14,22 +14,24 @@ MAX_PARTS = 64
 MAX_TEXT = 100_000  # characters, as for a chat message
 MAX_STOP_SEQUENCES = 4
 MaxTokens = Annotated[int, Field(ge=1, le=1_000_000)]
-StopText = Annotated[str, Field(min_length=1, max_length=200)]
+StopText = Annotated[Text, Field(min_length=1, max_length=200)]
+ModelName = Annotated[Text, Field(min_length=1, max_length=200)]
 
 
 class Lenient(BaseModel):
-    """A body of a provider's format: unknown fields ignored, as SDKs expect."""
-    model_config = ConfigDict(extra="ignore")
+    """A body of a provider's format: unknown fields ignored, as SDKs expect;
+    the types of known ones as strict as anywhere (true is no number)."""
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class TextPart(Lenient):
     type: Literal["text"]
-    text: Annotated[str, Field(max_length=MAX_TEXT)]
+    text: Annotated[Text, Field(max_length=MAX_TEXT)]
 
 
 class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant"]
-    content: Annotated[str, Field(max_length=MAX_TEXT)] | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
+    content: Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
 
 
 class StreamOptions(Lenient):
@@ -37,7 +39,7 @@ class StreamOptions(Lenient):
 
 
 class ChatCompletionRequest(Lenient):
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: ModelName
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
