@@ -81,12 +81,28 @@ def ledger(server, user_id):
     return spent, held, rows
 
 
-def openai_client(server, account):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=account["key"], max_retries=0)
+_open_clients = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients():
+    """Each SDK client holds a connection pool: closed after its test."""
+    yield
+    while _open_clients:
+        _open_clients.pop().close()
+
+
+def opened(client):
+    _open_clients.append(client)
+    return client
+
+
+def openai_client(server, account, key=None):
+    return opened(openai.OpenAI(base_url=f"{server.url}/v1", api_key=key or account["key"], max_retries=0))
 
 
 def anthropic_client(server, account):
-    return anthropic.Anthropic(base_url=server.url, api_key=account["key"], max_retries=0)
+    return opened(anthropic.Anthropic(base_url=server.url, api_key=account["key"], max_retries=0))
 
 
 def test_models_list_is_the_catalog(server, account):
@@ -205,7 +221,7 @@ def test_errors_come_in_each_formats_own_shape(server, account):
             {"role": "user", "content": "Hi"}])
     assert bad.value.body["error"]["type"] == "invalid_request_error" and "max_tokens" in str(bad.value)
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"{server.url}/v1", api_key="qm-unknown", max_retries=0).models.list()
+        openai_client(server, account, key="qm-unknown").models.list()
     with pytest.raises(openai.BadRequestError) as tools:
         openai_client(server, account).chat.completions.create(model="local/echo", messages=[
             {"role": "user", "content": "Hi"}], tools=[{"type": "function", "function": {"name": "f"}}])
@@ -216,7 +232,7 @@ def test_a_keys_allow_list_spend_limit_and_revocation(server, account, stubs):
     url, headers = f"{server.url}/api/v1/access-keys", account["headers"]
     limited = httpx.post(url, headers=headers, json={"name": "limited", "allowed_models": ["openai/gpt-4o-mini"],
                                                       "spend_limit": "0.0001", "spend_limit_period": "day"}).json()
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=limited["key"], max_retries=0)
+    client = openai_client(server, account, key=limited["key"])
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="local/echo", messages=[{"role": "user", "content": "Hi"}])
     # Each hold is the most 1,000 tokens could cost (0.0006 at 0.60 per million): past the 0.0001 limit.
