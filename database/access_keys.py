@@ -1,8 +1,6 @@
 """Access keys: issued to a user's programs for the inference API. Only a
 SHA-256 of each key is stored; `spent` is kept by the money procedures alone."""
 
-# The periods a key's spend limit may count over (access_keys' CHECK holds the same).
-SPEND_LIMIT_PERIODS = ("day", "month", "total")
 ACCESS_KEY_COLUMNS = ("id, name, last4, allowed_models, spend_limit, spend_limit_period, spent, expires_at, "
                       "created_at, last_used_at")
 

@@ -9,6 +9,8 @@ PROVIDERS = (LOCAL_PROVIDER, "openai", "anthropic")
 KEY_PROVIDERS = tuple(provider for provider in PROVIDERS if provider != LOCAL_PROVIDER)
 CAPABILITIES = ("coding", "reasoning", "long-context", "vision", "writing", "translation", "fast", "cheap")
 TRANSACTION_TYPES = ("deposit", "hold", "release")
+# An access key's spend limit counts over a UTC calendar day or month, or all time.
+SPEND_LIMIT_PERIODS = ("day", "month", "total")
 THEMES = ("system", "light", "dark")
 # "<provider>/<name>", as in openai/gpt-4o-mini.
 MODEL_ID_PATTERN = r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$"

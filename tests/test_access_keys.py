@@ -15,7 +15,7 @@ from app import close_app, create_app
 from app.api import access_keys
 from app.api.guards import access_key_subject, authenticate_caller, rate_limited, require_model_allowed
 from app.observability import JSONFormatter
-from database.access_keys import SPEND_LIMIT_PERIODS
+from database.vocab import SPEND_LIMIT_PERIODS
 from tests import test_secrets_in_logs
 from tests.support import assert_error, bearer, user, user_id_of
 from tests.test_secrets_in_logs import assert_no_secrets

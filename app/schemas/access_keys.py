@@ -7,7 +7,7 @@ from pydantic import Field, PlainValidator, WithJsonSchema
 
 from app.money import format_money
 from app.schemas.fields import ModelId, MoneyText, PositiveAmount, Request, Response, Text
-from database.access_keys import SPEND_LIMIT_PERIODS
+from database.vocab import SPEND_LIMIT_PERIODS
 
 # More than the catalog holds; a bound on the work a request can ask for.
 MAX_ALLOWED_MODELS = 100
