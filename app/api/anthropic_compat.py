@@ -5,7 +5,7 @@ from flask import request as flask_request
 
 from app import billing
 from app.api import inference
-from app.api.contract import body, other_responses, response, speaks_provider_format
+from app.api.contract import body, other_responses, response, speaks_provider_format, streams
 from app.api.guards import access_key_subject, authenticate_caller, rate_limited
 from app.api.idempotency import defer_idempotency, idempotent, respond
 from app.api.streaming import Relay, event_stream, sse
@@ -20,6 +20,7 @@ FIELDS = {"max_tokens": "max_tokens", "prompt": "messages"}
 @speaks_provider_format("AnthropicError")
 @rate_limited(inference.access_key_limit, key_func=access_key_subject)
 @response(Message)
+@streams()
 @other_responses(402, 403, 404, 422, 502, 504)
 @authenticate_caller
 @idempotent(replay=lambda stored: _replay(stored))

@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g
 from flask import request as flask_request
 
 from app import billing
-from app.api.contract import body, other_responses, query, response
+from app.api.contract import body, other_responses, query, response, streams
 from app.api.guards import authenticate, confirm_token, rate_limited, require_auth, token_subject
 from app.api.idempotency import defer_idempotency, idempotent, respond
 from app.api.streaming import Relay, event_stream, sse
@@ -82,6 +82,7 @@ def delete_session(session_id):
 @bp.post("/sessions/<session_id>/messages")
 @rate_limited(lambda: current_app.config["RATE_LIMIT_CHAT"], key_func=token_subject)
 @response(MessageExchange, 201)
+@streams(200)
 @other_responses(402, 409, 422, 502, 504)
 @authenticate  # the token is confirmed from the hold's own round trip
 @idempotent(replay=lambda stored: _replay(stored))

@@ -32,6 +32,7 @@ class Operation:
     rate_limited: bool = False
     uses_database: bool = True
     open_query: bool = False          # unknown query parameters are ignored, not refused
+    stream_status: int | None = None  # the status of its text/event-stream answer, if it streams
     error_body: str = "Error"         # the component schema of its error answers
 
 
@@ -112,6 +113,14 @@ def speaks_provider_format(error_body):
     def decorate(view):
         declared = operation(view)
         declared.open_query, declared.error_body = True, error_body
+        return view
+    return decorate
+
+
+def streams(status=200):
+    """Declares that the view may answer with server-sent events (`stream`)."""
+    def decorate(view):
+        operation(view).stream_status = status
         return view
     return decorate
 

@@ -55,6 +55,7 @@ ANTHROPIC_ERROR_BODY = {
         "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
     }},
 }
+EVENT_STREAM = {"schema": {"type": "string", "description": "Server-sent events, when the request asks for a stream."}}
 HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"},
                                                                   "database": {"type": "string"}}}
 RESPONSE_HEADERS = {
@@ -135,6 +136,11 @@ def _operation(operation, endpoint, path_params, refs):
             schema = refs[(body, "serialization")] if isinstance(body, type) else body
             response["content"] = {"application/json": {"schema": schema}}
         result["responses"][str(status)] = response
+    if operation.stream_status is not None:
+        streamed = result["responses"].setdefault(
+            str(operation.stream_status), {"description": _status_text(operation.stream_status),
+                                           "headers": RESPONSE_HEADERS})
+        streamed.setdefault("content", {})["text/event-stream"] = EVENT_STREAM
     for status in sorted(set(_error_statuses(operation, path_params)) - set(operation.responses)):
         result["responses"][str(status)] = {
             "description": "Error: " + ", ".join(ERROR_CODES[status]),
