@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,18 @@ def settings_for(database_url, **overrides):
     }
     settings.update(overrides)
     return settings
+
+
+@contextmanager
+def live_service(database, **settings):
+    """The service under gunicorn on its own clean `database`, with `settings`;
+    `.database` on it queries that database."""
+    live = LiveServer(settings_for(database.app_url, **settings))
+    live.database = database
+    try:
+        yield live
+    finally:
+        live.stop()
 
 
 class LiveServer:

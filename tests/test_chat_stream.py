@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import clean_database
-from tests.support import PASSWORD, LiveServer, bearer, settings_for
+from tests.support import PASSWORD, bearer, live_service
 
 HOUSE_KEY = "sk-house-openai-000000000000001"
 _users = iter(range(1_000_000))
@@ -18,14 +18,9 @@ _users = iter(range(1_000_000))
 
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, openai_stub):
-    with clean_database(pg_server, template_db) as database:
-        live = LiveServer(settings_for(database.app_url, OPENAI_BASE_URL=f"{openai_stub.url}/v1",
-                                       OPENAI_API_KEY=HOUSE_KEY, PROVIDER_TIMEOUT=5))
-        live.database = database
-        try:
-            yield live
-        finally:
-            live.stop()
+    with clean_database(pg_server, template_db) as database, live_service(
+            database, OPENAI_BASE_URL=f"{openai_stub.url}/v1", OPENAI_API_KEY=HOUSE_KEY, PROVIDER_TIMEOUT=5) as live:
+        yield live
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import clean_database
-from tests.support import PASSWORD, LiveServer, bearer, settings_for
+from tests.support import PASSWORD, bearer, live_service
 
 HOUSE_OPENAI = "sk-house-openai-000000000000001"
 HOUSE_ANTHROPIC = "sk-ant-house-0000000000000000001"
@@ -30,15 +30,10 @@ def cost(model, prompt_tokens, completion_tokens):
 
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, openai_stub, anthropic_stub):
-    with clean_database(pg_server, template_db) as database:
-        live = LiveServer(settings_for(database.app_url, OPENAI_BASE_URL=f"{openai_stub.url}/v1",
-                                       ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1", OPENAI_API_KEY=HOUSE_OPENAI,
-                                       ANTHROPIC_API_KEY=HOUSE_ANTHROPIC, PROVIDER_TIMEOUT=5))
-        live.database = database
-        try:
-            yield live
-        finally:
-            live.stop()
+    with clean_database(pg_server, template_db) as database, live_service(
+            database, OPENAI_BASE_URL=f"{openai_stub.url}/v1", ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1",
+            OPENAI_API_KEY=HOUSE_OPENAI, ANTHROPIC_API_KEY=HOUSE_ANTHROPIC, PROVIDER_TIMEOUT=5) as live:
+        yield live
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ __all__ = [
     "LedgerEntry", "LoginRequest", "Message", "MessageExchange", "ModelDetail", "ModelList", "ModelUsage",
     "NewKeyRequest", "NewMessageRequest", "NewSessionRequest", "PATTERN_MESSAGES", "Preferences", "PreferencesBody",
     "Profile", "Rating", "RatingRequest", "RatingSummary", "Recommendation", "RecommendationList",
-    "RecommendRequest", "RefreshRequest", "RegisterRequest", "Request", "Response", "ServiceTerms", "Session", "SessionPage",
+    "RecommendRequest", "RefreshRequest", "RegisterRequest", "Request", "Response", "ServiceTerms", "Session",
+    "SessionPage",
     "SessionWithMessages", "StoredKey", "TokenPair", "TopUpRequest", "TopUpResponse", "TransactionPage", "Usage",
     "User", "Username",
 ]

@@ -3,11 +3,11 @@ Unknown fields are ignored; tools and content that is not text are a 400 that
 names the field."""
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from app.schemas.fields import MoneyText, Text
 from app.schemas.openai_format import (MAX_MESSAGES, MAX_PARTS, MAX_STOP_SEQUENCES, MAX_TEXT, Lenient, MaxTokens,
-                                       ModelName, StopText)
+                                       ModelName, NoTools, StopText)
 
 
 class TextBlock(Lenient):
@@ -31,14 +31,7 @@ class MessagesRequest(Lenient):
     temperature: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     stop_sequences: Annotated[list[StopText], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     stream: bool = False
-    tools: list | None = None
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, tools):
-        if tools:
-            raise ValueError("are not supported: this service completes text only")
-        return tools
+    tools: NoTools = None
 
 
 class AnthropicUsage(BaseModel):

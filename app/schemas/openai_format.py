@@ -4,7 +4,7 @@ here (under /api/v1 they are refused), but a field it cannot honour (tools,
 n > 1, a part that is not text) is a 400 that names it."""
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.schemas.fields import MoneyText, Text
 
@@ -16,6 +16,15 @@ MAX_STOP_SEQUENCES = 4
 MaxTokens = Annotated[int, Field(ge=1, le=1_000_000)]
 StopText = Annotated[Text, Field(min_length=1, max_length=200)]
 ModelName = Annotated[Text, Field(min_length=1, max_length=200)]
+
+
+def _no_tools(tools):
+    if tools:
+        raise ValueError("are not supported: this service completes text only")
+    return tools
+
+
+NoTools = Annotated[list | None, AfterValidator(_no_tools)]
 
 
 class Lenient(BaseModel):
@@ -48,7 +57,7 @@ class ChatCompletionRequest(Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
-    tools: list | None = None
+    tools: NoTools = None
 
     @field_validator("n")
     @classmethod
@@ -56,14 +65,6 @@ class ChatCompletionRequest(Lenient):
         if n is not None and n != 1:
             raise ValueError("only 1 is supported")
         return n
-
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, tools):
-        if tools:
-            raise ValueError("are not supported: this service completes text only")
-        return tools
-
 
 class OpenAIUsage(BaseModel):
     prompt_tokens: int
