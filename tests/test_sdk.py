@@ -297,3 +297,18 @@ def test_stop_sequences_are_honoured_in_either_format(server, account, stubs):
         messages=[{"role": "user", "content": "Hi"}])
     assert stubs[0].requests[0]["body"]["stop"] == ["END", "###"]
     assert stubs[1].requests[0]["body"]["stop_sequences"] == ["END"]
+
+
+def test_an_openai_stream_the_provider_breaks_ends_in_an_error_the_sdk_raises(server, account, stubs):
+    stubs[0].behaviour.chunks = ["one ", "two ", "three ", "four "]
+    stubs[0].behaviour.error_event_after_chunks = 2
+    received = []
+    with pytest.raises(openai.APIError) as failure:
+        for chunk in openai_client(server, account).chat.completions.create(
+                model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=50, stream=True):
+            received.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+    assert "".join(received) == "one two "
+    assert "broke off" in str(failure.value)
+    spent, held, _ = ledger(server, account["user_id"])
+    # No usage came: billed on the estimate, the completion at the bytes delivered.
+    assert held == 0 and spent == cost("openai/gpt-4o-mini", 16 + 8 + 2, len("one two ".encode()))

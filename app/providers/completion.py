@@ -1,5 +1,5 @@
 """What a provider call gives back, and how it fails, whatever the wire format:
-the gateway bills from a Completion and maps each error to its answer."""
+billing charges from a Completion and maps each error to its answer."""
 import logging
 import re
 from dataclasses import dataclass
