@@ -122,7 +122,7 @@ def profile(app_url, calls, path):
     finally:
         sys.stderr = real_stderr
     client = app.test_client()
-    send = _profiled_call(client, path, calls + 2 * WARMUP_PAIRS)
+    send = _profiled_call(client, path, 2 * calls + WARMUP_PAIRS)
     for _ in range(WARMUP_PAIRS):
         send()
     plain_started = time.perf_counter()
