@@ -6,56 +6,34 @@ each and of the difference. Then, with the stub answering after a stall, many
 calls in flight at once must all complete.
 
     .venv/bin/python bench/gateway_overhead.py [--pairs 300] [--in-flight 200] [--stall 1.0]
-    .venv/bin/python bench/gateway_overhead.py --profile 300   # where the time goes, in process
+    .venv/bin/python bench/gateway_overhead.py --profile 300            # where the time goes, in process
+    .venv/bin/python bench/gateway_overhead.py --profile 300 --path v1  # the same for POST /v1/chat/completions
+    .venv/bin/python bench/gateway_overhead.py --peer litellm           # side by side with LiteLLM's proxy
 
-Everything runs on 127.0.0.1: a throwaway PostgreSQL, the service under
-gunicorn, and the stub in its own process (so the client's GIL is not shared)."""
+Everything runs on 127.0.0.1: a throwaway PostgreSQL with durable commits
+(fsync on, as `make run`'s), the service under gunicorn, and the stub in its
+own process (so the client's GIL is not shared). `--peer litellm` installs
+LiteLLM's proxy once into .bench/litellm-venv (git-ignored)."""
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import testing.postgresql
-from psycopg2.extensions import make_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import migrate  # noqa: E402
-from devtools.cluster import free_port, testing_postgresql_options  # noqa: E402
+from bench.harness import UNREACHED_LIMIT, Stub, durable_database, percentile  # noqa: E402
 from tests.support import LiveServer, settings_for  # noqa: E402
 
-APP_PASSWORD = "bench-app-user"
 OPENAI_KEY = "sk-proj-bench-000000000000000000"
 WARMUP_PAIRS = 20
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 64}
-
-
-def percentile(samples, fraction):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
-class Stub:
-    """The OpenAI stub in a process of its own."""
-
-    def __init__(self, stall=0.0):
-        port = free_port()
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.stubs", "openai", str(port), str(stall)],
-                                        cwd=ROOT, stdout=subprocess.PIPE)
-        self.url = self.process.stdout.readline().decode().strip()
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait()
 
 
 def prepare_user(client, url):
@@ -115,29 +93,42 @@ def in_flight(server, stub_url, count):
         return statuses, time.perf_counter() - started
 
 
-def profile(app_url, calls):
-    """The chat path in this process (Flask's test client, the stub in a thread):
-    the time of each SQL statement, and cProfile's heaviest functions."""
+def profile(app_url, calls, path):
+    """The chat call in this process (Flask's test client; the stub in its own
+    process) with make run's settings (INFO access log, rate limits counted):
+    `session` is POST /api/v1/chat/sessions/{id}/messages with a vault key, `v1`
+    POST /v1/chat/completions with an access key and the house key. Prints the
+    mean without and with the profiler, each SQL statement's time, the time by
+    layer, the same call over HTTP through gunicorn, and cProfile's heaviest
+    functions."""
     import cProfile
     import collections
     import pstats
+    import tempfile
 
     from app import close_app, create_app
+    from bench.harness import MakeRunService
+    from bench.layers import by_layer, round_trips
     from database.pool import Cursor
-    from tests.stubs import OpenAIStub
 
-    stub = OpenAIStub()
-    app = create_app(settings_for(app_url, OPENAI_BASE_URL=f"{stub.url}/v1", LOG_LEVEL="WARNING"))
+    stub = Stub()
+    settings = settings_for(app_url, OPENAI_BASE_URL=f"{stub.url}/v1", OPENAI_API_KEY=OPENAI_KEY, LOG_LEVEL="INFO",
+                            RATELIMIT_ENABLED="true", RATE_LIMIT_AUTH=UNREACHED_LIMIT, RATE_LIMIT_CHAT=UNREACHED_LIMIT,
+                            RATE_LIMIT_ACCESS_KEY=UNREACHED_LIMIT, DB_POOL_TIMEOUT=5)
+    # The JSON access log is formatted and written as under make run, to nowhere.
+    real_stderr, sys.stderr = sys.stderr, open(os.devnull, "w")
+    try:
+        app = create_app(settings)
+    finally:
+        sys.stderr = real_stderr
     client = app.test_client()
-    account = {"email": "profile@example.com", "password": "correct horse battery"}
-    client.post("/api/v1/auth/register", json=account | {"username": "profile"})
-    headers = {"Authorization": "Bearer " + client.post("/api/v1/auth/login", json=account).get_json()["access_token"]}
-    client.post("/api/v1/balance/funds", json={"amount": "1000"}, headers=headers)
-    client.post("/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY}, headers=headers)
-    urls = [f"/api/v1/chat/sessions/{client.post('/api/v1/chat/sessions', json={'model_id': 'openai/gpt-4o-mini'}, headers=headers).get_json()['id']}/messages"
-            for _ in range(calls + WARMUP_PAIRS)]
-    for url in urls[:WARMUP_PAIRS]:
-        client.post(url, json={"content": "Say hello.", "max_tokens": 64}, headers=headers)
+    send = _profiled_call(client, path, 2 * calls + WARMUP_PAIRS)
+    for _ in range(WARMUP_PAIRS):
+        send()
+    plain_started = time.perf_counter()
+    for _ in range(calls):
+        send()
+    in_process = (time.perf_counter() - plain_started) / calls * 1000
 
     statements = collections.defaultdict(list)
     execute = Cursor._execute
@@ -147,22 +138,88 @@ def profile(app_url, calls):
         execute(cursor, sql, params)
         statements[" ".join(sql.split())[:70]].append(time.perf_counter() - started)
 
-    Cursor._execute = timed_execute
+    def timed_commit(cursor):
+        started = time.perf_counter()
+        commit(cursor)
+        if cursor.began:
+            statements["COMMIT"].append(time.perf_counter() - started)
+
+    commit = Cursor.commit
+    Cursor._execute, Cursor.commit = timed_execute, timed_commit
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()
-    for url in urls[WARMUP_PAIRS:]:
-        client.post(url, json={"content": "Say hello.", "max_tokens": 64}, headers=headers)
+    for _ in range(calls):
+        send()
     profiler.disable()
-    elapsed = (time.perf_counter() - started) / calls * 1000
-    Cursor._execute = execute
-    print(f"{calls} calls in process (profiler on): {elapsed:.2f} ms each")
+    profiled = (time.perf_counter() - started) / calls * 1000
+    Cursor._execute, Cursor.commit = execute, commit
+    with httpx.Client(base_url=stub.url, headers={"Authorization": f"Bearer {OPENAI_KEY}"}) as direct:
+        straight = statistics.mean(timed(lambda: direct.post("/v1/chat/completions", json=BODY))
+                                   for _ in range(calls))
+    close_app(app)
+
+    with tempfile.TemporaryDirectory() as folder:
+        service = MakeRunService(settings, Path(folder) / "service.log")
+        try:
+            with httpx.Client(base_url=service.url, timeout=30) as http:
+                send_http = _profiled_call(http, path, calls + WARMUP_PAIRS)
+                for _ in range(WARMUP_PAIRS):
+                    send_http()
+                over_http = statistics.mean(_timed_send(send_http) for _ in range(calls))
+        finally:
+            service.stop()
+    stub.stop()
+
+    print(f"{calls} calls of {path} in process: {in_process:.2f} ms each without the profiler, {profiled:.2f} ms with; "
+          f"straight to the stub {straight:.2f} ms; over HTTP through gunicorn (make run's settings) "
+          f"{over_http:.2f} ms")
     print("SQL round trips per call (mean ms, first statement of a transaction includes BEGIN):")
     for sql, times in sorted(statements.items(), key=lambda item: -sum(item[1])):
         print(f"  {len(times) / calls:4.1f} x {statistics.mean(times) * 1000:6.3f}  {sql}")
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
-    close_app(app)
-    stub.stop()
+    print("psycopg2 calls per call (each a round trip): " +
+          ", ".join(f"{name} {count / calls:.1f}" for name, count in round_trips(profiler).items()))
+    layers = by_layer(profiler)
+    total = sum(layers.values())
+    print(f"Time by layer (profiled ms per call; share; share of {in_process:.2f} ms unprofiled):")
+    for layer, seconds in sorted(layers.items(), key=lambda item: -item[1]):
+        print(f"  {seconds / calls * 1000:7.3f} ms {seconds / total:6.1%} {seconds / total * in_process:7.3f} ms  {layer}")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def _profiled_call(client, path, sessions):
+    """A function making one call of `path` through `client` (a test client or
+    an httpx client on the service), set up with its user, funds and key."""
+    account = {"email": f"profile-{time.monotonic_ns()}@example.com", "password": "correct horse battery"}
+    client.post("/api/v1/auth/register", json=account | {"username": f"p{time.monotonic_ns()}"})
+    login = client.post("/api/v1/auth/login", json=account)
+    headers = {"Authorization": "Bearer " + _json(login)["access_token"]}
+    client.post("/api/v1/balance/funds", json={"amount": "1000"}, headers=headers)
+    if path == "v1":
+        created = client.post("/api/v1/access-keys", json={"name": "profile"}, headers=headers)
+        key = {"Authorization": "Bearer " + _json(created)["key"]}
+        body = BODY | {"model": "openai/gpt-4o-mini"}
+        return lambda: _checked(client.post("/v1/chat/completions", json=body, headers=key))
+    client.post("/api/v1/keys", json={"provider": "openai", "api_key": OPENAI_KEY}, headers=headers)
+    urls = iter([f"/api/v1/chat/sessions/{_json(client.post('/api/v1/chat/sessions', json={'model_id': 'openai/gpt-4o-mini'}, headers=headers))['id']}/messages"
+                 for _ in range(sessions)])
+    return lambda: _checked(client.post(next(urls), json={"content": "Say hello.", "max_tokens": 64}, headers=headers))
+
+
+def _json(response):
+    return response.get_json() if hasattr(response, "get_json") else response.json()
+
+
+def _checked(response):
+    if response.status_code >= 300:
+        raise RuntimeError(f"{response.status_code}: {_json(response)}")
+    return response
+
+
+def _timed_send(send):
+    started = time.perf_counter()
+    send()
+    return (time.perf_counter() - started) * 1000
 
 
 def main():
@@ -171,19 +228,32 @@ def main():
     parser.add_argument("--in-flight", type=int, default=200)
     parser.add_argument("--stall", type=float, default=1.0)
     parser.add_argument("--profile", type=int, metavar="CALLS", help="profile CALLS calls in process instead")
+    parser.add_argument("--path", choices=("session", "v1"), default="session", help="the call --profile profiles")
+    parser.add_argument("--peer", choices=("litellm",), help="measure side by side with this gateway instead")
+    peer = parser.add_argument_group("--peer litellm")
+    peer.add_argument("--calls", type=int, default=300, help="plain calls per side")
+    peer.add_argument("--stream-calls", type=int, default=200, help="streamed calls per side")
+    peer.add_argument("--rounds", type=int, default=10, help="interleaved rounds the calls are split into")
+    peer.add_argument("--chunk-delay", type=float, default=0.005, help="the stub's pause before each streamed delta")
+    peer.add_argument("--topups", type=int, default=2000, help="API top-ups")
+    peer.add_argument("--raw-seconds", type=float, default=5.0, help="seconds of raw add_user_funds calls")
+    peer.add_argument("--max-load", type=float, default=1.5, help="wait for the 1-minute load to fall below this")
+    peer.add_argument("--wait-for-quiet", type=float, default=300, help="at most this many seconds")
     args = parser.parse_args()
 
-    base_dir = tempfile.mkdtemp(prefix="qmarket-bench-pg-", dir="/tmp")
-    postgres = testing.postgresql.Postgresql(**testing_postgresql_options(base_dir))
+    with durable_database() as (owner_url, app_url):
+        if args.peer:
+            from bench.against_litellm import compare
+            compare(owner_url, app_url, args)
+        elif args.profile:
+            profile(app_url, args.profile, args.path)
+        else:
+            measure_overhead(app_url, args)
+
+
+def measure_overhead(app_url, args):
     stubs, servers = [], []
     try:
-        owner_url = make_dsn(postgres.url(), dbname="bench")
-        migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)
-        app_url = make_dsn(owner_url, user="app_user", password=APP_PASSWORD)
-        if args.profile:
-            profile(app_url, args.profile)
-            return
-
         stubs.append(Stub())
         servers.append(LiveServer(settings_for(app_url, OPENAI_BASE_URL=f"{stubs[0].url}/v1", LOG_LEVEL="WARNING")))
         via, direct = overhead(servers[0], stubs[0], args.pairs)
@@ -210,8 +280,6 @@ def main():
             server.stop()
         for stub in stubs:
             stub.stop()
-        postgres.stop()
-        shutil.rmtree(base_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
