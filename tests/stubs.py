@@ -286,11 +286,16 @@ def _event(name, payload):
 
 
 def main():
-    """Serves one stub on its own (for the benchmarks): python -m tests.stubs openai PORT [STALL_SECONDS]."""
+    """Serves one stub on its own (for the benchmarks):
+    python -m tests.stubs openai PORT [STALL_SECONDS [CHUNKS CHUNK_DELAY_SECONDS]]
+    (a streamed reply then sends CHUNKS one-word deltas, each after that pause)."""
     import sys
     kind, port = sys.argv[1], int(sys.argv[2])
     stub = {"openai": OpenAIStub, "anthropic": AnthropicStub}[kind](port)
     stub.behaviour.stall_seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    if len(sys.argv) > 5:
+        stub.behaviour.chunks = ["word "] * int(sys.argv[4])
+        stub.behaviour.chunk_delay_seconds = float(sys.argv[5])
     stub.requests = _Discard()
     print(stub.url, flush=True)
     try:
