@@ -1,14 +1,25 @@
-"""gunicorn settings. Threads, not gevent: psycopg2 blocks under gevent unless
-patched, and a thread waiting on a slow provider holds no database connection,
-so in-flight calls are bounded by workers × threads, not by the pool."""
-import json
-import sys
+"""gunicorn settings. The gevent worker: each request, and each open stream
+for as long as it lasts, is a greenlet, so streams are bounded by
+WEB_THREADS connections per worker, not by a pool of threads. Measured against
+gthread (BENCHMARKS.md, "Concurrent streams"): 1,000 streams at once on one
+worker, with less memory, CPU and first-byte delay per stream. psycogreen makes
+psycopg2 wait through gevent's hub instead of blocking the worker."""
+# Patched before anything imports socket or ssl (this file imports the app), so
+# no module keeps the blocking versions; the workers inherit it.
+import gevent
+from gevent import monkey
 
-from gunicorn import util
+monkey.patch_all()
 
-from app import MAX_BODY_BYTES
-from app.config import ConfigError, load_config
-from app.errors import HTTP_CODES
+import json  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+
+from gunicorn import util  # noqa: E402
+
+from app import MAX_BODY_BYTES  # noqa: E402
+from app.config import ConfigError, load_config  # noqa: E402
+from app.errors import HTTP_CODES  # noqa: E402
 
 try:
     _config = load_config(check_secrets=False)
@@ -16,10 +27,21 @@ except ConfigError as exc:
     sys.exit(f"gunicorn: {exc}")
 
 workers = _config["WEB_WORKERS"]
-threads = _config["WEB_THREADS"]
-worker_class = "gthread"
-# A restart lets calls already waiting on a provider finish.
-graceful_timeout = int(_config["PROVIDER_TIMEOUT"]) + 5
+# Each open stream holds two sockets in its worker (its client's and its
+# provider's): the soft limit, often 1024, would refuse connections long before
+# WEB_THREADS runs out. Workers inherit it.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if resource.RLIM_INFINITY not in (_soft, _hard) and _soft < _hard:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
+worker_class = "gevent"
+# Requests a worker serves at once, kept-alive idle connections included
+# (gunicorn's default, 1000, would leave streams beyond it waiting).
+worker_connections = _config["WEB_THREADS"]
+# A restart lets calls in flight finish, streams included (each ends by its
+# STREAM_TIMEOUT); one cut short would keep its hold until reconcile.
+graceful_timeout = int(max(_config["PROVIDER_TIMEOUT"], _config["STREAM_TIMEOUT"])) + 5
+# A worker silent this long is restarted. It reports from a greenlet of its
+# own, not from a request, so a long stream never trips it.
 timeout = int(_config["PROVIDER_TIMEOUT"]) + 30
 keepalive = 5
 # The app writes its own structured access log (with the request id).
@@ -84,3 +106,13 @@ def on_starting(server):
             server.log.warning("start-up housekeeping skipped: the database is unavailable")
         finally:
             db.close()
+    # The app made here started greenlets (the rate limiter's 10 ms expiry
+    # timer): let them end before the workers fork, or each worker inherits one
+    # that fails on its first run there.
+    gevent.sleep(0.1)
+
+
+def post_fork(server, worker):
+    """psycopg2 waits for the database through gevent's hub, not blocking the worker."""
+    from psycogreen.gevent import patch_psycopg
+    patch_psycopg()

@@ -147,7 +147,9 @@ SETTINGS = {
     "LOG_LEVEL": ("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     # Unset: 1 while rate limits are counted in memory:// (see _web_workers), else 2.
     "WEB_WORKERS": ("", lambda value: _integer(1, 64)(value) if _text(value) else None),
-    "WEB_THREADS": ("128", _integer(1, 1000)),
+    # Requests each gevent worker serves at once, an open stream one for as long
+    # as it lasts (see BENCHMARKS.md, "Concurrent streams").
+    "WEB_THREADS": ("1100", _integer(1, 10_000)),
 }
 # The commands that make each secret, as .env.example also gives them.
 _TOKEN_RECIPE = '''python3 -c "import secrets; print(secrets.token_urlsafe(48))"'''

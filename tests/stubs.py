@@ -287,12 +287,16 @@ def _event(name, payload):
 
 def main():
     """Serves one stub on its own (for the benchmarks):
-    python -m tests.stubs openai PORT [STALL_SECONDS [CHUNK_DELAY_SECONDS]]."""
+    python -m tests.stubs openai PORT [STALL_SECONDS [CHUNK_DELAY_SECONDS [CHUNKS]]]
+    (a streamed reply pauses that long before each delta; with CHUNKS, it sends
+    that many one-word deltas instead of the reply's words)."""
     import sys
     kind, port = sys.argv[1], int(sys.argv[2])
     stub = {"openai": OpenAIStub, "anthropic": AnthropicStub}[kind](port)
     stub.behaviour.stall_seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     stub.behaviour.chunk_delay_seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    if len(sys.argv) > 5:
+        stub.behaviour.chunks = ["word "] * int(sys.argv[5])
     stub.requests = _Discard()
     print(stub.url, flush=True)
     try:
