@@ -111,6 +111,20 @@ def test_a_dripping_provider_is_cut_off_at_the_deadline(quick_app, token, sessio
     wait_until(lambda: stub.abandoned == 1)
 
 
+def test_the_served_worker_cuts_a_dripping_provider_off_at_the_deadline(settings, database, stub):
+    """The same deadline under gunicorn's gevent worker, where the worker threads
+    that bound the call are greenlets."""
+    server = LiveServer({**settings, "PROVIDER_TIMEOUT": 1})
+    try:
+        headers, url = _live_account(server)
+        stub.behaviour.drip_seconds = 0.1  # the whole answer would take half a minute and be a 201
+        response = httpx.post(url, json={"content": "Hi"}, headers=headers, timeout=30)
+    finally:
+        server.stop()
+    assert response.status_code == 504 and response.json()["error"]["code"] == "provider_timeout"
+    assert_nothing_charged(database)
+
+
 def test_a_stall_before_the_headers_is_cut_off_at_the_deadline(quick_app, token, session_url, database, stub):
     stub.behaviour.stall_seconds = 3
     response = quick_app.test_client().post(session_url, json={"content": "Hi"}, headers=bearer(token))
