@@ -3,7 +3,7 @@ from flask import Blueprint, current_app, g
 
 from app.api.contract import body, other_responses, query, query_choice, response
 from app.api.guards import require_auth
-from app.api.idempotency import idempotent, respond
+from app.api.idempotency import claim_within, idempotent, respond
 from app.api.openapi import CURSOR, LIMIT, query_enum
 from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
 from app.errors import TopUpsDisabled, ValidationFailed
@@ -26,7 +26,7 @@ def show_balance():
 @response(TopUpResponse, 201)
 @other_responses(403, 409, 422)
 @require_auth
-@idempotent
+@idempotent(atomic=True)
 @body(TopUpRequest)
 def add_funds(top_up):
     """Add funds (stands in for a payment provider)"""
@@ -36,6 +36,9 @@ def add_funds(top_up):
     if top_up.amount > maximum:
         raise ValidationFailed(details={"amount": f"must be at most {maximum}"})
     with db.transaction(acting_user_id=g.user_id) as tx:
+        replayed = claim_within(tx)  # a retry waits for the first's commit and replays its answer
+        if replayed is not None:
+            return replayed
         moved = db.add_funds(g.user_id, top_up.amount, "Top-up", {"source": "self_topup"}, tx=tx)
         return respond(TopUpResponse(
             transaction=LedgerEntry.from_row(db.ledger_entry(g.user_id, moved["transaction_id"], tx=tx)),

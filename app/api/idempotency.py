@@ -49,13 +49,16 @@ def request_fingerprint():
     return hashlib.sha256(f"{request.method}\n{request.path}\n{body}".encode()).hexdigest()
 
 
-def idempotent(view=None, *, replay=None):
+def idempotent(view=None, *, replay=None, atomic=False):
     """Honours an Idempotency-Key header on a view that answers through
     `respond` (or, streaming, through `defer_idempotency`).
     `replay(stored_body_text)`, when given, may answer a retry in another form
-    than the stored JSON (a stream asked for again); None keeps the JSON."""
+    than the stored JSON (a stream asked for again); None keeps the JSON.
+    `atomic`: the view makes no call to another service, so it claims the
+    record itself (`claim_within`) in the transaction of its effect: one
+    commit, and a duplicate waits for that commit and replays the answer."""
     if view is None:
-        return lambda inner: idempotent(inner, replay=replay)
+        return lambda inner: idempotent(inner, replay=replay, atomic=atomic)
     operation(view).idempotent = True
 
     @functools.wraps(view)
@@ -66,19 +69,12 @@ def idempotent(view=None, *, replay=None):
         if not KEY_PATTERN.match(key):
             raise ValidationFailed(details={HEADER: "must be 1 to 255 visible ASCII characters"})
         confirm_token_now()  # before the record is written
-        stale_after = _stale_after(current_app.config)
-        outcome, record = db.claim_idempotency_key(g.user_id, key, request_fingerprint(), stale_after)
-        if outcome == "mismatch":
-            raise IdempotencyKeyReused()
-        if outcome == "in_progress":
-            raise IdempotencyInProgress()
-        if outcome == "done":
-            replayed = replay and replay(record["response_body"])
-            if replayed is not None:
-                replayed.headers["Idempotent-Replayed"] = "true"
-                return replayed
-            return _json_response(record["response_body"], record["response_status"], {"Idempotent-Replayed": "true"})
         g.idempotency_key = key
+        if atomic:
+            return view(*args, **kwargs)
+        replayed = _claim(key, replay)
+        if replayed is not None:
+            return replayed
         try:
             response = view(*args, **kwargs)
         except BaseException:
@@ -88,6 +84,33 @@ def idempotent(view=None, *, replay=None):
             db.release_idempotency_key(g.user_id, key)
         return response
     return wrapper
+
+
+def claim_within(tx):
+    """For an `atomic` view: claims the request's record in `tx`, the
+    transaction of its effect. The stored answer's response when the request
+    was already answered; None when the view is to run (or has no key)."""
+    key = g.get("idempotency_key")
+    return None if key is None else _claim(key, None, tx)
+
+
+def _claim(key, replay, tx=None):
+    """Claims the record; the replayed answer of a request already answered, or
+    None when this one is to run. 422 for another request under the key, 409
+    while it runs."""
+    outcome, record = db.claim_idempotency_key(g.user_id, key, request_fingerprint(),
+                                               _stale_after(current_app.config), tx=tx)
+    if outcome == "mismatch":
+        raise IdempotencyKeyReused()
+    if outcome == "in_progress":
+        raise IdempotencyInProgress()
+    if outcome != "done":
+        return None
+    replayed = replay and replay(record["response_body"])
+    if replayed is not None:
+        replayed.headers["Idempotent-Replayed"] = "true"
+        return replayed
+    return _json_response(record["response_body"], record["response_status"], {"Idempotent-Replayed": "true"})
 
 
 @dataclass(frozen=True)
