@@ -4,13 +4,14 @@ the usual 201 body; failures before the first delta are plain JSON errors with
 the hold returned, failures after it settle on what was delivered, save it and
 end in an `error` event; a browser that leaves still gets its exchange saved."""
 import json
+import logging
 import time
 
 import httpx
 import pytest
 
 from tests.conftest import clean_database
-from tests.support import PASSWORD, bearer, live_service
+from tests.support import PASSWORD, bearer, live_service, new_session, user
 
 HOUSE_KEY = "sk-house-openai-000000000000001"
 _users = iter(range(1_000_000))
@@ -136,3 +137,19 @@ def test_a_retried_stream_replays_the_stored_answer(server, session, stub):
     # no longer run: STREAM_TIMEOUT (600 s), not PROVIDER_TIMEOUT (5 s), + 5 s + the 30 s grace.
     assert server.database.query("SELECT extract(epoch FROM stale_at - created_at) FROM idempotency_keys "
                                  "WHERE key = 'stream-retry-1'") == [(635,)]
+
+
+def test_a_streams_end_is_logged_with_its_outcome_and_duration(client, caplog):
+    """The request's access line goes out with the headers; a second line says
+    how the stream ended, and when."""
+    token = user(client, funds="1")
+    url = f"/api/v1/chat/sessions/{new_session(client, token)}/messages"
+    caplog.set_level(logging.INFO, logger="qmarket.access")
+    response = client.post(url, json={"content": "Hi there", "stream": True}, headers=bearer(token),
+                           buffered=False)
+    body = b"".join(response.response)
+    response.close()
+    assert b"event: done" in body
+    ended, = [record for record in caplog.records if record.getMessage() == "stream"]
+    assert ended.fields["outcome"] == "completed" and ended.fields["duration_ms"] >= 0
+    assert ended.fields["path"] == url and ended.fields["request_id"] == response.headers["X-Request-ID"]

@@ -9,13 +9,14 @@ stays held: if the response is closed before it was ever read, the hold is
 settled then."""
 import json
 import logging
+import time
 
-from flask import current_app
+from flask import current_app, g, request
 
 from app import billing
 from app.errors import APIError, StreamCut
 from app.money import format_money
-from app.observability import describe_error
+from app.observability import access_log, describe_error
 from app.providers import ProviderStreamCut
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ class Relay:
         self.hold, self.started, self.writer, self.record = hold, started, writer, record
         self.settled = False
         self.exchange = None
+        # The request's access-log line goes out with the headers; this one, when the stream ends.
+        self.request_id, self.path, self.began = g.get("request_id"), request.path, time.perf_counter()
+        self.outcome = "client left"
         self._events = self._relay()
 
     def __iter__(self):
@@ -57,6 +61,9 @@ class Relay:
             if not self.settled:
                 self._drain()
                 self._settle()
+            access_log.info("stream", extra={"fields": {
+                "request_id": self.request_id, "path": self.path, "outcome": self.outcome,
+                "duration_ms": round((time.perf_counter() - self.began) * 1000, 2), "user_id": str(self.hold.user_id)}})
 
     def _relay(self):
         yield self.writer.opening()
@@ -71,6 +78,7 @@ class Relay:
             log.error("stream of hold %s failed: %s", self.hold.id, describe_error(exc))
             cut = exc
         outcome = self._settle()
+        self.outcome = "failed" if isinstance(outcome, APIError) else "cut" if cut is not None else "completed"
         if isinstance(outcome, APIError):
             yield self.writer.failure(outcome)
         elif cut is not None:
