@@ -312,3 +312,35 @@ def test_an_openai_stream_the_provider_breaks_ends_in_an_error_the_sdk_raises(se
     spent, held, _ = ledger(server, account["user_id"])
     # No usage came: billed on the estimate, the completion at the bytes delivered.
     assert held == 0 and spent == cost("openai/gpt-4o-mini", 16 + 8 + 2, len("one two ".encode()))
+
+
+def test_parallel_streams_never_overspend_and_leave_nothing_held(server, stubs):
+    """Ten streams at once against a balance that holds three: three stream, seven
+    are refused before any text, and every hold is settled."""
+    name = f"sdk{next(_users)}"
+    credentials = {"email": f"{name}@example.com", "password": PASSWORD}
+    httpx.post(f"{server.url}/api/v1/auth/register", json=credentials | {"username": name})
+    login = httpx.post(f"{server.url}/api/v1/auth/login", json=credentials).json()
+    headers = bearer(login["access_token"])
+    # Each hold: 26 × 0.15 + 10,000 × 0.60 per million = 0.0060039, so 0.02 holds three at once.
+    httpx.post(f"{server.url}/api/v1/balance/funds", json={"amount": "0.02"}, headers=headers)
+    stubs[0].behaviour.chunks = ["a ", "b ", "c "]
+    stubs[0].behaviour.chunk_delay_seconds = 1
+    barrier, outcomes = threading.Barrier(10), []
+
+    def stream():
+        barrier.wait()
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", headers=headers, timeout=30,
+                          json={"model": "openai/gpt-4o-mini", "stream": True, "max_tokens": 10_000,
+                                "messages": [{"role": "user", "content": "Hi"}]}) as response:
+            outcomes.append((response.status_code, "".join(response.iter_lines())))
+
+    threads = [threading.Thread(target=stream) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(status for status, _ in outcomes) == [200] * 3 + [402] * 7
+    assert all("[DONE]" in text for status, text in outcomes if status == 200)
+    spent, held, rows = ledger(server, login["user"]["id"])
+    assert held == 0 and len(rows) == 6 and spent == 3 * cost("openai/gpt-4o-mini", 11, 7)
