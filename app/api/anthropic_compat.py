@@ -3,12 +3,11 @@ URL http://host:port): any catalog model, billed like any call."""
 from flask import Blueprint
 from flask import request as flask_request
 
-from app import billing
 from app.api import inference
 from app.api.contract import body, other_responses, response, speaks_provider_format, streams
 from app.api.guards import access_key_subject, authenticate_caller, rate_limited
-from app.api.idempotency import defer_idempotency, idempotent, respond
-from app.api.streaming import Relay, event_stream, sse
+from app.api.idempotency import idempotent
+from app.api.streaming import answer_call, event_stream, sse
 from app.money import format_money
 from app.schemas.anthropic_format import AnswerBlock, AnthropicUsage, Message, MessagesRequest
 
@@ -32,13 +31,7 @@ def create_message(request):
                          for message in request.messages]
     hold = inference.hold(request.model, messages, request.max_tokens, request.temperature, FIELDS,
                           stream=request.stream, stop=request.stop_sequences)
-    if request.stream:
-        started = billing.start_stream(hold)
-        return event_stream(Relay(hold, started, Events(f"msg_{hold.id}", hold.model_id), defer_idempotency()))
-    reply = billing.call(hold)
-    with billing.settling(hold) as tx:
-        exchange = billing.settle(hold, reply, tx)
-        return respond(message_of(hold, reply, exchange), 200, tx)
+    return answer_call(hold, Events(f"msg_{hold.id}", hold.model_id), request.stream)
 
 
 def message_of(hold, reply, exchange):

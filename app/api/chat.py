@@ -8,10 +8,10 @@ from flask import request as flask_request
 from app import billing
 from app.api.contract import body, other_responses, query, response, streams
 from app.api.guards import authenticate, confirm_token, rate_limited, require_auth, token_subject
-from app.api.idempotency import defer_idempotency, idempotent, respond
-from app.api.streaming import Relay, event_stream, sse
+from app.api.idempotency import idempotent
 from app.api.openapi import CURSOR, LIMIT
 from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
+from app.api.streaming import answer_call, event_stream, sse
 from app.errors import NotFound, SessionGone, ValidationFailed
 from app.extensions import db
 from app.money import format_money
@@ -99,14 +99,7 @@ def send_message(message, session_id):
         hold = billing.hold(g.user_id, session_id, message.content, message.max_tokens, message.temperature, tx,
                             stream=stream)
         confirm_token(hold.token_generation)  # a revoked token rolls the hold back
-    if stream:
-        return event_stream(Relay(hold, billing.start_stream(hold), SessionEvents(), defer_idempotency()))
-    reply = billing.call(hold)
-    with billing.settling(hold) as tx:
-        exchange = billing.settle(hold, reply, tx)
-        if exchange.saved:
-            return respond(_answer(exchange), 201, tx)
-    raise SessionGone(details={"charged": format_money(exchange.cost)})
+    return answer_call(hold, SessionEvents(), stream)
 
 
 def _answer(exchange):

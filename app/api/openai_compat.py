@@ -7,12 +7,11 @@ from datetime import datetime, timezone
 from flask import Blueprint, g
 from flask import request as flask_request
 
-from app import billing
 from app.api import inference
 from app.api.contract import body, other_responses, response, speaks_provider_format, streams
 from app.api.guards import access_key_subject, authenticate_caller, rate_limited
-from app.api.idempotency import defer_idempotency, idempotent, respond
-from app.api.streaming import Relay, event_stream, sse
+from app.api.idempotency import idempotent
+from app.api.streaming import answer_call, event_stream, sse
 from app.extensions import db
 from app.money import format_money
 from app.schemas.openai_format import (AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, ModelListing,
@@ -57,14 +56,8 @@ def chat_completions(request):
     stop = [request.stop] if isinstance(request.stop, str) else request.stop
     hold = inference.hold(request.model, messages, request.max_completion_tokens or request.max_tokens,
                           request.temperature, FIELDS, stream=request.stream, stop=stop)
-    if request.stream:
-        started = billing.start_stream(hold)
-        writer = Chunks(f"chatcmpl-{hold.id}", hold.model_id, int(time.time()), _wants_usage(request))
-        return event_stream(Relay(hold, started, writer, defer_idempotency()))
-    reply = billing.call(hold)
-    with billing.settling(hold) as tx:
-        exchange = billing.settle(hold, reply, tx)
-        return respond(completion_of(hold, reply, exchange, int(time.time())), 200, tx)
+    writer = Chunks(f"chatcmpl-{hold.id}", hold.model_id, int(time.time()), _wants_usage(request))
+    return answer_call(hold, writer, request.stream)
 
 
 def completion_of(hold, reply, exchange, created):

@@ -1,5 +1,5 @@
-"""Answers streamed as server-sent events, billed exactly whatever the client
-does. A Relay sends a started provider stream on in its caller's format (a
+"""A held call's answer (`answer_call`): whole, or streamed as server-sent
+events and billed exactly whatever the client does. A Relay sends a started provider stream on in its caller's format (a
 Writer: OpenAI's chunks, Anthropic's events, or the session API's delta/done),
 then settles on what the provider reported. A client that hangs up does not
 stop the settle: the rest of the provider's stream is read (within its
@@ -14,6 +14,7 @@ import time
 from flask import current_app, g, request
 
 from app import billing
+from app.api.idempotency import defer_idempotency, respond
 from app.errors import APIError, StreamCut
 from app.money import format_money
 from app.observability import access_log, describe_error
@@ -31,6 +32,22 @@ def sse(data, event=None):
 
 def event_stream(events):
     return current_app.response_class(events, mimetype="text/event-stream", headers=HEADERS)
+
+
+def answer_call(hold, writer, stream):
+    """A held call's answer. Streamed: server-sent events through `writer`,
+    settled as the stream ends. Else the call is made, then settled and
+    answered (writer.answer, with writer.status) in one transaction with its
+    Idempotency-Key record; an answer that is an APIError (a session deleted
+    meanwhile) is raised once the charge has committed."""
+    if stream:
+        return event_stream(Relay(hold, billing.start_stream(hold), writer, defer_idempotency()))
+    reply = billing.call(hold)
+    with billing.settling(hold) as tx:
+        answer = writer.answer(hold, reply, billing.settle(hold, reply, tx))
+        if not isinstance(answer, APIError):
+            return respond(answer, writer.status, tx)
+    raise answer
 
 
 class Relay:
