@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import psycopg2
 
-from bench.harness import UNREACHED_LIMIT, MakeRunService, Stub, percentile
+from bench.harness import UNREACHED_LIMIT, MakeRunService, Stub, percentile, timed
 from bench.litellm_proxy import REQUIREMENT, LiteLLMProxy
 from bench.money import Phase, api_topups, api_user, funded_users, run_threads
 from devtools.cluster import free_port
@@ -41,15 +41,6 @@ def wait_for_quiet(max_load, patience):
     while os.getloadavg()[0] > max_load and time.monotonic() < deadline:
         time.sleep(10)
     print(f"load average {load_average()} at the start (waited for < {max_load:.1f})", flush=True)
-
-
-def timed_ms(call):
-    started = time.perf_counter()
-    response = call()
-    elapsed = (time.perf_counter() - started) * 1000
-    if response.status_code >= 300:
-        raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
-    return elapsed
 
 
 def first_delta_ms(client, url, body, headers):
@@ -89,21 +80,21 @@ class Sides:
         self.key_headers = {"Authorization": f"Bearer {key.json()['key']}"}
 
     def ours_v1(self):
-        return timed_ms(lambda: self.ours.post("/v1/chat/completions", json=OURS_BODY, headers=self.key_headers))
+        return timed(lambda: self.ours.post("/v1/chat/completions", json=OURS_BODY, headers=self.key_headers))
 
     def ours_session(self):
         # A fresh session (not timed), so every call sends the same one-message prompt.
         session = self.ours.post("/api/v1/chat/sessions", json={"model_id": "openai/gpt-4o-mini"},
                                  headers=self.user_headers).json()["id"]
-        return timed_ms(lambda: self.ours.post(f"/api/v1/chat/sessions/{session}/messages",
+        return timed(lambda: self.ours.post(f"/api/v1/chat/sessions/{session}/messages",
                                                json={"content": "Say hello.", "max_tokens": 64},
                                                headers=self.user_headers))
 
     def litellm_plain(self):
-        return timed_ms(lambda: self.litellm.post("/v1/chat/completions", json=STUB_BODY))
+        return timed(lambda: self.litellm.post("/v1/chat/completions", json=STUB_BODY))
 
     def direct_plain(self):
-        return timed_ms(lambda: self.direct.post("/v1/chat/completions", json=STUB_BODY))
+        return timed(lambda: self.direct.post("/v1/chat/completions", json=STUB_BODY))
 
     def ours_v1_stream(self):
         return first_delta_ms(self.ours, "/v1/chat/completions", OURS_BODY | {"stream": True}, self.key_headers)

@@ -28,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import UNREACHED_LIMIT, Stub, durable_database, percentile  # noqa: E402
+from bench.harness import UNREACHED_LIMIT, Stub, durable_database, percentile, timed  # noqa: E402
 from tests.support import LiveServer, settings_for  # noqa: E402
 
 OPENAI_KEY = "sk-proj-bench-000000000000000000"
@@ -49,15 +49,6 @@ def new_session_url(client, url, headers):
     """A fresh session, so every measured call sends the same one-message prompt."""
     session = client.post(f"{url}/api/v1/chat/sessions", json={"model_id": "openai/gpt-4o-mini"}, headers=headers)
     return f"{url}/api/v1/chat/sessions/{session.json()['id']}/messages"
-
-
-def timed(call):
-    started = time.perf_counter()
-    response = call()
-    elapsed = (time.perf_counter() - started) * 1000
-    if response.status_code >= 300:
-        raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
-    return elapsed
 
 
 def overhead(server, stub, pairs):

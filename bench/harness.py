@@ -29,8 +29,30 @@ UNREACHED_LIMIT = "1000000 per minute"
 
 
 def percentile(samples, fraction):
+    """The nearest-rank percentile; NaN for no samples."""
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def timed(call):
+    """Milliseconds `call()` took; its answer must be a success."""
+    started = time.perf_counter()
+    response = call()
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code >= 300:
+        raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+    return elapsed
+
+
+def stop_process(process, timeout=15):
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager
@@ -57,12 +79,14 @@ def durable_database():
 
 class Stub:
     """The OpenAI stub in a process of its own; streamed replies pause
-    `chunk_delay` seconds before each delta."""
+    `chunk_delay` seconds before each delta and, given `chunks`, send that many
+    one-word deltas."""
 
-    def __init__(self, stall=0.0, chunk_delay=0.0):
+    def __init__(self, stall=0.0, chunk_delay=0.0, chunks=None):
         port = free_port()
+        extra = [] if chunks is None else [str(chunks)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.stubs", "openai", str(port), str(stall), str(chunk_delay)],
+            [sys.executable, "-m", "tests.stubs", "openai", str(port), str(stall), str(chunk_delay), *extra],
             cwd=ROOT, stdout=subprocess.PIPE)
         self.url = self.process.stdout.readline().decode().strip()
 
@@ -98,11 +122,5 @@ class MakeRunService:
             return False
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.harness import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".bench" / "litellm-venv"
 # Pinned: 1.82.7 and 1.82.8 were compromised releases; never float this.
@@ -77,12 +79,6 @@ class LiteLLMProxy:
         raise RuntimeError(f"litellm not ready after {timeout}s: " + Path(self.log.name).read_text()[-2000:])
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
         self.folder.cleanup()

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import migrate  # noqa: E402
+from bench.harness import Stub, percentile, stop_process  # noqa: E402
 from devtools.cluster import EmbeddedCluster, free_port  # noqa: E402
 from devtools.embedded import EMBEDDED_DB_OWNER, embedded_database_urls  # noqa: E402
 from tests.support import settings_for, wait_until_ready  # noqa: E402
@@ -44,11 +45,6 @@ from tests.support import settings_for, wait_until_ready  # noqa: E402
 OPENAI_KEY = "sk-proj-bench-000000000000000000"
 WARMUP_STREAMS = 20
 PROMPT = [{"role": "user", "content": "Say hello."}]
-
-
-def percentile(samples, fraction):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))] if ordered else float("nan")
 
 
 def raise_open_file_limit():
@@ -142,21 +138,6 @@ def run_client(url, keys, model, count):
 
 # --- the pieces under test --------------------------------------------------------------------
 
-class Stub:
-    """The OpenAI stub in a process of its own, streaming `chunks` deltas `delay` seconds apart."""
-
-    def __init__(self, chunks, delay):
-        port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.stubs", "openai", str(port), "0", str(delay), str(chunks)],
-            cwd=ROOT, stdout=subprocess.PIPE)
-        self.url = self.process.stdout.readline().decode().strip()
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait()
-
-
 class Database:
     """A throwaway cluster with `make run`'s settings, migrated."""
 
@@ -212,12 +193,7 @@ class Service:
         return [int(pid) for pid in children]
 
     def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=30)
         self.log.close()
 
 
@@ -316,7 +292,7 @@ def main():
     database, stub, service = None, None, None
     try:
         database = Database(base_dir / "data")
-        stub = Stub(args.chunks, args.chunk_delay)
+        stub = Stub(chunk_delay=args.chunk_delay, chunks=args.chunks)
         settings = settings_for(database.app_url, OPENAI_BASE_URL=f"{stub.url}/v1", LOG_LEVEL="WARNING")
         del settings["DB_POOL_TIMEOUT"]  # the production default, not the tests' shorter one
         config = gthread_config(base_dir / "gunicorn.gthread.py") if args.gthread else ROOT / "gunicorn.conf.py"
