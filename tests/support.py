@@ -37,6 +37,21 @@ def settings_for(database_url, **overrides):
     return settings
 
 
+_live_users = iter(range(1_000_000))
+
+
+def live_user(url, funds):
+    """A new user of the service at `url`, registered, logged in and given
+    `funds` through the API: (bearer headers, user id)."""
+    name = f"live{next(_live_users)}"
+    credentials = {"email": f"{name}@example.com", "password": PASSWORD}
+    assert httpx.post(f"{url}/api/v1/auth/register", json=credentials | {"username": name}).status_code == 201
+    login = httpx.post(f"{url}/api/v1/auth/login", json=credentials).json()
+    headers = bearer(login["access_token"])
+    assert httpx.post(f"{url}/api/v1/balance/funds", json={"amount": funds}, headers=headers).status_code == 201
+    return headers, login["user"]["id"]
+
+
 @contextmanager
 def live_service(database, **settings):
     """The service under gunicorn on its own clean `database`, with `settings`;

@@ -11,10 +11,9 @@ import httpx
 import pytest
 
 from tests.conftest import clean_database
-from tests.support import PASSWORD, bearer, live_service, new_session, user
+from tests.support import bearer, live_service, live_user, new_session, user
 
 HOUSE_KEY = "sk-house-openai-000000000000001"
-_users = iter(range(1_000_000))
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +32,10 @@ def stub(openai_stub):
 @pytest.fixture
 def session(server):
     """(headers, messages URL, user id) of a funded user's session with openai/gpt-4o-mini."""
-    name = f"streamer{next(_users)}"
-    credentials = {"email": f"{name}@example.com", "password": PASSWORD}
-    httpx.post(f"{server.url}/api/v1/auth/register", json=credentials | {"username": name})
-    login = httpx.post(f"{server.url}/api/v1/auth/login", json=credentials).json()
-    headers = bearer(login["access_token"])
-    httpx.post(f"{server.url}/api/v1/balance/funds", json={"amount": "5"}, headers=headers)
+    headers, user_id = live_user(server.url, "5")
     created = httpx.post(f"{server.url}/api/v1/chat/sessions", json={"model_id": "openai/gpt-4o-mini"},
                          headers=headers).json()
-    return headers, f"{server.url}/api/v1/chat/sessions/{created['id']}/messages", login["user"]["id"]
+    return headers, f"{server.url}/api/v1/chat/sessions/{created['id']}/messages", user_id
 
 
 def events(response):

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import clean_database
-from tests.support import PASSWORD, bearer, live_service
+from tests.support import bearer, live_service, live_user
 
 HOUSE_OPENAI = "sk-house-openai-000000000000001"
 HOUSE_ANTHROPIC = "sk-ant-house-0000000000000000001"
@@ -43,20 +43,14 @@ def stubs(openai_stub, anthropic_stub):
     return openai_stub, anthropic_stub
 
 
-_users = iter(range(1_000_000))
 
 
 @pytest.fixture
 def account(server):
     """A funded user with an access key: (key, user id, token headers)."""
-    name = f"sdk{next(_users)}"
-    credentials = {"email": f"{name}@example.com", "password": PASSWORD}
-    assert httpx.post(f"{server.url}/api/v1/auth/register", json=credentials | {"username": name}).status_code == 201
-    token = httpx.post(f"{server.url}/api/v1/auth/login", json=credentials).json()
-    headers = bearer(token["access_token"])
-    assert httpx.post(f"{server.url}/api/v1/balance/funds", json={"amount": "10"}, headers=headers).status_code == 201
+    headers, user_id = live_user(server.url, "10")
     key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "sdk"}, headers=headers).json()
-    return {"key": key["key"], "key_id": key["id"], "user_id": token["user"]["id"], "headers": headers}
+    return {"key": key["key"], "key_id": key["id"], "user_id": user_id, "headers": headers}
 
 
 def eventually(predicate, timeout=10):
@@ -317,13 +311,8 @@ def test_an_openai_stream_the_provider_breaks_ends_in_an_error_the_sdk_raises(se
 def test_parallel_streams_never_overspend_and_leave_nothing_held(server, stubs):
     """Ten streams at once against a balance that holds three: three stream, seven
     are refused before any text, and every hold is settled."""
-    name = f"sdk{next(_users)}"
-    credentials = {"email": f"{name}@example.com", "password": PASSWORD}
-    httpx.post(f"{server.url}/api/v1/auth/register", json=credentials | {"username": name})
-    login = httpx.post(f"{server.url}/api/v1/auth/login", json=credentials).json()
-    headers = bearer(login["access_token"])
     # Each hold: 26 × 0.15 + 10,000 × 0.60 per million = 0.0060039, so 0.02 holds three at once.
-    httpx.post(f"{server.url}/api/v1/balance/funds", json={"amount": "0.02"}, headers=headers)
+    headers, user_id = live_user(server.url, "0.02")
     stubs[0].behaviour.chunks = ["a ", "b ", "c "]
     stubs[0].behaviour.chunk_delay_seconds = 1
     barrier, outcomes = threading.Barrier(10), []
@@ -342,5 +331,5 @@ def test_parallel_streams_never_overspend_and_leave_nothing_held(server, stubs):
         thread.join()
     assert sorted(status for status, _ in outcomes) == [200] * 3 + [402] * 7
     assert all("[DONE]" in text for status, text in outcomes if status == 200)
-    spent, held, rows = ledger(server, login["user"]["id"])
+    spent, held, rows = ledger(server, user_id)
     assert held == 0 and len(rows) == 6 and spent == 3 * cost("openai/gpt-4o-mini", 11, 7)
