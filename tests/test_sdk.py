@@ -43,8 +43,6 @@ def stubs(openai_stub, anthropic_stub):
     return openai_stub, anthropic_stub
 
 
-
-
 @pytest.fixture
 def account(server):
     """A funded user with an access key: (key, user id, token headers)."""
