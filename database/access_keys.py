@@ -6,7 +6,7 @@ ACCESS_KEY_COLUMNS = ("id, name, last4, allowed_models, spend_limit, spend_limit
 
 
 class AccessKeysSQL:
-    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
     def create_access_key(self, user_id, name, key_hash, last4, allowed_models=None, spend_limit=None,
                           spend_limit_period=None, expires_at=None, tx=None):
@@ -26,7 +26,7 @@ class AccessKeysSQL:
             )
 
     def count_live_access_keys(self, user_id, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.one(
                 "SELECT count(*) AS n FROM access_keys WHERE user_id = %(user_id)s AND revoked_at IS NULL",
                 {"user_id": user_id},
@@ -36,7 +36,7 @@ class AccessKeysSQL:
         """The user's unrevoked keys, newest first; `after` is the (created_at, id)
         of the previous page's last. Expired keys stay listed, so they can be seen."""
         created_at, key_id = after or (None, None)
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 f"""
                 SELECT {ACCESS_KEY_COLUMNS}
@@ -70,7 +70,7 @@ class AccessKeysSQL:
         unrevoked, unexpired and its user active; else None. Looking up by the hash
         of a high-entropy key is the constant-time compare: nothing about the key
         itself is compared byte by byte."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.one(
                 f"""
                 SELECT k.user_id, {", ".join("k." + column for column in ACCESS_KEY_COLUMNS.split(", "))}
@@ -86,12 +86,12 @@ class AccessKeysSQL:
 
     def touch_access_key(self, key_id, tx=None):
         """Records that the key was used just now."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             cursor.run("UPDATE access_keys SET last_used_at = now() WHERE id = %(id)s", {"id": key_id})
 
     def models_not_in_catalog(self, model_ids, tx=None):
         """Those of `model_ids` that are no active catalog model, in the order given."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             offered = {row["id"] for row in cursor.all(
                 "SELECT id FROM models WHERE id = ANY(%(ids)s) AND is_active", {"ids": list(model_ids)})}
         return [model_id for model_id in model_ids if model_id not in offered]

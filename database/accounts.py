@@ -2,7 +2,7 @@
 
 
 class AccountsSQL:
-    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
     def create_user(self, email, username, password_hash, tx=None):
         """The new user (with its balance row, made by a trigger), or the name of
@@ -107,7 +107,7 @@ class AccountsSQL:
 
     def token_generation(self, user_id, tx=None):
         """The user's current token generation, or None for no such active user."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 SELECT token_generation
@@ -176,7 +176,7 @@ class AccountsSQL:
             return "ok"
 
     def profile(self, user_id, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.one(
                 """
                 SELECT u.id, u.email, u.username, u.created_at,
@@ -189,7 +189,7 @@ class AccountsSQL:
             )
 
     def user_id_by_email(self, email, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one("SELECT id FROM users WHERE email = %(email)s", {"email": email})
         return None if row is None else row["id"]
 

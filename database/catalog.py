@@ -6,12 +6,12 @@ PREFERENCE_COLUMNS = ("default_model_id, preferred_providers, daily_spend_limit,
 
 
 class CatalogSQL:
-    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
     def catalog(self, model_id=None, tx=None):
         """Active models with their rating summary and usage (one model when
         `model_id` is given), in catalog order."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 """
                 SELECT m.id, m.provider, m.name, m.description, m.context_window, m.max_output_tokens,
@@ -37,7 +37,7 @@ class CatalogSQL:
 
     def model_usage_by_day(self, model_id, days, tx=None):
         """Requests, tokens and cost per UTC day over the last `days` days."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 """
                 SELECT day, sum(request_count) AS request_count, sum(prompt_tokens) AS prompt_tokens,
@@ -71,13 +71,13 @@ class CatalogSQL:
             )
 
     def provider_key_holdings(self, user_id, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return {row["provider"] for row in cursor.all(
                 "SELECT DISTINCT provider FROM api_keys WHERE user_id = %(user_id)s", {"user_id": user_id})}
 
     def preferences(self, user_id, tx=None):
         """The user's stored preferences, or None when never set."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.one(
                 f"""
                 SELECT {PREFERENCE_COLUMNS}
@@ -115,7 +115,7 @@ class CatalogSQL:
         """The user's transactions and messages, newest first; `before` is the
         (created_at, kind, item_id) of the previous page's last item."""
         created_at, kind, item_id = before or (None, None, None)
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 """
                 SELECT kind, item_id, action, amount, prompt_tokens, completion_tokens, session_id, model_id,

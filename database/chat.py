@@ -12,7 +12,7 @@ MESSAGE_COLUMNS = "id, role, content, prompt_tokens, completion_tokens, cost, cr
 
 
 class ChatSQL:
-    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
     def create_session(self, user_id, model_id, title, tx=None):
         """The new session, or None when the model is not in the active catalog."""
@@ -32,7 +32,7 @@ class ChatSQL:
     def list_sessions(self, user_id, limit, after=None, tx=None):
         """Newest first; `after` is the (created_at, id) of the previous page's last."""
         created_at, session_id = after or (None, None)
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 f"""
                 SELECT {SESSION_COLUMNS}
@@ -46,7 +46,7 @@ class ChatSQL:
             )
 
     def session(self, user_id, session_id, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.one(
                 f"""
                 SELECT {SESSION_COLUMNS}
@@ -59,7 +59,7 @@ class ChatSQL:
 
     def list_messages(self, session_id, limit, after_id=None, tx=None):
         """Oldest first, from after message `after_id`."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 f"""
                 SELECT {MESSAGE_COLUMNS}

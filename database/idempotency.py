@@ -4,7 +4,7 @@ from database.errors import DatabaseUnavailable
 
 
 class IdempotencySQL:
-    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
     def claim_idempotency_key(self, user_id, key, request_hash, stale_after_seconds, tx=None):
         """("claimed", None) when this request may run; else the existing record

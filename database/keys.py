@@ -5,7 +5,7 @@ API_KEY_COLUMNS = "id, provider, label, last4, created_at, last_used_at"
 
 
 class KeysSQL:
-    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
     def store_api_key(self, user_id, provider, label, sealed, fingerprint, last4, tx=None):
         """The stored key's public fields, or None when the user already holds
@@ -27,12 +27,12 @@ class KeysSQL:
             )
 
     def count_api_keys(self, user_id, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.one("SELECT count(*) AS n FROM api_keys WHERE user_id = %(user_id)s",
                               {"user_id": user_id})["n"]
 
     def list_api_keys(self, user_id, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 f"""
                 SELECT {API_KEY_COLUMNS}

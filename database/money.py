@@ -7,10 +7,10 @@ TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_i
 
 
 class MoneySQL:
-    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)`."""
+    """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
     def balance(self, user_id, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.one(
                 """
                 SELECT total_balance, spent_balance, held_balance, available_balance, currency
@@ -65,7 +65,7 @@ class MoneySQL:
             )
 
     def ledger_entry(self, user_id, transaction_id, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.one(
                 f"""
                 SELECT {TRANSACTION_COLUMNS}
@@ -78,7 +78,7 @@ class MoneySQL:
 
     def list_transactions(self, user_id, limit, before_id=None, kind=None, tx=None):
         """Newest first: up to `limit` entries older than `before_id`, of type `kind`."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 f"""
                 SELECT {TRANSACTION_COLUMNS}
@@ -96,7 +96,7 @@ class MoneySQL:
         """Holds never settled (their call's process died) whose call's deadline is
         more than `grace_seconds` past, oldest first. A hold without a stored
         deadline (made before holds had one) ends `call_timeout` after it was made."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 """
                 SELECT hold.id, hold.user_id, hold.amount

@@ -10,7 +10,12 @@ transaction itself: BEGIN, and the acting user for the audit triggers, travel
 in the same round trip as the transaction's first statement, not in their own.
 So a pooled connection found dead at that first statement can be swapped for a
 fresh one with nothing lost (SQLAlchemy's pool_pre_ping, without the ping on
-every borrow)."""
+every borrow).
+
+A unit of one statement that is safe to run twice (a read, an idempotent
+stamp) needs no transaction block at all: `transaction(..., alone=True)` sends
+it bare, so PostgreSQL's own implicit transaction commits it in the same round
+trip, where BEGIN … COMMIT would take two."""
 import logging
 import os
 import threading
@@ -35,19 +40,23 @@ class Cursor:
     SET_ACTOR = "SELECT set_config('app.user_id', %(_acting_user_id)s, true);\n"
     # Statements go with bind parameters, so a literal % is written %%.
 
-    def __init__(self, connection, acting_user_id=None, replace_connection=None):
+    def __init__(self, connection, acting_user_id=None, replace_connection=None, alone=False):
         """`replace_connection(dead)` gives a fresh connection for one that was
         idle in the pool and is found dead at the first statement; None when
-        `connection` is itself fresh (then a failure is the server's answer)."""
+        `connection` is itself fresh (then a failure is the server's answer).
+        `alone`: the unit is one statement, committed as it runs."""
         self.connection = connection
         self._cursor = connection.cursor()
         self._replace_connection = replace_connection
-        self._opening = self.BEGIN + (self.SET_ACTOR if acting_user_id is not None else "")
+        self.alone = alone
+        self._opening = "" if alone else self.BEGIN + (self.SET_ACTOR if acting_user_id is not None else "")
         self._opening_params = {} if acting_user_id is None else {"_acting_user_id": str(acting_user_id)}
         self.began = False
 
     def _execute(self, sql, params):
         if self.began:
+            if self.alone:
+                raise RuntimeError("a unit opened alone=True runs one statement; open a transaction for more")
             self._cursor.execute(sql, params)
             return
         sql = self._opening + sql
@@ -69,7 +78,7 @@ class Cursor:
             self._cursor.execute(sql, params)
 
     def commit(self):
-        if self.began:
+        if self.began and not self.alone:
             self._cursor.execute("COMMIT")
 
     def close(self):
@@ -181,13 +190,13 @@ class PoolHolder:
 
 
 @contextmanager
-def transaction(holder, acting_user_id=None):
+def transaction(holder, acting_user_id=None, alone=False):
     """One unit of work on a connection of `holder`'s pool: commits when the
     block ends, rolls back on error. `acting_user_id` is what the audit triggers
-    record as the actor."""
+    record as the actor. `alone`: one statement, safe to run twice (see above)."""
     pool = holder.get()
     conn, was_idle = pool.borrow()
-    cursor = Cursor(conn, acting_user_id, replace_connection=pool.replace if was_idle else None)
+    cursor = Cursor(conn, acting_user_id, replace_connection=pool.replace if was_idle else None, alone=alone)
     broken = False
     try:
         yield cursor

@@ -47,7 +47,7 @@ class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, Ca
         return pool.transaction(self._current_state(), acting_user_id)
 
     def ping(self, tx=None):
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             cursor.one("SELECT 1 AS ok")
 
     @contextmanager
@@ -57,4 +57,14 @@ class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, Ca
             yield tx
         else:
             with self.transaction(acting_user_id) as fresh:
+                yield fresh
+
+    @contextmanager
+    def _alone(self, tx):
+        """As `_maybe`, for one statement that is safe to run twice: without
+        the caller's transaction it runs bare, committed in its own round trip."""
+        if tx is not None:
+            yield tx
+        else:
+            with pool.transaction(self._current_state(), alone=True) as fresh:
                 yield fresh

@@ -275,3 +275,21 @@ def test_failed_transaction_rolls_back_and_the_connection_is_reused(small_pool_a
         assert database.query("SELECT count(*) FROM user_balance") == [(0,)]
         assert database.query("SELECT count(*) FROM audit_log") == [(0,)]
         assert backend_pid() == pid
+
+
+def test_a_lone_statement_commits_without_a_transaction_block(small_pool_app, database):
+    user_id = make_user(database)
+    with small_pool_app.app_context():
+        with db.transaction() as tx:
+            key_id = tx.one("INSERT INTO access_keys (user_id, name, key_hash, last4) "
+                            "VALUES (%(user_id)s, 'k', %(hash)s, 'abcd') RETURNING id",
+                            {"user_id": user_id, "hash": bytes(32)})["id"]
+        db.touch_access_key(key_id)
+        assert database.query("SELECT last_used_at IS NOT NULL FROM access_keys") == [(True,)]
+        pid = backend_pid()
+        with pytest.raises(RuntimeError, match="one statement"):
+            with db._alone(None) as lone:
+                lone.one("SELECT 1")
+                lone.run("DELETE FROM access_keys")
+        assert database.query("SELECT count(*) FROM access_keys") == [(1,)]
+        assert backend_pid() == pid
