@@ -1,0 +1,140 @@
+"""The floors under a billed call: what the parts cost that no code of ours
+can make cheaper, measured in one run.
+
+1. A keep-alive request through gunicorn's gevent worker to a bare WSGI app (the
+   server's floor), to the service's GET /healthz (Flask, the request hooks and
+   the JSON access log on top), and a whole completion from the stub (the provider's floor).
+2. A durable COMMIT after a small write (what the hold and the settle each wait
+   for), on an idle machine and with both cores kept busy, as a benchmark's
+   client, service, stub and database keep them.
+
+    .venv/bin/python bench/floors.py [--requests 2000] [--commits 2000]"""
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import httpx
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import MakeRunService, Stub, durable_database, percentile, stop_process  # noqa: E402
+from devtools.cluster import free_port  # noqa: E402
+from tests.support import settings_for  # noqa: E402
+
+BARE_APP = '''
+def app(environ, start_response):
+    body = b'{"status":"ok"}'
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+WARMUP = 100
+STUB_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 64}
+
+
+def latencies(url, count, body=None):
+    """Milliseconds of each of `count` keep-alive requests: GET, or POST `body`."""
+    with httpx.Client(headers={"Authorization": "Bearer sk-floor"}) as client:
+        def send():
+            return client.get(url) if body is None else client.post(url, json=body)
+        for _ in range(WARMUP):
+            send()
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            send().raise_for_status()
+            samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+@contextmanager
+def bare_gunicorn(folder):
+    """A bare WSGI app under gunicorn's gevent worker, with no config of ours."""
+    (folder / "bare.py").write_text(BARE_APP)
+    (folder / "empty_config.py").write_text("")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--config", str(folder / "empty_config.py"), "--worker-class", "gevent",
+         "--bind", f"127.0.0.1:{port}", "--chdir", str(folder), "bare:app"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield url
+    finally:
+        stop_process(process)
+
+
+@contextmanager
+def busy_cores(count):
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for burner in burners:
+            stop_process(burner)
+
+
+def commit_latencies(owner_url, count):
+    """Milliseconds of each COMMIT after a one-row insert."""
+    with closing(psycopg2.connect(owner_url)) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute("CREATE TABLE IF NOT EXISTS bench_commit (id bigserial PRIMARY KEY, at timestamptz)")
+            samples = []
+            for _ in range(count):
+                cursor.execute("BEGIN; INSERT INTO bench_commit (at) VALUES (now())")
+                started = time.perf_counter()
+                cursor.execute("COMMIT")
+                samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def report(label, samples):
+    print(f"  {label:<44} p50 {percentile(samples, 0.5):6.3f} ms  p99 {percentile(samples, 0.99):6.3f} ms  "
+          f"mean {statistics.mean(samples):6.3f} ms")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--commits", type=int, default=2000)
+    args = parser.parse_args()
+    stub = Stub()
+    try:
+        with durable_database() as (owner_url, app_url), tempfile.TemporaryDirectory() as folder:
+            service = MakeRunService(settings_for(app_url, LOG_LEVEL="INFO"), Path(folder) / "service.log")
+            try:
+                with bare_gunicorn(Path(folder)) as bare_url:
+                    print("Keep-alive requests, one client (httpx):")
+                    report("bare WSGI app, gunicorn gevent worker", latencies(bare_url, args.requests))
+                    report("the service's GET /healthz (make run)", latencies(f"{service.url}/healthz", args.requests))
+                    report("a whole completion from the stub (POST)",
+                           latencies(f"{stub.url}/v1/chat/completions", args.requests, STUB_BODY))
+            finally:
+                service.stop()
+            print("Durable COMMIT after a one-row insert (fsync on):")
+            report("idle machine", commit_latencies(owner_url, args.commits))
+            with busy_cores(2):
+                report("both cores busy", commit_latencies(owner_url, args.commits))
+    finally:
+        stub.stop()
+
+
+if __name__ == "__main__":
+    main()
