@@ -59,7 +59,7 @@ class UsageQuery(BaseModel):
         if first_day > last_day:
             raise ValueError("must not be after to")
         if (last_day - first_day).days + 1 > MAX_USAGE_DAYS:
-            raise ValueError(f"must be at most {MAX_USAGE_DAYS} days before to, counting both")
+            raise ValueError(f"must make a span of at most {MAX_USAGE_DAYS} days with to, both days included")
         return first_day
 
     @property
