@@ -97,7 +97,7 @@ class MoneySQL:
         `last_day` inclusive: each settled hold's amount less what its release
         returned, dated by the release. An open hold has no release yet and a
         hold returned whole charged nothing, so neither counts."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             return cursor.all(
                 """
                 SELECT CASE WHEN %(by_day)s THEN (rel.created_at AT TIME ZONE 'UTC')::date END AS day,
