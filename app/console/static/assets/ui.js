@@ -115,7 +115,11 @@ export function confirmButton(label, question, action) {
 }
 
 // `headings`: texts, or [text, class] for a column such as numbers aligned right.
+// Each cell carries its column's name, so that narrow screens can show rows as cards.
 export function table(headings, rows, caption) {
+  const names = headings.map((heading) => (Array.isArray(heading) ? heading[0] : heading))
+    .map((name) => (name instanceof Node ? name.textContent.replace(/[▼]/g, "").trim() : name));
+  for (const row of rows) [...row.children].forEach((cell, index) => names[index] && cell.setAttribute("data-label", names[index]));
   return h("div", { class: "table-wrap" },
     h("table", {}, caption ? h("caption", {}, caption) : null,
       h("thead", {}, h("tr", {}, headings.map((heading) => {

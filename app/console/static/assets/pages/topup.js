@@ -44,7 +44,7 @@ function ledger(signal) {
         ? table(["When", "Type", "Description", ["Amount", "number"], ["Available after", "number"]],
                 page.transactions.map((row) => h("tr", { "data-transaction": row.id },
                   h("td", {}, formatDate(row.created_at)), h("td", {}, row.type),
-                  h("td", {}, row.description, row.model_id ? ` · ${row.model_id}` : ""),
+                  h("td", {}, row.model_id && !row.description.includes(row.model_id) ? `${row.description} · ${row.model_id}` : row.description),
                   h("td", { class: "number" }, formatMoney(row.amount)),
                   h("td", { class: "number" }, formatMoney(row.available_after)))))
         : empty("No transactions of this type yet."),
