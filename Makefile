@@ -1,7 +1,9 @@
-# `make run` serves the API; `make test` runs the whole suite. Both set up .venv first.
+# `make run` serves the API; `make test` runs the whole suite. Both set up .venv first:
+# `make run` with what serving needs (requirements.txt), `make test` with the tests' packages too.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: run test migrate clean
 
@@ -10,15 +12,23 @@ run: $(VENV)/.installed
 
 # Two pytest-xdist workers, one per core, each with its own PostgreSQL; `-n 0` in
 # PYTEST_ARGS runs the tests in one process (a later -n wins).
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 migrate: $(VENV)/.installed
 	$(BIN)/python migrate.py
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# One stamp per file: editing either installs again what it lists.
+$(VENV)/.installed: requirements.txt $(VENV)/.created
+	$(PIP) -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	$(PIP) -r requirements-test.txt
 	touch $@
 
 clean:

@@ -3,6 +3,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app import console
 from app.api import register_blueprints
 from app.commands import register_commands
 from app.config import check_database_login, load_config
@@ -28,6 +29,7 @@ def create_app(config=None):
     configure_logging(app.config["LOG_LEVEL"])
     register_extensions(app)
     register_blueprints(app)
+    app.register_blueprint(console.bp)
     register_error_handlers(app)
     register_request_hooks(app)
     register_commands(app)

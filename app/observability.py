@@ -96,8 +96,8 @@ def register_request_hooks(app):
         response.headers["Referrer-Policy"] = "no-referrer"
         # Tokens and keys travel in these bodies: never stored by a cache.
         response.headers.setdefault("Cache-Control", "no-store")
-        if response.mimetype == "application/json":
-            response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+        if response.mimetype == "application/json":  # the console's JSON errors keep the console's policy
+            response.headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
         # Path only: query strings and bodies may carry secrets and are never logged.
         access_log.info("request", extra={"fields": {
             "method": request.method,

@@ -92,6 +92,33 @@ class MoneySQL:
                 {"user_id": user_id, "before_id": before_id, "kind": kind, "limit": limit},
             )
 
+    def charges(self, user_id, first_day, last_day, by_day, by_model, tx=None):
+        """What the user paid, per UTC day and/or model, from `first_day` to
+        `last_day` inclusive: each settled hold's amount less what its release
+        returned, dated by the release. An open hold has no release yet and a
+        hold returned whole charged nothing, so neither counts."""
+        with self._maybe(tx) as cursor:
+            return cursor.all(
+                """
+                SELECT CASE WHEN %(by_day)s THEN (rel.created_at AT TIME ZONE 'UTC')::date END AS day,
+                       CASE WHEN %(by_model)s THEN coalesce(hold.model_id, hold.metadata ->> 'model_id') END
+                           AS model_id,
+                       sum(hold.amount - rel.amount) AS cost,
+                       count(*) AS requests
+                  FROM transactions rel
+                  JOIN transactions hold ON hold.id = rel.related_transaction_id
+                 WHERE rel.user_id = %(user_id)s
+                   AND rel.type = 'release'
+                   AND rel.amount < hold.amount
+                   AND rel.created_at >= %(first_day)s::timestamp AT TIME ZONE 'UTC'
+                   AND rel.created_at < (%(last_day)s::date + 1)::timestamp AT TIME ZONE 'UTC'
+                 GROUP BY 1, 2
+                 ORDER BY 1, 2
+                """,
+                {"user_id": user_id, "first_day": first_day, "last_day": last_day,
+                 "by_day": by_day, "by_model": by_model},
+            )
+
     def stale_holds(self, call_timeout, grace_seconds, tx=None):
         """Holds never settled (their call's process died) whose call's deadline is
         more than `grace_seconds` past, oldest first. A hold without a stored

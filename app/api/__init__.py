@@ -1,11 +1,11 @@
 """HTTP only: one blueprint per area under /api/v1, the operations endpoints at
 the root, and what every view shares (contract, guards, pagination, openapi)."""
 from app.api import (access_keys, account, anthropic_compat, auth, balance, chat, inference, keys, models,
-                     openai_compat, ops, service)
+                     openai_compat, ops, service, usage)
 from app.api.guards import refuse_unknown_query_parameters
 
 API_PREFIX = "/api/v1"
-API_BLUEPRINTS = (auth, keys, access_keys, balance, chat, models, account, service)
+API_BLUEPRINTS = (auth, keys, access_keys, balance, usage, chat, models, account, service)
 
 
 def register_blueprints(app):

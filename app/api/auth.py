@@ -1,7 +1,7 @@
 """Accounts and tokens: endpoints 1–5."""
-from flask import Blueprint, current_app, g
+from flask import Blueprint, current_app, g, request
 
-from app.api.contract import body, other_responses, response
+from app.api.contract import body, other_responses, response, serialise
 from app.api.guards import rate_limited, require_auth
 from app.errors import EmailTaken, InvalidToken, LoginLocked, Unauthorized, UsernameTaken
 from app.extensions import db, tokens
@@ -10,6 +10,10 @@ from app.security import ACCESS, REFRESH, dummy_password_hash, hash_password, ve
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 TAKEN = {"email": EmailTaken, "username": UsernameTaken}
+# The refresh token also rides in a cookie no script can read, sent only back
+# to these endpoints, so a browser page need not keep it anywhere.
+REFRESH_COOKIE = "qm_refresh"
+REFRESH_COOKIE_PATH = "/api/v1/auth"
 
 
 def auth_rate_limit():
@@ -24,12 +28,21 @@ def _token_pair(user, generation):
 
 
 def _pair_response(access, refresh, user):
-    return TokenPair(
+    """The pair as JSON, with the refresh token in its cookie too."""
+    pair = TokenPair(
         access_token=access,
         refresh_token=refresh,
         expires_in=current_app.config["ACCESS_TOKEN_TTL"],
         user=User.model_validate(user),
     )
+    answer = current_app.json.response(serialise(pair))
+    _set_refresh_cookie(answer, refresh, current_app.config["REFRESH_TOKEN_TTL"])
+    return answer
+
+
+def _set_refresh_cookie(answer, value, max_age):
+    answer.set_cookie(REFRESH_COOKIE, value, max_age=max_age, path=REFRESH_COOKIE_PATH, secure=request.is_secure,
+                      httponly=True, samesite="Strict")
 
 
 @bp.post("/register")
@@ -79,8 +92,11 @@ def login(credentials):
 @other_responses(401)
 @body(RefreshRequest)
 def refresh(presented):
-    """Trade a refresh token for a new pair (it works once)"""
-    claims = tokens.decode(presented.refresh_token, REFRESH)
+    """Trade a refresh token for a new pair (it works once): the body's, else the qm_refresh cookie's"""
+    presented_token = presented.refresh_token or request.cookies.get(REFRESH_COOKIE)
+    if not presented_token:
+        raise Unauthorized()
+    claims = tokens.decode(presented_token, REFRESH)
     user_id, generation = claims["sub"], claims["gen"]
     new_refresh, new_jti, expires_at = tokens.issue(user_id, REFRESH, generation)
     outcome = db.spend_refresh_token(claims["jti"], user_id, new_jti, generation, expires_at)
@@ -97,8 +113,11 @@ def refresh(presented):
 @response(None, 204)
 @require_auth
 def logout():
-    """End every token issued so far"""
+    """End every token issued so far, and clear the qm_refresh cookie"""
     db.revoke_tokens(g.user_id)
+    answer = current_app.response_class(status=204)
+    _set_refresh_cookie(answer, "", 0)
+    return answer
 
 
 @bp.get("/me")

@@ -11,6 +11,7 @@ from app.schemas.chat import (Message, MessageExchange, NewMessageRequest, NewSe
                               SessionWithMessages, Usage)
 from app.schemas.fields import EMAIL_MAX_LENGTH, PATTERN_MESSAGES, Email, Request, Response, Username
 from app.schemas.keys import KeyList, NewKeyRequest, StoredKey
+from app.schemas.usage import UsageQuery, UsageReport, UsageRow
 
 __all__ = [
     "AccessKey", "AccessKeyPage", "NewAccessKey", "NewAccessKeyRequest",
@@ -21,5 +22,5 @@ __all__ = [
     "RecommendRequest", "RefreshRequest", "RegisterRequest", "Request", "Response", "ServiceTerms", "Session",
     "SessionPage",
     "SessionWithMessages", "StoredKey", "TokenPair", "TopUpRequest", "TopUpResponse", "TransactionPage", "Usage",
-    "User", "Username",
+    "UsageQuery", "UsageReport", "UsageRow", "User", "Username",
 ]

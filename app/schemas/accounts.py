@@ -23,7 +23,9 @@ class LoginRequest(Request):
 
 
 class RefreshRequest(Request):
-    refresh_token: Token
+    """Without refresh_token, the qm_refresh cookie's is used."""
+    # Optional but never null; the schema says so, without pydantic's "default": null.
+    refresh_token: Token = Field(default=None, json_schema_extra=lambda schema: schema.pop("default"))
 
 
 class User(Response):

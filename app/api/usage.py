@@ -1,0 +1,35 @@
+"""What the user spent, per day and model, summed from the ledger's charges."""
+from flask import Blueprint, g, request
+from pydantic import ValidationError
+
+from app.api.contract import query, response, validation_details
+from app.api.guards import require_auth
+from app.api.openapi import query_enum
+from app.errors import ValidationFailed
+from app.extensions import db
+from app.schemas import UsageQuery, UsageReport, UsageRow
+from app.schemas.usage import DEFAULT_USAGE_DAYS, GROUPINGS, MAX_USAGE_DAYS
+
+bp = Blueprint("usage", __name__, url_prefix="/usage")
+
+
+def _day_parameter(name, description):
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string", "format": "date"}}
+
+
+@bp.get("")
+@response(UsageReport)
+@query(_day_parameter("from", f"The first UTC day counted (default: {DEFAULT_USAGE_DAYS - 1} days before `to`); "
+                              f"at most {MAX_USAGE_DAYS} days are counted, both ends included."),
+       _day_parameter("to", "The last UTC day counted, included (default: today)."),
+       query_enum("group_by", GROUPINGS, "Rows per day, per model, or per day and model (the default)."))
+@require_auth
+def show_usage():
+    """Your charges per day and model"""
+    try:
+        wanted = UsageQuery.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise ValidationFailed(details=validation_details(exc)) from None
+    rows = db.charges(g.user_id, wanted.first_day, wanted.last_day, wanted.by_day, wanted.by_model)
+    return UsageReport(usage=[UsageRow.from_row(row) for row in rows])
