@@ -41,10 +41,18 @@ def page(browser):
     context.close()
 
 
-def api(server, email):
-    """An httpx client signed in as the same user, to compare the page with the API."""
-    login = httpx.post(f"{server.url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}).json()
-    return httpx.Client(base_url=f"{server.url}/api/v1", headers=bearer(login["access_token"]))
+@pytest.fixture
+def api_as(server):
+    """Signs in through the API as a user the page registered, to compare the page with the API."""
+    clients = []
+
+    def signed_in(email):
+        login = httpx.post(f"{server.url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}).json()
+        clients.append(httpx.Client(base_url=f"{server.url}/api/v1", headers=bearer(login["access_token"])))
+        return clients[-1]
+    yield signed_in
+    for client in clients:
+        client.close()
 
 
 def go(page, name):
@@ -56,7 +64,7 @@ def shown_amount(page, part):
     return page.locator(f".figure-{part} dd").get_attribute("data-amount")
 
 
-def test_a_user_goes_through_the_whole_console(server, page):
+def test_a_user_goes_through_the_whole_console(server, page, api_as):
     from playwright.sync_api import expect
     url = f"{server.url}/console"
     email = "grace@example.com"
@@ -73,11 +81,13 @@ def test_a_user_goes_through_the_whole_console(server, page):
     expect(page.get_by_text("No spend in the last 30 days.")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("alert")).to_contain_text("You have signed out.")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Email").focus()  # by keyboard alone
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
     expect(page).to_have_url(f"{url}/overview")
-    client = api(server, email)
+    client = api_as(email)
 
     # Top up: the amount is checked as the API checks it; the balance and ledger are the API's.
     go(page, "Top up")
@@ -95,12 +105,15 @@ def test_a_user_goes_through_the_whole_console(server, page):
     row = page.locator(f"tr[data-transaction='{deposit['id']}']")
     expect(row).to_contain_text("deposit")
     expect(row).to_contain_text("$25.50")
+    page.get_by_label("Type").select_option("hold")
+    expect(page.get_by_text("No transactions of this type yet.")).to_be_visible()
 
     # A provider key: only its last four are ever shown.
     go(page, "Provider keys")
     page.get_by_label("Provider").select_option("openai")
     page.get_by_label("API key").fill(PROVIDER_KEY)
     page.get_by_role("button", name="Add key").click()
+    expect(page.get_by_role("alert")).to_contain_text("Added the openai key ending 9876.")
     [stored] = client.get("/keys").json()["keys"]
     expect(page.locator(f"tr[data-key='{stored['id']}']")).to_contain_text("••••9876")
     expect(page.locator("tr[data-provider=openai]")).to_contain_text("Your key (BYOK)")
@@ -113,6 +126,7 @@ def test_a_user_goes_through_the_whole_console(server, page):
     page.get_by_label("Spend limit in USD (optional)").fill("5")
     page.get_by_label("Limit period").select_option("month")
     page.get_by_role("button", name="Create key").click()
+    expect(page.locator("[data-secret]")).to_contain_text("never shown again")
     secret = page.locator(".secret-value").inner_text()
     expect(page.get_by_role("button", name="Copy")).to_be_visible()
     [listed] = client.get("/access-keys").json()["access_keys"]
@@ -145,6 +159,7 @@ def test_a_user_goes_through_the_whole_console(server, page):
     page.get_by_label("What is the task?").fill("quick cheap answers for tests")
     page.get_by_label(re.compile("Budget")).fill("1")
     page.get_by_role("button", name="Recommend").click()
+    expect(page.locator("ol.recommendations")).to_be_visible()
     ranked = client.post("/models/recommend", json={"task": "quick cheap answers for tests",
                                                     "max_price_per_mtok": "1", "capabilities": []}).json()
     shown = page.locator("ol.recommendations > li")
@@ -175,6 +190,14 @@ def test_a_user_goes_through_the_whole_console(server, page):
     page.get_by_label("Message").fill("anyone there?")
     page.get_by_role("button", name="Send").click()
     expect(page.get_by_role("alert")).to_contain_text("Add one on Provider keys")
+    failed_chat = page.url.rsplit("/", 1)[1]
+    page.get_by_role("link", name="← All chats").click()
+    chat_row = page.locator(f"tr[data-session='{failed_chat}']")
+    chat_row.get_by_role("button", name="Delete").click()
+    chat_row.get_by_role("button", name="Yes, delete").click()
+    expect(page.get_by_role("alert")).to_contain_text("Chat deleted.")
+    expect(chat_row).to_have_count(0)
+    assert [chat["id"] for chat in client.get("/chat/sessions").json()["sessions"]] == [session_id]
 
     # The chart on Overview: a bar for local/echo, with an accessible title.
     go(page, "Overview")
@@ -220,4 +243,39 @@ def test_a_user_goes_through_the_whole_console(server, page):
     screenshot(page, f"{url}/register", "register")
     print(f"\nconsole screenshots in {SHOTS}")
 
+    assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def short_lived_tokens(pg_server, template_db):
+    """A service whose access tokens last two seconds."""
+    with clean_database(pg_server, template_db) as database, live_service(database, ACCESS_TOKEN_TTL=2) as live:
+        yield live
+
+
+def test_the_token_is_refreshed_in_time_and_a_revoked_session_leads_to_sign_in(short_lived_tokens, page):
+    from playwright.sync_api import expect
+    server = short_lived_tokens
+    url = f"{server.url}/console"
+    credentials = {"email": "lin@example.com", "password": PASSWORD}
+    httpx.post(f"{server.url}/api/v1/auth/register", json=credentials | {"username": "lin"}).raise_for_status()
+    refreshes = []
+    page.on("request", lambda request: request.url.endswith("/auth/refresh") and refreshes.append(request))
+
+    page.goto(f"{url}/signin")
+    page.get_by_label("Email").fill(credentials["email"])
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{url}/overview")
+    page.wait_for_timeout(3000)  # past the first token's life
+    assert refreshes, "the token was not refreshed before it expired"
+    go(page, "Top up")
+    expect(page.locator(".figure-available_balance dd")).to_have_text("$0.00")
+
+    # Signing out elsewhere ends this session too: the next request leads to sign-in, saying why.
+    login = httpx.post(f"{server.url}/api/v1/auth/login", json=credentials).json()
+    httpx.post(f"{server.url}/api/v1/auth/logout", headers=bearer(login["access_token"])).raise_for_status()
+    page.get_by_role("navigation").get_by_role("link", name="Overview").click()
+    expect(page).to_have_url(f"{url}/signin")
+    expect(page.get_by_role("alert")).to_contain_text("Your session has ended. Sign in again.")
     assert page.errors == []

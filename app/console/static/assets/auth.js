@@ -18,7 +18,7 @@ function adopt(pair) {
   accessToken = pair.access_token;
   currentUser = pair.user;
   clearTimeout(refreshTimer);
-  const seconds = Math.max(5, pair.expires_in - EARLY_SECONDS);
+  const seconds = pair.expires_in > 2 * EARLY_SECONDS ? pair.expires_in - EARLY_SECONDS : pair.expires_in / 2;
   refreshTimer = setTimeout(() => refresh().catch(() => {}), seconds * 1000);
 }
 

@@ -12,7 +12,7 @@ function facts(model) {
                 ["Longest answer", `${model.max_output_tokens.toLocaleString()} tokens`],
                 ["Capabilities", model.capabilities.join(", ") || "—"],
                 ["Rating", `${stars(model.rating.average)} from ${model.rating.count} rating${model.rating.count === 1 ? "" : "s"}`],
-                ["Popularity", `#${model.usage.popularity_rank}, ${model.usage.request_count.toLocaleString()} requests by everyone`]];
+                ["Popularity", `#${model.usage.popularity_rank}, ${model.usage.request_count.toLocaleString()} request${model.usage.request_count === 1 ? "" : "s"} by everyone`]];
   return h("dl", { class: "facts" }, rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
 }
 
