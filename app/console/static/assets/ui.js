@@ -163,11 +163,35 @@ export function applyTheme(theme) {
   document.documentElement.dataset.theme = theme || "system";
 }
 
+export const errorNotice = (error) => h("div", { class: "notice notice-error", role: "alert" }, describeError(error));
+
+// A list the API pages by cursor: Newer and Older buttons, loading and error states.
+// `load(cursor)` fetches a page, `draw(page)` shows it; `list.reload()` goes back to
+// the newest page, `list.refresh()` shows the current one again.
+export function pagedList(what, load, draw) {
+  const body = h("div", {}, loading(what));
+  const cursors = [null]; // the cursor of each page shown so far
+  async function show() {
+    try {
+      const page = await load(cursors.at(-1));
+      const newer = h("button", { type: "button", disabled: cursors.length === 1, onclick: () => { cursors.pop(); show(); } }, "Newer");
+      const older = h("button", { type: "button", disabled: !page.next_cursor, onclick: () => { cursors.push(page.next_cursor); show(); } }, "Older");
+      replace(body, draw(page), cursors.length > 1 || page.next_cursor ? h("div", { class: "pager" }, newer, older) : null);
+    } catch (error) {
+      if (error.name !== "AbortError") replace(body, errorNotice(error));
+    }
+  }
+  body.reload = () => { cursors.splice(1); replace(body, loading(what)); return show(); };
+  body.refresh = show;
+  show();
+  return body;
+}
+
 // A panel that shows "Loading…" at once, then what `load()` builds, or its error.
 export function lazySection(title, what, load) {
   const body = h("div", { class: "panel-body" }, loading(what));
   Promise.resolve().then(load).then(
     (content) => replace(body, content),
-    (error) => { if (error.name !== "AbortError") replace(body, h("div", { class: "notice notice-error", role: "alert" }, describeError(error))); });
+    (error) => { if (error.name !== "AbortError") replace(body, errorNotice(error)); });
   return section(title, body);
 }

@@ -1,6 +1,6 @@
-import { get, post, remove } from "../api.js";
+import { get, post, query, remove } from "../api.js";
 import { formatMoney } from "../money.js";
-import { checkboxes, confirmButton, describeError, empty, field, formAlert, formatDate, h, replace, section, select, showFieldErrors, table } from "../ui.js";
+import { checkboxes, confirmButton, describeError, empty, field, formAlert, formatDate, h, pagedList, replace, section, select, showFieldErrors, table } from "../ui.js";
 
 const PERIODS = [["", "No limit"], ["day", "per day"], ["month", "per month"], ["total", "in total"]];
 
@@ -27,13 +27,11 @@ function revealed(created) {
 
 export async function render({ signal }) {
   const { models } = await get("/api/v1/models?sort=id", signal);
-  const listBody = h("div", {});
   const secretHolder = h("div", {});
   const alert = formAlert();
 
-  async function show() {
-    const { access_keys: keys } = await get("/api/v1/access-keys?limit=100", signal);
-    replace(listBody, keys.length
+  const list = pagedList("your access keys", (cursor) => get(`/api/v1/access-keys${query({ cursor, limit: 20 })}`, signal),
+    ({ access_keys: keys }) => (keys.length
       ? table(["Name", "Key", "Models", "Limit", ["Spent", "number"], "Last used", "Expires", ""],
           keys.map((key) => h("tr", { "data-access-key": key.id },
             h("td", {}, key.name), h("td", { class: "secret-mask" }, `••••${key.last4}`),
@@ -47,10 +45,9 @@ export async function render({ signal }) {
               } catch (error) {
                 alert.show(describeError(error));
               }
-              await show();
+              await list.refresh();
             })))))
-      : empty("No access keys yet. Create one for programs that call the API."));
-  }
+      : empty("No access keys yet. Create one for programs that call the API.")));
 
   const fields = {
     name: field("Name", { name: "name", autocomplete: "off", required: true }),
@@ -80,7 +77,7 @@ export async function render({ signal }) {
       showFieldErrors(fields, {});
       form.reset();
       replace(secretHolder, revealed(created));
-      await show();
+      await list.reload();
     } catch (error) {
       alert.show([error.message, ...showFieldErrors(fields, error)].join(" "));
     } finally {
@@ -88,8 +85,7 @@ export async function render({ signal }) {
     }
   }
 
-  await show();
   return [h("h1", {}, "Access keys"),
           h("p", { class: "aside" }, "Access keys let programs call the models as you, within the limits you set."),
-          alert, secretHolder, section("Your access keys", listBody), section("Create an access key", form)];
+          alert, secretHolder, section("Your access keys", list), section("Create an access key", form)];
 }

@@ -1,39 +1,26 @@
 import { get, post, query, remove } from "../api.js";
 import { formatMoney } from "../money.js";
-import { confirmButton, describeError, empty, field, formAlert, formatDate, h, link, loading, replace, section, select, showFieldErrors, table } from "../ui.js";
+import { confirmButton, describeError, empty, field, formAlert, formatDate, h, link, pagedList, section, select, showFieldErrors, table } from "../ui.js";
 
 function sessionsList(signal, alert) {
-  const body = h("div", {}, loading("your chats"));
-  const cursors = [null];
-
-  async function show() {
-    try {
-      const page = await get(`/api/v1/chat/sessions${query({ cursor: cursors.at(-1), limit: 20 })}`, signal);
-      const pager = h("div", { class: "pager" },
-        h("button", { type: "button", disabled: cursors.length === 1, onclick: () => { cursors.pop(); show(); } }, "Newer"),
-        h("button", { type: "button", disabled: !page.next_cursor, onclick: () => { cursors.push(page.next_cursor); show(); } }, "Older"));
-      replace(body, page.sessions.length
-        ? table(["Chat", "Model", ["Messages", "number"], ["Cost", "number"], "Started", ""], page.sessions.map((session) =>
-            h("tr", { "data-session": session.id },
-              h("td", {}, link(`/console/chat/${session.id}`, session.title || "Untitled chat")),
-              h("td", {}, session.model_id), h("td", { class: "number" }, session.message_count),
-              h("td", { class: "number" }, formatMoney(session.total_cost)), h("td", {}, formatDate(session.created_at)),
-              h("td", {}, confirmButton("Delete", "Delete this chat and its messages?", async () => {
-                try {
-                  await remove(`/api/v1/chat/sessions/${session.id}`);
-                  alert.show("Chat deleted.", "ok");
-                } catch (error) {
-                  alert.show(describeError(error));
-                }
-                await show();
-              })))), "Newest first")
-        : empty("No chats yet. Start one below."), pager);
-    } catch (error) {
-      if (error.name !== "AbortError") replace(body, h("div", { class: "notice notice-error", role: "alert" }, describeError(error)));
-    }
-  }
-  show();
-  return body;
+  const list = pagedList("your chats", (cursor) => get(`/api/v1/chat/sessions${query({ cursor, limit: 20 })}`, signal),
+    (page) => (page.sessions.length
+      ? table(["Chat", "Model", ["Messages", "number"], ["Cost", "number"], "Started", ""], page.sessions.map((session) =>
+          h("tr", { "data-session": session.id },
+            h("td", {}, link(`/console/chat/${session.id}`, session.title || "Untitled chat")),
+            h("td", {}, session.model_id), h("td", { class: "number" }, session.message_count),
+            h("td", { class: "number" }, formatMoney(session.total_cost)), h("td", {}, formatDate(session.created_at)),
+            h("td", {}, confirmButton("Delete", "Delete this chat and its messages?", async () => {
+              try {
+                await remove(`/api/v1/chat/sessions/${session.id}`);
+                alert.show("Chat deleted.", "ok");
+              } catch (error) {
+                alert.show(describeError(error));
+              }
+              await list.refresh();
+            })))), "Newest first")
+      : empty("No chats yet. Start one above.")));
+  return list;
 }
 
 export async function render({ search, signal, navigate }) {

@@ -1,7 +1,7 @@
 import { get, post, query } from "../api.js";
 import { balanceSummary } from "../balance.js";
 import { compareMoney, formatMoney, isAmount } from "../money.js";
-import { describeError, empty, field, formAlert, formatDate, h, loading, replace, section, select, table } from "../ui.js";
+import { describeError, empty, field, formAlert, formatDate, h, pagedList, replace, section, select, table } from "../ui.js";
 
 const TYPES = [["", "All types"], ["deposit", "Deposits"], ["hold", "Holds (calls)"], ["release", "Releases (unused holds returned)"]];
 const RETRIES = 2;
@@ -30,33 +30,20 @@ async function topUp(amount) {
 }
 
 function ledger(signal) {
-  const body = h("div", {});
   const type = field("Type", { name: "type", control: select(TYPES, "") });
-  const cursors = [null]; // the cursor of each page shown so far
-
-  async function show() {
-    replace(body, loading("the ledger"));
-    try {
-      const page = await get(`/api/v1/balance/transactions${query({ type: type.input.value, cursor: cursors.at(-1), limit: 10 })}`, signal);
-      const newer = h("button", { type: "button", disabled: cursors.length === 1, onclick: () => { cursors.pop(); show(); } }, "Newer");
-      const older = h("button", { type: "button", disabled: !page.next_cursor, onclick: () => { cursors.push(page.next_cursor); show(); } }, "Older");
-      replace(body, page.transactions.length
-        ? table(["When", "Type", "Description", ["Amount", "number"], ["Available after", "number"]],
-                page.transactions.map((row) => h("tr", { "data-transaction": row.id },
-                  h("td", {}, formatDate(row.created_at)), h("td", {}, row.type),
-                  h("td", {}, row.model_id && !row.description.includes(row.model_id) ? `${row.description} · ${row.model_id}` : row.description),
-                  h("td", { class: "number" }, formatMoney(row.amount)),
-                  h("td", { class: "number" }, formatMoney(row.available_after)))))
-        : empty("No transactions of this type yet."),
-        h("div", { class: "pager" }, newer, older));
-    } catch (error) {
-      if (error.name !== "AbortError") replace(body, h("div", { class: "notice notice-error", role: "alert" }, describeError(error)));
-    }
-  }
-  type.input.addEventListener("change", () => { cursors.splice(1); show(); });
-  show();
-  const ledgerSection = section("Ledger", h("div", { class: "filters" }, type), body);
-  ledgerSection.reload = () => { cursors.splice(1); return show(); };
+  const list = pagedList("the ledger",
+    (cursor) => get(`/api/v1/balance/transactions${query({ type: type.input.value, cursor, limit: 10 })}`, signal),
+    (page) => (page.transactions.length
+      ? table(["When", "Type", "Description", ["Amount", "number"], ["Available after", "number"]],
+              page.transactions.map((row) => h("tr", { "data-transaction": row.id },
+                h("td", {}, formatDate(row.created_at)), h("td", {}, row.type),
+                h("td", {}, row.model_id && !row.description.includes(row.model_id) ? `${row.description} · ${row.model_id}` : row.description),
+                h("td", { class: "number" }, formatMoney(row.amount)),
+                h("td", { class: "number" }, formatMoney(row.available_after)))))
+      : empty("No transactions of this type yet.")));
+  type.input.addEventListener("change", () => list.reload());
+  const ledgerSection = section("Ledger", h("div", { class: "filters" }, type), list);
+  ledgerSection.reload = list.reload;
   return ledgerSection;
 }
 
