@@ -37,7 +37,10 @@ function showAlert(...content) {
 
 export function navigate(path, { replaceState = false } = {}) {
   if (replaceState) history.replaceState(null, "", path);
-  else history.pushState(null, "", path);
+  else {
+    history.pushState(null, "", path);
+    window.scrollTo(0, 0);
+  }
   return render();
 }
 
@@ -134,10 +137,10 @@ window.addEventListener("qm:signed-out", (event) => {
 
 // A failure nothing else caught still shows in words, never as a blank page.
 window.addEventListener("unhandledrejection", (event) => {
-  if (event.reason?.name === "AbortError") return event.preventDefault();
   event.preventDefault();
-  showAlert(...describeError(event.reason || new Error("Something went wrong.")));
+  if (event.reason?.name !== "AbortError") showAlert(...describeError(event.reason || new Error("Something went wrong.")));
 });
+window.addEventListener("error", (event) => showAlert(...describeError(event.error || new Error(event.message))));
 
 async function start() {
   await auth.restore();

@@ -2,7 +2,7 @@ import { get, stream } from "../api.js";
 import { balanceSummary } from "../balance.js";
 import { modelPath } from "../catalog.js";
 import { formatMoney } from "../money.js";
-import { describeError, field, formAlert, h, link, replace, section } from "../ui.js";
+import { describeError, empty, field, formAlert, h, link, replace, section } from "../ui.js";
 
 function meta(message) {
   const tokens = message.role === "user" ? `${message.prompt_tokens} prompt tokens` : `${message.completion_tokens} answer tokens`;
@@ -35,6 +35,7 @@ export async function render({ params, signal }) {
   const [{ session, messages }, balance] = await Promise.all([allMessages(params.session, signal), get("/api/v1/balance", signal)]);
   const list = h("ol", { class: "messages", "aria-live": "polite" },
                  messages.map((message) => bubble(message.role, message.content, meta(message))));
+  const noMessages = messages.length ? null : empty("No messages yet: write the first one below.");
   const balanceHolder = h("div", {}, balanceSummary(balance));
   const alert = formAlert();
   const content = field("Message", { name: "content", control: h("textarea", { required: true, maxlength: 100000 }),
@@ -51,6 +52,7 @@ export async function render({ params, signal }) {
     if (!text) return alert.show("Write a message first.");
     alert.clear();
     submit.disabled = true;
+    noMessages?.remove();
     const asked = bubble("user", text, "sending…");
     const answer = bubble("assistant", "", "writing…");
     list.append(asked, answer);
@@ -80,6 +82,7 @@ export async function render({ params, signal }) {
     h("h1", {}, session.title || "Untitled chat"),
     h("p", { class: "aside" }, "Model: ", link(modelPath(session.model_id), session.model_id),
       ` · ${session.message_count} messages so far · ${formatMoney(session.total_cost)} spent`),
+    noMessages,
     list,
     form,
     section("Balance", balanceHolder),
