@@ -295,3 +295,12 @@ def pytest_make_parametrize_id(config, val, argname):
     if isinstance(val, str) and UUID_TEXT.fullmatch(val):
         return f"{argname}-uuid"
     return None
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Prints where a test said it wrote files to look at (`record_property("written_to", path)`),
+    also from xdist workers, whose own output is not shown."""
+    folders = {value for reports in terminalreporter.stats.values() for report in reports
+               for name, value in getattr(report, "user_properties", ()) if name == "written_to"}
+    for folder in sorted(folders):
+        terminalreporter.write_line(f"written to {folder}")

@@ -1,0 +1,71 @@
+import { get, put, query } from "../api.js";
+import { lastDays, spendChart } from "../chart.js";
+import { formatMoney } from "../money.js";
+import { describeError, empty, field, formAlert, h, lazySection, link, stars, table } from "../ui.js";
+
+const DAYS = 30;
+
+function facts(model) {
+  const rows = [["Provider", model.provider], ["Input price", `${formatMoney(model.input_price_per_mtok)} per million tokens`],
+                ["Output price", `${formatMoney(model.output_price_per_mtok)} per million tokens`],
+                ["Prices as of", model.prices_as_of], ["Context window", `${model.context_window.toLocaleString()} tokens`],
+                ["Longest answer", `${model.max_output_tokens.toLocaleString()} tokens`],
+                ["Capabilities", model.capabilities.join(", ") || "—"],
+                ["Rating", `${stars(model.rating.average)} from ${model.rating.count} rating${model.rating.count === 1 ? "" : "s"}`],
+                ["Popularity", `#${model.usage.popularity_rank}, ${model.usage.request_count.toLocaleString()} request${model.usage.request_count === 1 ? "" : "s"} by everyone`]];
+  return h("dl", { class: "facts" }, rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]));
+}
+
+// The signed-in user's own spend on this model per day.
+async function yourUsage(model, signal) {
+  const days = lastDays(DAYS);
+  const { usage } = await get(`/api/v1/usage${query({ from: days[0], to: days.at(-1), group_by: "day,model" })}`, signal);
+  const rows = usage.filter((row) => row.model_id === model.id);
+  if (!rows.length) return empty("You have not used this model in the last 30 days.");
+  return [spendChart(days, rows, { title: `Your spend on ${model.id} per day, last ${DAYS} days` }),
+          table(["Day", ["Requests", "number"], ["Cost", "number"]], rows.map((row) => h("tr", {},
+            h("td", {}, row.day), h("td", { class: "number" }, row.requests), h("td", { class: "number" }, formatMoney(row.cost)))))];
+}
+
+function ratingForm(model) {
+  const choices = [5, 4, 3, 2, 1].map((value) => {
+    const id = `rating-${value}`;
+    return h("div", { class: "check" }, h("input", { type: "radio", name: "rating", id, value: String(value) }),
+             h("label", { for: id }, `${"★".repeat(value)} ${value}`));
+  });
+  const rating = h("fieldset", { class: "field checks" }, h("legend", {}, "Your rating"), choices);
+  const review = field("Review (optional)", { name: "review", control: h("textarea", { maxlength: 2000 }) });
+  const alert = formAlert();
+  const submit = h("button", { type: "submit", class: "primary" }, "Save rating");
+  const form = h("form", { novalidate: true, onsubmit }, alert, rating, review, submit);
+
+  async function onsubmit(event) {
+    event.preventDefault();
+    const picked = form.querySelector("input[name=rating]:checked");
+    if (!picked) return alert.show("Pick a rating from 1 to 5 stars.");
+    submit.disabled = true;
+    try {
+      const saved = await put(`/api/v1/models/${model.id}/rating`, { rating: Number(picked.value),
+                                                                     review: review.input.value.trim() || null });
+      alert.show(`Saved: ${saved.rating} star${saved.rating === 1 ? "" : "s"}.`, "ok");
+    } catch (error) {
+      alert.show(describeError(error));
+    } finally {
+      submit.disabled = false;
+    }
+  }
+  return form;
+}
+
+export async function render({ params, signal }) {
+  const model = await get(`/api/v1/models/${encodeURIComponent(params.provider)}/${encodeURIComponent(params.name)}`, signal);
+  return [
+    h("p", {}, link("/console/models", "← All models")),
+    h("h1", {}, model.name),
+    h("p", {}, model.description),
+    h("section", { class: "panel" }, h("h2", {}, model.id), facts(model),
+      h("p", {}, link(`/console/chat?model=${encodeURIComponent(model.id)}`, `Chat with ${model.id}`))),
+    lazySection("Your usage by day", "your usage", () => yourUsage(model, signal)),
+    h("section", { class: "panel" }, h("h2", {}, "Rate this model"), ratingForm(model)),
+  ];
+}

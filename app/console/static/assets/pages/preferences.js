@@ -1,0 +1,49 @@
+import { get, put } from "../api.js";
+import { PROVIDERS } from "../catalog.js";
+import { applyTheme, checkboxes, describeError, field, formAlert, h, section, select, showFieldErrors } from "../ui.js";
+
+const THEMES = [["system", "Same as the system"], ["light", "Light"], ["dark", "Dark"]];
+
+export async function render({ signal }) {
+  const [preferences, { models }] = await Promise.all([get("/api/v1/preferences", signal), get("/api/v1/models?sort=id", signal)]);
+  // Amounts are typed as text: the API checks them and its message shows beside the field.
+  const fields = {
+    default_model_id: field("Default model", { name: "default_model_id",
+      control: select([["", "None"], ...models.map((model) => [model.id, model.id])], preferences.default_model_id) }),
+    preferred_providers: checkboxes("Preferred providers", "preferred_providers", PROVIDERS, preferences.preferred_providers),
+    daily_spend_limit: field("Daily spend limit in USD", { name: "daily_spend_limit", inputmode: "decimal", autocomplete: "off",
+      value: preferences.daily_spend_limit ?? "", hint: "Empty: no limit. Calls that would pass it are refused." }),
+    max_cost_per_message: field("Highest cost of one message in USD", { name: "max_cost_per_message", inputmode: "decimal",
+      autocomplete: "off", value: preferences.max_cost_per_message ?? "", hint: "Empty: no limit." }),
+    theme: field("Theme", { name: "theme", control: select(THEMES, preferences.theme) }),
+  };
+  const alert = formAlert();
+  const submit = h("button", { type: "submit", class: "primary" }, "Save preferences");
+  const form = h("form", { novalidate: true, onsubmit }, alert, Object.values(fields), submit);
+
+  async function onsubmit(event) {
+    event.preventDefault();
+    alert.clear();
+    submit.disabled = true;
+    const amount = (name) => fields[name].input.value.trim() || null;
+    try {
+      const saved = await put("/api/v1/preferences", {
+        default_model_id: fields.default_model_id.input.value || null,
+        preferred_providers: fields.preferred_providers.values(),
+        daily_spend_limit: amount("daily_spend_limit"),
+        max_cost_per_message: amount("max_cost_per_message"),
+        theme: fields.theme.input.value,
+      });
+      showFieldErrors(fields, {});
+      applyTheme(saved.theme);
+      alert.show("Preferences saved.", "ok");
+    } catch (error) {
+      const rest = showFieldErrors(fields, error);
+      alert.show([describeError(error), rest.length ? ` ${rest.join(" ")}` : ""]);
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  return [h("h1", {}, "Preferences"), section("Your preferences", form)];
+}

@@ -1,0 +1,51 @@
+import { post } from "../api.js";
+import { CAPABILITIES, modelPath } from "../catalog.js";
+import { formatMoney } from "../money.js";
+import { checkboxes, describeError, empty, field, formAlert, h, link, replace, section, showFieldErrors, stars } from "../ui.js";
+
+function results(answer) {
+  if (!answer.recommendations.length) return empty(answer.notice || "No model fits. Raise the budget or drop a capability.");
+  return [answer.notice ? h("p", { class: "notice notice-info" }, answer.notice) : null,
+    h("ol", { class: "recommendations" }, answer.recommendations.map(({ model, score, reasons }) => h("li", { "data-model": model.id },
+      h("strong", {}, link(modelPath(model.id), model.id)),
+      ` · score ${score.toFixed(2)} · ${formatMoney(model.input_price_per_mtok)} / ${formatMoney(model.output_price_per_mtok)} per M tokens · `,
+      h("span", { class: "stars" }, stars(model.rating.average)),
+      h("ul", {}, reasons.map((reason) => h("li", {}, reason))))))];
+}
+
+export function render() {
+  const fields = {
+    task: field("What is the task?", { name: "task", control: h("textarea", { maxlength: 2000, required: true }),
+                                       hint: "For example: translate support emails from French to English." }),
+    max_price_per_mtok: field("Budget: highest price per million tokens, in USD (optional)",
+                              { name: "max_price_per_mtok", inputmode: "decimal", autocomplete: "off" }),
+    capabilities: checkboxes("Needs (optional)", "capabilities", CAPABILITIES.map((c) => [c, c])),
+  };
+  const alert = formAlert();
+  const out = h("div", {});
+  const submit = h("button", { type: "submit", class: "primary" }, "Recommend");
+  const form = h("form", { novalidate: true, onsubmit }, alert, Object.values(fields), submit);
+
+  async function onsubmit(event) {
+    event.preventDefault();
+    alert.clear();
+    submit.disabled = true;
+    replace(out, h("p", { class: "loading", role: "status" }, "Ranking the models…"));
+    try {
+      const answer = await post("/api/v1/models/recommend", {
+        task: fields.task.input.value.trim(),
+        max_price_per_mtok: fields.max_price_per_mtok.input.value.trim() || null,
+        capabilities: fields.capabilities.values(),
+      });
+      showFieldErrors(fields, {});
+      replace(out, section("Ranked for this task", results(answer)));
+    } catch (error) {
+      replace(out);
+      alert.show([describeError(error), " ", showFieldErrors(fields, error).join(" ")]);
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  return [h("h1", {}, "Recommend a model"), section("Describe the task", form), out];
+}
