@@ -53,9 +53,9 @@ class IdempotencySQL:
 
     def complete_idempotency_key(self, user_id, key, status, body_text, tx=None):
         """Stores the answer; given the caller's transaction, the answer and the
-        effect it describes commit together."""
+        effect it describes commit together (the write goes out with the COMMIT)."""
         with self._maybe(tx, user_id) as cursor:
-            cursor.run(
+            cursor.run_at_commit(
                 """
                 UPDATE idempotency_keys
                    SET state = 'done',

@@ -4,6 +4,7 @@ from psycopg2.extras import Json
 
 TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_id, description, model_id, "
                        "access_key_id, created_at")
+BALANCE_COLUMNS = "total_balance, spent_balance, held_balance, available_balance, currency"
 
 
 class MoneySQL:
@@ -12,8 +13,8 @@ class MoneySQL:
     def balance(self, user_id, tx=None):
         with self._alone(tx) as cursor:
             return cursor.one(
-                """
-                SELECT total_balance, spent_balance, held_balance, available_balance, currency
+                f"""
+                SELECT {BALANCE_COLUMNS}
                   FROM user_with_balance
                  WHERE id = %(id)s
                 """,
@@ -64,17 +65,22 @@ class MoneySQL:
                  "description": description, "metadata": Json(metadata)},
             )
 
-    def ledger_entry(self, user_id, transaction_id, tx=None):
+    def ledger_entry_with_balance(self, user_id, transaction_id, tx=None):
+        """(the ledger entry, the balance as it stands), in one round trip."""
+        entry_columns, balance_columns = TRANSACTION_COLUMNS.split(", "), BALANCE_COLUMNS.split(", ")
         with self._alone(tx) as cursor:
-            return cursor.one(
+            row = cursor.one(
                 f"""
-                SELECT {TRANSACTION_COLUMNS}
-                  FROM transactions
-                 WHERE id = %(id)s
-                   AND user_id = %(user_id)s
+                SELECT {", ".join("t." + column for column in entry_columns)},
+                       {", ".join("b." + column for column in balance_columns)}
+                  FROM transactions t
+                  JOIN user_with_balance b ON b.id = t.user_id
+                 WHERE t.id = %(id)s
+                   AND t.user_id = %(user_id)s
                 """,
                 {"id": transaction_id, "user_id": user_id},
             )
+        return {column: row[column] for column in entry_columns}, {column: row[column] for column in balance_columns}
 
     def list_transactions(self, user_id, limit, before_id=None, kind=None, tx=None):
         """Newest first: up to `limit` entries older than `before_id`, of type `kind`."""

@@ -293,3 +293,20 @@ def test_a_lone_statement_commits_without_a_transaction_block(small_pool_app, da
                 lone.run("DELETE FROM access_keys")
         assert database.query("SELECT count(*) FROM access_keys") == [(1,)]
         assert backend_pid() == pid
+
+
+def test_a_write_sent_with_the_commit_commits_or_fails_with_its_transaction(small_pool_app, database):
+    user_id = make_user(database)
+    with small_pool_app.app_context():
+        with db.transaction() as tx:
+            tx.run("UPDATE users SET username = 'first' WHERE id = %(id)s", {"id": user_id})
+            tx.run_at_commit("UPDATE users SET email = %(email)s WHERE id = %(id)s",
+                             {"id": user_id, "email": "100%-sure@example.com"})
+        assert database.query("SELECT username, email FROM users") == [("first", "100%-sure@example.com")]
+        pid = backend_pid()
+        with pytest.raises(psycopg2.errors.CheckViolation):
+            with db.transaction() as tx:
+                tx.run("UPDATE users SET username = 'second' WHERE id = %(id)s", {"id": user_id})
+                tx.run_at_commit("UPDATE users SET username = 'x' WHERE id = %(id)s", {"id": user_id})
+        assert database.query("SELECT username FROM users") == [("first",)]
+        assert backend_pid() == pid

@@ -40,10 +40,9 @@ def add_funds(top_up):
         if replayed is not None:
             return replayed
         moved = db.add_funds(g.user_id, top_up.amount, "Top-up", {"source": "self_topup"}, tx=tx)
-        return respond(TopUpResponse(
-            transaction=LedgerEntry.from_row(db.ledger_entry(g.user_id, moved["transaction_id"], tx=tx)),
-            balance=Balance.from_row(db.balance(g.user_id, tx=tx)),
-        ), 201, tx)
+        # The balance row stays locked from the deposit to the commit: one read, then the answer with COMMIT.
+        entry, balance = db.ledger_entry_with_balance(g.user_id, moved["transaction_id"], tx=tx)
+        return respond(TopUpResponse(transaction=LedgerEntry.from_row(entry), balance=Balance.from_row(balance)), 201, tx)
 
 
 @bp.get("/transactions")
