@@ -4,11 +4,16 @@ can make cheaper, measured in one run.
 1. A keep-alive request through gunicorn's gevent worker to a bare WSGI app (the
    server's floor), to the service's GET /healthz (Flask, the request hooks and
    the JSON access log on top), and a whole completion from the stub (the provider's floor).
-2. A durable COMMIT after a small write (what the hold and the settle each wait
-   for), on an idle machine and with both cores kept busy, as a benchmark's
-   client, service, stub and database keep them.
+2. A durable COMMIT after a one-row insert (what the hold and the settle each
+   wait for): back to back; then with the connection idle 2 ms and 5 ms between
+   commits, as a sequential benchmark's calls space them (a billed call commits
+   twice, some 3 ms apart); then back to back with both cores kept busy.
+3. What durability costs a billed call: `POST /v1/chat/completions` in process
+   (Flask's test client), with the service's database login committing durably
+   as `make run`'s does, then with `synchronous_commit = off` set on that login
+   (a measurement only: the service never runs so), alternated in blocks.
 
-    .venv/bin/python bench/floors.py [--requests 2000] [--commits 2000]"""
+    .venv/bin/python bench/floors.py [--requests 2000] [--commits 2000] [--calls 300]"""
 import argparse
 import statistics
 import subprocess
@@ -90,8 +95,8 @@ def busy_cores(count):
             stop_process(burner)
 
 
-def commit_latencies(owner_url, count):
-    """Milliseconds of each COMMIT after a one-row insert."""
+def commit_latencies(owner_url, count, gap=0.0):
+    """Milliseconds of each COMMIT after a one-row insert, `gap` seconds apart."""
     with closing(psycopg2.connect(owner_url)) as conn:
         conn.autocommit = True
         with conn.cursor() as cursor:
@@ -102,7 +107,39 @@ def commit_latencies(owner_url, count):
                 started = time.perf_counter()
                 cursor.execute("COMMIT")
                 samples.append((time.perf_counter() - started) * 1000)
+                time.sleep(gap)
     return samples
+
+
+def billed_call_ms(owner_url, app_url, stub, calls, blocks=6):
+    """Per-call ms of the billed /v1 call in process, durable commits against
+    synchronous_commit off for the service's login, alternated in `blocks`."""
+    from app import close_app, create_app
+    from app.extensions import db
+    from bench.gateway_overhead import OPENAI_KEY, _profiled_call
+
+    app = create_app(settings_for(app_url, OPENAI_BASE_URL=f"{stub.url}/v1", OPENAI_API_KEY=OPENAI_KEY))
+    send = _profiled_call(app.test_client(), "v1", 0)
+    for _ in range(WARMUP):
+        send()
+    per_call = {"on": [], "off": []}
+    with closing(psycopg2.connect(owner_url)) as owner:
+        owner.autocommit = True
+        for _ in range(blocks):
+            for setting in per_call:
+                with owner.cursor() as cursor:
+                    cursor.execute(f"ALTER ROLE app_user SET synchronous_commit = {setting}")
+                with app.app_context():
+                    db.close()  # new connections take the login's setting
+                send()
+                started = time.perf_counter()
+                for _ in range(calls // blocks):
+                    send()
+                per_call[setting].append((time.perf_counter() - started) / (calls // blocks) * 1000)
+        with owner.cursor() as cursor:
+            cursor.execute("ALTER ROLE app_user RESET synchronous_commit")
+    close_app(app)
+    return per_call
 
 
 def report(label, samples):
@@ -114,6 +151,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--commits", type=int, default=2000)
+    parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
     stub = Stub()
     try:
@@ -129,9 +167,15 @@ def main():
             finally:
                 service.stop()
             print("Durable COMMIT after a one-row insert (fsync on):")
-            report("idle machine", commit_latencies(owner_url, args.commits))
+            report("back to back", commit_latencies(owner_url, args.commits))
+            for gap_ms in (2, 5):
+                report(f"{gap_ms} ms apart", commit_latencies(owner_url, args.commits // 2, gap_ms / 1000))
             with busy_cores(2):
-                report("both cores busy", commit_latencies(owner_url, args.commits))
+                report("back to back, both cores busy", commit_latencies(owner_url, args.commits))
+            print(f"A billed POST /v1/chat/completions in process, {args.calls} calls each, ms per call (median of blocks):")
+            per_call = billed_call_ms(owner_url, app_url, stub, args.calls)
+            for setting, label in (("on", "durable commits (as make run)"), ("off", "synchronous_commit off")):
+                print(f"  {label:<44} {statistics.median(per_call[setting]):6.2f} ms")
     finally:
         stub.stop()
 
