@@ -279,3 +279,27 @@ def test_the_token_is_refreshed_in_time_and_a_revoked_session_leads_to_sign_in(s
     expect(page).to_have_url(f"{url}/signin")
     expect(page.get_by_role("alert")).to_contain_text("Your session has ended. Sign in again.")
     assert page.errors == []
+
+
+def test_tabs_reopened_at_once_all_keep_the_session(server, browser):
+    """Each tab restores its session from the one refresh cookie; refreshing it
+    twice at once would spend it twice, which ends every session."""
+    from playwright.sync_api import expect
+    credentials = {"email": "tabs@example.com", "password": PASSWORD}
+    httpx.post(f"{server.url}/api/v1/auth/register", json=credentials | {"username": "tabs"}).raise_for_status()
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        first = context.new_page()
+        first.goto(f"{server.url}/console/signin")
+        first.get_by_label("Email").fill(credentials["email"])
+        first.get_by_label("Password").fill(PASSWORD)
+        first.get_by_role("button", name="Sign in").click()
+        expect(first).to_have_url(f"{server.url}/console/overview")
+        tabs = [first, *(context.new_page() for _ in range(3))]
+        for tab in tabs:  # all four restore at once, from the same cookie
+            tab.goto(f"{server.url}/console/topup", wait_until="commit")
+        for tab in tabs:
+            expect(tab).to_have_url(f"{server.url}/console/topup")
+            expect(tab.locator(".figure-available_balance dd")).to_have_text("$0.00")
+    finally:
+        context.close()

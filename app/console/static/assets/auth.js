@@ -43,9 +43,17 @@ export async function register(email, username, password) {
   await signIn(email, password);
 }
 
+// Spends the cookie for a new pair. One tab at a time: a tab that waited sends
+// the cookie the one before it was given, since the server ends every session
+// when a spent refresh token comes back (tabs reopened together would).
+function refreshFromCookie() {
+  const spend = () => send(`${AUTH}/refresh`, { method: "POST", body: {} });
+  return navigator.locks ? navigator.locks.request("qm-refresh", spend) : spend();
+}
+
 // A new access token from the cookie; one request however many callers ask at once.
 export function refresh() {
-  refreshing ??= send(`${AUTH}/refresh`, { method: "POST", body: {} })
+  refreshing ??= refreshFromCookie()
     .then(adopt)
     .catch((error) => {
       if (error.status === 401) end("Your session has ended. Sign in again.");
@@ -58,7 +66,7 @@ export function refresh() {
 // On a reload: the session the cookie still holds, if any. Never throws.
 export async function restore() {
   try {
-    adopt(await send(`${AUTH}/refresh`, { method: "POST", body: {} }));
+    adopt(await refreshFromCookie());
     return true;
   } catch {
     forget();
