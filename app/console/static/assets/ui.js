@@ -81,6 +81,31 @@ export function showFieldErrors(fields, error) {
   return unplaced;
 }
 
+// A form that sends itself, one submission at a time: its button is disabled
+// while `send(form)` runs. A refusal shows in `alert` in words that say what to
+// do, with the API's messages beside their fields; `failed(error)` takes back
+// what the page showed ahead of the answer. A page left meanwhile shows nothing.
+export function sendingForm(label, { alert, fields = {}, children = [alert, Object.values(fields)], send, failed, className }) {
+  const submit = h("button", { type: "submit", class: "primary" }, label);
+  const form = h("form", { class: className, novalidate: true, onsubmit: async (event) => {
+    event.preventDefault();
+    alert.clear();
+    showFieldErrors(fields, {});
+    submit.disabled = true;
+    try {
+      await send(form);
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      failed?.(error);
+      const unplaced = showFieldErrors(fields, error);
+      alert.show([describeError(error), unplaced.length ? ` ${unplaced.join(" ")}` : ""]);
+    } finally {
+      submit.disabled = false;
+    }
+  } }, children, submit);
+  return form;
+}
+
 // A form's own alert region, for messages about what the form just did.
 export function formAlert() {
   const element = h("div", { class: "notice", role: "alert", hidden: true });

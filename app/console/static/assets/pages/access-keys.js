@@ -1,6 +1,6 @@
 import { get, post, query, remove } from "../api.js";
 import { formatMoney } from "../money.js";
-import { checkboxes, confirmButton, describeError, empty, field, formAlert, formatDate, h, pagedList, replace, section, select, showFieldErrors, table } from "../ui.js";
+import { checkboxes, confirmButton, describeError, empty, field, formAlert, formatDate, h, pagedList, replace, section, select, sendingForm, table } from "../ui.js";
 
 const PERIODS = [["", "No limit"], ["day", "per day"], ["month", "per month"], ["total", "in total"]];
 
@@ -56,34 +56,21 @@ export async function render({ signal }) {
     spend_limit_period: field("Limit period", { name: "spend_limit_period", control: select(PERIODS, "") }),
     expires_at: field("Expires (optional)", { name: "expires_at", type: "datetime-local" }),
   };
-  const submit = h("button", { type: "submit", class: "primary" }, "Create key");
-  const form = h("form", { novalidate: true, onsubmit }, Object.values(fields), submit);
-
-  async function onsubmit(event) {
-    event.preventDefault();
-    alert.clear();
+  const form = sendingForm("Create key", { alert, fields, children: Object.values(fields), send: async (sent) => {
     replace(secretHolder);
-    submit.disabled = true;
     const allowed = fields.allowed_models.values();
     const expires = fields.expires_at.input.value;
-    try {
-      const created = await post("/api/v1/access-keys", {
-        name: fields.name.input.value.trim(),
-        allowed_models: allowed.length ? allowed : null,
-        spend_limit: fields.spend_limit.input.value.trim() || null,
-        spend_limit_period: fields.spend_limit_period.input.value || null,
-        expires_at: expires ? new Date(expires).toISOString() : null,
-      });
-      showFieldErrors(fields, {});
-      form.reset();
-      replace(secretHolder, revealed(created));
-      await list.reload();
-    } catch (error) {
-      alert.show([error.message, ...showFieldErrors(fields, error)].join(" "));
-    } finally {
-      submit.disabled = false;
-    }
-  }
+    const created = await post("/api/v1/access-keys", {
+      name: fields.name.input.value.trim(),
+      allowed_models: allowed.length ? allowed : null,
+      spend_limit: fields.spend_limit.input.value.trim() || null,
+      spend_limit_period: fields.spend_limit_period.input.value || null,
+      expires_at: expires ? new Date(expires).toISOString() : null,
+    });
+    sent.reset();
+    replace(secretHolder, revealed(created));
+    await list.reload();
+  } });
 
   return [h("h1", {}, "Access keys"),
           h("p", { class: "aside" }, "Access keys let programs call the models as you, within the limits you set."),

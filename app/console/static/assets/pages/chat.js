@@ -1,6 +1,6 @@
 import { get, post, query, remove } from "../api.js";
 import { formatMoney } from "../money.js";
-import { confirmButton, describeError, empty, field, formAlert, formatDate, h, link, pagedList, section, select, showFieldErrors, table } from "../ui.js";
+import { confirmButton, describeError, empty, field, formAlert, formatDate, h, link, pagedList, section, select, sendingForm, table } from "../ui.js";
 
 function sessionsList(signal, alert) {
   const list = pagedList("your chats", (cursor) => get(`/api/v1/chat/sessions${query({ cursor, limit: 20 })}`, signal),
@@ -32,22 +32,11 @@ export async function render({ search, signal, navigate }) {
     model_id: field("Model", { name: "model_id", control: select(models.map((m) => [m.id, `${m.id} · ${formatMoney(m.input_price_per_mtok)}/${formatMoney(m.output_price_per_mtok)} per M`]), chosen) }),
     title: field("Title (optional)", { name: "title", autocomplete: "off", maxlength: 200 }),
   };
-  const submit = h("button", { type: "submit", class: "primary" }, "Start chat");
-  const form = h("form", { novalidate: true, onsubmit }, Object.values(fields), submit);
-
-  async function onsubmit(event) {
-    event.preventDefault();
-    alert.clear();
-    submit.disabled = true;
-    try {
-      const session = await post("/api/v1/chat/sessions", { model_id: fields.model_id.input.value,
-                                                            title: fields.title.input.value.trim() });
-      await navigate(`/console/chat/${session.id}`);
-    } catch (error) {
-      alert.show([describeError(error), " ", showFieldErrors(fields, error).join(" ")]);
-      submit.disabled = false;
-    }
-  }
+  const form = sendingForm("Start chat", { alert, fields, children: Object.values(fields), send: async () => {
+    const session = await post("/api/v1/chat/sessions", { model_id: fields.model_id.input.value,
+                                                          title: fields.title.input.value.trim() });
+    await navigate(`/console/chat/${session.id}`);
+  } });
 
   return [h("h1", {}, "Chat"), alert, section("Start a chat", form), section("Your chats", sessionsList(signal, alert))];
 }

@@ -2,7 +2,7 @@ import { get, stream } from "../api.js";
 import { balanceSummary } from "../balance.js";
 import { modelPath } from "../catalog.js";
 import { formatMoney } from "../money.js";
-import { describeError, empty, field, formAlert, h, link, replace, section } from "../ui.js";
+import { empty, field, formAlert, h, link, replace, section, sendingForm } from "../ui.js";
 
 function meta(message) {
   const tokens = message.role === "user" ? `${message.prompt_tokens} prompt tokens` : `${message.completion_tokens} answer tokens`;
@@ -40,18 +40,9 @@ export async function render({ params, signal }) {
   const alert = formAlert();
   const content = field("Message", { name: "content", control: h("textarea", { required: true, maxlength: 100000 }),
                                      hint: "Ctrl+Enter sends." });
-  const submit = h("button", { type: "submit", class: "primary" }, "Send");
-  const form = h("form", { novalidate: true, onsubmit }, alert, content, submit);
-  content.input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
-  });
-
-  async function onsubmit(event) {
-    event.preventDefault();
+  const form = sendingForm("Send", { alert, children: [alert, content], send: async () => {
     const text = content.input.value.trim();
     if (!text) return alert.show("Write a message first.");
-    alert.clear();
-    submit.disabled = true;
     noMessages?.remove();
     const asked = bubble("user", text, "sending…");
     const answer = bubble("assistant", "", "writing…");
@@ -66,16 +57,16 @@ export async function render({ params, signal }) {
       answer.dataset.cost = exchange.cost;
       replace(balanceHolder, balanceSummary(exchange.balance));
       content.input.value = "";
-    } catch (error) {
-      if (error.name === "AbortError") return;
+    } catch (error) {  // take back the bubbles of an exchange that did not happen
       if (!answer.text.textContent) answer.remove();
       asked.details.textContent = "not answered";
-      alert.show(describeError(error));
       get("/api/v1/balance", signal).then((fresh) => replace(balanceHolder, balanceSummary(fresh)), () => {});
-    } finally {
-      submit.disabled = false;
+      throw error;
     }
-  }
+  } });
+  content.input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+  });
 
   return [
     h("p", {}, link("/console/chat", "← All chats")),

@@ -1,5 +1,5 @@
 import { get, post, remove } from "../api.js";
-import { confirmButton, describeError, empty, field, formAlert, formatDate, h, replace, section, select, showFieldErrors, table } from "../ui.js";
+import { confirmButton, describeError, empty, field, formAlert, formatDate, h, replace, section, select, sendingForm, table } from "../ui.js";
 
 const PROVIDERS = [["openai", "OpenAI"], ["anthropic", "Anthropic"]];
 
@@ -51,28 +51,15 @@ export async function render({ signal }) {
     label: field("Label (optional)", { name: "label", autocomplete: "off" }),
   };
   const alert = formAlert();
-  const submit = h("button", { type: "submit", class: "primary" }, "Add key");
-  const form = h("form", { novalidate: true, onsubmit }, Object.values(fields), submit);
-
-  async function onsubmit(event) {
-    event.preventDefault();
-    alert.clear();
-    submit.disabled = true;
-    try {
-      const stored = await post("/api/v1/keys", {
-        provider: fields.provider.input.value, api_key: fields.api_key.input.value.trim(),
-        label: fields.label.input.value.trim() || null,
-      });
-      showFieldErrors(fields, {});
-      form.reset();
-      alert.show(`Added the ${stored.provider} key ending ${stored.last4}.`, "ok");
-      await show();
-    } catch (error) {
-      alert.show([error.message, ...showFieldErrors(fields, error)].join(" "));
-    } finally {
-      submit.disabled = false;
-    }
-  }
+  const form = sendingForm("Add key", { alert, fields, children: Object.values(fields), send: async (sent) => {
+    const stored = await post("/api/v1/keys", {
+      provider: fields.provider.input.value, api_key: fields.api_key.input.value.trim(),
+      label: fields.label.input.value.trim() || null,
+    });
+    sent.reset();
+    alert.show(`Added the ${stored.provider} key ending ${stored.last4}.`, "ok");
+    await show();
+  } });
 
   await show();
   return [h("h1", {}, "Provider keys"), alert, section("Your keys", listBody), section("Add a key", form),

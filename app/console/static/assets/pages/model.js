@@ -1,7 +1,7 @@
 import { get, put, query } from "../api.js";
 import { lastDays, spendChart } from "../chart.js";
 import { formatMoney } from "../money.js";
-import { describeError, empty, field, formAlert, h, lazySection, link, stars, table } from "../ui.js";
+import { empty, field, formAlert, h, lazySection, link, sendingForm, stars, table } from "../ui.js";
 
 const DAYS = 30;
 
@@ -36,25 +36,13 @@ function ratingForm(model) {
   const rating = h("fieldset", { class: "field checks" }, h("legend", {}, "Your rating"), choices);
   const review = field("Review (optional)", { name: "review", control: h("textarea", { maxlength: 2000 }) });
   const alert = formAlert();
-  const submit = h("button", { type: "submit", class: "primary" }, "Save rating");
-  const form = h("form", { novalidate: true, onsubmit }, alert, rating, review, submit);
-
-  async function onsubmit(event) {
-    event.preventDefault();
+  return sendingForm("Save rating", { alert, children: [alert, rating, review], send: async (form) => {
     const picked = form.querySelector("input[name=rating]:checked");
     if (!picked) return alert.show("Pick a rating from 1 to 5 stars.");
-    submit.disabled = true;
-    try {
-      const saved = await put(`/api/v1/models/${model.id}/rating`, { rating: Number(picked.value),
-                                                                     review: review.input.value.trim() || null });
-      alert.show(`Saved: ${saved.rating} star${saved.rating === 1 ? "" : "s"}.`, "ok");
-    } catch (error) {
-      alert.show(describeError(error));
-    } finally {
-      submit.disabled = false;
-    }
-  }
-  return form;
+    const saved = await put(`/api/v1/models/${model.id}/rating`, { rating: Number(picked.value),
+                                                                   review: review.input.value.trim() || null });
+    alert.show(`Saved: ${saved.rating} star${saved.rating === 1 ? "" : "s"}.`, "ok");
+  } });
 }
 
 export async function render({ params, signal }) {

@@ -1,6 +1,6 @@
 import { get, put } from "../api.js";
 import { PROVIDERS } from "../catalog.js";
-import { applyTheme, checkboxes, describeError, field, formAlert, h, section, select, showFieldErrors } from "../ui.js";
+import { applyTheme, checkboxes, field, formAlert, h, section, select, sendingForm } from "../ui.js";
 
 const THEMES = [["system", "Same as the system"], ["light", "Light"], ["dark", "Dark"]];
 
@@ -18,32 +18,18 @@ export async function render({ signal }) {
     theme: field("Theme", { name: "theme", control: select(THEMES, preferences.theme) }),
   };
   const alert = formAlert();
-  const submit = h("button", { type: "submit", class: "primary" }, "Save preferences");
-  const form = h("form", { novalidate: true, onsubmit }, alert, Object.values(fields), submit);
-
-  async function onsubmit(event) {
-    event.preventDefault();
-    alert.clear();
-    submit.disabled = true;
-    const amount = (name) => fields[name].input.value.trim() || null;
-    try {
-      const saved = await put("/api/v1/preferences", {
-        default_model_id: fields.default_model_id.input.value || null,
-        preferred_providers: fields.preferred_providers.values(),
-        daily_spend_limit: amount("daily_spend_limit"),
-        max_cost_per_message: amount("max_cost_per_message"),
-        theme: fields.theme.input.value,
-      });
-      showFieldErrors(fields, {});
-      applyTheme(saved.theme);
-      alert.show("Preferences saved.", "ok");
-    } catch (error) {
-      const rest = showFieldErrors(fields, error);
-      alert.show([describeError(error), rest.length ? ` ${rest.join(" ")}` : ""]);
-    } finally {
-      submit.disabled = false;
-    }
-  }
+  const amount = (name) => fields[name].input.value.trim() || null;
+  const form = sendingForm("Save preferences", { alert, fields, send: async () => {
+    const saved = await put("/api/v1/preferences", {
+      default_model_id: fields.default_model_id.input.value || null,
+      preferred_providers: fields.preferred_providers.values(),
+      daily_spend_limit: amount("daily_spend_limit"),
+      max_cost_per_message: amount("max_cost_per_message"),
+      theme: fields.theme.input.value,
+    });
+    applyTheme(saved.theme);
+    alert.show("Preferences saved.", "ok");
+  } });
 
   return [h("h1", {}, "Preferences"), section("Your preferences", form)];
 }

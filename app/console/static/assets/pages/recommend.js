@@ -1,7 +1,7 @@
 import { post } from "../api.js";
 import { CAPABILITIES, modelPath } from "../catalog.js";
 import { formatMoney } from "../money.js";
-import { checkboxes, describeError, empty, field, formAlert, h, link, replace, section, showFieldErrors, stars } from "../ui.js";
+import { checkboxes, empty, field, formAlert, h, link, replace, section, sendingForm, stars } from "../ui.js";
 
 function results(answer) {
   if (!answer.recommendations.length) return empty(answer.notice || "No model fits. Raise the budget or drop a capability.");
@@ -23,29 +23,15 @@ export function render() {
   };
   const alert = formAlert();
   const out = h("div", {});
-  const submit = h("button", { type: "submit", class: "primary" }, "Recommend");
-  const form = h("form", { novalidate: true, onsubmit }, alert, Object.values(fields), submit);
-
-  async function onsubmit(event) {
-    event.preventDefault();
-    alert.clear();
-    submit.disabled = true;
+  const form = sendingForm("Recommend", { alert, fields, failed: () => replace(out), send: async () => {
     replace(out, h("p", { class: "loading", role: "status" }, "Ranking the models…"));
-    try {
-      const answer = await post("/api/v1/models/recommend", {
-        task: fields.task.input.value.trim(),
-        max_price_per_mtok: fields.max_price_per_mtok.input.value.trim() || null,
-        capabilities: fields.capabilities.values(),
-      });
-      showFieldErrors(fields, {});
-      replace(out, section("Ranked for this task", results(answer)));
-    } catch (error) {
-      replace(out);
-      alert.show([describeError(error), " ", showFieldErrors(fields, error).join(" ")]);
-    } finally {
-      submit.disabled = false;
-    }
-  }
+    const answer = await post("/api/v1/models/recommend", {
+      task: fields.task.input.value.trim(),
+      max_price_per_mtok: fields.max_price_per_mtok.input.value.trim() || null,
+      capabilities: fields.capabilities.values(),
+    });
+    replace(out, section("Ranked for this task", results(answer)));
+  } });
 
   return [h("h1", {}, "Recommend a model"), section("Describe the task", form), out];
 }

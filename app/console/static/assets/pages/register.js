@@ -1,5 +1,5 @@
 import * as auth from "../auth.js";
-import { field, formAlert, h, link, showFieldErrors } from "../ui.js";
+import { field, formAlert, h, link, sendingForm } from "../ui.js";
 
 export function render({ navigate }) {
   const fields = {
@@ -10,22 +10,10 @@ export function render({ navigate }) {
                                   hint: "At least 8 characters." }),
   };
   const alert = formAlert();
-  const submit = h("button", { type: "submit", class: "primary" }, "Create account");
-  const form = h("form", { class: "card narrow", novalidate: true, onsubmit }, alert, Object.values(fields), submit);
-
-  async function onsubmit(event) {
-    event.preventDefault();
-    submit.disabled = true;
-    alert.clear();
-    try {
-      await auth.register(fields.email.input.value.trim(), fields.username.input.value.trim(), fields.password.input.value);
-      await navigate("/console/overview", { replaceState: true });
-    } catch (error) {
-      const rest = showFieldErrors(fields, error);
-      alert.show([error.message, ...rest].join(" "));
-      submit.disabled = false;
-    }
-  }
+  const form = sendingForm("Create account", { alert, fields, className: "card narrow", send: async () => {
+    await auth.register(fields.email.input.value.trim(), fields.username.input.value.trim(), fields.password.input.value);
+    await navigate("/console/overview", { replaceState: true });
+  } });
 
   return [h("h1", {}, "Create an account"), form,
           h("p", { class: "aside" }, "Already registered? ", link("/console/signin", "Sign in"), ".")];

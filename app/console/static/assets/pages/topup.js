@@ -1,7 +1,7 @@
 import { get, post, query } from "../api.js";
 import { balanceSummary } from "../balance.js";
 import { compareMoney, formatMoney, isAmount } from "../money.js";
-import { describeError, empty, field, formAlert, formatDate, h, pagedList, replace, section, select, table } from "../ui.js";
+import { empty, field, formAlert, formatDate, h, pagedList, replace, section, select, sendingForm, table } from "../ui.js";
 
 const TYPES = [["", "All types"], ["deposit", "Deposits"], ["hold", "Holds (calls)"], ["release", "Releases (unused holds returned)"]];
 const RETRIES = 2;
@@ -54,30 +54,17 @@ export async function render({ signal }) {
   const amount = field("Amount in USD", { name: "amount", inputmode: "decimal", autocomplete: "off",
                                           hint: `Up to ${formatMoney(terms.max_topup)} at a time.` });
   const alert = formAlert();
-  const submit = h("button", { type: "submit", class: "primary" }, "Add funds");
-  const form = h("form", { class: "card", novalidate: true, onsubmit }, alert, amount, submit);
   const ledgerSection = ledger(signal);
-
-  async function onsubmit(event) {
-    event.preventDefault();
-    alert.clear();
+  const form = sendingForm("Add funds", { alert, fields: { amount }, className: "card", send: async () => {
     const value = amount.input.value.trim();
     const problem = amountProblem(value, terms.max_topup);
     amount.showError(problem);
     if (problem) return amount.input.focus();
-    submit.disabled = true;
-    try {
-      const result = await topUp(value);
-      alert.show(`Added ${formatMoney(result.transaction.amount)}.`, "ok");
-      amount.input.value = "";
-      await Promise.all([showBalance(), ledgerSection.reload()]);
-    } catch (error) {
-      amount.showError(error.details?.amount || "");
-      alert.show(describeError(error));
-    } finally {
-      submit.disabled = false;
-    }
-  }
+    const result = await topUp(value);
+    alert.show(`Added ${formatMoney(result.transaction.amount)}.`, "ok");
+    amount.input.value = "";
+    await Promise.all([showBalance(), ledgerSection.reload()]);
+  } });
 
   await showBalance();
   return [
