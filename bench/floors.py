@@ -12,6 +12,9 @@ can make cheaper, measured in one run.
    (Flask's test client), with the service's database login committing durably
    as `make run`'s does, then with `synchronous_commit = off` set on that login
    (a measurement only: the service never runs so), alternated in blocks.
+4. Where the billed call's SQL spends the server's time: pg_stat_statements'
+   planning and execution per call of each statement the durable calls ran
+   (nested ones included; a COMMIT's flush is not in its figure).
 
     .venv/bin/python bench/floors.py [--requests 2000] [--commits 2000] [--calls 300]"""
 import argparse
@@ -40,6 +43,8 @@ def app(environ, start_response):
     return [body]
 '''
 WARMUP = 100
+STATEMENT_STATISTICS = ("-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all "
+                        "-c pg_stat_statements.track_planning=on")
 STUB_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 64}
 
 
@@ -113,7 +118,9 @@ def commit_latencies(owner_url, count, gap=0.0):
 
 def billed_call_ms(owner_url, app_url, stub, calls, blocks=6):
     """Per-call ms of the billed /v1 call in process, durable commits against
-    synchronous_commit off for the service's login, alternated in `blocks`."""
+    synchronous_commit off for the service's login, alternated in `blocks`
+    (the statement statistics are reset after the warm-up); and the number of
+    calls made since."""
     from app import close_app, create_app
     from app.extensions import db
     from bench.gateway_overhead import OPENAI_KEY, _profiled_call
@@ -122,7 +129,8 @@ def billed_call_ms(owner_url, app_url, stub, calls, blocks=6):
     send = _profiled_call(app.test_client(), "v1", 0)
     for _ in range(WARMUP):
         send()
-    per_call = {"on": [], "off": []}
+    reset_statement_times(owner_url)
+    per_call, made = {"on": [], "off": []}, 0
     with closing(psycopg2.connect(owner_url)) as owner:
         owner.autocommit = True
         for _ in range(blocks):
@@ -136,10 +144,37 @@ def billed_call_ms(owner_url, app_url, stub, calls, blocks=6):
                 for _ in range(calls // blocks):
                     send()
                 per_call[setting].append((time.perf_counter() - started) / (calls // blocks) * 1000)
+                made += 1 + calls // blocks
         with owner.cursor() as cursor:
             cursor.execute("ALTER ROLE app_user RESET synchronous_commit")
     close_app(app)
-    return per_call
+    return per_call, made
+
+
+STATEMENT_TIMES = """
+    SELECT calls, total_plan_time, total_exec_time, toplevel, regexp_replace(query, '\\s+', ' ', 'g') AS query
+      FROM pg_stat_statements
+     WHERE query NOT ILIKE '%%pg_stat_statements%%'
+     ORDER BY total_plan_time + total_exec_time DESC
+     LIMIT 12
+"""
+
+
+def statement_times(owner_url, calls):
+    """The busiest statements since the last reset, per billed call."""
+    with closing(psycopg2.connect(owner_url)) as owner, owner.cursor() as cursor:
+        cursor.execute(STATEMENT_TIMES)
+        for count, plan, execute, top_level, query in cursor.fetchall():
+            print(f"  {count / calls:4.1f} x  plan {plan / calls:6.3f}  execute {execute / calls:6.3f} ms  "
+                  f"{'' if top_level else '(nested) '}{query[:80]}")
+
+
+def reset_statement_times(owner_url):
+    with closing(psycopg2.connect(owner_url)) as owner:
+        owner.autocommit = True
+        with owner.cursor() as cursor:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            cursor.execute("SELECT pg_stat_statements_reset()")
 
 
 def report(label, samples):
@@ -155,7 +190,7 @@ def main():
     args = parser.parse_args()
     stub = Stub()
     try:
-        with durable_database() as (owner_url, app_url), tempfile.TemporaryDirectory() as folder:
+        with durable_database(STATEMENT_STATISTICS) as (owner_url, app_url), tempfile.TemporaryDirectory() as folder:
             service = MakeRunService(settings_for(app_url, LOG_LEVEL="INFO"), Path(folder) / "service.log")
             try:
                 with bare_gunicorn(Path(folder)) as bare_url:
@@ -173,9 +208,11 @@ def main():
             with busy_cores(2):
                 report("back to back, both cores busy", commit_latencies(owner_url, args.commits))
             print(f"A billed POST /v1/chat/completions in process, {args.calls} calls each, ms per call (median of blocks):")
-            per_call = billed_call_ms(owner_url, app_url, stub, args.calls)
+            per_call, made = billed_call_ms(owner_url, app_url, stub, args.calls)
             for setting, label in (("on", "durable commits (as make run)"), ("off", "synchronous_commit off")):
                 print(f"  {label:<44} {statistics.median(per_call[setting]):6.2f} ms")
+            print("The server's time per billed call, by statement (pg_stat_statements):")
+            statement_times(owner_url, made)
     finally:
         stub.stop()
 

@@ -56,13 +56,15 @@ def stop_process(process, timeout=15):
 
 
 @contextmanager
-def durable_database():
+def durable_database(extra_args=""):
     """(owner URL, app_user URL) of a migrated throwaway PostgreSQL that commits
     the way `make run`'s does: testing.postgresql's `-F` (fsync off) removed and
-    fsync and synchronous_commit stated, so every commit waits for its WAL flush."""
+    fsync and synchronous_commit stated, so every commit waits for its WAL flush.
+    `extra_args`: more `-c name=value` for the server."""
     base_dir = tempfile.mkdtemp(prefix="qmarket-bench-pg-", dir="/tmp")
     options = testing_postgresql_options(base_dir)
-    options["postgres_args"] = options["postgres_args"].replace("-F ", "") + " -c fsync=on -c synchronous_commit=on"
+    options["postgres_args"] = (options["postgres_args"].replace("-F ", "")
+                                + f" -c fsync=on -c synchronous_commit=on {extra_args}")
     postgres = testing.postgresql.Postgresql(**options)
     try:
         owner_url = make_dsn(postgres.url(), dbname="bench")
