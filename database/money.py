@@ -32,6 +32,22 @@ class MoneySQL:
                 {"user_id": user_id, "amount": amount, "description": description, "metadata": Json(metadata)},
             )
 
+    def deposit(self, user_id, amount, description, metadata, tx=None):
+        """A deposit and what its receipt shows, in one round trip: (the ledger
+        entry, the balance after it), or None when there is no such user."""
+        with self._maybe(tx) as cursor:
+            row = cursor.one(
+                """
+                SELECT *
+                  FROM deposit_with_receipt(%(user_id)s, %(amount)s, %(description)s, %(metadata)s)
+                """,
+                {"user_id": user_id, "amount": amount, "description": description, "metadata": Json(metadata)},
+            )
+        if not row["ok"]:
+            return None
+        return ({column: row[column] for column in TRANSACTION_COLUMNS.split(", ")},
+                {column: row[column] for column in BALANCE_COLUMNS.split(", ")})
+
     def hold_funds(self, user_id, amount, description, metadata, daily_limit=None, call_timeout=None, tx=None,
                    model_id=None, access_key_id=None):
         """Holds `amount`: (ok, transaction_id, available, reason); ok is false and
@@ -64,23 +80,6 @@ class MoneySQL:
                 {"user_id": user_id, "amount": amount, "hold_id": hold_id,
                  "description": description, "metadata": Json(metadata)},
             )
-
-    def ledger_entry_with_balance(self, user_id, transaction_id, tx=None):
-        """(the ledger entry, the balance as it stands), in one round trip."""
-        entry_columns, balance_columns = TRANSACTION_COLUMNS.split(", "), BALANCE_COLUMNS.split(", ")
-        with self._alone(tx) as cursor:
-            row = cursor.one(
-                f"""
-                SELECT {", ".join("t." + column for column in entry_columns)},
-                       {", ".join("b." + column for column in balance_columns)}
-                  FROM transactions t
-                  JOIN user_with_balance b ON b.id = t.user_id
-                 WHERE t.id = %(id)s
-                   AND t.user_id = %(user_id)s
-                """,
-                {"id": transaction_id, "user_id": user_id},
-            )
-        return {column: row[column] for column in entry_columns}, {column: row[column] for column in balance_columns}
 
     def list_transactions(self, user_id, limit, before_id=None, kind=None, tx=None):
         """Newest first: up to `limit` entries older than `before_id`, of type `kind`."""

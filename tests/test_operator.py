@@ -66,6 +66,23 @@ def test_the_service_login_cannot_deposit_above_the_cap(database):
     assert money(database, user_id) == (1000, 1)
 
 
+def test_a_deposit_with_its_receipt_keeps_the_cap_and_shows_the_ledger(database):
+    user_id = make_user(database)
+    receipt = "SELECT * FROM deposit_with_receipt(%s::uuid, %s, 'test', '{}')"
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="above the cap"):
+        as_app_user(database, receipt, (user_id, Decimal("1000.01")))
+    assert money(database, user_id) == (0, 0), "nothing moved"
+    as_app_user(database, DEPOSIT, (user_id, Decimal("2.5")))
+    shown = as_app_user(database, receipt, (user_id, Decimal("7.25")))
+    [(entry_id, available_after)] = database.query(
+        "SELECT id, available_after FROM transactions WHERE user_id = %s ORDER BY id DESC LIMIT 1", (user_id,))
+    assert shown[:6] == (True, None, entry_id, "deposit", Decimal("7.25"), available_after)
+    assert available_after == Decimal("9.75")
+    assert shown[11:] == (Decimal("9.75"), Decimal("0"), Decimal("0"), Decimal("9.75"), "USD")
+    assert as_app_user(database, receipt, ("00000000-0000-0000-0000-000000000000", Decimal("1")))[:3] == (
+        False, "no_such_user", None)
+
+
 @pytest.mark.parametrize("statement", [
     "SELECT max_amount FROM deposit_cap",
     "UPDATE deposit_cap SET max_amount = 1000000",

@@ -6,7 +6,7 @@ from app.api.guards import require_auth
 from app.api.idempotency import claim_within, idempotent, respond
 from app.api.openapi import CURSOR, LIMIT, query_enum
 from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
-from app.errors import TopUpsDisabled, ValidationFailed
+from app.errors import InvalidToken, TopUpsDisabled, ValidationFailed
 from app.extensions import db
 from app.schemas import Balance, LedgerEntry, TopUpRequest, TopUpResponse, TransactionPage
 from database.vocab import TRANSACTION_TYPES
@@ -39,9 +39,12 @@ def add_funds(top_up):
         replayed = claim_within(tx)  # a retry waits for the first's commit and replays its answer
         if replayed is not None:
             return replayed
-        moved = db.add_funds(g.user_id, top_up.amount, "Top-up", {"source": "self_topup"}, tx=tx)
-        # The balance row stays locked from the deposit to the commit: one read, then the answer with COMMIT.
-        entry, balance = db.ledger_entry_with_balance(g.user_id, moved["transaction_id"], tx=tx)
+        # The balance row stays locked from the deposit to the commit: the deposit
+        # brings its receipt, and the answer's record goes out with the COMMIT.
+        receipt = db.deposit(g.user_id, top_up.amount, "Top-up", {"source": "self_topup"}, tx=tx)
+        if receipt is None:
+            raise InvalidToken()  # the user is gone
+        entry, balance = receipt
         return respond(TopUpResponse(transaction=LedgerEntry.from_row(entry), balance=Balance.from_row(balance)), 201, tx)
 
 
