@@ -237,9 +237,10 @@ def streamed_reply(hold, stream):
     is estimated): the provider's usage; without it, the prompt at the hold's
     estimate and the completion at the UTF-8 bytes delivered, at most max_tokens."""
     if stream.usage is not None:
-        return Completion(stream.text, *stream.usage), False
+        return Completion(stream.text, *stream.usage, ending=stream.ending), False
     log.warning("stream without usage: billed on an estimate (hold %s)", hold.id)
-    return Completion(stream.text, hold.prompt_estimate, min(len(stream.text.encode()), hold.max_tokens)), True
+    return Completion(stream.text, hold.prompt_estimate, min(len(stream.text.encode()), hold.max_tokens),
+                      ending=stream.ending), True
 
 
 @contextmanager

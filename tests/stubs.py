@@ -32,6 +32,10 @@ class Behaviour:
         self.with_usage = True
         self.garbled = False
         self.reply = "Hello from the stub."
+        # Why the reply ended, in the format's own words (None: it was done:
+        # "stop" / "end_turn"), and the stop sequence Anthropic names.
+        self.stop_reason = None
+        self.stop_sequence = None
         # Seconds between the body's bytes (headers go at once); 0 sends it whole.
         self.drip_seconds = 0.0
         # When set: the answer waits until the test opens the gate.
@@ -202,7 +206,7 @@ class OpenAIStub(StubProvider):
         reply = {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
                  "model": body["model"],
                  "choices": [{"index": 0, "message": {"role": "assistant", "content": behaviour.reply},
-                              "finish_reason": "stop"}]}
+                              "finish_reason": behaviour.stop_reason or "stop"}]}
         if behaviour.with_usage:
             reply["usage"] = {"prompt_tokens": behaviour.prompt_tokens,
                               "completion_tokens": behaviour.completion_tokens,
@@ -216,7 +220,7 @@ class OpenAIStub(StubProvider):
         return self._chunk(body, {"content": text}, None)
 
     def closing_events(self, body, behaviour):
-        yield self._chunk(body, {}, "stop")
+        yield self._chunk(body, {}, behaviour.stop_reason or "stop")
         if body.get("stream_options", {}).get("include_usage") and behaviour.with_usage:
             yield _data({"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": int(time.time()),
                          "model": body["model"], "choices": [],
@@ -246,7 +250,7 @@ class AnthropicStub(StubProvider):
     def answer(self, body, behaviour):
         reply = {"id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
                  "content": [{"type": "text", "text": behaviour.reply}],
-                 "stop_reason": "end_turn", "stop_sequence": None}
+                 "stop_reason": behaviour.stop_reason or "end_turn", "stop_sequence": behaviour.stop_sequence}
         if behaviour.with_usage:
             reply["usage"] = {"input_tokens": behaviour.prompt_tokens, "output_tokens": behaviour.completion_tokens}
         return reply
@@ -267,7 +271,8 @@ class AnthropicStub(StubProvider):
 
     def closing_events(self, body, behaviour):
         yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        delta = {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}}
+        delta = {"type": "message_delta", "delta": {"stop_reason": behaviour.stop_reason or "end_turn",
+                                                    "stop_sequence": behaviour.stop_sequence}}
         if behaviour.with_usage:
             delta["usage"] = {"output_tokens": behaviour.completion_tokens}
         yield _event("message_delta", delta)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.providers import ProviderError, Providers, ProviderStreamCut, ProviderTimeout
+from app.providers import Ending, ProviderError, Providers, ProviderStreamCut, ProviderTimeout
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
 KEYS = {"openai": "sk-test", "anthropic": "sk-ant-test"}
@@ -65,8 +65,23 @@ def test_the_deltas_join_to_the_reply_with_the_usage_reported(providers, provide
     deltas = list(reply)
     assert len(deltas) == len(REPLY.split()) and "".join(deltas) == REPLY == reply.text
     assert reply.usage == (23, 9)
-    assert reply.finish_reason == {"openai": "stop", "anthropic": "end_turn"}[provider]
+    assert reply.ending == Ending("stop")
     assert stub.requests[-1]["body"]["stream"] is True
+
+
+@pytest.mark.parametrize(("provider", "said", "ending"), [
+    ("openai", ("length", None), Ending("length")),
+    ("openai", ("content_filter", None), Ending("stop")),
+    ("anthropic", ("max_tokens", None), Ending("length")),
+    ("anthropic", ("stop_sequence", "###"), Ending("stop_sequence", "###")),
+    ("anthropic", ("tool_use", None), Ending("stop")),
+])
+def test_why_a_reply_ended_is_read_from_plain_and_streamed_replies(providers, stub, provider, said, ending):
+    stub.behaviour.stop_reason, stub.behaviour.stop_sequence = said
+    streamed = stream(providers, provider)
+    list(streamed)
+    plain = providers.complete(provider, "model-x", MESSAGES, 100, None, KEYS[provider], time.monotonic() + 5)
+    assert streamed.ending == plain.ending == ending
 
 
 def test_openai_is_always_asked_for_usage(providers, stubs):

@@ -291,6 +291,33 @@ def test_stop_sequences_are_honoured_in_either_format(server, account, stubs):
     assert stubs[1].requests[0]["body"]["stop_sequences"] == ["END"]
 
 
+def test_why_an_answer_ended_reaches_either_sdk(server, account, stubs):
+    """As the provider said it, in the client's format; a local model names the stop sequence it cut at."""
+    claude = "anthropic/claude-3-5-haiku-20241022"
+    messages = [{"role": "user", "content": "alpha beta gamma"}]
+    local = anthropic_client(server, account).messages.create(
+        model="local/echo", max_tokens=20, stop_sequences=["gamma"], messages=messages)
+    assert (local.stop_reason, local.stop_sequence, local.content[0].text) == ("stop_sequence", "gamma",
+                                                                               "You said : alpha beta ")
+    stubs[1].behaviour.stop_reason, stubs[1].behaviour.stop_sequence = "stop_sequence", "END"
+    plain = anthropic_client(server, account).messages.create(
+        model=claude, max_tokens=20, stop_sequences=["END"], messages=messages)
+    with anthropic_client(server, account).messages.stream(
+            model=claude, max_tokens=20, stop_sequences=["END"], messages=messages) as streamed:
+        final = streamed.get_final_message()
+    assert (plain.stop_reason, plain.stop_sequence) == (final.stop_reason, final.stop_sequence) == (
+        "stop_sequence", "END")
+    # OpenAI's own words: a provider that says "length" early is believed, in either format.
+    stubs[0].behaviour.stop_reason = "length"
+    gpt = openai_client(server, account).chat.completions.create(model="openai/gpt-4o-mini", messages=messages)
+    chunks = list(openai_client(server, account).chat.completions.create(
+        model="openai/gpt-4o-mini", messages=messages, stream=True))
+    as_claude = anthropic_client(server, account).messages.create(
+        model="openai/gpt-4o-mini", max_tokens=100, messages=messages)
+    assert gpt.choices[0].finish_reason == chunks[-1].choices[0].finish_reason == "length"
+    assert (as_claude.stop_reason, as_claude.stop_sequence) == ("max_tokens", None)
+
+
 def test_an_openai_stream_the_provider_breaks_ends_in_an_error_the_sdk_raises(server, account, stubs):
     stubs[0].behaviour.chunks = ["one ", "two ", "three ", "four "]
     stubs[0].behaviour.error_event_after_chunks = 2

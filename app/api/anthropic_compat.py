@@ -13,6 +13,8 @@ from app.schemas.anthropic_format import AnswerBlock, AnthropicUsage, Message, M
 
 bp = Blueprint("anthropic", __name__, url_prefix="/v1")
 FIELDS = {"max_tokens": "max_tokens", "prompt": "messages"}
+# A reply's ending (app.providers.Ending) in this format's words.
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
 
 
 @bp.post("/messages")
@@ -35,9 +37,10 @@ def create_message(request):
 
 
 def message_of(hold, reply, exchange):
+    ending = inference.ending_of(hold, reply)
     return Message(
         id=f"msg_{hold.id}", model=hold.model_id, content=[AnswerBlock(text=reply.content)],
-        stop_reason="max_tokens" if inference.finished_by_length(hold, reply) else "end_turn",
+        stop_reason=STOP_REASONS[ending.reason], stop_sequence=ending.stop_sequence,
         usage=AnthropicUsage(input_tokens=exchange.prompt_tokens, output_tokens=exchange.completion_tokens,
                              cost=format_money(exchange.cost)))
 
@@ -68,7 +71,8 @@ class Events:
     def closing(self, answer):
         usage = answer.usage.model_dump(mode="json")
         return (sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-                + sse({"type": "message_delta", "delta": {"stop_reason": answer.stop_reason, "stop_sequence": None},
+                + sse({"type": "message_delta",
+                       "delta": {"stop_reason": answer.stop_reason, "stop_sequence": answer.stop_sequence},
                        "usage": usage}, "message_delta")
                 + sse({"type": "message_stop"}, "message_stop"))
 

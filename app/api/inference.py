@@ -8,6 +8,7 @@ from app import billing
 from app.api.guards import require_model_allowed
 from app.errors import register_error_shape
 from app.extensions import db
+from app.providers import Ending
 
 OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
                       403: "permission_error", 404: "not_found_error", 409: "conflict_error",
@@ -52,9 +53,12 @@ def hold(model_id, messages, max_tokens, temperature, fields, stream=False, stop
                                  access_key=g.access_key, stream=stream, stop=stop)
 
 
-def finished_by_length(hold_, reply):
-    """Whether the answer stopped at max_tokens rather than on its own."""
-    return reply.completion_tokens >= hold_.max_tokens if reply.has_usage else False
+def ending_of(hold_, reply):
+    """Why the answer ended: as its provider said, else "length" when it used
+    all of max_tokens and "stop" when not."""
+    if reply.ending is not None:
+        return reply.ending
+    return Ending("length" if reply.has_usage and reply.completion_tokens >= hold_.max_tokens else "stop")
 
 
 def text_of(content):

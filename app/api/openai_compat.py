@@ -64,7 +64,7 @@ def completion_of(hold, reply, exchange, created):
     return ChatCompletion(
         id=f"chatcmpl-{hold.id}", created=created, model=hold.model_id,
         choices=[Choice(message=AssistantMessage(content=reply.content),
-                        finish_reason="length" if inference.finished_by_length(hold, reply) else "stop")],
+                        finish_reason="length" if inference.ending_of(hold, reply).reason == "length" else "stop")],
         usage=OpenAIUsage(prompt_tokens=exchange.prompt_tokens, completion_tokens=exchange.completion_tokens,
                           total_tokens=exchange.prompt_tokens + exchange.completion_tokens,
                           cost=format_money(exchange.cost)))

@@ -9,14 +9,14 @@ first_byte_deadline, deadline)` → Stream, the same reply delivered as it is wr
 Each wire format is one module; they share the transport (`transport.py`),
 which bounds every remote call by its deadline."""
 from app.providers.anthropic import MESSAGES
-from app.providers.completion import (Completion, ProviderError, ProviderStreamCut, ProviderTimeout,
+from app.providers.completion import (Completion, Ending, ProviderError, ProviderStreamCut, ProviderTimeout,
                                       ProviderUnreachable)
 from app.providers.local import LOCAL, local_tokens
 from app.providers.openai import CHAT_COMPLETIONS
 from app.providers.stream import Stream
 from app.providers.transport import Transport
 
-__all__ = ["Completion", "MESSAGE_OVERHEAD_TOKENS", "ProviderError", "ProviderStreamCut", "ProviderTimeout",
+__all__ = ["Completion", "Ending", "MESSAGE_OVERHEAD_TOKENS", "ProviderError", "ProviderStreamCut", "ProviderTimeout",
            "ProviderUnreachable", "Providers", "REQUEST_OVERHEAD_TOKENS", "Stream", "local_tokens",
            "message_tokens_upper_bound", "prompt_tokens_upper_bound"]
 

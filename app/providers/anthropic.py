@@ -1,4 +1,5 @@
 """Anthropic's Messages API at ANTHROPIC_BASE_URL."""
+from app.providers.completion import Ending
 from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -27,6 +28,19 @@ class Messages(RemoteFormat):
         """The text blocks of the reply, joined; other blocks (tool use) carry no text."""
         return "".join(part["text"] for part in reply["content"] if part.get("type") == "text")
 
+    def reply_ending(self, reply):
+        return self.ending(reply.get("stop_reason"), reply.get("stop_sequence"))
+
+    @staticmethod
+    def ending(stop_reason, stop_sequence):
+        """max_tokens is "length", stop_sequence names its sequence; the rest
+        (end_turn, tool_use, …) is a stop."""
+        if not stop_reason:
+            return None
+        if stop_reason == "stop_sequence" and isinstance(stop_sequence, str):
+            return Ending("stop_sequence", stop_sequence)
+        return Ending("length" if stop_reason == "max_tokens" else "stop")
+
     def stream_body(self, body):
         return {**body, "stream": True}
 
@@ -42,7 +56,8 @@ class Messages(RemoteFormat):
             stream.note_usage(*self.usage_counts(event["message"].get("usage")))
         elif kind == "message_delta":
             stream.note_usage(*self.usage_counts(event.get("usage")))
-            stream.finish_reason = event["delta"].get("stop_reason") or stream.finish_reason
+            delta = event["delta"]
+            stream.ending = self.ending(delta.get("stop_reason"), delta.get("stop_sequence")) or stream.ending
         elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
             return str(event["delta"]["text"])
         elif kind == "message_stop":

@@ -10,10 +10,20 @@ SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 @dataclass(frozen=True)
+class Ending:
+    """Why a reply ended, in words common to the providers: "stop" (the model
+    was done, or a stop sequence the provider does not name), "length"
+    (max_tokens), or "stop_sequence" (then `stop_sequence` says which)."""
+    reason: str
+    stop_sequence: str | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
     content: str
     prompt_tokens: int | None
     completion_tokens: int | None
+    ending: Ending | None = None  # None: the provider did not say
 
     @property
     def has_usage(self):

@@ -2,7 +2,7 @@
 counts, so that the whole billed path can run without any provider account."""
 import re
 
-from app.providers.completion import Completion
+from app.providers.completion import Completion, Ending
 from app.providers.stream import Stream
 
 WORDS = re.compile(r"\w+|[^\w\s]")
@@ -29,9 +29,10 @@ LOCAL_REPLIES = {"echo": _echo, "reverse": _reverse}
 
 
 def _before_stop(text, stop):
-    """The text up to the first stop sequence, as providers end a reply there."""
-    ends = [text.find(sequence) for sequence in stop or () if sequence in text]
-    return text[:min(ends)] if ends else text
+    """(the text up to the first stop sequence, as providers end a reply there;
+    that sequence, or None)."""
+    ends = sorted((text.find(sequence), sequence) for sequence in stop or () if sequence in text)
+    return (text[:ends[0][0]], ends[0][1]) if ends else (text, None)
 
 
 class Local:
@@ -42,22 +43,26 @@ class Local:
     base_url_setting = None
 
     def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None):
-        reply = LOCAL_REPLIES.get(model_name, _echo)(messages[-1]["content"])[:max_tokens]
+        words = LOCAL_REPLIES.get(model_name, _echo)(messages[-1]["content"])
         prompt = LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"]))
                                               for m in messages)
-        text = _before_stop(" ".join(reply), stop)
-        return Completion(content=text, prompt_tokens=prompt, completion_tokens=len(local_tokens(text)))
+        text, stopped_at = _before_stop(" ".join(words[:max_tokens]), stop)
+        if stopped_at is not None:
+            ending = Ending("stop_sequence", stopped_at)
+        else:
+            ending = Ending("length" if len(words) > max_tokens else "stop")
+        return Completion(content=text, prompt_tokens=prompt, completion_tokens=len(local_tokens(text)),
+                          ending=ending)
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
                deadline, stop=None):
         """The text `complete` gives, word by word, with the same usage."""
         completion = self.complete(transport, model_name, messages, max_tokens, temperature, api_key, deadline,
                                    stop)
-        finish_reason = "length" if completion.completion_tokens == max_tokens else "stop"
 
         def words(stream):
             stream.note_usage(completion.prompt_tokens, completion.completion_tokens)
-            stream.finish_reason = finish_reason
+            stream.ending = completion.ending
             return STREAMED_WORDS.findall(completion.content)
 
         return Stream(self.name, words)

@@ -1,4 +1,5 @@
 """OpenAI's Chat Completions at OPENAI_BASE_URL; any compatible server works."""
+from app.providers.completion import Ending
 from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
 
 
@@ -19,6 +20,17 @@ class ChatCompletions(RemoteFormat):
         # A reply that is only a tool call or a refusal carries null content.
         return str(reply["choices"][0]["message"]["content"] or "")
 
+    def reply_ending(self, reply):
+        return self.ending(reply["choices"][0].get("finish_reason"))
+
+    @staticmethod
+    def ending(finish_reason):
+        """finish_reason "length" is max_tokens; the rest (stop, content_filter, …)
+        is a stop, since the API does not say whether a stop sequence matched."""
+        if not finish_reason:
+            return None
+        return Ending("length" if finish_reason == "length" else "stop")
+
     def stream_body(self, body):
         # Usage is always asked for, whatever the client wanted: it is what is billed.
         return {**body, "stream": True, "stream_options": {"include_usage": True}}
@@ -37,7 +49,7 @@ class ChatCompletions(RemoteFormat):
             return None
         choice = chunk["choices"][0]
         if choice.get("finish_reason"):
-            stream.finish_reason = choice["finish_reason"]
+            stream.ending = self.ending(choice["finish_reason"])
         return str((choice.get("delta") or {}).get("content") or "")
 
 

@@ -1,6 +1,6 @@
 """A reply streamed as it is written, whatever the provider: iterating a Stream
 yields its text deltas; once iteration ends it holds all the text delivered,
-the usage the provider reported and why it stopped.
+the usage the provider reported and why it stopped (`ending`).
 
 Until the first delta a stream fails as `complete` does (ProviderError,
 ProviderUnreachable, ProviderTimeout), since nothing was delivered; after it,
@@ -34,7 +34,7 @@ class Stream:
 
     def __init__(self, provider, read_deltas, source=None):
         self.provider = provider
-        self.finish_reason = None
+        self.ending = None
         self.prompt_tokens = self.completion_tokens = None
         self._source = source or _NoConnection()
         self._deltas = read_deltas(self)

@@ -18,7 +18,8 @@ MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 class RemoteFormat:
     """A provider reached over HTTP. Subclasses set `name`, `path`, the setting
     holding the base URL, and the usage fields holding the two token counts,
-    and implement `body`, `headers`, `reply_text`, `stream_body` and `read_event`."""
+    and implement `body`, `headers`, `reply_text`, `reply_ending`, `stream_body` and
+    `read_event`."""
 
     name = path = base_url_setting = stop_field = None
     prompt_usage = completion_usage = None
@@ -49,7 +50,8 @@ class RemoteFormat:
         """The Completion in a reply object; a reply of another shape is the
         provider's fault, reported as such rather than as ours."""
         try:
-            return Completion(clean_text(self.name, self.reply_text(reply)), *self.usage_counts(reply.get("usage")))
+            return Completion(clean_text(self.name, self.reply_text(reply)), *self.usage_counts(reply.get("usage")),
+                              self.reply_ending(reply))
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ProviderError(self.name, 200, "malformed response") from None
 
