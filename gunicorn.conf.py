@@ -12,6 +12,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402
+import random  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 
@@ -116,3 +117,26 @@ def post_fork(server, worker):
     """psycopg2 waits for the database through gevent's hub, not blocking the worker."""
     from psycogreen.gevent import patch_psycopg
     patch_psycopg()
+
+
+def post_worker_init(worker):
+    """While the service runs, each worker returns every RECONCILE_INTERVAL the
+    holds of calls that died with a worker (each at most once, whoever runs it)."""
+    gevent.spawn(_keep_reconciling, worker.wsgi, worker.log)
+
+
+def _keep_reconciling(app, log):
+    from app.billing import reconcile_holds
+    from app.observability import describe_error
+
+    interval = app.config["RECONCILE_INTERVAL"]
+    gevent.sleep(random.uniform(0, interval))  # workers and instances spread out
+    while True:
+        try:
+            with app.app_context():
+                returned = reconcile_holds(app.config, recent=True)
+            if returned:
+                log.info("reconcile: returned %s stale holds", returned)
+        except Exception as exc:  # the next run tries again; start-up reads the whole ledger
+            log.warning("reconcile failed: %s", describe_error(exc))
+        gevent.sleep(interval)

@@ -343,12 +343,19 @@ def _within_bound(hold, name, reported, bound):
     return bound
 
 
-def reconcile_holds(config):
+def reconcile_holds(config, recent=False):
     """Returns every hold whose call never settled once its call's deadline and
     the grace period are past (holds made before holds had deadlines: their
-    creation plus PROVIDER_TIMEOUT); each at most once. Returns how many."""
+    creation plus PROVIDER_TIMEOUT); each at most once. Returns how many.
+    `recent`: only holds made within the longest call, the grace and three
+    RECONCILE_INTERVALs, so that a run every interval sees each such hold, even
+    past a failed run or two, without reading the whole ledger."""
+    made_within = None
+    if recent:
+        made_within = (max(config["PROVIDER_TIMEOUT"], config["STREAM_TIMEOUT"]) + config["HOLD_GRACE_SECONDS"]
+                       + 3 * config["RECONCILE_INTERVAL"])
     returned = 0
-    for stale in db.stale_holds(config["PROVIDER_TIMEOUT"], config["HOLD_GRACE_SECONDS"]):
+    for stale in db.stale_holds(config["PROVIDER_TIMEOUT"], config["HOLD_GRACE_SECONDS"], made_within):
         with db.transaction() as tx:
             released = db.release_hold(stale["user_id"], stale["id"], stale["amount"],
                                        "Returned: the call never settled", {"kind": "reconcile"}, tx=tx)

@@ -142,6 +142,9 @@ SETTINGS = {
     # A hold still unsettled this long after its call's deadline was left by a
     # crash: reconcile returns it (and a retry may take over its Idempotency-Key).
     "HOLD_GRACE_SECONDS": ("30", _seconds),
+    # How often each worker returns such holds while the service runs (a worker
+    # that died mid-call leaves one); start-up returns all of them.
+    "RECONCILE_INTERVAL": ("60", _seconds),
     "SELF_TOPUP_ENABLED": ("true", _flag),
     "MAX_TOPUP": ("1000", _decimal),
     "LOG_LEVEL": ("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),

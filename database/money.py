@@ -124,22 +124,24 @@ class MoneySQL:
                  "by_day": by_day, "by_model": by_model},
             )
 
-    def stale_holds(self, call_timeout, grace_seconds, tx=None):
+    def stale_holds(self, call_timeout, grace_seconds, made_within=None, tx=None):
         """Holds never settled (their call's process died) whose call's deadline is
         more than `grace_seconds` past, oldest first. A hold without a stored
-        deadline (made before holds had one) ends `call_timeout` after it was made."""
+        deadline (made before holds had one) ends `call_timeout` after it was made.
+        `made_within` (seconds): only holds made that recently, not the whole ledger."""
         with self._alone(tx) as cursor:
             return cursor.all(
                 """
                 SELECT hold.id, hold.user_id, hold.amount
                   FROM transactions hold
                  WHERE hold.type = 'hold'
+                   AND (%(within)s IS NULL OR hold.created_at >= now() - make_interval(secs => %(within)s))
                    AND coalesce(hold.call_deadline, hold.created_at + make_interval(secs => %(call_timeout)s))
                        < now() - make_interval(secs => %(grace)s)
                    AND NOT EXISTS (SELECT 1 FROM transactions rel
                                     WHERE rel.related_transaction_id = hold.id AND rel.type = 'release')
                  ORDER BY hold.id
                 """,
-                {"call_timeout": call_timeout, "grace": grace_seconds},
+                {"call_timeout": call_timeout, "grace": grace_seconds, "within": made_within},
             )
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from app import close_app, create_app
+from app.billing import reconcile_holds
 from app.money import format_money
 from devtools.cluster import free_port
 from tests.support import LiveServer, assert_error, bearer, new_session, readme_ledger_query, user
@@ -176,6 +177,51 @@ def test_reconcile_leaves_a_live_calls_hold_alone(settings, database, stub):
     assert response.status_code == 201, response.text
     assert Decimal(response.json()["cost"]) == cost(PROMPT_TOKENS, COMPLETION_TOKENS)
     assert_ledger_exact(database, cost(PROMPT_TOKENS, COMPLETION_TOKENS))
+
+
+def test_a_hold_left_by_a_dead_worker_is_returned_while_the_service_runs(settings, database):
+    """No restart, no operator: the workers' own reconcile returns it once its
+    deadline and the grace are past, and only once."""
+    server = LiveServer({**settings, "RECONCILE_INTERVAL": 0.5, "HOLD_GRACE_SECONDS": 0.5})
+    try:
+        headers, _ = _live_account(server)
+        user_id = database.query("SELECT id FROM users")[0][0]
+        # What a worker killed after its hold leaves behind: a hold whose call ends in 1 s.
+        [(ok, hold_id)] = database.query(
+            "SELECT ok, transaction_id FROM deduct_user_balance(%s, 0.75, 'Hold for a message', '{}', NULL, 1)",
+            (user_id,))
+        assert ok
+        wait_until(lambda: database.query("SELECT held_balance FROM user_balance")[0][0] == 0)
+        time.sleep(1.5)  # more runs of both workers: nothing is returned twice
+        assert database.query("SELECT amount, metadata->>'kind' FROM transactions WHERE related_transaction_id = %s",
+                              (hold_id,)) == [(Decimal("0.75"), "reconcile")]
+        balance = httpx.get(f"{server.url}/api/v1/balance", headers=headers).json()
+        assert (balance["available_balance"], balance["held_balance"]) == (format_money(DEPOSIT), "0.00")
+    finally:
+        server.stop()
+
+
+def test_the_running_services_reconcile_reads_recent_holds_and_start_up_all(settings, database):
+    [(user_id,)] = database.query("INSERT INTO users (email, username, password_hash) "
+                                  "VALUES ('old@example.com', 'oldholds', 'x') RETURNING id")
+    database.query("SELECT add_user_funds(%s, 5)", (user_id,))
+    holds = [database.query("SELECT transaction_id FROM deduct_user_balance(%s, 1, 'h', '{}', NULL, 1)",
+                            (user_id,))[0][0] for _ in range(2)]
+    # One left an hour ago (while the database was down, say), one a few seconds ago.
+    for hold_id, age in zip(holds, ("1 hour", "3 seconds")):
+        database.query("UPDATE transactions SET created_at = now() - %s::interval, "
+                       "call_deadline = now() - %s::interval + interval '1 second' WHERE id = %s", (age, age, hold_id))
+    app = create_app({**settings, "PROVIDER_TIMEOUT": 1, "STREAM_TIMEOUT": 1, "HOLD_GRACE_SECONDS": 1,
+                      "RECONCILE_INTERVAL": 1})
+    try:
+        with app.app_context():
+            assert reconcile_holds(app.config, recent=True) == 1  # made within 1 + 1 + 3 × 1 s
+            assert database.query("SELECT related_transaction_id FROM transactions WHERE type = 'release'") == [
+                (holds[1],)]
+            assert reconcile_holds(app.config) == 1  # start-up's run: the whole ledger
+    finally:
+        close_app(app)
+    assert database.query("SELECT held_balance FROM user_balance WHERE user_id = %s", (user_id,)) == [(0,)]
 
 
 def _reconcile(settings):
