@@ -2,15 +2,13 @@
 list and revoke. The keys open the inference API, never this account API."""
 import base64
 import secrets
-import uuid
-from datetime import datetime
 
 from flask import Blueprint, g
 
 from app.api.contract import body, other_responses, query, response
-from app.api.guards import ACCESS_KEY_PREFIX, access_key_hash, require_auth
+from app.api.guards import ACCESS_KEY_PREFIX, access_key_hash, require_auth, uuid_from_path
 from app.api.openapi import CURSOR, LIMIT
-from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate
+from app.api.pagination import newest_first
 from app.errors import KeyLimitReached, NotFound, ValidationFailed
 from app.extensions import db
 from app.schemas import AccessKey, AccessKeyPage, NewAccessKey, NewAccessKeyRequest
@@ -66,9 +64,7 @@ def create_access_key(new_key):
 @require_auth
 def list_access_keys():
     """Your access keys not revoked, newest first (never the keys themselves)"""
-    limit = page_size()
-    rows = db.list_access_keys(g.user_id, limit + 1, after=decode_cursor(datetime.fromisoformat, uuid.UUID))
-    page, next_cursor = paginate(rows, limit, lambda last: encode_cursor(last["created_at"].isoformat(), last["id"]))
+    page, next_cursor = newest_first(lambda limit, after: db.list_access_keys(g.user_id, limit, after=after))
     return AccessKeyPage(access_keys=[AccessKey.from_row(row) for row in page], next_cursor=next_cursor)
 
 
@@ -77,9 +73,5 @@ def list_access_keys():
 @require_auth
 def revoke_access_key(access_key_id):
     """Revoke an access key: it stops working at once"""
-    try:
-        access_key_id = uuid.UUID(access_key_id)
-    except ValueError:
-        raise NotFound() from None
-    if not db.revoke_access_key(g.user_id, access_key_id):
+    if not db.revoke_access_key(g.user_id, uuid_from_path(access_key_id)):
         raise NotFound()

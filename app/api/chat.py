@@ -1,16 +1,13 @@
 """Chat sessions and billed messages: endpoints 12–16."""
-import uuid
-from datetime import datetime
-
 from flask import Blueprint, current_app, g
 from flask import request as flask_request
 
 from app import billing
 from app.api.contract import body, other_responses, query, response, streams
-from app.api.guards import authenticate, confirm_token, rate_limited, require_auth, token_subject
+from app.api.guards import authenticate, confirm_token, rate_limited, require_auth, token_subject, uuid_from_path
 from app.api.idempotency import idempotent
 from app.api.openapi import CURSOR, LIMIT
-from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
+from app.api.pagination import decode_cursor, encode_cursor, newest_first, page_size, paginate, row_id
 from app.api.streaming import answer_call, event_stream, sse
 from app.errors import NotFound, SessionGone, ValidationFailed
 from app.extensions import db
@@ -19,14 +16,6 @@ from app.schemas import (Balance, Message, MessageExchange, NewMessageRequest, N
                          SessionPage, SessionWithMessages, Usage)
 
 bp = Blueprint("chat", __name__, url_prefix="/chat")
-
-
-def session_id_from(text):
-    """A session id from the URL; anything that is not a UUID is simply not found."""
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise NotFound() from None
 
 
 @bp.post("/sessions")
@@ -47,9 +36,7 @@ def create_session(new_session):
 @require_auth
 def list_sessions():
     """Your sessions, newest first"""
-    limit = page_size()
-    rows = db.list_sessions(g.user_id, limit + 1, after=decode_cursor(datetime.fromisoformat, uuid.UUID))
-    page, next_cursor = paginate(rows, limit, lambda last: encode_cursor(last["created_at"].isoformat(), last["id"]))
+    page, next_cursor = newest_first(lambda limit, after: db.list_sessions(g.user_id, limit, after=after))
     return SessionPage(sessions=[Session.from_row(row) for row in page], next_cursor=next_cursor)
 
 
@@ -59,7 +46,7 @@ def list_sessions():
 @require_auth
 def show_session(session_id):
     """A session and its messages, oldest first"""
-    session = db.session(g.user_id, session_id_from(session_id))
+    session = db.session(g.user_id, uuid_from_path(session_id))
     if session is None:
         raise NotFound()
     limit = page_size()
@@ -75,7 +62,7 @@ def show_session(session_id):
 @require_auth
 def delete_session(session_id):
     """Delete a session and its messages (its transactions stay)"""
-    if not db.delete_session(g.user_id, session_id_from(session_id)):
+    if not db.delete_session(g.user_id, uuid_from_path(session_id)):
         raise NotFound()
 
 
@@ -93,7 +80,7 @@ def send_message(message, session_id):
     With `"stream": true` (or `Accept: text/event-stream`) the answer comes as
     server-sent events: `delta` {"content"} as it is written, then `done` with
     this operation's 201 body, or `error` with the error body."""
-    session_id = session_id_from(session_id)
+    session_id = uuid_from_path(session_id)
     stream = _asks_for_stream(message)
     with db.transaction(acting_user_id=g.user_id) as tx:
         hold = billing.hold(g.user_id, session_id, message.content, message.max_tokens, message.temperature, tx,

@@ -3,6 +3,7 @@
 (`rate_limited`) and the unknown-query guard. Idempotency-Key: idempotency.py."""
 import functools
 import hashlib
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app, g, request
@@ -163,6 +164,16 @@ def require_model_allowed(model_id):
     key = g.get("access_key")
     if key is not None and key["allowed_models"] is not None and model_id not in key["allowed_models"]:
         raise ModelNotAllowed()
+
+
+# ----------------------------------------------------------------- the path
+
+def uuid_from_path(text):
+    """An id from the URL; anything that is not a UUID is simply not found."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise NotFound() from None
 
 
 # ----------------------------------------------------------------- the query string

@@ -1,11 +1,9 @@
 """The key vault: endpoints 6–8. A stored key is never shown again, only its
 provider, label and last four characters."""
-import uuid
-
 from flask import Blueprint, g
 
 from app.api.contract import body, other_responses, response
-from app.api.guards import require_auth
+from app.api.guards import require_auth, uuid_from_path
 from app.errors import DuplicateKey, KeyLimitReached, NotFound
 from app.extensions import db, vault
 from app.schemas import KeyList, NewKeyRequest, StoredKey
@@ -48,9 +46,5 @@ def list_keys():
 @require_auth
 def delete_key(key_id):
     """Delete a key and its ciphertext"""
-    try:
-        key_id = uuid.UUID(key_id)
-    except ValueError:
-        raise NotFound() from None
-    if not db.delete_api_key(g.user_id, key_id):
+    if not db.delete_api_key(g.user_id, uuid_from_path(key_id)):
         raise NotFound()

@@ -1,6 +1,7 @@
 """`?limit=&cursor=` for every collection: opaque cursors, bounded pages."""
 import base64
 import binascii
+import uuid
 from datetime import datetime, timedelta
 
 from flask import request
@@ -60,6 +61,15 @@ def row_id(text):
     if not (text.isascii() and text.isdigit() and 0 < int(text) < 2 ** 63):
         raise ValueError(text)
     return int(text)
+
+
+def newest_first(fetch):
+    """(the page, next_cursor) of a collection listed newest first by
+    (created_at, id): `fetch(limit, after)` gives up to `limit` rows after the
+    cursor's (created_at, id), or from the newest when `after` is None."""
+    limit = page_size()
+    rows = fetch(limit + 1, decode_cursor(datetime.fromisoformat, uuid.UUID))
+    return paginate(rows, limit, lambda last: encode_cursor(last["created_at"].isoformat(), last["id"]))
 
 
 def paginate(rows, limit, cursor_of):
