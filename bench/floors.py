@@ -32,9 +32,9 @@ import psycopg2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import MakeRunService, Stub, durable_database, percentile, stop_process  # noqa: E402
+from bench.harness import MakeRunService, Stub, durable_database, percentile, stop_process, timed  # noqa: E402
 from devtools.cluster import free_port  # noqa: E402
-from tests.support import settings_for  # noqa: E402
+from tests.support import settings_for, wait_until_ready  # noqa: E402
 
 BARE_APP = '''
 def app(environ, start_response):
@@ -55,12 +55,7 @@ def latencies(url, count, body=None):
             return client.get(url) if body is None else client.post(url, json=body)
         for _ in range(WARMUP):
             send()
-        samples = []
-        for _ in range(count):
-            started = time.perf_counter()
-            send().raise_for_status()
-            samples.append((time.perf_counter() - started) * 1000)
-    return samples
+        return [timed(send) for _ in range(count)]
 
 
 @contextmanager
@@ -73,18 +68,10 @@ def bare_gunicorn(folder):
         [sys.executable, "-m", "gunicorn", "--config", str(folder / "empty_config.py"), "--worker-class", "gevent",
          "--bind", f"127.0.0.1:{port}", "--chdir", str(folder), "bare:app"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield url
+        wait_until_ready(url, process, path="/", output=lambda: "")
+        yield f"{url}/"
     finally:
         stop_process(process)
 

@@ -10,7 +10,6 @@ import time
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-import httpx
 import psycopg2
 import testing.postgresql
 from psycopg2.extensions import make_dsn
@@ -21,6 +20,7 @@ os.environ["ENV_FILE"] = os.devnull  # never a developer's .env
 
 import migrate  # noqa: E402
 from devtools.cluster import free_port, testing_postgresql_options  # noqa: E402
+from tests.support import wait_until_ready  # noqa: E402
 
 APP_PASSWORD = "bench-app-user"
 # Above anything a sequential benchmark sends, so the limiter counts every call
@@ -111,17 +111,7 @@ class MakeRunService:
             [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
              "--bind", self.url.removeprefix("http://"), "wsgi:app"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the service did not start: " + Path(log_path).read_text()[-2000:])
-            time.sleep(0.1)
-
-    def _ready(self):
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        wait_until_ready(self.url, self.process, output=Path(log_path).read_text)
 
     def stop(self):
         stop_process(self.process)

@@ -5,12 +5,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
 from bench.harness import stop_process
+from tests.support import wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".bench" / "litellm-venv"
@@ -63,20 +61,8 @@ class LiteLLMProxy:
             [str(executable), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
              "--num_workers", "1"],
             cwd=self.folder.name, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_until_ready()
-
-    def _wait_until_ready(self, timeout=180):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("litellm exited early: " + Path(self.log.name).read_text()[-2000:])
-            try:
-                if httpx.get(f"{self.url}/health/liveliness", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"litellm not ready after {timeout}s: " + Path(self.log.name).read_text()[-2000:])
+        wait_until_ready(self.url, self.process, timeout=180, path="/health/liveliness",
+                         output=Path(self.log.name).read_text)
 
     def stop(self):
         stop_process(self.process)

@@ -186,7 +186,7 @@ class Service:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", str(config), "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True)
-        wait_until_ready(self.url, self.process, timeout=60)
+        wait_until_ready(self.url, self.process, timeout=60, output=Path(log_path).read_text)
 
     def workers(self):
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()

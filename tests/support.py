@@ -108,14 +108,19 @@ def stop_servers_on(dbname):
         server.stop()
 
 
-def wait_until_ready(url, process, timeout=30):
+def wait_until_ready(url, process, timeout=30, path="/readyz", output=None):
+    """Returns once `url` + `path` answers 200; raises, with the end of the
+    server's output (`output()`, else its stderr pipe), if `process` ends first
+    or `timeout` seconds pass."""
+    def tail():
+        text = output() if output else process.stderr.read().decode(errors="replace")
+        return text[-2000:]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited early with status {process.returncode}: "
-                               f"{process.stderr.read().decode(errors='replace')[-2000:]}")
+            raise RuntimeError(f"server exited early with status {process.returncode}: {tail()}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
