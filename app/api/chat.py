@@ -3,7 +3,7 @@ from flask import Blueprint, current_app, g
 from flask import request as flask_request
 
 from app import billing
-from app.api.contract import body, other_responses, query, response, streams
+from app.api.contract import accepts_event_stream, body, other_responses, query, response, streams
 from app.api.guards import authenticate, confirm_token, rate_limited, require_auth, token_subject, uuid_from_path
 from app.api.idempotency import idempotent
 from app.api.openapi import CURSOR, LIMIT
@@ -101,7 +101,7 @@ def _answer(exchange):
 
 
 def _asks_for_stream(message):
-    return message.stream or flask_request.accept_mimetypes.best == "text/event-stream"
+    return message.stream or accepts_event_stream()
 
 
 class SessionEvents:

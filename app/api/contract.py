@@ -125,6 +125,12 @@ def streams(status=200):
     return decorate
 
 
+def accepts_event_stream():
+    """Whether the request's Accept header prefers server-sent events, which
+    asks a view that `streams` for a stream as its body's `stream` does."""
+    return request.accept_mimetypes.best == "text/event-stream"
+
+
 def without_database(view):
     """Declares that the view answers without the database (so never 503)."""
     operation(view).uses_database = False

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from flask import current_app, g, request
 
-from app.api.contract import operation, serialise
+from app.api.contract import accepts_event_stream, operation, serialise
 from app.api.guards import confirm_token_now
 from app.errors import IdempotencyInProgress, IdempotencyKeyReused, ValidationFailed
 from app.extensions import db
@@ -147,7 +147,7 @@ def _stale_after(config):
 
 def _asks_for_stream():
     """Whether the request asks for a streamed answer, read before its body is validated."""
-    if request.accept_mimetypes.best == "text/event-stream":
+    if accepts_event_stream():
         return True
     try:
         body = json.loads(request.get_data(cache=True))
