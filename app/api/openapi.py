@@ -20,10 +20,16 @@ IDEMPOTENCY_HEADER = {
     "description": "Makes a retry safe: the same key and body replay the first answer (kept 24 h, per user).",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
 }
-LIMIT = {"name": "limit", "in": "query", "required": False, "description": "Page size.",
-         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 20}}
-CURSOR = {"name": "cursor", "in": "query", "required": False,
-          "description": "The next_cursor of the previous page.", "schema": {"type": "string"}}
+
+
+def query_parameter(name, schema, description):
+    """An optional query parameter, as the document lists it."""
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+LIMIT = query_parameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 20},
+                        "Page size.")
+CURSOR = query_parameter("cursor", {"type": "string"}, "The next_cursor of the previous page.")
 
 ERROR_BODY = {
     "type": "object",
@@ -64,8 +70,7 @@ RESPONSE_HEADERS = {
 
 
 def query_enum(name, values, description):
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": "string", "enum": list(values)}}
+    return query_parameter(name, {"type": "string", "enum": list(values)}, description)
 
 
 def document():

@@ -4,7 +4,7 @@ from pydantic import ValidationError
 
 from app.api.contract import query, response, validation_details
 from app.api.guards import require_auth
-from app.api.openapi import query_enum
+from app.api.openapi import query_enum, query_parameter
 from app.errors import ValidationFailed
 from app.extensions import db
 from app.schemas import UsageQuery, UsageReport, UsageRow
@@ -14,8 +14,7 @@ bp = Blueprint("usage", __name__, url_prefix="/usage")
 
 
 def _day_parameter(name, description):
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": "string", "format": "date"}}
+    return query_parameter(name, {"type": "string", "format": "date"}, description)
 
 
 @bp.get("")
