@@ -233,14 +233,20 @@ def start_stream(hold):
 
 
 def streamed_reply(hold, stream):
-    """(the Completion a finished or cut stream is billed on, whether its usage
-    is estimated): the provider's usage; without it, the prompt at the hold's
-    estimate and the completion at the UTF-8 bytes delivered, at most max_tokens."""
-    if stream.usage is not None:
-        return Completion(stream.text, *stream.usage, ending=stream.ending), False
-    log.warning("stream without usage: billed on an estimate (hold %s)", hold.id)
-    return Completion(stream.text, hold.prompt_estimate, min(len(stream.text.encode()), hold.max_tokens),
-                      ending=stream.ending), True
+    """(the Completion a finished or cut stream is billed on, whether part of
+    its usage is estimated). Each count the provider reported is billed as
+    reported; one it did not is estimated: the prompt at the hold's estimate,
+    the completion at the UTF-8 bytes of all the text it sent (no token is
+    shorter than a byte), at most max_tokens."""
+    prompt_tokens, completion_tokens = stream.prompt_tokens, stream.completion_tokens
+    estimated = prompt_tokens is None or completion_tokens is None
+    if estimated:
+        log.warning("stream without full usage: billed on an estimate (hold %s)", hold.id)
+    if prompt_tokens is None:
+        prompt_tokens = hold.prompt_estimate
+    if completion_tokens is None:
+        completion_tokens = min(len(stream.text.encode()), hold.max_tokens)
+    return Completion(stream.text, prompt_tokens, completion_tokens, ending=stream.ending), estimated
 
 
 @contextmanager

@@ -30,6 +30,9 @@ class Behaviour:
         self.prompt_tokens = 11
         self.completion_tokens = 7
         self.with_usage = True
+        # Anthropic streams: whether message_delta carries the output's usage
+        # (message_start always has the input's, as the real API sends it).
+        self.usage_in_message_delta = True
         self.garbled = False
         self.reply = "Hello from the stub."
         # Why the reply ended, in the format's own words (None: it was done:
@@ -273,7 +276,7 @@ class AnthropicStub(StubProvider):
         yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
         delta = {"type": "message_delta", "delta": {"stop_reason": behaviour.stop_reason or "end_turn",
                                                     "stop_sequence": behaviour.stop_sequence}}
-        if behaviour.with_usage:
+        if behaviour.with_usage and behaviour.usage_in_message_delta:
             delta["usage"] = {"output_tokens": behaviour.completion_tokens}
         yield _event("message_delta", delta)
         yield _event("message_stop", {"type": "message_stop"})

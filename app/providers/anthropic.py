@@ -47,13 +47,16 @@ class Messages(RemoteFormat):
     def read_event(self, name, data, stream):
         """message_start (input tokens), text deltas of the content blocks,
         message_delta (output tokens so far, stop reason), then message_stop;
-        pings and other blocks' deltas carry no text."""
+        pings and other blocks' deltas carry no text. message_start's
+        output_tokens (1, or so) counts before any output: only message_delta's
+        is the output's count, and a stream without one has its output estimated."""
         event = event_json(data)
         kind = event["type"]
         if kind == "error":
             raise error_event(event["error"])
         if kind == "message_start":
-            stream.note_usage(*self.usage_counts(event["message"].get("usage")))
+            input_tokens, _ = self.usage_counts(event["message"].get("usage"))
+            stream.note_usage(input_tokens, None)
         elif kind == "message_delta":
             stream.note_usage(*self.usage_counts(event.get("usage")))
             delta = event["delta"]
