@@ -41,6 +41,8 @@ DEFAULT_MAX_TOKENS = 1024
 # The settings holding the operator's own key for each provider (house keys).
 HOUSE_KEY_SETTINGS = {provider: f"{provider.upper()}_API_KEY" for provider in KEY_PROVIDERS}
 FULL_PRICE = Decimal(1)
+# Pauses between settle attempts while the database is unavailable: doubling, up to the longest.
+SETTLE_FIRST_PAUSE, SETTLE_LONGEST_PAUSE = 0.25, 4.0
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,16 @@ def streamed_reply(hold, stream):
     return Completion(stream.text, prompt_tokens, completion_tokens, ending=stream.ending), estimated
 
 
+def settle_retry_pause(hold, attempt):
+    """Seconds to wait before settle attempt `attempt` + 1 when the database
+    was unavailable, or None once the hold's deadline plus HOLD_GRACE_SECONDS
+    would pass first: reconcile may return the hold from then on."""
+    pause = min(SETTLE_FIRST_PAUSE * 2 ** attempt, SETTLE_LONGEST_PAUSE)
+    if time.monotonic() + pause >= hold.deadline + current_app.config["HOLD_GRACE_SECONDS"]:
+        return None
+    return pause
+
+
 @contextmanager
 def _returned_on_failure(hold):
     """Returns the whole hold when the provider call fails, and raises the API
@@ -286,12 +298,13 @@ def release(hold, why):
 def settling(hold):
     """The settling transaction, for `settle` and whatever must commit with it
     (an idempotency record). If it fails, the whole hold is returned before the
-    error goes on: as it was when the database is unavailable, else as a 500."""
+    error goes on as a 500; but DatabaseUnavailable goes on with the hold still
+    held, for the caller to try again (`settle_retry_pause`) before it returns
+    the hold."""
     try:
         with db.transaction(acting_user_id=hold.user_id) as tx:
             yield tx
     except DatabaseUnavailable:
-        release(hold, "settle failed: database unavailable")
         raise
     except Exception as exc:
         log.error("settling hold %s failed (%s); returning the whole hold", hold.id, describe_error(exc))

@@ -173,5 +173,10 @@ def record_answer(answer, status, tx):
     return text
 
 
+def json_answer(answer, status):
+    """The JSON response for `answer` (a response model), stored elsewhere if at all."""
+    return _json_response(current_app.json.dumps(serialise(answer)), status)
+
+
 def _json_response(text, status, headers=None):
     return current_app.response_class(text + "\n", status=status, mimetype="application/json", headers=headers)

@@ -1,24 +1,33 @@
 """A held call's answer (`answer_call`): whole, or streamed as server-sent
-events and billed exactly whatever the client does. A Relay sends a started provider stream on in its caller's format (a
-Writer: OpenAI's chunks, Anthropic's events, or the session API's delta/done),
-then settles on what the provider reported. A client that hangs up does not
-stop the settle: the rest of the provider's stream is read (within its
-deadline) and billed. A stream the provider cut short is settled on what was
-delivered, and the client gets an error event, never a silent end. Nothing
-stays held: if the response is closed before it was ever read, the hold is
-settled then."""
+events and billed exactly whatever the client does.
+
+A streamed answer is relayed by a thread of its own (a Relay), which reads the
+provider's stream to its end, turns each piece into the caller's format (a
+Writer: OpenAI's chunks, Anthropic's events, or the session API's delta/done)
+and puts it in the client's Outbox, then settles on what the provider
+reported, as soon as the provider is done, whatever the client is doing. The
+server writes the outbox to the client. A client that stops reading for
+CLIENT_IDLE_TIMEOUT, or is still reading at the stream's deadline, is cut off;
+the relay then reads the rest of the provider's stream without keeping it for
+anyone and bills it. A stream the provider cut short is settled on what came,
+and the client gets an error event, never a silent end."""
 import json
 import logging
+import socket
+import threading
 import time
+from contextlib import suppress
 
 from flask import current_app, g, request
 
 from app import billing
-from app.api.idempotency import defer_idempotency, respond
-from app.errors import APIError, StreamCut
+from app.api.idempotency import defer_idempotency, json_answer
+from app.api.outbox import Outbox
+from app.errors import APIError, InternalError, StorageUnavailable, StreamCut
 from app.money import format_money
 from app.observability import access_log, describe_error
 from app.providers import ProviderStreamCut
+from database.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -36,97 +45,149 @@ def event_stream(events):
 
 def answer_call(hold, writer, stream):
     """A held call's answer. Streamed: server-sent events through `writer`,
-    settled as the stream ends. Else the call is made, then settled and
-    answered (writer.answer, with writer.status) in one transaction with its
-    Idempotency-Key record; an answer that is an APIError (a session deleted
-    meanwhile) is raised once the charge has committed."""
+    settled as the provider's stream ends. Else the call is made, then settled
+    and answered (writer.answer, with writer.status) in one transaction with
+    its Idempotency-Key record; an answer that is an APIError (a session
+    deleted meanwhile) is raised once the charge has committed."""
     if stream:
         return event_stream(Relay(hold, billing.start_stream(hold), writer, defer_idempotency()))
     reply = billing.call(hold)
-    with billing.settling(hold) as tx:
-        answer = writer.answer(hold, reply, billing.settle(hold, reply, tx))
-        if not isinstance(answer, APIError):
-            return respond(answer, writer.status, tx)
-    raise answer
+    answer, _ = settled(hold, reply, writer, defer_idempotency())
+    if isinstance(answer, APIError):
+        raise answer
+    return json_answer(answer, writer.status)
+
+
+def settled(hold, completion, writer, record, estimated=False):
+    """(the answer, a response model or the APIError to report; the exchange)
+    of a call settled in one transaction with its Idempotency-Key record (None
+    without one). While the database is unavailable the settle is tried again,
+    until the hold's deadline plus HOLD_GRACE_SECONDS; then the hold is
+    returned (or left for reconcile) and DatabaseUnavailable goes on."""
+    attempt = 0
+    while True:
+        try:
+            with billing.settling(hold) as tx:
+                exchange = billing.settle(hold, completion, tx, estimated)
+                answer = writer.answer(hold, completion, exchange)
+                if record is not None and not isinstance(answer, APIError):
+                    record.complete(answer, writer.status, tx)
+                return answer, exchange
+        except DatabaseUnavailable:
+            pause = billing.settle_retry_pause(hold, attempt)
+            if pause is None:
+                log.error("hold %s could not be settled: the database stayed unavailable; "
+                          "this answer goes unbilled", hold.id)
+                billing.release(hold, "settle failed: database unavailable")
+                raise
+            attempt += 1
+            time.sleep(pause)
 
 
 class Relay:
-    """The WSGI body of a streamed answer: iterating it relays the stream; its
-    close() (which the server calls however the response ends) settles it if
-    that has not happened yet."""
+    """The WSGI body of a streamed answer. Its thread relays and settles the
+    stream; iterating the body takes what waits in the outbox; close() (which
+    the server calls however the response ends) waits for the thread, so the
+    request lasts until its call is settled."""
 
     def __init__(self, hold, started, writer, record=None):
         self.app = current_app._get_current_object()
         self.hold, self.started, self.writer, self.record = hold, started, writer, record
-        self.settled = False
-        self.exchange = None
+        self.outbox = Outbox(self.app.config["CLIENT_IDLE_TIMEOUT"], hold.deadline)
+        # The client's connection, to cut off a client that stopped reading (gunicorn gives it).
+        self.client = request.environ.get("gunicorn.socket")
         # The request's access-log line goes out with the headers; this one, when the stream ends.
         self.request_id, self.path, self.began = g.get("request_id"), request.path, time.perf_counter()
-        self.outcome = "client left"
-        self._events = self._relay()
+        self.outcome, self.client_cut = "failed", None
+        self._thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
+        self._thread.start()
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        with self.app.app_context():
-            return next(self._events).encode()
+        data = self.outbox.take()
+        if data is None:
+            raise StopIteration
+        return data
 
     def close(self):
-        with self.app.app_context():
-            self._events.close()
-            if not self.settled:
-                self._drain()
-                self._settle()
-            access_log.info("stream", extra={"fields": {
-                "request_id": self.request_id, "path": self.path, "outcome": self.outcome,
-                "duration_ms": round((time.perf_counter() - self.began) * 1000, 2), "user_id": str(self.hold.user_id)}})
+        self.outbox.close()
+        self._thread.join()
+        fields = {"request_id": self.request_id, "path": self.path, "outcome": self.outcome,
+                  "duration_ms": round((time.perf_counter() - self.began) * 1000, 2),
+                  "user_id": str(self.hold.user_id), "buffered_peak_bytes": self.outbox.peak_bytes}
+        if self.client_cut:
+            fields["client_cut"] = self.client_cut
+        access_log.info("stream", extra={"fields": fields})
 
-    def _relay(self):
-        yield self.writer.opening()
-        yield self.writer.delta(self.started.first)
+    def _run(self):
+        with self.app.app_context():
+            try:
+                self._send(self._relay_and_settle())
+            except Exception as exc:  # a bug: the client still gets an end, never a broken chunk
+                log.error("relaying hold %s failed: %s", self.hold.id, describe_error(exc))
+                self._send(self.writer.failure(InternalError()))
+            finally:
+                self.outbox.finish()
+        if not self.outbox.wait_until_closed():
+            self._cut_client()
+
+    def _relay_and_settle(self):
+        """Relays the provider's stream to its end and settles it; the stream's last event."""
+        self._send(self.writer.opening())
+        self._send(self.writer.delta(self.started.first))
         cut = None
         try:
             for piece in self.started.deltas:
-                yield self.writer.delta(piece)
+                self._send(self.writer.delta(piece))
         except ProviderStreamCut as exc:
             cut = exc
         except Exception as exc:  # the stream's reader failed: settle on what came
             log.error("stream of hold %s failed: %s", self.hold.id, describe_error(exc))
             cut = exc
-        outcome = self._settle()
-        self.outcome = "failed" if isinstance(outcome, APIError) else "cut" if cut is not None else "completed"
-        if isinstance(outcome, APIError):
-            yield self.writer.failure(outcome)
-        elif cut is not None:
-            yield self.writer.failure(StreamCut(details={"provider": self.hold.request["provider"],
-                                                         "charged": format_money(self.exchange.cost)}))
-        else:
-            yield self.writer.closing(outcome)
-
-    def _drain(self):
-        """Reads what the provider still sends, to bill it; its deadline bounds this."""
+        completion, estimated = billing.streamed_reply(self.hold, self.started.stream)
+        answer = exchange = None
         try:
-            for _ in self.started.deltas:
-                pass
+            answer, exchange = settled(self.hold, completion, self.writer, self.record, estimated)
+        except DatabaseUnavailable as exc:
+            answer = StorageUnavailable(exc.message)
+        except APIError as error:
+            answer = error
+        finally:
+            if self.record is not None and (answer is None or isinstance(answer, APIError)):
+                self._release_record()
+        if isinstance(answer, APIError):
+            return self.writer.failure(answer)
+        if cut is not None:
+            self.outcome = "cut"
+            return self.writer.failure(StreamCut(details={"provider": self.hold.request["provider"],
+                                                          "charged": format_money(exchange.cost)}))
+        self.outcome = "completed"
+        return self.writer.closing(answer)
+
+    def _release_record(self):
+        """Lets a retry run anew; if the database is gone, the record's own
+        stale time lets one take it over instead."""
+        try:
+            self.record.release()
         except Exception as exc:
-            log.warning("stream of hold %s ended early after its client left: %s", self.hold.id,
+            log.warning("the Idempotency-Key record of hold %s was left to expire: %s", self.hold.id,
                         describe_error(exc))
 
-    def _settle(self):
-        """The answer (a response model), or the APIError to report; once."""
-        self.settled = True
-        completion, estimated = billing.streamed_reply(self.hold, self.started.stream)
-        try:
-            with billing.settling(self.hold) as tx:
-                self.exchange = exchange = billing.settle(self.hold, completion, tx, estimated)
-                answer = self.writer.answer(self.hold, completion, exchange)
-                if self.record is not None and not isinstance(answer, APIError):
-                    self.record.complete(answer, self.writer.status, tx)
-                    self.record = None
-            return answer
-        except APIError as error:
-            return error
-        finally:
-            if self.record is not None:
-                self.record.release()
+    def _send(self, text):
+        """Queues an event for the client; one that stops reading is cut off,
+        and from then on nothing is kept for it."""
+        if text and not self.outbox.put(text.encode()):
+            self._cut_client()
+
+    def _cut_client(self):
+        """Ends the client's connection (a server blocked writing to it stops
+        at once), unless the response has ended already."""
+        if not self.outbox.close():
+            return
+        self.client_cut = "deadline" if time.monotonic() >= self.hold.deadline else "idle"
+        log.warning("stream of hold %s: client cut off (%s)", self.hold.id, self.client_cut)
+        if self.client is not None:
+            with suppress(OSError):
+                self.client.shutdown(socket.SHUT_RDWR)

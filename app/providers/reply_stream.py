@@ -8,6 +8,9 @@ from contextlib import suppress
 from app.providers.completion import ProviderError, ProviderTimeout
 from app.providers.network import MAX_REPLY_BYTES, network_errors, time_left
 
+# Chunks read ahead of the caller; each is what one socket read gave (at most 64 KiB).
+QUEUED_CHUNKS = 8
+
 
 class ReplyStream:
     """A streamed reply's body in chunks, read by a thread of its own into a
@@ -17,12 +20,14 @@ class ReplyStream:
     read) may also wait only what was left of the first-byte time, so a
     silence that long ends the stream too. `close()`, which the caller makes
     when it gives up, shuts the socket so the reading thread ends at once.
-    The queue holds at most the reply, capped at MAX_REPLY_BYTES."""
+    The queue holds at most QUEUED_CHUNKS chunks: a caller that stops taking
+    them stops the reading too, so the provider waits (TCP's own flow
+    control) instead of the worker buffering its reply."""
 
     def __init__(self, client, provider, url, body, headers, first_byte_deadline, deadline):
         self.provider = provider
         self._wait_until, self._deadline = min(first_byte_deadline, deadline), deadline
-        self._chunks = queue.SimpleQueue()
+        self._chunks = queue.Queue(QUEUED_CHUNKS)
         self._socket, self._closed, self._lock = None, False, threading.Lock()
         threading.Thread(target=self._read, args=(client, url, body, headers), daemon=True,
                          name="provider-stream").start()
@@ -49,6 +54,10 @@ class ReplyStream:
                 with suppress(OSError):  # the provider may have closed it already
                     self._socket.shutdown(socket.SHUT_RDWR)
                 self._socket = None
+        # A reading thread waiting for room sees it closed once it gets some.
+        with suppress(queue.Empty):
+            while True:
+                self._chunks.get_nowait()
 
     def _read(self, client, url, body, headers):
         """On the stream's thread: chunks into the queue, then None or the error."""
@@ -59,9 +68,18 @@ class ReplyStream:
                 if response.status_code >= 400:
                     raise ProviderError(self.provider, response.status_code, "error status")
                 self._read_body(response)
-            self._chunks.put(None)
+            self._put(None)
         except Exception as error:  # all of them, for the caller to raise
-            self._chunks.put(error)
+            self._put(error)
+
+    def _put(self, item):
+        """Queues `item` once there is room; False when the caller gave up
+        (closed) or the deadline passed first, since nobody will take it then."""
+        try:
+            self._chunks.put(item, timeout=max(self._deadline - time.monotonic(), 0))
+        except queue.Full:
+            return False
+        return not self._closed
 
     def _read_body(self, response):
         with self._lock:
@@ -76,7 +94,8 @@ class ReplyStream:
                     raise ProviderError(self.provider, response.status_code, "reply too large")
                 if time.monotonic() >= self._deadline:
                     raise ProviderTimeout(self.provider)
-                self._chunks.put(chunk)
+                if not self._put(chunk):
+                    return
         finally:
             with self._lock:
                 self._socket = None  # back to the pool: never to be shut from here again
