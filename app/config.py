@@ -140,7 +140,8 @@ SETTINGS = {
     "PROVIDER_TIMEOUT": ("60", _seconds),
     "STREAM_TIMEOUT": ("600", _seconds),
     # A streaming client that takes nothing this long while something waits for
-    # it is cut off; its call is billed for all the provider produced all the same.
+    # it, or holds its stream back this long in all, is cut off; its call is
+    # billed for all the provider produced all the same.
     "CLIENT_IDLE_TIMEOUT": ("30", _seconds),
     # A hold still unsettled this long after its call's deadline was left by a
     # crash: reconcile returns it (and a retry may take over its Idempotency-Key).

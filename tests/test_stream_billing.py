@@ -47,18 +47,22 @@ def service(database, stubs, **settings):
                         **settings)
 
 
-def settled_calls(database, user_id, timeout=30):
-    """[(hold amount, charge, release metadata)] once every hold of the user is settled."""
+def settled_now(database, user_id):
+    """[(hold amount, charge, release metadata)] when every hold of the user is settled, else None."""
+    rows = database.query(
+        "SELECT h.amount, h.amount - r.amount, r.metadata FROM transactions h"
+        " LEFT JOIN transactions r ON r.related_transaction_id = h.id AND r.type = 'release'"
+        " WHERE h.user_id = %s AND h.type = 'hold' ORDER BY h.id", (user_id,))
+    return rows if rows and all(row[1] is not None for row in rows) else None
+
+
+def settled_calls(database, user_id, timeout=60):
+    """settled_now's rows, once there are some."""
     deadline = time.monotonic() + timeout
-    while True:
-        rows = database.query(
-            "SELECT h.amount, h.amount - r.amount, r.metadata FROM transactions h"
-            " LEFT JOIN transactions r ON r.related_transaction_id = h.id AND r.type = 'release'"
-            " WHERE h.user_id = %s AND h.type = 'hold' ORDER BY h.id", (user_id,))
-        if rows and all(row[1] is not None for row in rows):
-            return rows
+    while (rows := settled_now(database, user_id)) is None:
         assert time.monotonic() < deadline, "a hold stayed open"
         time.sleep(0.05)
+    return rows
 
 
 def assert_ledger_clean(database):
@@ -100,12 +104,31 @@ def read_to_the_end(sock):
     return received
 
 
-def test_a_client_that_stops_reading_is_cut_off_and_billed_for_everything_the_provider_sent(database, stubs):
+def read_slowly_until(sock, done):
+    """Reads 4 KiB every 50 ms (about 80 KB/s) until `done()`; what came."""
+    sock.settimeout(30)
+    received = b""
+    while not done():
+        try:
+            received += sock.recv(4096)
+        except ConnectionResetError:
+            break
+        time.sleep(0.05)
+    return received
+
+
+@pytest.mark.parametrize("client", ["stalled", "slow"])
+def test_a_client_too_slow_for_its_stream_is_cut_off_and_billed_for_everything_the_provider_sent(database, stubs,
+                                                                                                   client):
+    """A stalled client takes nothing more after 4 KiB; a slow one reads all
+    along, far slower than the provider writes, so it would hold the provider's
+    stream back past its deadline."""
     openai_stub = stubs[0]
     openai_stub.behaviour.chunks = ["word " * 20] * 30_000
     openai_stub.behaviour.prompt_tokens, openai_stub.behaviour.completion_tokens = 30, 30_000
-    # Reconcile runs every second and returns a hold one second past its deadline.
-    with service(database, stubs, PROVIDER_TIMEOUT=5, STREAM_TIMEOUT=10, HOLD_GRACE_SECONDS=1,
+    # Reconcile runs every second and returns a hold one second past its deadline. The
+    # deadline leaves a busy machine ample time to relay the whole stream.
+    with service(database, stubs, PROVIDER_TIMEOUT=5, STREAM_TIMEOUT=30, HOLD_GRACE_SECONDS=1,
                  RECONCILE_INTERVAL=1, CLIENT_IDLE_TIMEOUT=2, LOG_LEVEL="INFO") as live:
         headers, user_id = live_user(live.url, "10")
         key = httpx.post(f"{live.url}/api/v1/access-keys", headers=headers,
@@ -116,7 +139,9 @@ def test_a_client_that_stops_reading_is_cut_off_and_billed_for_everything_the_pr
                             "messages": [{"role": "user", "content": "Write at length."}]}, receive_buffer=4096)
         first = sock.recv(4096)
         assert first.startswith(b"HTTP/1.1 200")
-        # The client reads nothing more until the call is settled, past the stream's deadline and grace.
+        # Until the call is settled (in the old way, past the stream's deadline and grace).
+        if client == "slow":
+            first += read_slowly_until(sock, lambda: settled_now(database, user_id))
         rows = settled_calls(database, user_id)
         rest = read_to_the_end(sock)
         sock.close()
@@ -130,7 +155,8 @@ def test_a_client_that_stops_reading_is_cut_off_and_billed_for_everything_the_pr
     streamed = first + rest
     assert b"data: [DONE]" not in streamed and len(streamed) < 30_000 * 100, "the client was cut off"
     ends = [line for line in log if line.get("message") == "stream"]
-    assert len(ends) == 1 and ends[0]["client_cut"] == "idle" and ends[0]["outcome"] == "completed"
+    assert len(ends) == 1 and ends[0]["outcome"] == "completed"
+    assert ends[0]["client_cut"] == "too slow"
     assert 0 < ends[0]["buffered_peak_bytes"] <= OUTBOX_BYTES
     assert_ledger_clean(database)
 

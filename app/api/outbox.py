@@ -11,15 +11,18 @@ OUTBOX_BYTES = 64 * 1024
 
 class Outbox:
     """Filled by the stream's relay, emptied by the server writing to the
-    client. The client counts as idle while the server has something to write
-    and has taken nothing for `idle_seconds` (it is stuck writing what it took,
-    or it has waited that long for room): a client that is waiting for the
-    provider is never idle. `deadline` (a time.monotonic() value) ends every
-    wait for the client."""
+    client. A client too slow for the stream is given up on (`put` and
+    `wait_until_closed` answer False) once it has kept the relay waiting for
+    room `idle_seconds` in all (so it never holds the provider's stream back
+    longer than that), or has taken nothing for `idle_seconds` while the
+    server had something to write (it is stuck writing what it took): a client
+    waiting for the provider is never idle. `deadline` (a time.monotonic()
+    value) ends every wait for the client."""
 
     def __init__(self, idle_seconds, deadline, limit=OUTBOX_BYTES):
         self.limit, self.idle_seconds, self.deadline = limit, idle_seconds, deadline
         self.peak_bytes = 0
+        self.held_back_seconds = 0.0
         self._items, self._size = deque(), 0
         self._finished = self._closed = self._server_waiting = False
         self._last_taken = time.monotonic()
@@ -30,7 +33,10 @@ class Outbox:
         was idle or the deadline came first, or nothing is taken any more."""
         with self._changed:
             while self._size and self._size + len(data) > self.limit and not self._closed:
-                if not self._wait_for_client():
+                began = time.monotonic()
+                waited = self._wait_for_client(began + self.idle_seconds - self.held_back_seconds)
+                self.held_back_seconds += time.monotonic() - began
+                if not waited:
                     return False
             if self._closed:
                 return False
@@ -82,10 +88,10 @@ class Outbox:
                     return False
             return True
 
-    def _wait_for_client(self):
+    def _wait_for_client(self, until=float("inf")):
         """Waits (holding the condition) for the next change; False when the
-        client is idle or the deadline has passed."""
-        until = self.deadline
+        client is idle, or `until` or the deadline has passed."""
+        until = min(until, self.deadline)
         if not self._server_waiting:
             until = min(until, self._last_taken + self.idle_seconds)
         left = until - time.monotonic()

@@ -186,7 +186,7 @@ class Relay:
         at once), unless the response has ended already."""
         if not self.outbox.close():
             return
-        self.client_cut = "deadline" if time.monotonic() >= self.hold.deadline else "idle"
+        self.client_cut = "deadline" if time.monotonic() >= self.hold.deadline else "too slow"
         log.warning("stream of hold %s: client cut off (%s)", self.hold.id, self.client_cut)
         if self.client is not None:
             with suppress(OSError):

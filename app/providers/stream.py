@@ -8,6 +8,11 @@ any failure is a ProviderStreamCut, and `text` and `usage` keep what came."""
 from app.providers.completion import ProviderError, ProviderStreamCut, ProviderTimeout, TextCleaner
 
 
+# A long reply is thousands of small pieces, each a string object several times
+# its text's size: they are joined this often, so the text costs about its length.
+PIECES_KEPT_APART = 1024
+
+
 class StreamBroken(Exception):
     """The provider's stream went wrong in its own terms (an error event, a
     malformed event, no end event); `reason` says how."""
@@ -79,6 +84,8 @@ class Stream:
             if not self._pieces:
                 self._source.delivering()
             self._pieces.append(text)
+            if len(self._pieces) >= PIECES_KEPT_APART:
+                self._pieces = ["".join(self._pieces)]
             yield text
 
     def _failure(self, error):
