@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -19,6 +20,9 @@ HASH_BYTES = 32
 ACCESS = "access"
 REFRESH = "refresh"
 REQUIRED_CLAIMS = ["exp", "iat", "jti", "type", "iss", "aud", "sub", "gen"]
+# How much nicer than the worker the threads that hash are (19 at most, the
+# nicest): the worker's other requests come first.
+HASHING_NICENESS = 10
 
 
 def _b64(raw):
@@ -38,7 +42,16 @@ def _derive(password, salt, iterations):
     args = ("sha256", password.encode("utf-8"), salt, iterations, HASH_BYTES)
     if not monkey.is_module_patched("threading"):
         return hashlib.pbkdf2_hmac(*args)
-    return _hashing_threads(os.getpid()).apply(hashlib.pbkdf2_hmac, args)
+    return _hashing_threads(os.getpid()).apply(_pbkdf2_in_the_background, args)
+
+
+def _pbkdf2_in_the_background(*args):
+    """On a hashing thread, at a lower priority than the event loop's thread
+    (on Linux a nice value is a thread's own): with every core hashing, the
+    loop still gets a core when it has a request to answer."""
+    worker = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the main thread's, the loop's
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, worker + HASHING_NICENESS))
+    return hashlib.pbkdf2_hmac(*args)
 
 
 @functools.cache

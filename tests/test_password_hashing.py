@@ -1,11 +1,14 @@
 """Password hashes leave the gevent worker free: PBKDF2 runs on native
 threads, so requests sharing the worker with logins are answered meanwhile."""
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from app.security import HASHING_NICENESS
+from tests.processes import children_of
 from tests.support import PASSWORD, LiveServer, settings_for
 
 # The setting's maximum: one hash takes seconds, so a login is surely still
@@ -16,6 +19,10 @@ LOGINS = 3  # more than the pool's threads on a 2-core machine: some wait their 
 
 def counted_attempts(database):
     return database.query("SELECT count(*) FROM login_attempts")[0][0]
+
+
+def niceness_of_threads(pid):
+    return [os.getpriority(os.PRIO_PROCESS, int(thread)) for thread in os.listdir(f"/proc/{pid}/task")]
 
 
 def test_a_request_is_answered_while_logins_hash_on_the_same_worker(database):
@@ -42,7 +49,13 @@ def test_a_request_is_answered_while_logins_hash_on_the_same_worker(database):
             pool.submit(send, "readyz", "GET", "/readyz").result()
             for login in logins:
                 login.result()
+        [worker] = children_of(server.process.pid)
+        loop = os.getpriority(os.PRIO_PROCESS, worker)  # the main thread's
+        hashing = [nice for nice in niceness_of_threads(worker) if nice != loop]
     finally:
         server.stop()
     assert answered[0] == ("readyz", 200), answered
     assert sorted(answered[1:]) == [(email, 401) for email in sorted(emails)]
+    # The threads that hashed, still there: no more than the cores, each nicer than the loop.
+    assert 1 <= len(hashing) <= os.cpu_count()
+    assert set(hashing) == {min(19, loop + HASHING_NICENESS)}
