@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import clean_database
-from tests.support import bearer, live_service, live_user
+from tests.support import bearer, live_service, live_user, readme_ledger_query
 
 HOUSE_OPENAI = "sk-house-openai-000000000000001"
 HOUSE_ANTHROPIC = "sk-ant-house-0000000000000000001"
@@ -68,6 +68,12 @@ def ledger(server, user_id):
     return spent, held, rows
 
 
+def assert_charged_exactly(server, user_id, charged):
+    """The user paid exactly `charged`, nothing stays held, and README's ledger check finds nothing."""
+    assert ledger(server, user_id)[:2] == (charged, 0)
+    assert server.database.query(readme_ledger_query()) == []
+
+
 _open_clients = []
 
 
@@ -106,8 +112,8 @@ def test_a_chat_completion_is_billed_as_its_usage(server, account, stubs):
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (17, 9)
     charged = cost("openai/gpt-4o-mini", 17, 9)
     assert Decimal(completion.usage.model_extra["cost"]) == charged
-    spent, held, rows = ledger(server, account["user_id"])
-    assert (spent, held) == (charged, 0)
+    assert_charged_exactly(server, account["user_id"], charged)
+    rows = ledger(server, account["user_id"])[2]
     assert [row[2:] for row in rows] == [("openai/gpt-4o-mini", account["key_id"])] * 2
     sent = stubs[0].requests[0]
     assert sent["headers"]["Authorization"] == f"Bearer {HOUSE_OPENAI}"
@@ -124,7 +130,7 @@ def test_a_streamed_chat_completion_is_billed_as_the_usage_chunk_says(server, ac
     usage = chunks[-1].usage
     assert chunks[-1].choices == [] and (usage.prompt_tokens, usage.completion_tokens) == (12, 4)
     assert Decimal(usage.model_extra["cost"]) == cost("openai/gpt-4o-mini", 12, 4)
-    assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 12, 4), 0)
+    assert_charged_exactly(server, account["user_id"], cost("openai/gpt-4o-mini", 12, 4))
     assert stubs[0].requests[0]["body"]["stream_options"] == {"include_usage": True}
 
 
@@ -133,7 +139,7 @@ def test_usage_is_asked_upstream_even_when_the_client_does_not(server, account, 
         model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], max_tokens=50, stream=True))
     assert all(chunk.usage is None for chunk in chunks)
     assert stubs[0].requests[0]["body"]["stream_options"] == {"include_usage": True}
-    assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 11, 7), 0)
+    assert_charged_exactly(server, account["user_id"], cost("openai/gpt-4o-mini", 11, 7))
 
 
 def test_anthropic_messages_create_and_stream_are_billed_as_their_usage(server, account, stubs):
@@ -151,7 +157,7 @@ def test_anthropic_messages_create_and_stream_are_billed_as_their_usage(server, 
     assert (final.usage.input_tokens, final.usage.output_tokens) == (20, 6)
     usage, = [event.usage for event in events if event.type == "message_delta"]
     assert Decimal(usage.model_extra["cost"]) == cost("anthropic/claude-3-5-haiku-20241022", 20, 6)
-    assert ledger(server, account["user_id"])[:2] == (2 * cost("anthropic/claude-3-5-haiku-20241022", 20, 6), 0)
+    assert_charged_exactly(server, account["user_id"], 2 * cost("anthropic/claude-3-5-haiku-20241022", 20, 6))
     assert stubs[1].requests[0]["body"]["system"] == "Be brief."
 
 
@@ -177,7 +183,7 @@ def test_a_client_that_hangs_up_mid_stream_is_billed_exactly(server, account, st
     assert len(received) >= 2
     # The service reads the rest of the provider's stream and settles on its usage.
     eventually(lambda: len(ledger(server, account["user_id"])[2]) == 2)
-    assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 15, 10), 0)
+    assert_charged_exactly(server, account["user_id"], cost("openai/gpt-4o-mini", 15, 10))
     assert openai_stub.abandoned == 0
 
 
@@ -194,8 +200,8 @@ def test_a_stream_the_provider_breaks_is_billed_on_what_came_and_ends_in_an_erro
             received.extend(stream.text_stream)
     assert "".join(received) == "one two "
     assert "broke off" in str(failure.value)
-    spent, held, rows = ledger(server, account["user_id"])
-    assert held == 0 and 0 < spent <= rows[0][1]
+    # Billed on the usage as far as it came: message_start's counts, 11 input and 1 output token.
+    assert_charged_exactly(server, account["user_id"], cost("anthropic/claude-3-5-haiku-20241022", 11, 1))
 
 
 def test_errors_come_in_each_formats_own_shape(server, account):
@@ -275,7 +281,7 @@ def test_a_retried_stream_replays_in_the_format_it_asked_for(server, account, st
     # One delta with the whole text, the finish, the usage: the same usage as the first time.
     assert len(again) == 5 and again[-2] == first[-2]
     assert len(stubs[0].requests) == 1
-    assert ledger(server, account["user_id"])[:2] == (cost("openai/gpt-4o-mini", 11, 7), 0)
+    assert_charged_exactly(server, account["user_id"], cost("openai/gpt-4o-mini", 11, 7))
 
 
 def test_stop_sequences_are_honoured_in_either_format(server, account, stubs):
@@ -328,9 +334,9 @@ def test_an_openai_stream_the_provider_breaks_ends_in_an_error_the_sdk_raises(se
             received.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
     assert "".join(received) == "one two "
     assert "broke off" in str(failure.value)
-    spent, held, _ = ledger(server, account["user_id"])
     # No usage came: billed on the estimate, the completion at the bytes delivered.
-    assert held == 0 and spent == cost("openai/gpt-4o-mini", 16 + 8 + 2, len("one two ".encode()))
+    assert_charged_exactly(server, account["user_id"],
+                           cost("openai/gpt-4o-mini", 16 + 8 + 2, len("one two ".encode())))
 
 
 def test_parallel_streams_never_overspend_and_leave_nothing_held(server, stubs):
@@ -356,5 +362,5 @@ def test_parallel_streams_never_overspend_and_leave_nothing_held(server, stubs):
         thread.join()
     assert sorted(status for status, _ in outcomes) == [200] * 3 + [402] * 7
     assert all("[DONE]" in text for status, text in outcomes if status == 200)
-    spent, held, rows = ledger(server, user_id)
-    assert held == 0 and len(rows) == 6 and spent == 3 * cost("openai/gpt-4o-mini", 11, 7)
+    assert len(ledger(server, user_id)[2]) == 6
+    assert_charged_exactly(server, user_id, 3 * cost("openai/gpt-4o-mini", 11, 7))
