@@ -16,6 +16,7 @@ from app.extensions import db
 from app.money import format_money
 from app.providers import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS
 from tests.support import bearer, new_session, readme_ledger_query, user, user_id_of
+from tests.test_billing_faults import holds_and_releases
 
 HOUSE_KEY = "sk-house-bounds-0000000000000001"
 GPT = "openai/gpt-4o-mini"
@@ -37,12 +38,6 @@ def cost(model, prompt_tokens, completion_tokens):
 def prompt_bound(*contents):
     """The prompt's upper bound: per request, per message, and each message's UTF-8 bytes."""
     return REQUEST_OVERHEAD_TOKENS + sum(MESSAGE_OVERHEAD_TOKENS + len(content.encode()) for content in contents)
-
-
-def holds_and_releases(database):
-    return database.query("""SELECT hold.amount, rel.amount FROM transactions hold
-                             LEFT JOIN transactions rel ON rel.related_transaction_id = hold.id
-                             WHERE hold.type = 'hold' ORDER BY hold.id""")
 
 
 def assert_ledger_exact(database, spent):
