@@ -1,6 +1,8 @@
 """Hardening (SPEC §6, §7, §10): rate limits and the per-email login lockout,
 trusted proxies, CORS, security headers, the API's description and /docs, and
 the least privilege of the service's own database login."""
+import base64
+import hashlib
 import re
 import time
 from contextlib import closing
@@ -307,6 +309,19 @@ def test_docs_page_uses_only_local_assets(client):
     for url in page.urls:
         with client.get(url) as asset:
             assert asset.status_code == 200, url
+
+
+def test_docs_page_has_a_strict_content_security_policy(client):
+    """No inline script runs but the page's own, named by its hash; nothing from another site."""
+    response = client.get("/docs")
+    text = response.headers["Content-Security-Policy"]
+    policy = dict(directive.strip().split(" ", 1) for directive in text.split(";"))
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert not [word for word in ("unsafe", "*", "//", "data:") if word in text.replace("img-src 'self' data:", "")]
+    inline = re.findall(r"<script>(.*?)</script>", response.get_data(as_text=True), re.S)
+    assert inline
+    assert set(policy["script-src"].split()) == {"'self'"} | {
+        f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'" for script in inline}
 
 
 def test_docs_reads_the_same_document(client):
