@@ -121,12 +121,15 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     """While the service runs, each worker returns every RECONCILE_INTERVAL the
-    holds of calls that died with a worker (each at most once, whoever runs it)."""
+    holds of calls that died with a worker (each at most once, whoever runs it),
+    and forgets the idempotency records past their 24 hours: a stored answer
+    (a /v1 answer's text among them) lives no longer than that, restart or not."""
     gevent.spawn(_keep_reconciling, worker.wsgi, worker.log)
 
 
 def _keep_reconciling(app, log):
     from app.billing import reconcile_holds
+    from app.extensions import db
     from app.observability import describe_error
 
     interval = app.config["RECONCILE_INTERVAL"]
@@ -135,6 +138,7 @@ def _keep_reconciling(app, log):
         try:
             with app.app_context():
                 returned = reconcile_holds(app.config, recent=True)
+                db.prune_idempotency_keys()
             if returned:
                 log.info("reconcile: returned %s stale holds", returned)
         except Exception as exc:  # the next run tries again; start-up reads the whole ledger

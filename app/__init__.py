@@ -38,7 +38,10 @@ def create_app(config=None):
 
 def register_extensions(app):
     db.init_app(app)
-    app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    # No rate-limit headers on every answer: clients (the OpenAI and Anthropic
+    # SDKs) wait out a Retry-After even on a 5xx. A 429 says when to come back
+    # (guards.over_rate_limit).
+    app.config["RATELIMIT_HEADERS_ENABLED"] = False
     limiter.init_app(app)
     CORS(app, origins=app.config["CORS_ORIGINS"], allow_headers=CORS_ALLOWED_HEADERS,
          expose_headers=CORS_EXPOSED_HEADERS, max_age=600)

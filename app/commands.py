@@ -34,11 +34,12 @@ def register_commands(app: Flask):
         try:
             amount = TopUpRequest.model_validate({"amount": amount}).amount
         except ValidationError as exc:
-            raise click.BadParameter(validation_details(exc)["amount"], param_hint="AMOUNT") from None
+            problem = validation_details(exc, {"amount": amount})["amount"]
+            raise click.BadParameter(problem, param_hint="AMOUNT") from None
         try:
             email = EMAIL.validate_python(email)
         except ValidationError as exc:
-            raise click.BadParameter(next(iter(validation_details(exc).values())), param_hint="EMAIL") from None
+            raise click.BadParameter(next(iter(validation_details(exc, email).values())), param_hint="EMAIL") from None
         note = note.strip()
         if not note or len(note) > 400 or "\x00" in note:
             raise click.BadParameter("--note must be 1 to 400 characters")

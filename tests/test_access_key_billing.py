@@ -2,16 +2,18 @@
 a key is refused past the key's spend limit for its period (also under a
 parallel burst) or when the key is not live; the key's `spent` grows by exactly
 its charges on every path that closes a hold; the ledger and the activity show
-each entry's model and key."""
+each entry's model and key; an Idempotency-Key's answer is replayed only to
+the caller that sent the request."""
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from app.billing import reconcile_holds
 from app.extensions import db
-from tests.support import bearer, new_session, user, user_id_of
+from tests.support import bearer, live_user, new_session, readme_ledger_query, user, user_id_of
 
 ACCESS_KEYS = "/api/v1/access-keys"
 MODEL = "local/echo"
@@ -181,3 +183,45 @@ def test_the_ledger_and_the_activity_show_each_entrys_model_and_key(app, client,
     assert [(item["action"], item["model_id"], item["access_key_id"]) for item in activity] == [
         ("release", MODEL, key["id"]), ("hold", MODEL, key["id"]), ("deposit", None, None)]
     assert client.get(ACCESS_KEYS, headers=bearer(funded)).get_json()["access_keys"][0]["spent"] == "0.30"
+
+
+# ----------------------------------------------------------------- Idempotency-Key: a replay is its caller's
+
+def test_a_replay_is_only_for_the_caller_that_sent_the_request(live_server, database):
+    """Key A's answer is replayed to A alone. Key B, held to local/echo, sending
+    A's body and Idempotency-Key meets its own allow-list; key C and the user's
+    own token are served afresh, each billed for its call."""
+    url = f"{live_server.url}/v1/chat/completions"
+    token_headers, user_id = live_user(live_server.url, "10")
+    keys = {name: httpx.post(f"{live_server.url}{ACCESS_KEYS}", json={"name": name, **fields},
+                             headers=token_headers).json()["key"]
+            for name, fields in {"a": {}, "b": {"allowed_models": [MODEL]}, "c": {}}.items()}
+    body = {"model": "local/reverse", "messages": [{"role": "user", "content": "Hello there"}]}
+
+    def send(headers):
+        return httpx.post(url, json=body, headers={**headers, "Idempotency-Key": "abc-1"})
+
+    def holds():
+        return database.query("SELECT count(*) FROM transactions WHERE type = 'hold'")[0][0]
+
+    first = send(bearer(keys["a"]))
+    assert first.status_code == 200 and "Idempotent-Replayed" not in first.headers
+    assert first.json()["choices"][0]["message"]["content"] == "there Hello"
+
+    refused = send(bearer(keys["b"]))
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+    assert holds() == 1
+
+    for other in (bearer(keys["c"]), token_headers):
+        fresh = send(other)
+        assert fresh.status_code == 200 and "Idempotent-Replayed" not in fresh.headers
+        assert fresh.json()["id"] != first.json()["id"]
+    assert holds() == 3
+
+    rows = database.query("SELECT count(*) FROM transactions")[0][0]
+    again = send(bearer(keys["a"]))
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.content == first.content
+    assert database.query("SELECT count(*) FROM transactions")[0][0] == rows
+    assert database.query(readme_ledger_query()) == []
+    assert database.query("SELECT held_balance FROM user_balance WHERE user_id = %s", (user_id,)) == [(0,)]

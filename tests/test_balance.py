@@ -1,5 +1,6 @@
 """The balance, top-ups, the ledger and Idempotency-Key (SPEC §5, endpoints 9–11)."""
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -11,7 +12,8 @@ import pytest
 
 from app import create_app
 from app.extensions import db
-from tests.support import assert_error, bearer, login, readme_ledger_query, register, user_id_of
+from tests.support import (LiveServer, assert_error, bearer, live_user, login, readme_ledger_query, register,
+                           user_id_of)
 
 FUNDS = "/api/v1/balance/funds"
 TRANSACTIONS = "/api/v1/balance/transactions"
@@ -247,6 +249,24 @@ def test_keys_expire_after_a_day_and_are_pruned(app, client, token, database):
     result = app.test_cli_runner().invoke(args=["prune"])
     assert result.exit_code == 0 and "pruned 1 idempotency records" in result.output
     assert [row[0] for row in database.query("SELECT key FROM idempotency_keys")] == ["recent"]
+
+
+def test_a_running_service_forgets_records_past_a_day_without_a_restart(settings, database):
+    """Each worker prunes as it reconciles: a stored answer outlives its 24 hours
+    by at most RECONCILE_INTERVAL, whether or not `flask prune` runs."""
+    server = LiveServer({**settings, "RECONCILE_INTERVAL": 0.2})
+    try:
+        headers, _ = live_user(server.url, "1")
+        for key in ("old", "recent"):
+            keyed = {**headers, "Idempotency-Key": key}
+            assert httpx.post(f"{server.url}{FUNDS}", json={"amount": "1"}, headers=keyed).status_code == 201
+        database.query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'old'")
+        deadline = time.monotonic() + 10
+        while database.query("SELECT key FROM idempotency_keys ORDER BY key") != [("recent",)]:
+            assert time.monotonic() < deadline, "the old record was not pruned"
+            time.sleep(0.05)
+    finally:
+        server.stop()
 
 
 def test_keys_are_scoped_to_the_user(client, token):

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from app import close_app, create_app
+from app.api.idempotency import CALL_START_MARGIN_SECONDS
 from app.billing import reconcile_holds
 from app.money import format_money
 from devtools.cluster import free_port
@@ -151,6 +152,51 @@ def test_a_retry_while_the_call_runs_is_refused_not_run_again(quick_app, token, 
     again = quick_app.test_client().post(session_url, json={"content": "Hi"}, headers=headers)
     assert again.status_code == 201  # a timed-out answer is not kept: the retry runs anew
     assert len(stub.requests) == 2
+    assert_ledger_exact(database, cost(PROMPT_TOKENS, COMPLETION_TOKENS))
+
+
+def test_a_stream_asked_for_by_accept_alone_is_kept_in_progress_for_a_streams_time(app, client, token, session_url,
+                                                                                   database, stub):
+    """`Accept: text/event-stream` asks for a stream as `"stream": true` does: its
+    record may be taken over only once a stream could no longer run."""
+    gate = stub.behaviour.hold_answers()
+    headers = {**bearer(token), "Idempotency-Key": "send-1", "Accept": "text/event-stream"}
+    try:
+        with ThreadPoolExecutor(1) as caller:
+            first = caller.submit(client.post, session_url, json={"content": "Hi"}, headers=headers)
+            assert stub.wait_for_requests(1)
+            streamed = app.config["STREAM_TIMEOUT"] + CALL_START_MARGIN_SECONDS + app.config["HOLD_GRACE_SECONDS"]
+            assert app.config["STREAM_TIMEOUT"] != app.config["PROVIDER_TIMEOUT"]
+            assert database.query("SELECT state, stale_at - created_at FROM idempotency_keys") == [
+                ("in_progress", timedelta(seconds=streamed))]
+            gate.set()
+            response = first.result()
+    finally:
+        gate.set()
+    assert response.mimetype == "text/event-stream" and "event: done" in response.get_data(as_text=True)
+    assert_ledger_exact(database, cost(PROMPT_TOKENS, COMPLETION_TOKENS))
+
+
+def test_a_stale_record_is_not_taken_over_by_another_body(client, token, session_url, database, stub):
+    """A retry may take over an unfinished request (its process died) only as
+    that request: another body under the key is refused before any hold or call."""
+    gate = stub.behaviour.hold_answers()
+    headers = {**bearer(token), "Idempotency-Key": "send-1"}
+    try:
+        with ThreadPoolExecutor(1) as caller:
+            first = caller.submit(client.post, session_url, json={"content": "Hi"}, headers=headers)
+            assert stub.wait_for_requests(1)
+            database.query("UPDATE idempotency_keys SET stale_at = now() - interval '1 second'")
+            rows = database.query("SELECT count(*) FROM transactions")
+            assert_error(client.post(session_url, json={"content": "Something else"}, headers=headers),
+                         422, "idempotency_key_reused")
+            assert len(stub.requests) == 1
+            assert database.query("SELECT count(*) FROM transactions") == rows
+            gate.set()
+            assert first.result().status_code == 201
+    finally:
+        gate.set()
+    assert len(stub.requests) == 1
     assert_ledger_exact(database, cost(PROMPT_TOKENS, COMPLETION_TOKENS))
 
 

@@ -303,3 +303,29 @@ def test_tabs_reopened_at_once_all_keep_the_session(server, browser):
             expect(tab.locator(".figure-available_balance dd")).to_have_text("$0.00")
     finally:
         context.close()
+
+
+def test_the_api_docs_render_every_operation_under_their_policy(server, page):
+    """/docs (Swagger UI, served locally) draws every operation of /openapi.json
+    while its Content-Security-Policy lets no inline script run but its own."""
+    page.add_init_script("window.violations = [];"
+                         "document.addEventListener('securitypolicyviolation',"
+                         " event => window.violations.push(event.violatedDirective + ' ' + event.blockedURI));")
+    offsite = []
+    page.on("request", lambda request: request.url.startswith(server.url) or offsite.append(request.url))
+    document = httpx.get(f"{server.url}/openapi.json").json()
+    operations = sum(len(methods) for methods in document["paths"].values())
+    page.goto(f"{server.url}/docs")
+    page.wait_for_function(f"() => document.querySelectorAll('.opblock').length === {operations}")
+    page.locator(".opblock-summary").first.click()  # an operation opens
+    page.locator(".opblock-body").first.wait_for()
+    assert page.evaluate("window.violations") == []
+    assert offsite == []
+    assert page.errors == []
+    # The policy is in force: an inline script the page did not ship is refused.
+    assert page.evaluate("""() => {
+        const script = document.createElement('script');
+        script.textContent = 'window.injected = true';
+        document.body.append(script);
+        return window.injected === true;
+    }""") is False

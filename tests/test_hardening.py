@@ -1,6 +1,9 @@
 """Hardening (SPEC §6, §7, §10): rate limits and the per-email login lockout,
 trusted proxies, CORS, security headers, the API's description and /docs, and
 the least privilege of the service's own database login."""
+import base64
+import hashlib
+import re
 import time
 from contextlib import closing
 from html.parser import HTMLParser
@@ -308,6 +311,19 @@ def test_docs_page_uses_only_local_assets(client):
             assert asset.status_code == 200, url
 
 
+def test_docs_page_has_a_strict_content_security_policy(client):
+    """No inline script runs but the page's own, named by its hash; nothing from another site."""
+    response = client.get("/docs")
+    text = response.headers["Content-Security-Policy"]
+    policy = dict(directive.strip().split(" ", 1) for directive in text.split(";"))
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert not [word for word in ("unsafe", "*", "//", "data:") if word in text.replace("img-src 'self' data:", "")]
+    inline = re.findall(r"<script>(.*?)</script>", response.get_data(as_text=True), re.S)
+    assert inline
+    assert set(policy["script-src"].split()) == {"'self'"} | {
+        f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'" for script in inline}
+
+
 def test_docs_reads_the_same_document(client):
     assert client.get("/docs/openapi.json").get_json() == client.get("/openapi.json").get_json()
 
@@ -407,6 +423,73 @@ def test_each_error_component_is_what_the_service_sends(client, ada, document, s
         assert conforms(component, response.get_json()), response.get_json()
     assert set(document["components"]["schemas"]["Error"]["properties"]["error"]["required"]) == {
         "code", "message", "details"}
+
+
+# ----------------------------------------------------------------- validation messages
+
+# A message's content is a string or a list of parts: pydantic tells which member
+# of that union each error came from, in words made of the validators' code.
+INFERENCE_BODIES = {
+    "/v1/chat/completions": {"model": "local/echo"},
+    "/v1/messages": {"model": "local/echo", "max_tokens": 20},
+}
+BAD_CONTENT = {"NUL": ("a\u0000b", "must not contain NUL characters"),
+               "number": (5, "must be a string or a list")}
+INTERNALS = ("function", "partial", "validator", " at 0x", "list[", "str]")
+
+
+def error_text(body):
+    """(the message, the field named: OpenAI's format only) of an error in either format."""
+    return body["error"]["message"], body["error"].get("param")
+
+
+@pytest.mark.parametrize("path", INFERENCE_BODIES)
+@pytest.mark.parametrize("bad", BAD_CONTENT)
+def test_a_bad_content_is_named_by_its_field_in_the_services_words(client, ada, path, bad):
+    content, problem = BAD_CONTENT[bad]
+    body = {**INFERENCE_BODIES[path], "messages": [{"role": "user", "content": content}]}
+    response = client.post(path, json=body, headers=bearer(ada["access_token"]))
+    assert response.status_code == 400, response.get_json()
+    message, param = error_text(response.get_json())
+    assert message.endswith(f"(messages.0.content: {problem})"), message
+    if path == "/v1/chat/completions":
+        assert param == "messages.0.content"
+    assert not [word for word in INTERNALS if word in response.get_data(as_text=True)]
+
+
+def test_no_union_member_reaches_a_field_path():
+    """Any union: of models (pydantic names each by its class), of a string and a list."""
+    from typing import Annotated, Literal
+
+    from pydantic import BaseModel, Field, ValidationError
+
+    from app.api.contract import validation_details
+
+    class Cat(BaseModel):
+        kind: Literal["cat"]
+        lives: int
+
+    class Dog(BaseModel):
+        kind: Literal["dog"]
+        good: bool
+
+    class Pets(BaseModel):
+        pets: list[Cat | Dog]
+        name: Annotated[str, Field(max_length=3)] | list[str]
+
+    data = {"pets": [{"kind": "cat", "lives": "nine"}, 5, {"kind": "dog"}], "name": "Rex the dog"}
+    with pytest.raises(ValidationError) as raised:
+        Pets.model_validate(data)
+    assert validation_details(raised.value, data) == {
+        "pets.0.lives": "must be an integer",  # as a Cat; as a Dog:
+        "pets.0.kind": "must be one of dog",
+        "pets.0.good": "is required",
+        "pets.1": "must be an object",
+        "pets.2.kind": "must be one of cat",
+        "pets.2.lives": "is required",
+        "pets.2.good": "is required",
+        "name": "must be at most 3 characters",
+    }
 
 
 # ----------------------------------------------------------------- least privilege

@@ -1,8 +1,10 @@
 """HTTP only: one blueprint per area under /api/v1, the operations endpoints at
 the root, and what every view shares (contract, guards, pagination, openapi)."""
+from flask_limiter import RateLimitExceeded
+
 from app.api import (access_keys, account, anthropic_compat, auth, balance, chat, inference, keys, models,
                      openai_compat, ops, service, usage)
-from app.api.guards import refuse_unknown_query_parameters
+from app.api.guards import over_rate_limit, refuse_unknown_query_parameters
 
 API_PREFIX = "/api/v1"
 API_BLUEPRINTS = (auth, keys, access_keys, balance, usage, chat, models, account, service)
@@ -18,3 +20,4 @@ def register_blueprints(app):
     app.register_blueprint(anthropic_compat.bp)
     inference.register_error_shapes(app)
     app.before_request(refuse_unknown_query_parameters)
+    app.register_error_handler(RateLimitExceeded, over_rate_limit)

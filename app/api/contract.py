@@ -206,14 +206,57 @@ def _message(item):
     return "is not valid"
 
 
-def validation_details(error):
-    """A pydantic ValidationError as {"field.path": "message"}, the first
-    message of each field."""
-    fields = {}
-    for item in error.errors(include_url=False):
-        path = ".".join(str(part) for part in item["loc"]) or "body"
-        fields.setdefault(path, _message(item))
+def validation_details(error, data):
+    """A pydantic ValidationError of `data` as {"field.path": "message"}, the
+    first message of each field. A path names only the fields and indexes of
+    `data`: pydantic also puts in it, for a value that no member of a union
+    took, the member each error came from (its type as text, internal names
+    and memory addresses included), which never reaches a client. Of those
+    errors, the members that do not take the value's type are left out when
+    another one does (a string with a NUL: "must not contain NUL characters");
+    when none does, they are named together ("must be a string or a list")."""
+    located = [_located(item, data) for item in error.errors(include_url=False)]
+    taken = {union for _, union, mismatch, _ in located if union is not None and not mismatch}
+    fields, mismatches = {}, set()
+    for path, union, mismatch, message in located:
+        if mismatch and union in taken:
+            continue
+        if path not in fields:
+            fields[path] = message
+            if mismatch:
+                mismatches.add(path)
+        elif mismatch and path in mismatches:
+            fields[path] = _either(fields[path], message)
     return fields
+
+
+def _located(item, data):
+    """(path, union, mismatch, message) of one pydantic error in `data`: the
+    error's location without the union members pydantic adds (parts that are
+    no field or index of `data`; a required field that is missing is the one
+    part found nowhere that stays), the path of the innermost union it came
+    through (None: none), and whether it says that the value is not of that
+    union member's type."""
+    loc, parts, value, union = item["loc"], [], data, None
+    for index, part in enumerate(loc):
+        if isinstance(value, dict) and isinstance(part, str) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        elif not (item["type"] == "missing" and index == len(loc) - 1):
+            union = tuple(parts)
+            continue
+        parts.append(part)
+    mismatch = union == tuple(parts) and item["type"].endswith("_type")
+    return ".".join(str(part) for part in parts) or "body", union, mismatch, _message(item)
+
+
+def _either(first, second):
+    """"must be a string" and "must be a list" as "must be a string or a list"."""
+    prefix = "must be "
+    if first.startswith(prefix) and second.startswith(prefix) and second[len(prefix):] not in first:
+        return f"{first} or {second[len(prefix):]}"
+    return first
 
 
 def _refuse_constant(name):
@@ -251,4 +294,4 @@ def json_body(model):
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise ValidationFailed(details=validation_details(exc)) from None
+        raise ValidationFailed(details=validation_details(exc, payload)) from None

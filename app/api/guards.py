@@ -3,13 +3,16 @@
 (`rate_limited`) and the unknown-query guard. Idempotency-Key: idempotency.py."""
 import functools
 import hashlib
+import math
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app, g, request
 
 from app.api.contract import operation
-from app.errors import InvalidAccessKey, InvalidToken, ModelNotAllowed, NotFound, Unauthorized, ValidationFailed
+from app.errors import (InvalidAccessKey, InvalidToken, ModelNotAllowed, NotFound, RateLimited, Unauthorized,
+                        ValidationFailed, error_response)
 from app.extensions import db, limiter, tokens
 from app.security import ACCESS
 
@@ -87,6 +90,17 @@ def rate_limited(limit, key_func=None):
         operation(view).rate_limited = True
         return limiter.limit(limit, key_func=key_func)(view)
     return decorate
+
+
+def over_rate_limit(error):
+    """The 429 of a request over a rate limit (flask-limiter's RateLimitExceeded),
+    with Retry-After: the whole seconds until the breached limit's window resets.
+    Only this answer carries it (flask-limiter's headers are off): a client's SDK
+    waits out a Retry-After on any status, a 5xx included."""
+    breached = limiter.current_limit
+    seconds = math.ceil(breached.reset_at - time.time()) if breached is not None else 1
+    return error_response(RateLimited.code, RateLimited.message, RateLimited.status,
+                          headers={"Retry-After": str(max(seconds, 1))})
 
 
 # ----------------------------------------------------------------- the access key

@@ -3,7 +3,10 @@
 The first request with a key claims a record (in progress), runs, and stores its
 2xx answer in the same transaction as its effect (`respond`). A retry with the
 same body replays that answer; another body is 422; a duplicate that arrives
-while the first runs is 409. An error answer is not kept. No lock is held while
+while the first runs is 409. An error answer is not kept. A record is its
+caller's: the user and, on the inference API, the access key (a user's own
+bearer token is a caller of its own); another caller sending the same key and
+body runs afresh, through its own checks, and is never shown the first answer. No lock is held while
 the request runs: the record itself says who is running, and until when it may:
 an in-progress record is taken over by a retry (its process died) only after
 the deadline of the provider call it guards plus HOLD_GRACE_SECONDS, the time
@@ -78,10 +81,10 @@ def idempotent(view=None, *, replay=None, atomic=False):
         try:
             response = view(*args, **kwargs)
         except BaseException:
-            db.release_idempotency_key(g.user_id, key)
+            db.release_idempotency_key(g.user_id, key, _access_key_id())
             raise
         if not g.get("idempotency_deferred") and not g.pop("idempotency_completed", False):
-            db.release_idempotency_key(g.user_id, key)
+            db.release_idempotency_key(g.user_id, key, _access_key_id())
         return response
     return wrapper
 
@@ -99,7 +102,7 @@ def _claim(key, replay, tx=None):
     None when this one is to run. 422 for another request under the key, 409
     while it runs."""
     outcome, record = db.claim_idempotency_key(g.user_id, key, request_fingerprint(),
-                                               _stale_after(current_app.config), tx=tx)
+                                               _stale_after(current_app.config), _access_key_id(), tx=tx)
     if outcome == "mismatch":
         raise IdempotencyKeyReused()
     if outcome == "in_progress":
@@ -113,18 +116,26 @@ def _claim(key, replay, tx=None):
     return _json_response(record["response_body"], record["response_status"], {"Idempotent-Replayed": "true"})
 
 
+def _access_key_id():
+    """The caller's access key, whose records are its own; None for the user's own token."""
+    access_key = g.get("access_key")
+    return access_key["id"] if access_key else None
+
+
 @dataclass(frozen=True)
 class PendingRecord:
     """The Idempotency-Key record of a streamed answer, completed with the
     stream's settle or released, after the view has returned."""
     user_id: object
     key: str
+    access_key_id: object
 
     def complete(self, answer, status, tx):
-        db.complete_idempotency_key(self.user_id, self.key, status, current_app.json.dumps(serialise(answer)), tx=tx)
+        db.complete_idempotency_key(self.user_id, self.key, status, current_app.json.dumps(serialise(answer)),
+                                    self.access_key_id, tx=tx)
 
     def release(self):
-        db.release_idempotency_key(self.user_id, self.key)
+        db.release_idempotency_key(self.user_id, self.key, self.access_key_id)
 
 
 def defer_idempotency():
@@ -134,7 +145,7 @@ def defer_idempotency():
     if key is None:
         return None
     g.idempotency_deferred = True
-    return PendingRecord(g.user_id, key)
+    return PendingRecord(g.user_id, key, _access_key_id())
 
 
 def _stale_after(config):
@@ -168,7 +179,7 @@ def record_answer(answer, status, tx):
     text = current_app.json.dumps(serialise(answer))
     key = g.get("idempotency_key")
     if key is not None:
-        db.complete_idempotency_key(g.user_id, key, status, text, tx=tx)
+        db.complete_idempotency_key(g.user_id, key, status, text, _access_key_id(), tx=tx)
         g.idempotency_completed = True
     return text
 

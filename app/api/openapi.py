@@ -17,7 +17,8 @@ API_TITLE = "Q Marketplace API"
 API_VERSION = "1.0.0"
 IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key", "in": "header", "required": False,
-    "description": "Makes a retry safe: the same key and body replay the first answer (kept 24 h, per user).",
+    "description": "Makes a retry safe: the same key and body replay the first answer to the same caller "
+                   "(the user, and the access key on /v1); kept 24 h.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
 }
 

@@ -26,9 +26,10 @@ def _day_parameter(name, description):
 @require_auth
 def show_usage():
     """Your charges per day and model"""
+    asked = request.args.to_dict()
     try:
-        wanted = UsageQuery.model_validate(request.args.to_dict())
+        wanted = UsageQuery.model_validate(asked)
     except ValidationError as exc:
-        raise ValidationFailed(details=validation_details(exc)) from None
+        raise ValidationFailed(details=validation_details(exc, asked)) from None
     rows = db.charges(g.user_id, wanted.first_day, wanted.last_day, wanted.by_day, wanted.by_model)
     return UsageReport(usage=[UsageRow.from_row(row) for row in rows])
