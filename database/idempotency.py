@@ -1,28 +1,24 @@
 """Idempotency records: a request with an Idempotency-Key runs once, and its
-retries are answered from the stored answer. A record belongs to its caller:
-the user and the access key (None: the user's own bearer token)."""
+retries are answered from the stored answer."""
 from database.errors import DatabaseUnavailable
 
 
 class IdempotencySQL:
     """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
-    def claim_idempotency_key(self, user_id, key, request_hash, stale_after_seconds, access_key_id=None, tx=None):
-        """("claimed", None) when this request may run; else the caller's
-        existing record ("in_progress" | "done" | "mismatch", row). A record
-        older than 24 h, or an in-progress one for the same request past its
-        stale_at, is taken over. A claim's stale_at is `stale_after_seconds`
-        after it, stored so that a retry served with other settings still waits
-        as long."""
-        caller = {"user_id": user_id, "key": key, "access_key_id": access_key_id}
+    def claim_idempotency_key(self, user_id, key, request_hash, stale_after_seconds, tx=None):
+        """("claimed", None) when this request may run; else the existing record
+        ("in_progress" | "done" | "mismatch", row). A record older than 24 h, or
+        an in-progress one for the same request past its stale_at, is taken over.
+        A claim's stale_at is `stale_after_seconds` after it, stored so that a
+        retry served with other settings still waits as long."""
         for _ in range(3):
             with self._maybe(tx) as cursor:
                 claimed = cursor.one(
                     """
-                    INSERT INTO idempotency_keys (user_id, key, access_key_id, request_hash, stale_at)
-                    VALUES (%(user_id)s, %(key)s, %(access_key_id)s, %(hash)s,
-                            now() + make_interval(secs => %(stale)s))
-                    ON CONFLICT (user_id, key, access_key_id) DO UPDATE
+                    INSERT INTO idempotency_keys (user_id, key, request_hash, stale_at)
+                    VALUES (%(user_id)s, %(key)s, %(hash)s, now() + make_interval(secs => %(stale)s))
+                    ON CONFLICT (user_id, key) DO UPDATE
                        SET request_hash = EXCLUDED.request_hash,
                            state = 'in_progress',
                            response_status = NULL,
@@ -37,7 +33,7 @@ class IdempotencySQL:
                                          idempotency_keys.updated_at + make_interval(secs => %(stale)s)) < now())
                     RETURNING true AS claimed
                     """,
-                    {**caller, "hash": request_hash, "stale": stale_after_seconds},
+                    {"user_id": user_id, "key": key, "hash": request_hash, "stale": stale_after_seconds},
                 )
                 if claimed:
                     return "claimed", None
@@ -47,16 +43,15 @@ class IdempotencySQL:
                       FROM idempotency_keys
                      WHERE user_id = %(user_id)s
                        AND key = %(key)s
-                       AND access_key_id IS NOT DISTINCT FROM %(access_key_id)s
                     """,
-                    caller,
+                    {"user_id": user_id, "key": key},
                 )
             if record is not None:
                 state = "mismatch" if record["request_hash"] != request_hash else record["state"]
                 return state, record
         raise DatabaseUnavailable("The idempotency record kept changing; try again.")
 
-    def complete_idempotency_key(self, user_id, key, status, body_text, access_key_id=None, tx=None):
+    def complete_idempotency_key(self, user_id, key, status, body_text, tx=None):
         """Stores the answer; given the caller's transaction, the answer and the
         effect it describes commit together (the write goes out with the COMMIT)."""
         with self._maybe(tx, user_id) as cursor:
@@ -69,12 +64,11 @@ class IdempotencySQL:
                        updated_at = now()
                  WHERE user_id = %(user_id)s
                    AND key = %(key)s
-                   AND access_key_id IS NOT DISTINCT FROM %(access_key_id)s
                 """,
-                {"user_id": user_id, "key": key, "access_key_id": access_key_id, "status": status, "body": body_text},
+                {"user_id": user_id, "key": key, "status": status, "body": body_text},
             )
 
-    def release_idempotency_key(self, user_id, key, access_key_id=None, tx=None):
+    def release_idempotency_key(self, user_id, key, tx=None):
         """Forgets an unfinished record, so a retry runs anew."""
         with self._maybe(tx) as cursor:
             cursor.run(
@@ -82,10 +76,9 @@ class IdempotencySQL:
                 DELETE FROM idempotency_keys
                  WHERE user_id = %(user_id)s
                    AND key = %(key)s
-                   AND access_key_id IS NOT DISTINCT FROM %(access_key_id)s
                    AND state = 'in_progress'
                 """,
-                {"user_id": user_id, "key": key, "access_key_id": access_key_id},
+                {"user_id": user_id, "key": key},
             )
 
     def prune_idempotency_keys(self, tx=None):

@@ -72,7 +72,7 @@ def idempotent(view=None, *, replay=None, atomic=False):
         if not KEY_PATTERN.match(key):
             raise ValidationFailed(details={HEADER: "must be 1 to 255 visible ASCII characters"})
         confirm_token_now()  # before the record is written
-        g.idempotency_key = key
+        g.idempotency_key = key = _callers_key(key)
         if atomic:
             return view(*args, **kwargs)
         replayed = _claim(key, replay)
@@ -81,10 +81,10 @@ def idempotent(view=None, *, replay=None, atomic=False):
         try:
             response = view(*args, **kwargs)
         except BaseException:
-            db.release_idempotency_key(g.user_id, key, _access_key_id())
+            db.release_idempotency_key(g.user_id, key)
             raise
         if not g.get("idempotency_deferred") and not g.pop("idempotency_completed", False):
-            db.release_idempotency_key(g.user_id, key, _access_key_id())
+            db.release_idempotency_key(g.user_id, key)
         return response
     return wrapper
 
@@ -102,7 +102,7 @@ def _claim(key, replay, tx=None):
     None when this one is to run. 422 for another request under the key, 409
     while it runs."""
     outcome, record = db.claim_idempotency_key(g.user_id, key, request_fingerprint(),
-                                               _stale_after(current_app.config), _access_key_id(), tx=tx)
+                                               _stale_after(current_app.config), tx=tx)
     if outcome == "mismatch":
         raise IdempotencyKeyReused()
     if outcome == "in_progress":
@@ -116,10 +116,13 @@ def _claim(key, replay, tx=None):
     return _json_response(record["response_body"], record["response_status"], {"Idempotent-Replayed": "true"})
 
 
-def _access_key_id():
-    """The caller's access key, whose records are its own; None for the user's own token."""
+def _callers_key(key):
+    """The record's key: the client's key as it is for the user's own token, and
+    prefixed by the access key's id for an access key, so that each key's records
+    are its own. Records stay one per (user, key) row: a release before this one
+    reads and writes the same table unchanged."""
     access_key = g.get("access_key")
-    return access_key["id"] if access_key else None
+    return f"{access_key['id']}/{key}" if access_key else key
 
 
 @dataclass(frozen=True)
@@ -128,14 +131,12 @@ class PendingRecord:
     stream's settle or released, after the view has returned."""
     user_id: object
     key: str
-    access_key_id: object
 
     def complete(self, answer, status, tx):
-        db.complete_idempotency_key(self.user_id, self.key, status, current_app.json.dumps(serialise(answer)),
-                                    self.access_key_id, tx=tx)
+        db.complete_idempotency_key(self.user_id, self.key, status, current_app.json.dumps(serialise(answer)), tx=tx)
 
     def release(self):
-        db.release_idempotency_key(self.user_id, self.key, self.access_key_id)
+        db.release_idempotency_key(self.user_id, self.key)
 
 
 def defer_idempotency():
@@ -145,7 +146,7 @@ def defer_idempotency():
     if key is None:
         return None
     g.idempotency_deferred = True
-    return PendingRecord(g.user_id, key, _access_key_id())
+    return PendingRecord(g.user_id, key)
 
 
 def _stale_after(config):
@@ -179,7 +180,7 @@ def record_answer(answer, status, tx):
     text = current_app.json.dumps(serialise(answer))
     key = g.get("idempotency_key")
     if key is not None:
-        db.complete_idempotency_key(g.user_id, key, status, text, _access_key_id(), tx=tx)
+        db.complete_idempotency_key(g.user_id, key, status, text, tx=tx)
         g.idempotency_completed = True
     return text
 

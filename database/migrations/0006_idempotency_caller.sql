@@ -1,12 +1,11 @@
 -- 0006: an Idempotency-Key's record belongs to its caller: the user and, on the
--- inference API, the access key that sent the request (NULL: the user's own
--- bearer token). A retry is answered from the record only for that caller;
--- another caller sending the same key and body runs afresh, under a record of
--- its own, through every check of its own (a key's allowed models among them).
--- Records made before this release belong to the user's own token.
+-- inference API, the access key that sent the request. An access key's records
+-- are stored under its id and a slash before the client's key (the user's own
+-- bearer token keeps the key as sent), so a retry is answered from a record only
+-- for the caller that made it; another caller sending the same key and body
+-- runs afresh, through every check of its own (a key's allowed models among
+-- them). The key may now be that much longer; nothing else changes, so the
+-- previous release reads and writes the table as before.
+ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_key_check;
 ALTER TABLE idempotency_keys
-    ADD COLUMN access_key_id uuid REFERENCES access_keys (id) ON DELETE CASCADE;
-ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_pkey;
--- One record per user, key and caller; the token's records (NULL) are one caller too.
-ALTER TABLE idempotency_keys
-    ADD CONSTRAINT idempotency_keys_caller_key UNIQUE NULLS NOT DISTINCT (user_id, key, access_key_id);
+    ADD CONSTRAINT idempotency_keys_key_check CHECK (length(key) BETWEEN 1 AND 292);
