@@ -25,6 +25,7 @@ class Outbox:
         self.held_back_seconds = 0.0
         self._items, self._size = deque(), 0
         self._finished = self._closed = self._server_waiting = False
+        self.delivered = False  # the server took everything after `finish`
         self._last_taken = time.monotonic()
         self._changed = threading.Condition()
 
@@ -62,6 +63,7 @@ class Outbox:
             self._server_waiting = False
             self._last_taken = time.monotonic()
             if self._closed or not self._items:
+                self.delivered = not self._closed
                 return None
             data = self._items.popleft()
             self._size -= len(data)

@@ -114,6 +114,8 @@ class Relay:
     def close(self):
         self.outbox.close()
         self._thread.join()
+        if not self.outbox.delivered and self.client_cut is None:
+            self.outcome = "client left"
         fields = {"request_id": self.request_id, "path": self.path, "outcome": self.outcome,
                   "duration_ms": round((time.perf_counter() - self.began) * 1000, 2),
                   "user_id": str(self.hold.user_id), "buffered_peak_bytes": self.outbox.peak_bytes}
