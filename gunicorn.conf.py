@@ -15,6 +15,7 @@ import json  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 from gunicorn import util  # noqa: E402
 
@@ -133,12 +134,14 @@ def _keep_reconciling(app, log):
     from app.observability import describe_error
 
     interval = app.config["RECONCILE_INTERVAL"]
+    last_worked = time.monotonic()  # start-up reconciled the whole ledger
     gevent.sleep(random.uniform(0, interval))  # workers and instances spread out
     while True:
         try:
             with app.app_context():
-                returned = reconcile_holds(app.config, recent=True)
+                returned = reconcile_holds(app.config, recent=True, missed_seconds=time.monotonic() - last_worked)
                 db.prune_idempotency_keys()
+            last_worked = time.monotonic()
             if returned:
                 log.info("reconcile: returned %s stale holds", returned)
         except Exception as exc:  # the next run tries again; start-up reads the whole ledger

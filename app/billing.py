@@ -362,17 +362,19 @@ def _within_bound(hold, name, reported, bound):
     return bound
 
 
-def reconcile_holds(config, recent=False):
+def reconcile_holds(config, recent=False, missed_seconds=0.0):
     """Returns every hold whose call never settled once its call's deadline and
     the grace period are past (holds made before holds had deadlines: their
     creation plus PROVIDER_TIMEOUT); each at most once. Returns how many.
     `recent`: only holds made within the longest call, the grace and three
     RECONCILE_INTERVALs, so that a run every interval sees each such hold, even
-    past a failed run or two, without reading the whole ledger."""
+    past a failed run or two, without reading the whole ledger; and within
+    `missed_seconds` more, the time since the caller's last run that worked, so
+    that holds that came due while the database was down are reached too."""
     made_within = None
     if recent:
         made_within = (max(config["PROVIDER_TIMEOUT"], config["STREAM_TIMEOUT"]) + config["HOLD_GRACE_SECONDS"]
-                       + 3 * config["RECONCILE_INTERVAL"])
+                       + 3 * config["RECONCILE_INTERVAL"] + missed_seconds)
     returned = 0
     for stale in db.stale_holds(config["PROVIDER_TIMEOUT"], config["HOLD_GRACE_SECONDS"], made_within):
         with db.transaction() as tx:
