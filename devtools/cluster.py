@@ -6,6 +6,7 @@ reach the server itself and a fast shutdown never leaves it half-stopped."""
 import hashlib
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -83,10 +84,31 @@ def server_can_reach(path):
     return probe.returncode == 0
 
 
+# Where the kernel draws outgoing connections' local ports from, when it does not say.
+DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
+LISTENING_PORTS = 8000
+
+
 def free_port():
+    """A loopback port to listen on, drawn from just below the kernel's
+    ephemeral range: a port from inside it (what binding port 0 gives) can be
+    taken by an outgoing connection before the server binds it."""
+    first_ephemeral = _ephemeral_ports()[0]
+    for _ in range(100):
+        port = random.randrange(max(1024, first_ephemeral - LISTENING_PORTS), first_ephemeral)
+        if port_is_free(port):
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_ports():
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_PORTS
 
 
 def port_is_free(port):
