@@ -69,6 +69,12 @@ def schema_of(owner_url):
     return [line for line in dump.splitlines() if line and not line.startswith(noise)]
 
 
+def recorded_versions(owner_url):
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT version, description FROM schema_version ORDER BY version")
+        return cur.fetchall()
+
+
 def fill_as_release_1_did(owner_url):
     """A user with a deposit, a settled chat call, a hold its crashed process
     never settled, a stored key, a rating and preferences: every kind of row,
@@ -165,6 +171,8 @@ def test_an_upgraded_database_has_the_schema_of_a_new_one(release_1_database, pg
             f"applied {path.name} (schema version {version}: {description})"
             for version, description, path in migrate.releases()]
         assert schema_of(release_1_database) == schema_of(new_url)
+        # Release 1 recorded itself as (1, 'initial schema'), which 0001's name still says.
+        assert recorded_versions(release_1_database) == recorded_versions(new_url)
 
 
 def test_a_database_newer_than_the_code_is_refused(database):
