@@ -1,0 +1,941 @@
+-- Q Marketplace: the current schema, as a new database has it after every
+-- migration in database/migrations/. Generated, do not edit: run `make schema`
+-- after adding a migration (the tests fail until schema.sql matches them).
+--
+-- For reading. migrate.py builds and upgrades every database from the
+-- migrations, never from this file. No owner is named: the owner is whoever runs
+-- migrate.py, and owns every object. Roles belong to the whole server, so
+-- migrate.py creates them, not this file; what each may do is in the grants below:
+--   app_user         the service's login: data access only, no DDL; money moves only
+--                    through the SECURITY DEFINER functions
+--   analytics_user   reads the three views, nothing else
+
+-- ---------------------------------------------------------------- functions
+
+CREATE FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text DEFAULT 'deposit'::text, p_related_id bigint DEFAULT NULL::bigint, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    balance user_balance%ROWTYPE;
+    hold    transactions%ROWTYPE;
+BEGIN
+    IF p_type NOT IN ('deposit', 'release') THEN
+        RAISE EXCEPTION 'add_user_funds: unknown type %', p_type USING ERRCODE = 'check_violation';
+    END IF;
+    IF p_amount IS NULL OR p_amount < 0 OR (p_type = 'deposit' AND p_amount = 0)
+       OR p_amount <> round(p_amount, 10) THEN
+        RAISE EXCEPTION 'add_user_funds: bad amount % (at most 10 decimals)', p_amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+    -- Here current_user is this function's owner, the role that ran migrate.py and
+    -- owns every object; session_user is the login that called. Only that owner
+    -- (or a superuser, who is a member of every role) deposits above the cap, so
+    -- the service's own login cannot create money. No honest caller asks for more
+    -- than the cap, so this raises instead of answering ok = false.
+    IF p_type = 'deposit' AND NOT pg_has_role(session_user, current_user, 'MEMBER')
+       AND p_amount > coalesce((SELECT max_amount FROM deposit_cap), 0) THEN
+        RAISE EXCEPTION 'add_user_funds: a deposit above the cap needs the owner'
+            USING ERRCODE = 'insufficient_privilege', CONSTRAINT = 'deposit_cap';
+    END IF;
+
+    SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        ok := false; available := 0; reason := 'no_such_user';
+        RETURN;
+    END IF;
+    available := balance.total_balance - balance.spent_balance;
+
+    IF p_type = 'deposit' THEN
+        UPDATE user_balance
+           SET total_balance = total_balance + p_amount,
+               updated_at = now()
+         WHERE user_id = p_user_id;
+    ELSE
+        SELECT * INTO hold FROM transactions
+         WHERE id = p_related_id AND user_id = p_user_id AND type = 'hold';
+        IF NOT FOUND OR p_amount > hold.amount THEN
+            ok := false; reason := 'invalid_hold';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM transactions
+                    WHERE related_transaction_id = p_related_id AND type = 'release') THEN
+            ok := false; reason := 'already_released';
+            RETURN;
+        END IF;
+        UPDATE user_balance
+           SET spent_balance = spent_balance - p_amount,
+               held_balance = held_balance - hold.amount,
+               updated_at = now()
+         WHERE user_id = p_user_id;
+        IF hold.access_key_id IS NOT NULL THEN
+            UPDATE access_keys
+               SET spent = spent + hold.amount - p_amount,
+                   last_used_at = now()
+             WHERE id = hold.access_key_id;
+        END IF;
+    END IF;
+    available := available + p_amount;
+
+    INSERT INTO transactions (user_id, type, amount, available_after, related_transaction_id, description, metadata,
+                              model_id, access_key_id)
+    VALUES (p_user_id, p_type, p_amount, available, p_related_id, coalesce(p_description, ''),
+            coalesce(p_metadata, '{}'), hold.model_id, hold.access_key_id)
+    RETURNING id INTO transaction_id;
+    ok := true;
+END;
+$$;
+
+CREATE FUNCTION audit_row_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    secret_columns constant text[] := ARRAY['password_hash', 'encrypted_key', 'nonce', 'key_fingerprint',
+                                            'key_hash'];
+    bookkeeping_columns constant text[] := ARRAY['last_used_at', 'updated_at'];
+    old_row jsonb;
+    new_row jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD) - secret_columns;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW) - secret_columns;
+    END IF;
+    IF TG_OP = 'UPDATE' AND to_jsonb(OLD) - bookkeeping_columns = to_jsonb(NEW) - bookkeeping_columns THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO audit_log (table_name, operation, row_id, acting_user_id, old_row, new_row)
+    VALUES (
+        TG_TABLE_NAME,
+        TG_OP,
+        coalesce(new_row, old_row) ->> TG_ARGV[0],
+        nullif(current_setting('app.user_id', true), '')::uuid,
+        old_row,
+        new_row
+    );
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea, encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH target AS (
+        SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
+               m.input_price_per_mtok, m.output_price_per_mtok, m.is_active,
+               coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens
+          FROM chat_sessions s
+          JOIN models m ON m.id = s.model_id
+         WHERE s.id = p_session_id
+           AND s.user_id = p_user_id
+    ), history AS (
+        SELECT h.id, h.role, h.content,
+               sum(octet_length(h.content) + p_message_overhead) OVER (ORDER BY h.id DESC) AS running
+          FROM chat_history h
+         WHERE h.session_id = p_session_id
+    )
+    SELECT u.token_generation, t.session_id, t.model_id, t.provider, t.context_window, t.max_output_tokens,
+           t.input_price_per_mtok, t.output_price_per_mtok, t.is_active, t.max_tokens,
+           k.id, k.encryption_kid, k.nonce, k.encrypted_key,
+           (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
+              FROM history h
+             WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens),
+           pref.daily_spend_limit, pref.max_cost_per_message
+      FROM users u
+      LEFT JOIN target t ON true
+      LEFT JOIN user_preferences pref ON pref.user_id = u.id
+      LEFT JOIN LATERAL (SELECT a.id, a.encryption_kid, a.nonce, a.encrypted_key
+                           FROM api_keys a
+                          WHERE a.user_id = u.id
+                            AND a.provider = t.provider
+                          ORDER BY a.created_at DESC, a.id
+                          LIMIT 1) k ON true
+     WHERE u.id = p_user_id
+       AND u.is_active;
+END;
+$$;
+
+CREATE FUNCTION create_user_balance() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO user_balance (user_id) VALUES (NEW.id);
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_daily_limit numeric DEFAULT NULL::numeric, p_call_timeout numeric DEFAULT NULL::numeric, p_model_id text DEFAULT NULL::text, p_access_key_id uuid DEFAULT NULL::uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    balance     user_balance%ROWTYPE;
+    access_key  access_keys%ROWTYPE;
+    spent_today numeric;
+    key_charged numeric;
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 OR p_amount <> round(p_amount, 10) THEN
+        RAISE EXCEPTION 'deduct_user_balance: amount must be positive with at most 10 decimals, got %', p_amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        ok := false; available := 0; reason := 'no_such_user';
+        RETURN;
+    END IF;
+    available := balance.total_balance - balance.spent_balance;
+
+    IF p_access_key_id IS NOT NULL THEN
+        -- Every hold of a key is its user's, so the balance lock above serialises them.
+        SELECT * INTO access_key FROM access_keys WHERE id = p_access_key_id AND user_id = p_user_id;
+        IF NOT FOUND OR access_key.revoked_at IS NOT NULL OR access_key.expires_at <= now() THEN
+            ok := false; reason := 'invalid_access_key';
+            RETURN;
+        END IF;
+        IF access_key.spend_limit IS NOT NULL THEN
+            SELECT coalesce(sum(hold.amount - coalesce(rel.amount, 0)), 0)
+              INTO key_charged
+              FROM transactions hold
+              LEFT JOIN transactions rel
+                ON rel.related_transaction_id = hold.id AND rel.type = 'release'
+             WHERE hold.access_key_id = p_access_key_id
+               AND hold.type = 'hold'
+               AND hold.created_at >= CASE access_key.spend_limit_period
+                       WHEN 'day' THEN date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                       WHEN 'month' THEN date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                       ELSE '-infinity'::timestamptz
+                   END;
+            IF key_charged + p_amount > access_key.spend_limit THEN
+                ok := false; reason := 'spend_limit_reached';
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+
+    IF p_daily_limit IS NOT NULL THEN
+        -- Charged today = today's holds minus what was released from them.
+        SELECT coalesce(sum(hold.amount - coalesce(rel.amount, 0)), 0)
+          INTO spent_today
+          FROM transactions hold
+          LEFT JOIN transactions rel
+            ON rel.related_transaction_id = hold.id AND rel.type = 'release'
+         WHERE hold.user_id = p_user_id
+           AND hold.type = 'hold'
+           AND hold.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+        IF spent_today + p_amount > p_daily_limit THEN
+            ok := false; reason := 'spend_limit_reached';
+            RETURN;
+        END IF;
+    END IF;
+
+    IF available < p_amount THEN
+        ok := false; reason := 'insufficient_funds';
+        RETURN;
+    END IF;
+
+    UPDATE user_balance
+       SET spent_balance = spent_balance + p_amount,
+           held_balance = held_balance + p_amount,
+           updated_at = now()
+     WHERE user_id = p_user_id;
+    available := available - p_amount;
+
+    INSERT INTO transactions (user_id, type, amount, available_after, description, metadata, call_deadline,
+                              model_id, access_key_id)
+    VALUES (p_user_id, 'hold', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'),
+            now() + make_interval(secs => p_call_timeout), p_model_id, p_access_key_id)
+    RETURNING id INTO transaction_id;
+    ok := true;
+END;
+$$;
+
+CREATE FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) RETURNS TABLE(ok boolean, reason text, id bigint, type text, amount numeric, available_after numeric, related_transaction_id bigint, description text, model_id text, access_key_id uuid, created_at timestamp with time zone, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    moved record;
+BEGIN
+    SELECT * INTO moved FROM add_user_funds(p_user_id, p_amount, 'deposit', NULL, p_description, p_metadata);
+    IF NOT moved.ok THEN  -- no such user: the rest stays NULL
+        ok := false; reason := moved.reason;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- A new statement, so it sees the deposit's rows.
+    RETURN QUERY
+    SELECT true, NULL::text, t.id, t.type, t.amount::numeric, t.available_after::numeric,
+           t.related_transaction_id, t.description, t.model_id, t.access_key_id, t.created_at,
+           b.total_balance::numeric, b.spent_balance::numeric, b.held_balance::numeric,
+           b.available_balance::numeric, b.currency
+      FROM transactions t
+      JOIN user_with_balance b ON b.id = t.user_id
+     WHERE t.id = moved.transaction_id;
+END;
+$$;
+
+CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb DEFAULT '{"kind": "settle"}'::jsonb) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    released record;
+    stamp timestamptz := now();
+BEGIN
+    -- Locked until this commits, so a concurrent delete of the session waits
+    -- (and takes the messages with it) or has already happened (none are saved).
+    PERFORM 1 FROM chat_sessions s WHERE s.id = p_session_id AND s.user_id = p_user_id FOR NO KEY UPDATE;
+    saved := FOUND;
+
+    SELECT * INTO released
+      FROM add_user_funds(p_user_id, p_hold_amount - p_input_cost - p_output_cost, 'release', p_hold_id,
+                          'Unused part of the hold', coalesce(p_release_metadata, '{"kind": "settle"}'));
+    charged := released.ok;
+    input_cost := CASE WHEN charged THEN p_input_cost ELSE 0 END;
+    output_cost := CASE WHEN charged THEN p_output_cost ELSE 0 END;
+    created_at := stamp;
+
+    IF saved THEN
+        INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, cost, transaction_id, created_at)
+        VALUES (p_session_id, p_user_id, 'user', p_question, p_prompt_tokens, input_cost, p_hold_id, stamp)
+        RETURNING id INTO user_message_id;
+        INSERT INTO chat_history (session_id, user_id, role, content, completion_tokens, cost, transaction_id,
+                                  created_at)
+        VALUES (p_session_id, p_user_id, 'assistant', p_answer, p_completion_tokens, output_cost, p_hold_id, stamp)
+        RETURNING id INTO assistant_message_id;
+
+        UPDATE chat_sessions
+           SET message_count = message_count + 2,
+               total_prompt_tokens = total_prompt_tokens + p_prompt_tokens,
+               total_completion_tokens = total_completion_tokens + p_completion_tokens,
+               total_cost = total_cost + input_cost + output_cost
+         WHERE id = p_session_id;
+    END IF;
+
+    INSERT INTO model_usage_stats AS stats (model_id, day, bucket, request_count, prompt_tokens,
+                                            completion_tokens, total_cost)
+    VALUES (p_model_id, (stamp AT TIME ZONE 'UTC')::date, p_usage_bucket, 1, p_prompt_tokens,
+            p_completion_tokens, input_cost + output_cost)
+    ON CONFLICT (model_id, day, bucket) DO UPDATE
+       SET request_count = stats.request_count + 1,
+           prompt_tokens = stats.prompt_tokens + EXCLUDED.prompt_tokens,
+           completion_tokens = stats.completion_tokens + EXCLUDED.completion_tokens,
+           total_cost = stats.total_cost + EXCLUDED.total_cost;
+
+    IF p_api_key_id IS NOT NULL THEN
+        UPDATE api_keys SET last_used_at = stamp WHERE id = p_api_key_id;
+    END IF;
+
+    SELECT b.total_balance, b.spent_balance, b.held_balance, b.total_balance - b.spent_balance, b.currency
+      INTO total_balance, spent_balance, held_balance, available_balance, currency
+      FROM user_balance b
+     WHERE b.user_id = p_user_id;
+    RETURN NEXT;
+END;
+$$;
+
+CREATE FUNCTION touch_updated_at() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END;
+$$;
+
+-- ---------------------------------------------------------------- tables and views
+
+CREATE TABLE access_keys (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    name text NOT NULL,
+    key_hash bytea NOT NULL,
+    last4 text NOT NULL,
+    allowed_models text[],
+    spend_limit numeric(20,10),
+    spend_limit_period text,
+    spent numeric(20,10) DEFAULT 0 NOT NULL,
+    expires_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT access_keys_key_hash_check CHECK ((length(key_hash) = 32)),
+    CONSTRAINT access_keys_last4_check CHECK ((length(last4) = 4)),
+    CONSTRAINT access_keys_limit_has_period CHECK (((spend_limit IS NULL) = (spend_limit_period IS NULL))),
+    CONSTRAINT access_keys_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT access_keys_spend_limit_check CHECK ((spend_limit > (0)::numeric)),
+    CONSTRAINT access_keys_spend_limit_period_check CHECK ((spend_limit_period = ANY (ARRAY['day'::text, 'month'::text, 'total'::text]))),
+    CONSTRAINT access_keys_spent_check CHECK ((spent >= (0)::numeric))
+);
+
+CREATE TABLE api_keys (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    provider text NOT NULL,
+    label text,
+    encrypted_key bytea NOT NULL,
+    nonce bytea NOT NULL,
+    encryption_kid text NOT NULL,
+    key_fingerprint bytea NOT NULL,
+    last4 text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone,
+    CONSTRAINT api_keys_label_check CHECK ((length(label) <= 100)),
+    CONSTRAINT api_keys_last4_check CHECK ((length(last4) <= 4)),
+    CONSTRAINT api_keys_nonce_check CHECK ((length(nonce) = 12)),
+    CONSTRAINT api_keys_provider_check CHECK ((provider = ANY (ARRAY['openai'::text, 'anthropic'::text])))
+);
+
+CREATE TABLE audit_log (
+    id bigint NOT NULL,
+    table_name text NOT NULL,
+    operation text NOT NULL,
+    row_id text NOT NULL,
+    acting_user_id uuid,
+    old_row jsonb,
+    new_row jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT audit_log_operation_check CHECK ((operation = ANY (ARRAY['INSERT'::text, 'UPDATE'::text, 'DELETE'::text])))
+);
+
+ALTER TABLE audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE chat_history (
+    id bigint NOT NULL,
+    session_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    role text NOT NULL,
+    content text NOT NULL,
+    prompt_tokens integer DEFAULT 0 NOT NULL,
+    completion_tokens integer DEFAULT 0 NOT NULL,
+    cost numeric(20,10) DEFAULT 0 NOT NULL,
+    transaction_id bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chat_history_completion_tokens_check CHECK ((completion_tokens >= 0)),
+    CONSTRAINT chat_history_cost_check CHECK ((cost >= (0)::numeric)),
+    CONSTRAINT chat_history_prompt_tokens_check CHECK ((prompt_tokens >= 0)),
+    CONSTRAINT chat_history_role_check CHECK ((role = ANY (ARRAY['system'::text, 'user'::text, 'assistant'::text])))
+);
+
+ALTER TABLE chat_history ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME chat_history_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE chat_sessions (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    model_id text NOT NULL,
+    title text DEFAULT ''::text NOT NULL,
+    message_count integer DEFAULT 0 NOT NULL,
+    total_prompt_tokens bigint DEFAULT 0 NOT NULL,
+    total_completion_tokens bigint DEFAULT 0 NOT NULL,
+    total_cost numeric(20,10) DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chat_sessions_message_count_check CHECK ((message_count >= 0)),
+    CONSTRAINT chat_sessions_title_check CHECK ((length(title) <= 200)),
+    CONSTRAINT chat_sessions_total_completion_tokens_check CHECK ((total_completion_tokens >= 0)),
+    CONSTRAINT chat_sessions_total_cost_check CHECK ((total_cost >= (0)::numeric)),
+    CONSTRAINT chat_sessions_total_prompt_tokens_check CHECK ((total_prompt_tokens >= 0))
+);
+
+CREATE TABLE deposit_cap (
+    only_row boolean DEFAULT true NOT NULL,
+    max_amount numeric(20,10) NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT deposit_cap_max_amount_check CHECK ((max_amount > (0)::numeric)),
+    CONSTRAINT deposit_cap_only_row_check CHECK (only_row)
+);
+
+CREATE TABLE idempotency_keys (
+    user_id uuid NOT NULL,
+    key text NOT NULL,
+    request_hash text NOT NULL,
+    state text DEFAULT 'in_progress'::text NOT NULL,
+    response_status integer,
+    response_body text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    stale_at timestamp with time zone,
+    CONSTRAINT idempotency_keys_key_check CHECK (((length(key) >= 1) AND (length(key) <= 292))),
+    CONSTRAINT idempotency_keys_state_check CHECK ((state = ANY (ARRAY['in_progress'::text, 'done'::text])))
+);
+
+CREATE TABLE login_attempts (
+    email text NOT NULL,
+    failures integer DEFAULT 0 NOT NULL,
+    window_start timestamp with time zone DEFAULT now() NOT NULL,
+    locked_until timestamp with time zone,
+    CONSTRAINT login_attempts_failures_check CHECK ((failures >= 0))
+);
+
+CREATE TABLE model_usage_stats (
+    model_id text NOT NULL,
+    day date NOT NULL,
+    bucket smallint NOT NULL,
+    request_count bigint DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    total_cost numeric(20,10) DEFAULT 0 NOT NULL,
+    CONSTRAINT model_usage_stats_bucket_check CHECK (((bucket >= 0) AND (bucket <= 15))),
+    CONSTRAINT model_usage_stats_completion_tokens_check CHECK ((completion_tokens >= 0)),
+    CONSTRAINT model_usage_stats_prompt_tokens_check CHECK ((prompt_tokens >= 0)),
+    CONSTRAINT model_usage_stats_request_count_check CHECK ((request_count >= 0)),
+    CONSTRAINT model_usage_stats_total_cost_check CHECK ((total_cost >= (0)::numeric))
+);
+
+CREATE TABLE models (
+    id text NOT NULL,
+    provider text NOT NULL,
+    name text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    context_window integer NOT NULL,
+    max_output_tokens integer NOT NULL,
+    input_price_per_mtok numeric(20,10) NOT NULL,
+    output_price_per_mtok numeric(20,10) NOT NULL,
+    prices_as_of date NOT NULL,
+    capabilities text[] DEFAULT '{}'::text[] NOT NULL,
+    is_active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT models_check CHECK ((split_part(id, '/'::text, 1) = provider)),
+    CONSTRAINT models_context_window_check CHECK ((context_window > 0)),
+    CONSTRAINT models_description_check CHECK ((length(description) <= 2000)),
+    CONSTRAINT models_id_check CHECK (((id ~ '^[a-z0-9-]+/[A-Za-z0-9._:-]+$'::text) AND (length(id) <= 100))),
+    CONSTRAINT models_input_price_per_mtok_check CHECK ((input_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT models_max_output_tokens_check CHECK ((max_output_tokens > 0)),
+    CONSTRAINT models_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT models_output_price_per_mtok_check CHECK ((output_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT models_provider_check CHECK ((provider = ANY (ARRAY['local'::text, 'openai'::text, 'anthropic'::text])))
+);
+
+CREATE VIEW model_popularity AS
+ SELECT m.id AS model_id,
+    m.provider,
+    m.name,
+    (COALESCE(sum(s.request_count), (0)::numeric))::bigint AS request_count,
+    (COALESCE(sum(s.prompt_tokens), (0)::numeric))::bigint AS prompt_tokens,
+    (COALESCE(sum(s.completion_tokens), (0)::numeric))::bigint AS completion_tokens,
+    COALESCE(sum(s.total_cost), (0)::numeric) AS total_cost,
+    max(s.day) AS last_used_day,
+    rank() OVER (ORDER BY COALESCE(sum(s.request_count), (0)::numeric) DESC) AS popularity_rank
+   FROM (models m
+     LEFT JOIN model_usage_stats s ON ((s.model_id = m.id)))
+  GROUP BY m.id, m.provider, m.name;
+
+CREATE TABLE model_ratings (
+    user_id uuid NOT NULL,
+    model_id text NOT NULL,
+    rating smallint NOT NULL,
+    review text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT model_ratings_rating_check CHECK (((rating >= 1) AND (rating <= 5))),
+    CONSTRAINT model_ratings_review_check CHECK ((length(review) <= 2000))
+);
+
+CREATE TABLE transactions (
+    id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    type text NOT NULL,
+    amount numeric(20,10) NOT NULL,
+    available_after numeric(20,10) NOT NULL,
+    related_transaction_id bigint,
+    description text DEFAULT ''::text NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    call_deadline timestamp with time zone,
+    model_id text,
+    access_key_id uuid,
+    CONSTRAINT transactions_amount_check CHECK ((amount >= (0)::numeric)),
+    CONSTRAINT transactions_available_after_check CHECK ((available_after >= (0)::numeric)),
+    CONSTRAINT transactions_check CHECK (((type = 'release'::text) OR (amount > (0)::numeric))),
+    CONSTRAINT transactions_check1 CHECK (((type = 'release'::text) = (related_transaction_id IS NOT NULL))),
+    CONSTRAINT transactions_description_check CHECK ((length(description) <= 500)),
+    CONSTRAINT transactions_type_check CHECK ((type = ANY (ARRAY['deposit'::text, 'hold'::text, 'release'::text])))
+);
+
+CREATE VIEW recent_activity AS
+ SELECT t.user_id,
+    'transaction'::text AS kind,
+    t.id AS item_id,
+    t.type AS action,
+    t.amount,
+    NULL::integer AS prompt_tokens,
+    NULL::integer AS completion_tokens,
+    (t.metadata ->> 'session_id'::text) AS session_id,
+    COALESCE(t.model_id, (t.metadata ->> 'model_id'::text)) AS model_id,
+    t.access_key_id,
+    t.created_at
+   FROM transactions t
+UNION ALL
+ SELECT h.user_id,
+    'message'::text AS kind,
+    h.id AS item_id,
+    h.role AS action,
+    h.cost AS amount,
+    h.prompt_tokens,
+    h.completion_tokens,
+    (h.session_id)::text AS session_id,
+    s.model_id,
+    NULL::uuid AS access_key_id,
+    h.created_at
+   FROM (chat_history h
+     JOIN chat_sessions s ON ((s.id = h.session_id)));
+
+CREATE TABLE refresh_tokens (
+    jti uuid NOT NULL,
+    user_id uuid NOT NULL,
+    generation integer NOT NULL,
+    issued_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone,
+    replaced_by uuid
+);
+
+CREATE TABLE schema_version (
+    version integer NOT NULL,
+    description text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE transactions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME transactions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE user_balance (
+    user_id uuid NOT NULL,
+    total_balance numeric(20,10) DEFAULT 0 NOT NULL,
+    spent_balance numeric(20,10) DEFAULT 0 NOT NULL,
+    held_balance numeric(20,10) DEFAULT 0 NOT NULL,
+    currency character(3) DEFAULT 'USD'::bpchar NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT user_balance_available_non_negative CHECK (((total_balance - spent_balance) >= (0)::numeric)),
+    CONSTRAINT user_balance_held_balance_check CHECK ((held_balance >= (0)::numeric)),
+    CONSTRAINT user_balance_held_within_spent CHECK ((held_balance <= spent_balance)),
+    CONSTRAINT user_balance_spent_balance_check CHECK ((spent_balance >= (0)::numeric)),
+    CONSTRAINT user_balance_total_balance_check CHECK ((total_balance >= (0)::numeric))
+);
+
+CREATE TABLE user_preferences (
+    user_id uuid NOT NULL,
+    default_model_id text,
+    preferred_providers text[] DEFAULT '{}'::text[] NOT NULL,
+    daily_spend_limit numeric(20,10),
+    max_cost_per_message numeric(20,10),
+    theme text DEFAULT 'system'::text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT user_preferences_daily_spend_limit_check CHECK ((daily_spend_limit >= (0)::numeric)),
+    CONSTRAINT user_preferences_max_cost_per_message_check CHECK ((max_cost_per_message >= (0)::numeric)),
+    CONSTRAINT user_preferences_theme_check CHECK ((theme = ANY (ARRAY['system'::text, 'light'::text, 'dark'::text])))
+);
+
+CREATE TABLE users (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    email text NOT NULL,
+    username text NOT NULL,
+    password_hash text NOT NULL,
+    token_generation integer DEFAULT 0 NOT NULL,
+    is_active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT users_email_check CHECK (((email = lower(email)) AND ((length(email) >= 3) AND (length(email) <= 254)))),
+    CONSTRAINT users_username_check CHECK (((length(username) >= 3) AND (length(username) <= 32)))
+);
+
+CREATE VIEW user_with_balance AS
+ SELECT u.id,
+    u.username,
+    u.is_active,
+    u.created_at,
+    b.total_balance,
+    b.spent_balance,
+    (b.total_balance - b.spent_balance) AS available_balance,
+    b.held_balance,
+    b.currency
+   FROM (users u
+     JOIN user_balance b ON ((b.user_id = u.id)));
+
+-- ---------------------------------------------------------------- primary keys and unique constraints
+
+ALTER TABLE ONLY access_keys
+    ADD CONSTRAINT access_keys_key_hash_key UNIQUE (key_hash);
+
+ALTER TABLE ONLY access_keys
+    ADD CONSTRAINT access_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY api_keys
+    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY chat_history
+    ADD CONSTRAINT chat_history_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY chat_sessions
+    ADD CONSTRAINT chat_sessions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY deposit_cap
+    ADD CONSTRAINT deposit_cap_pkey PRIMARY KEY (only_row);
+
+ALTER TABLE ONLY idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (user_id, key);
+
+ALTER TABLE ONLY login_attempts
+    ADD CONSTRAINT login_attempts_pkey PRIMARY KEY (email);
+
+ALTER TABLE ONLY model_ratings
+    ADD CONSTRAINT model_ratings_pkey PRIMARY KEY (user_id, model_id);
+
+ALTER TABLE ONLY model_usage_stats
+    ADD CONSTRAINT model_usage_stats_pkey PRIMARY KEY (model_id, day, bucket);
+
+ALTER TABLE ONLY models
+    ADD CONSTRAINT models_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY refresh_tokens
+    ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
+
+ALTER TABLE ONLY schema_version
+    ADD CONSTRAINT schema_version_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY transactions
+    ADD CONSTRAINT transactions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY user_balance
+    ADD CONSTRAINT user_balance_pkey PRIMARY KEY (user_id);
+
+ALTER TABLE ONLY user_preferences
+    ADD CONSTRAINT user_preferences_pkey PRIMARY KEY (user_id);
+
+ALTER TABLE ONLY users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+-- ---------------------------------------------------------------- indexes
+
+CREATE INDEX access_keys_user_live_idx ON access_keys USING btree (user_id, created_at DESC, id DESC) WHERE (revoked_at IS NULL);
+
+CREATE UNIQUE INDEX api_keys_user_fingerprint_key ON api_keys USING btree (user_id, key_fingerprint);
+
+CREATE INDEX api_keys_user_provider_idx ON api_keys USING btree (user_id, provider, created_at DESC);
+
+CREATE INDEX audit_log_created_idx ON audit_log USING btree (created_at);
+
+CREATE INDEX audit_log_table_row_idx ON audit_log USING btree (table_name, row_id);
+
+CREATE INDEX chat_history_session_idx ON chat_history USING btree (session_id, id);
+
+CREATE INDEX chat_history_user_idx ON chat_history USING btree (user_id, id DESC);
+
+CREATE INDEX chat_sessions_user_idx ON chat_sessions USING btree (user_id, created_at DESC, id DESC);
+
+CREATE INDEX idempotency_keys_created_idx ON idempotency_keys USING btree (created_at);
+
+CREATE INDEX model_ratings_model_idx ON model_ratings USING btree (model_id);
+
+CREATE INDEX models_provider_idx ON models USING btree (provider) WHERE is_active;
+
+CREATE INDEX refresh_tokens_expires_idx ON refresh_tokens USING btree (expires_at);
+
+CREATE INDEX refresh_tokens_user_idx ON refresh_tokens USING btree (user_id);
+
+CREATE INDEX transactions_access_key_idx ON transactions USING btree (access_key_id, created_at) WHERE (access_key_id IS NOT NULL);
+
+CREATE INDEX transactions_holds_idx ON transactions USING btree (created_at) WHERE (type = 'hold'::text);
+
+CREATE UNIQUE INDEX transactions_one_release_per_hold ON transactions USING btree (related_transaction_id) WHERE (type = 'release'::text);
+
+CREATE INDEX transactions_user_idx ON transactions USING btree (user_id, id DESC);
+
+CREATE INDEX transactions_user_type_idx ON transactions USING btree (user_id, type, id DESC);
+
+CREATE UNIQUE INDEX users_email_key ON users USING btree (email);
+
+CREATE UNIQUE INDEX users_username_key ON users USING btree (lower(username));
+
+-- ---------------------------------------------------------------- triggers
+
+CREATE TRIGGER audit_access_keys AFTER INSERT OR DELETE OR UPDATE ON access_keys FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE TRIGGER audit_api_keys AFTER INSERT OR DELETE OR UPDATE ON api_keys FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE TRIGGER audit_model_ratings AFTER INSERT OR DELETE OR UPDATE ON model_ratings FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
+
+CREATE TRIGGER audit_transactions AFTER INSERT OR DELETE OR UPDATE ON transactions FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE TRIGGER audit_user_balance AFTER INSERT OR DELETE OR UPDATE ON user_balance FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
+
+CREATE TRIGGER audit_user_preferences AFTER INSERT OR DELETE OR UPDATE ON user_preferences FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
+
+CREATE TRIGGER audit_users AFTER INSERT OR DELETE OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE TRIGGER touch_chat_sessions BEFORE UPDATE ON chat_sessions FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER touch_model_ratings BEFORE UPDATE ON model_ratings FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER touch_models BEFORE UPDATE ON models FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER touch_user_preferences BEFORE UPDATE ON user_preferences FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER touch_users BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER users_create_balance AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION create_user_balance();
+
+-- ---------------------------------------------------------------- foreign keys
+
+ALTER TABLE ONLY access_keys
+    ADD CONSTRAINT access_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY api_keys
+    ADD CONSTRAINT api_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY chat_history
+    ADD CONSTRAINT chat_history_session_id_fkey FOREIGN KEY (session_id) REFERENCES chat_sessions(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY chat_history
+    ADD CONSTRAINT chat_history_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY chat_sessions
+    ADD CONSTRAINT chat_sessions_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
+
+ALTER TABLE ONLY chat_sessions
+    ADD CONSTRAINT chat_sessions_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY idempotency_keys
+    ADD CONSTRAINT idempotency_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY model_ratings
+    ADD CONSTRAINT model_ratings_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
+
+ALTER TABLE ONLY model_ratings
+    ADD CONSTRAINT model_ratings_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY model_usage_stats
+    ADD CONSTRAINT model_usage_stats_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
+
+ALTER TABLE ONLY refresh_tokens
+    ADD CONSTRAINT refresh_tokens_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY transactions
+    ADD CONSTRAINT transactions_access_key_id_fkey FOREIGN KEY (access_key_id) REFERENCES access_keys(id) ON DELETE RESTRICT;
+
+ALTER TABLE ONLY transactions
+    ADD CONSTRAINT transactions_related_transaction_id_fkey FOREIGN KEY (related_transaction_id) REFERENCES transactions(id);
+
+ALTER TABLE ONLY transactions
+    ADD CONSTRAINT transactions_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
+
+ALTER TABLE ONLY user_balance
+    ADD CONSTRAINT user_balance_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
+
+ALTER TABLE ONLY user_preferences
+    ADD CONSTRAINT user_preferences_default_model_id_fkey FOREIGN KEY (default_model_id) REFERENCES models(id);
+
+ALTER TABLE ONLY user_preferences
+    ADD CONSTRAINT user_preferences_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+-- ---------------------------------------------------------------- grants
+
+GRANT USAGE ON SCHEMA public TO app_user;
+GRANT USAGE ON SCHEMA public TO analytics_user;
+
+REVOKE ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
+
+REVOKE ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) TO app_user;
+
+REVOKE ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
+
+REVOKE ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) TO app_user;
+
+REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb) TO app_user;
+
+GRANT SELECT ON TABLE access_keys TO app_user;
+
+GRANT INSERT(user_id) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(name) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(key_hash) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(last4) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(allowed_models) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(spend_limit) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(spend_limit_period) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(expires_at) ON TABLE access_keys TO app_user;
+
+GRANT UPDATE(last_used_at) ON TABLE access_keys TO app_user;
+
+GRANT UPDATE(revoked_at) ON TABLE access_keys TO app_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE api_keys TO app_user;
+
+GRANT SELECT,INSERT,DELETE ON TABLE chat_history TO app_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE chat_sessions TO app_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE idempotency_keys TO app_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE login_attempts TO app_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE model_usage_stats TO app_user;
+
+GRANT SELECT ON TABLE models TO app_user;
+
+GRANT SELECT ON TABLE model_popularity TO app_user;
+GRANT SELECT ON TABLE model_popularity TO analytics_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE model_ratings TO app_user;
+
+GRANT SELECT ON TABLE transactions TO app_user;
+
+GRANT SELECT ON TABLE recent_activity TO app_user;
+GRANT SELECT ON TABLE recent_activity TO analytics_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE refresh_tokens TO app_user;
+
+GRANT SELECT ON TABLE schema_version TO app_user;
+
+GRANT SELECT ON TABLE user_balance TO app_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE user_preferences TO app_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE users TO app_user;
+
+GRANT SELECT ON TABLE user_with_balance TO app_user;
+GRANT SELECT ON TABLE user_with_balance TO analytics_user;
