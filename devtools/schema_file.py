@@ -12,12 +12,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-from pathlib import Path
 
 import migrate
 from devtools.cluster import bin_dir, testing_postgresql_options
 
-SCHEMA_FILE = Path(migrate.ROOT) / "schema.sql"
+SCHEMA_FILE = migrate.ROOT / "schema.sql"
 COMMAND = "make schema"
 
 HEADER = f"""\
