@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test migrate clean
+.PHONY: run test migrate schema clean
 
 run: $(VENV)/.installed
 	$(BIN)/python run.py
@@ -17,6 +17,11 @@ test: $(VENV)/.installed-test
 
 migrate: $(VENV)/.installed
 	$(BIN)/python migrate.py
+
+# schema.sql: the schema a new database has after every migration, on a throwaway
+# PostgreSQL (the tests' packages start it). Run after adding a migration.
+schema: $(VENV)/.installed-test
+	$(BIN)/python -m devtools.schema_file
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)

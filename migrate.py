@@ -3,11 +3,12 @@ writes MAX_TOPUP as the service login's deposit cap, verifies every object
 exists, and loads the sample catalog. Running it again is harmless: it prints
 what it found and changes nothing else.
 
-The schema: `schema.sql` is release 1, applied once to a new database; every
-later change is a numbered file in database/migrations/ (0002_what.sql, …),
-applied in order, each in its own transaction and recorded in schema_version,
-never edited once released. So a database of any earlier release upgrades to
-this one with every row kept, and ends with the same schema as a new one.
+The schema is the numbered files in database/migrations/ (0001_initial_schema.sql
+is release 1, then 0002_what.sql, …): every database, new or old, gets the ones
+its schema_version lacks, in order, each in its own transaction and recorded
+there, never edited once released. So a database of any earlier release upgrades
+to this one with every row kept, and ends with the same schema as a new one.
+`schema.sql` is that schema as one file to read, generated from them (`make schema`).
 
     python migrate.py            # uses MIGRATE_DATABASE_URL (the owner) from .env / the environment
 """
@@ -24,7 +25,6 @@ from database.catalog_file import load_catalog, read_catalog
 from database.errors import no_server_answered, unreachable_database
 
 ROOT = Path(__file__).resolve().parent
-SCHEMA_FILE = ROOT / "schema.sql"
 MIGRATIONS_DIR = ROOT / "database" / "migrations"
 MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 CATALOG_FILE = ROOT / "catalog.json"
@@ -91,9 +91,10 @@ def write_deposit_cap(cur, max_topup):
 
 
 def releases():
-    """[(version, description, file)] of the whole schema, oldest first:
-    release 1 (schema.sql), then each numbered migration."""
-    found = [(1, "initial schema", SCHEMA_FILE)]
+    """[(version, description, file)] of the whole schema, oldest first. The
+    description is the file's name after its number: 0001_initial_schema.sql is
+    recorded as (1, 'initial schema'), as release 1 recorded itself."""
+    found = []
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         match = MIGRATION_NAME.match(path.name)
         if match is None:
@@ -101,7 +102,7 @@ def releases():
         found.append((int(match[1]), match[2].replace("_", " "), path))
     versions = [version for version, _, _ in found]
     if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 0002, 0003, … without gaps; found {versions[1:]}")
+        raise RuntimeError(f"migrations must be numbered 0001, 0002, … without gaps; found {versions}")
     return found
 
 

@@ -1,407 +1,21 @@
--- Q Marketplace schema, release 1: tables, views, procedures, triggers, indexes
--- and grants as first released. Frozen: migrate.py applies it once, to a new
--- database, and every later change is a numbered file in database/migrations/
--- (applied in order, each once, each recorded in schema_version).
+-- Q Marketplace: the current schema, as a new database has it after every
+-- migration in database/migrations/. Generated, do not edit: run `make schema`
+-- after adding a migration (the tests fail until schema.sql matches them).
 --
--- Roles (created by migrate.py before this file runs):
---   the owner        runs migrate.py and owns every object
+-- For reading. migrate.py builds and upgrades every database from the
+-- migrations, never from this file. No owner is named: the owner is whoever runs
+-- migrate.py, and owns every object. Roles belong to the whole server, so
+-- migrate.py creates them, not this file; what each may do is in the grants below:
 --   app_user         the service's login: data access only, no DDL; money moves only
---                    through the SECURITY DEFINER procedures below
+--                    through the SECURITY DEFINER functions
 --   analytics_user   reads the three views, nothing else
 
--- ---------------------------------------------------------------- bookkeeping
+-- ---------------------------------------------------------------- functions
 
-CREATE TABLE IF NOT EXISTS schema_version (
-    version     integer     PRIMARY KEY,
-    description text        NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-);
-
--- ---------------------------------------------------------------- accounts
-
-CREATE TABLE IF NOT EXISTS users (
-    id            uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
-    email         text        NOT NULL CHECK (email = lower(email) AND length(email) BETWEEN 3 AND 254),
-    username      text        NOT NULL CHECK (length(username) BETWEEN 3 AND 32),
-    password_hash text        NOT NULL,
-    -- Bumped by logout and by refresh-token reuse: every token carrying an older
-    -- generation stops working.
-    token_generation integer  NOT NULL DEFAULT 0,
-    is_active     boolean     NOT NULL DEFAULT true,
-    created_at    timestamptz NOT NULL DEFAULT now(),
-    updated_at    timestamptz NOT NULL DEFAULT now()
-);
-CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email);
-CREATE UNIQUE INDEX IF NOT EXISTS users_username_key ON users (lower(username));
-
-CREATE TABLE IF NOT EXISTS refresh_tokens (
-    jti         uuid        PRIMARY KEY,
-    user_id     uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    generation  integer     NOT NULL,
-    issued_at   timestamptz NOT NULL DEFAULT now(),
-    expires_at  timestamptz NOT NULL,
-    used_at     timestamptz,
-    replaced_by uuid
-);
-CREATE INDEX IF NOT EXISTS refresh_tokens_user_idx ON refresh_tokens (user_id);
-CREATE INDEX IF NOT EXISTS refresh_tokens_expires_idx ON refresh_tokens (expires_at);
-
--- Failed logins are counted per email whether or not an account exists, so a
--- lockout reveals nothing.
-CREATE TABLE IF NOT EXISTS login_attempts (
-    email        text        PRIMARY KEY,
-    failures     integer     NOT NULL DEFAULT 0 CHECK (failures >= 0),
-    window_start timestamptz NOT NULL DEFAULT now(),
-    locked_until timestamptz
-);
-
-CREATE TABLE IF NOT EXISTS api_keys (
-    id              uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
-    user_id         uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    provider        text        NOT NULL CHECK (provider IN ('openai', 'anthropic')),
-    label           text        CHECK (length(label) <= 100),
-    encrypted_key   bytea       NOT NULL,
-    nonce           bytea       NOT NULL CHECK (length(nonce) = 12),
-    encryption_kid  text        NOT NULL,
-    key_fingerprint bytea       NOT NULL,
-    last4           text        NOT NULL CHECK (length(last4) <= 4),
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    last_used_at    timestamptz
-);
-CREATE UNIQUE INDEX IF NOT EXISTS api_keys_user_fingerprint_key ON api_keys (user_id, key_fingerprint);
-CREATE INDEX IF NOT EXISTS api_keys_user_provider_idx ON api_keys (user_id, provider, created_at DESC);
-
--- ---------------------------------------------------------------- catalog
-
-CREATE TABLE IF NOT EXISTS models (
-    id                    text          PRIMARY KEY CHECK (id ~ '^[a-z0-9-]+/[A-Za-z0-9._:-]+$' AND length(id) <= 100),
-    provider              text          NOT NULL CHECK (provider IN ('local', 'openai', 'anthropic')),
-    name                  text          NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
-    description           text          NOT NULL DEFAULT '' CHECK (length(description) <= 2000),
-    context_window        integer       NOT NULL CHECK (context_window > 0),
-    max_output_tokens     integer       NOT NULL CHECK (max_output_tokens > 0),
-    input_price_per_mtok  numeric(20,10) NOT NULL CHECK (input_price_per_mtok >= 0),
-    output_price_per_mtok numeric(20,10) NOT NULL CHECK (output_price_per_mtok >= 0),
-    prices_as_of          date          NOT NULL,
-    capabilities          text[]        NOT NULL DEFAULT '{}',
-    is_active             boolean       NOT NULL DEFAULT true,
-    created_at            timestamptz   NOT NULL DEFAULT now(),
-    updated_at            timestamptz   NOT NULL DEFAULT now(),
-    CHECK (split_part(id, '/', 1) = provider)
-);
-CREATE INDEX IF NOT EXISTS models_provider_idx ON models (provider) WHERE is_active;
-
-CREATE TABLE IF NOT EXISTS model_ratings (
-    user_id    uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    model_id   text        NOT NULL REFERENCES models (id),
-    rating     smallint    NOT NULL CHECK (rating BETWEEN 1 AND 5),
-    review     text        CHECK (length(review) <= 2000),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (user_id, model_id)
-);
-CREATE INDEX IF NOT EXISTS model_ratings_model_idx ON model_ratings (model_id);
-
--- Usage is counted per model, day and bucket: a settle picks a bucket at random,
--- so concurrent calls on one model do not queue on a single hot row.
-CREATE TABLE IF NOT EXISTS model_usage_stats (
-    model_id          text           NOT NULL REFERENCES models (id),
-    day               date           NOT NULL,
-    bucket            smallint       NOT NULL CHECK (bucket BETWEEN 0 AND 15),
-    request_count     bigint         NOT NULL DEFAULT 0 CHECK (request_count >= 0),
-    prompt_tokens     bigint         NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
-    completion_tokens bigint         NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
-    total_cost        numeric(20,10) NOT NULL DEFAULT 0 CHECK (total_cost >= 0),
-    PRIMARY KEY (model_id, day, bucket)
-);
-
--- ---------------------------------------------------------------- money
-
-CREATE TABLE IF NOT EXISTS user_balance (
-    user_id       uuid           PRIMARY KEY REFERENCES users (id),
-    total_balance numeric(20,10) NOT NULL DEFAULT 0 CHECK (total_balance >= 0),
-    spent_balance numeric(20,10) NOT NULL DEFAULT 0 CHECK (spent_balance >= 0),
-    -- The part of spent_balance in holds not yet settled, kept by the procedures
-    -- so reading a balance never scans the ledger.
-    held_balance  numeric(20,10) NOT NULL DEFAULT 0 CHECK (held_balance >= 0),
-    currency      char(3)        NOT NULL DEFAULT 'USD',
-    updated_at    timestamptz    NOT NULL DEFAULT now(),
-    CONSTRAINT user_balance_available_non_negative CHECK (total_balance - spent_balance >= 0),
-    CONSTRAINT user_balance_held_within_spent CHECK (held_balance <= spent_balance)
-);
-
--- The ledger. Rows are only ever inserted (by the procedures below); nothing
--- references a chat session or message with a foreign-key action, so deleting
--- chat history can never delete or rewrite a transaction.
-CREATE TABLE IF NOT EXISTS transactions (
-    id                     bigint         GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id                uuid           NOT NULL REFERENCES users (id),
-    type                   text           NOT NULL CHECK (type IN ('deposit', 'hold', 'release')),
-    amount                 numeric(20,10) NOT NULL CHECK (amount >= 0),
-    available_after        numeric(20,10) NOT NULL CHECK (available_after >= 0),
-    related_transaction_id bigint         REFERENCES transactions (id),
-    description            text           NOT NULL DEFAULT '' CHECK (length(description) <= 500),
-    metadata               jsonb          NOT NULL DEFAULT '{}',
-    created_at             timestamptz    NOT NULL DEFAULT now(),
-    CHECK (type = 'release' OR amount > 0),
-    CHECK ((type = 'release') = (related_transaction_id IS NOT NULL))
-);
-CREATE INDEX IF NOT EXISTS transactions_user_idx ON transactions (user_id, id DESC);
-CREATE INDEX IF NOT EXISTS transactions_user_type_idx ON transactions (user_id, type, id DESC);
--- At most one release per hold: settle and reconcile can never both return a hold.
-CREATE UNIQUE INDEX IF NOT EXISTS transactions_one_release_per_hold
-    ON transactions (related_transaction_id) WHERE type = 'release';
-CREATE INDEX IF NOT EXISTS transactions_holds_idx ON transactions (created_at) WHERE type = 'hold';
-
--- Idempotency records: in progress, then done with the stored response (kept as
--- text, so a replay is byte for byte the first answer). No lock is held while
--- the request runs; an in-progress record left by a crash goes stale and may be
--- taken over.
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    user_id         uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    key             text        NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
-    request_hash    text        NOT NULL,
-    state           text        NOT NULL DEFAULT 'in_progress' CHECK (state IN ('in_progress', 'done')),
-    response_status integer,
-    response_body   text,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (user_id, key)
-);
-CREATE INDEX IF NOT EXISTS idempotency_keys_created_idx ON idempotency_keys (created_at);
-
--- ---------------------------------------------------------------- chat
-
-CREATE TABLE IF NOT EXISTS chat_sessions (
-    id                      uuid           PRIMARY KEY DEFAULT gen_random_uuid(),
-    user_id                 uuid           NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    model_id                text           NOT NULL REFERENCES models (id),
-    title                   text           NOT NULL DEFAULT '' CHECK (length(title) <= 200),
-    message_count           integer        NOT NULL DEFAULT 0 CHECK (message_count >= 0),
-    total_prompt_tokens     bigint         NOT NULL DEFAULT 0 CHECK (total_prompt_tokens >= 0),
-    total_completion_tokens bigint         NOT NULL DEFAULT 0 CHECK (total_completion_tokens >= 0),
-    total_cost              numeric(20,10) NOT NULL DEFAULT 0 CHECK (total_cost >= 0),
-    created_at              timestamptz    NOT NULL DEFAULT now(),
-    updated_at              timestamptz    NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS chat_sessions_user_idx ON chat_sessions (user_id, created_at DESC, id DESC);
-
-CREATE TABLE IF NOT EXISTS chat_history (
-    id                bigint         GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    session_id        uuid           NOT NULL REFERENCES chat_sessions (id) ON DELETE CASCADE,
-    user_id           uuid           NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    role              text           NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
-    content           text           NOT NULL,
-    prompt_tokens     integer        NOT NULL DEFAULT 0 CHECK (prompt_tokens >= 0),
-    completion_tokens integer        NOT NULL DEFAULT 0 CHECK (completion_tokens >= 0),
-    cost              numeric(20,10) NOT NULL DEFAULT 0 CHECK (cost >= 0),
-    transaction_id    bigint,
-    created_at        timestamptz    NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS chat_history_session_idx ON chat_history (session_id, id);
-CREATE INDEX IF NOT EXISTS chat_history_user_idx ON chat_history (user_id, id DESC);
-
--- ---------------------------------------------------------------- preferences
-
-CREATE TABLE IF NOT EXISTS user_preferences (
-    user_id              uuid           PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
-    default_model_id     text           REFERENCES models (id),
-    preferred_providers  text[]         NOT NULL DEFAULT '{}',
-    daily_spend_limit    numeric(20,10) CHECK (daily_spend_limit >= 0),
-    max_cost_per_message numeric(20,10) CHECK (max_cost_per_message >= 0),
-    theme                text           NOT NULL DEFAULT 'system' CHECK (theme IN ('system', 'light', 'dark')),
-    updated_at           timestamptz    NOT NULL DEFAULT now()
-);
-
--- ---------------------------------------------------------------- audit
-
-CREATE TABLE IF NOT EXISTS audit_log (
-    id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    table_name     text        NOT NULL,
-    operation      text        NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE')),
-    row_id         text        NOT NULL,
-    acting_user_id uuid,
-    old_row        jsonb,
-    new_row        jsonb,
-    created_at     timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS audit_log_table_row_idx ON audit_log (table_name, row_id);
-CREATE INDEX IF NOT EXISTS audit_log_created_idx ON audit_log (created_at);
-
--- Writes one audit row per changed row. TG_ARGV[0] names the column that
--- identifies the row; secret columns never reach the log (a change to one, such
--- as a new password hash, is still recorded, without the values), and an update
--- that only stamps bookkeeping columns (a key's last use) writes none.
-CREATE OR REPLACE FUNCTION audit_row_change() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    secret_columns constant text[] := ARRAY['password_hash', 'encrypted_key', 'nonce', 'key_fingerprint'];
-    bookkeeping_columns constant text[] := ARRAY['last_used_at', 'updated_at'];
-    old_row jsonb;
-    new_row jsonb;
-BEGIN
-    IF TG_OP <> 'INSERT' THEN
-        old_row := to_jsonb(OLD) - secret_columns;
-    END IF;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW) - secret_columns;
-    END IF;
-    IF TG_OP = 'UPDATE' AND to_jsonb(OLD) - bookkeeping_columns = to_jsonb(NEW) - bookkeeping_columns THEN
-        RETURN NULL;
-    END IF;
-    INSERT INTO audit_log (table_name, operation, row_id, acting_user_id, old_row, new_row)
-    VALUES (
-        TG_TABLE_NAME,
-        TG_OP,
-        coalesce(new_row, old_row) ->> TG_ARGV[0],
-        nullif(current_setting('app.user_id', true), '')::uuid,
-        old_row,
-        new_row
-    );
-    RETURN NULL;
-END;
-$$;
-
-DO $$
-DECLARE
-    audited constant text[][] := ARRAY[
-        ARRAY['users', 'id'],
-        ARRAY['api_keys', 'id'],
-        ARRAY['user_balance', 'user_id'],
-        ARRAY['transactions', 'id'],
-        ARRAY['user_preferences', 'user_id'],
-        ARRAY['model_ratings', 'user_id']
-    ];
-    entry text[];
-BEGIN
-    FOREACH entry SLICE 1 IN ARRAY audited LOOP
-        EXECUTE format(
-            'CREATE OR REPLACE TRIGGER audit_%1$s AFTER INSERT OR UPDATE OR DELETE ON %1$I '
-            'FOR EACH ROW EXECUTE FUNCTION audit_row_change(%2$L)',
-            entry[1], entry[2]);
-    END LOOP;
-END;
-$$;
-
--- Keeps updated_at honest without every UPDATE having to remember it.
-CREATE OR REPLACE FUNCTION touch_updated_at() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.updated_at := now();
-    RETURN NEW;
-END;
-$$;
-
-DO $$
-DECLARE
-    touched constant text[] := ARRAY['users', 'models', 'model_ratings', 'chat_sessions', 'user_preferences'];
-    table_name text;
-BEGIN
-    FOREACH table_name IN ARRAY touched LOOP
-        EXECUTE format(
-            'CREATE OR REPLACE TRIGGER touch_%1$s BEFORE UPDATE ON %1$I '
-            'FOR EACH ROW EXECUTE FUNCTION touch_updated_at()', table_name);
-    END LOOP;
-END;
-$$;
-
--- A user's balance row is made with the user, so every money procedure can lock it.
-CREATE OR REPLACE FUNCTION create_user_balance() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-BEGIN
-    INSERT INTO user_balance (user_id) VALUES (NEW.id);
-    RETURN NULL;
-END;
-$$;
-
-CREATE OR REPLACE TRIGGER users_create_balance AFTER INSERT ON users
-    FOR EACH ROW EXECUTE FUNCTION create_user_balance();
-
--- ---------------------------------------------------------------- money procedures
--- Both run inside their caller's transaction and lock the user's balance row
--- first, so concurrent calls for one user serialise there. They report a refused
--- movement through ok = false instead of raising, so the caller's transaction
--- lives on. reason is one of: NULL (ok), 'insufficient_funds',
--- 'spend_limit_reached', 'no_such_user', 'invalid_hold', 'already_released'.
-
-CREATE OR REPLACE FUNCTION deduct_user_balance(
-    p_user_id     uuid,
-    p_amount      numeric,
-    p_description text    DEFAULT '',
-    p_metadata    jsonb   DEFAULT '{}',
-    p_daily_limit numeric DEFAULT NULL,
-    OUT ok             boolean,
-    OUT transaction_id bigint,
-    OUT available      numeric,
-    OUT reason         text
-)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    balance   user_balance%ROWTYPE;
-    spent_today numeric;
-BEGIN
-    IF p_amount IS NULL OR p_amount <= 0 OR p_amount <> round(p_amount, 10) THEN
-        RAISE EXCEPTION 'deduct_user_balance: amount must be positive with at most 10 decimals, got %', p_amount
-            USING ERRCODE = 'check_violation';
-    END IF;
-
-    SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
-    IF NOT FOUND THEN
-        ok := false; available := 0; reason := 'no_such_user';
-        RETURN;
-    END IF;
-    available := balance.total_balance - balance.spent_balance;
-
-    IF p_daily_limit IS NOT NULL THEN
-        -- Charged today = today's holds minus what was released from them.
-        SELECT coalesce(sum(hold.amount - coalesce(rel.amount, 0)), 0)
-          INTO spent_today
-          FROM transactions hold
-          LEFT JOIN transactions rel
-            ON rel.related_transaction_id = hold.id AND rel.type = 'release'
-         WHERE hold.user_id = p_user_id
-           AND hold.type = 'hold'
-           AND hold.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
-        IF spent_today + p_amount > p_daily_limit THEN
-            ok := false; reason := 'spend_limit_reached';
-            RETURN;
-        END IF;
-    END IF;
-
-    IF available < p_amount THEN
-        ok := false; reason := 'insufficient_funds';
-        RETURN;
-    END IF;
-
-    UPDATE user_balance
-       SET spent_balance = spent_balance + p_amount,
-           held_balance = held_balance + p_amount,
-           updated_at = now()
-     WHERE user_id = p_user_id;
-    available := available - p_amount;
-
-    INSERT INTO transactions (user_id, type, amount, available_after, description, metadata)
-    VALUES (p_user_id, 'hold', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'))
-    RETURNING id INTO transaction_id;
-    ok := true;
-END;
-$$;
-
--- p_type 'deposit' raises total_balance; 'release' returns the unused part of
--- the hold p_related_id (at most its amount, at most once) by lowering spent_balance.
-CREATE OR REPLACE FUNCTION add_user_funds(
-    p_user_id     uuid,
-    p_amount      numeric,
-    p_type        text    DEFAULT 'deposit',
-    p_related_id  bigint  DEFAULT NULL,
-    p_description text    DEFAULT '',
-    p_metadata    jsonb   DEFAULT '{}',
-    OUT ok             boolean,
-    OUT transaction_id bigint,
-    OUT available      numeric,
-    OUT reason         text
-)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+CREATE FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text DEFAULT 'deposit'::text, p_related_id bigint DEFAULT NULL::bigint, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
 DECLARE
     balance user_balance%ROWTYPE;
     hold    transactions%ROWTYPE;
@@ -413,6 +27,16 @@ BEGIN
        OR p_amount <> round(p_amount, 10) THEN
         RAISE EXCEPTION 'add_user_funds: bad amount % (at most 10 decimals)', p_amount
             USING ERRCODE = 'check_violation';
+    END IF;
+    -- Here current_user is this function's owner, the role that ran migrate.py and
+    -- owns every object; session_user is the login that called. Only that owner
+    -- (or a superuser, who is a member of every role) deposits above the cap, so
+    -- the service's own login cannot create money. No honest caller asks for more
+    -- than the cap, so this raises instead of answering ok = false.
+    IF p_type = 'deposit' AND NOT pg_has_role(session_user, current_user, 'MEMBER')
+       AND p_amount > coalesce((SELECT max_amount FROM deposit_cap), 0) THEN
+        RAISE EXCEPTION 'add_user_funds: a deposit above the cap needs the owner'
+            USING ERRCODE = 'insufficient_privilege', CONSTRAINT = 'deposit_cap';
     END IF;
 
     SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
@@ -444,39 +68,61 @@ BEGIN
                held_balance = held_balance - hold.amount,
                updated_at = now()
          WHERE user_id = p_user_id;
+        IF hold.access_key_id IS NOT NULL THEN
+            UPDATE access_keys
+               SET spent = spent + hold.amount - p_amount,
+                   last_used_at = now()
+             WHERE id = hold.access_key_id;
+        END IF;
     END IF;
     available := available + p_amount;
 
-    INSERT INTO transactions (user_id, type, amount, available_after, related_transaction_id, description, metadata)
-    VALUES (p_user_id, p_type, p_amount, available, p_related_id, coalesce(p_description, ''), coalesce(p_metadata, '{}'))
+    INSERT INTO transactions (user_id, type, amount, available_after, related_transaction_id, description, metadata,
+                              model_id, access_key_id)
+    VALUES (p_user_id, p_type, p_amount, available, p_related_id, coalesce(p_description, ''),
+            coalesce(p_metadata, '{}'), hold.model_id, hold.access_key_id)
     RETURNING id INTO transaction_id;
     ok := true;
 END;
 $$;
 
--- Everything a chat call needs, in one round trip (and with its plan cached
--- per connection): the user's token generation (no row: no such active user),
--- the session's model, prices and limits (session_id NULL: not the user's
--- session), the call's max tokens (asked for, else the model's default capped at
--- p_default_max_tokens), the user's newest sealed key for the provider, and the
--- newest history whose estimated tokens fit the context window beside
--- p_fixed_tokens (the request's overhead and the new message), and the user's
--- spending limits.
--- (Dropped first: a change to what it returns cannot be made in place.)
-DROP FUNCTION IF EXISTS chat_call_context(uuid, uuid, integer, integer, integer, integer);
-CREATE FUNCTION chat_call_context(
-    p_user_id            uuid,
-    p_session_id         uuid,
-    p_max_tokens         integer,
-    p_default_max_tokens integer,
-    p_fixed_tokens       integer,
-    p_message_overhead   integer
-)
-RETURNS TABLE (token_generation integer, session_id uuid, model_id text, provider text, context_window integer,
-               max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric,
-               is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea,
-               encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
-LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+CREATE FUNCTION audit_row_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    secret_columns constant text[] := ARRAY['password_hash', 'encrypted_key', 'nonce', 'key_fingerprint',
+                                            'key_hash'];
+    bookkeeping_columns constant text[] := ARRAY['last_used_at', 'updated_at'];
+    old_row jsonb;
+    new_row jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        old_row := to_jsonb(OLD) - secret_columns;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW) - secret_columns;
+    END IF;
+    IF TG_OP = 'UPDATE' AND to_jsonb(OLD) - bookkeeping_columns = to_jsonb(NEW) - bookkeeping_columns THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO audit_log (table_name, operation, row_id, acting_user_id, old_row, new_row)
+    VALUES (
+        TG_TABLE_NAME,
+        TG_OP,
+        coalesce(new_row, old_row) ->> TG_ARGV[0],
+        nullif(current_setting('app.user_id', true), '')::uuid,
+        old_row,
+        new_row
+    );
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea, encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
@@ -515,54 +161,165 @@ BEGIN
 END;
 $$;
 
--- Settles a chat call in one round trip: returns the unused part of its hold
--- (at most once: if reconcile already returned all of it, nothing is charged
--- and charged = false), saves the user's message and the answer with their
--- tokens and cost, and adds them to the session's and the model's counters.
-CREATE OR REPLACE FUNCTION settle_chat_call(
-    p_user_id           uuid,
-    p_session_id        uuid,
-    p_model_id          text,
-    p_api_key_id        uuid,
-    p_hold_id           bigint,
-    p_hold_amount       numeric,
-    p_question          text,
-    p_prompt_tokens     integer,
-    p_input_cost        numeric,
-    p_answer            text,
-    p_completion_tokens integer,
-    p_output_cost       numeric,
-    p_usage_bucket      smallint
-)
-RETURNS TABLE (charged boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamptz,
-               input_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric,
-               held_balance numeric, available_balance numeric, currency char(3))
-LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+CREATE FUNCTION create_user_balance() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO user_balance (user_id) VALUES (NEW.id);
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_daily_limit numeric DEFAULT NULL::numeric, p_call_timeout numeric DEFAULT NULL::numeric, p_model_id text DEFAULT NULL::text, p_access_key_id uuid DEFAULT NULL::uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    balance     user_balance%ROWTYPE;
+    access_key  access_keys%ROWTYPE;
+    spent_today numeric;
+    key_charged numeric;
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 OR p_amount <> round(p_amount, 10) THEN
+        RAISE EXCEPTION 'deduct_user_balance: amount must be positive with at most 10 decimals, got %', p_amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        ok := false; available := 0; reason := 'no_such_user';
+        RETURN;
+    END IF;
+    available := balance.total_balance - balance.spent_balance;
+
+    IF p_access_key_id IS NOT NULL THEN
+        -- Every hold of a key is its user's, so the balance lock above serialises them.
+        SELECT * INTO access_key FROM access_keys WHERE id = p_access_key_id AND user_id = p_user_id;
+        IF NOT FOUND OR access_key.revoked_at IS NOT NULL OR access_key.expires_at <= now() THEN
+            ok := false; reason := 'invalid_access_key';
+            RETURN;
+        END IF;
+        IF access_key.spend_limit IS NOT NULL THEN
+            SELECT coalesce(sum(hold.amount - coalesce(rel.amount, 0)), 0)
+              INTO key_charged
+              FROM transactions hold
+              LEFT JOIN transactions rel
+                ON rel.related_transaction_id = hold.id AND rel.type = 'release'
+             WHERE hold.access_key_id = p_access_key_id
+               AND hold.type = 'hold'
+               AND hold.created_at >= CASE access_key.spend_limit_period
+                       WHEN 'day' THEN date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                       WHEN 'month' THEN date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                       ELSE '-infinity'::timestamptz
+                   END;
+            IF key_charged + p_amount > access_key.spend_limit THEN
+                ok := false; reason := 'spend_limit_reached';
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
+
+    IF p_daily_limit IS NOT NULL THEN
+        -- Charged today = today's holds minus what was released from them.
+        SELECT coalesce(sum(hold.amount - coalesce(rel.amount, 0)), 0)
+          INTO spent_today
+          FROM transactions hold
+          LEFT JOIN transactions rel
+            ON rel.related_transaction_id = hold.id AND rel.type = 'release'
+         WHERE hold.user_id = p_user_id
+           AND hold.type = 'hold'
+           AND hold.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+        IF spent_today + p_amount > p_daily_limit THEN
+            ok := false; reason := 'spend_limit_reached';
+            RETURN;
+        END IF;
+    END IF;
+
+    IF available < p_amount THEN
+        ok := false; reason := 'insufficient_funds';
+        RETURN;
+    END IF;
+
+    UPDATE user_balance
+       SET spent_balance = spent_balance + p_amount,
+           held_balance = held_balance + p_amount,
+           updated_at = now()
+     WHERE user_id = p_user_id;
+    available := available - p_amount;
+
+    INSERT INTO transactions (user_id, type, amount, available_after, description, metadata, call_deadline,
+                              model_id, access_key_id)
+    VALUES (p_user_id, 'hold', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'),
+            now() + make_interval(secs => p_call_timeout), p_model_id, p_access_key_id)
+    RETURNING id INTO transaction_id;
+    ok := true;
+END;
+$$;
+
+CREATE FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) RETURNS TABLE(ok boolean, reason text, id bigint, type text, amount numeric, available_after numeric, related_transaction_id bigint, description text, model_id text, access_key_id uuid, created_at timestamp with time zone, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    moved record;
+BEGIN
+    SELECT * INTO moved FROM add_user_funds(p_user_id, p_amount, 'deposit', NULL, p_description, p_metadata);
+    IF NOT moved.ok THEN  -- no such user: the rest stays NULL
+        ok := false; reason := moved.reason;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- A new statement, so it sees the deposit's rows.
+    RETURN QUERY
+    SELECT true, NULL::text, t.id, t.type, t.amount::numeric, t.available_after::numeric,
+           t.related_transaction_id, t.description, t.model_id, t.access_key_id, t.created_at,
+           b.total_balance::numeric, b.spent_balance::numeric, b.held_balance::numeric,
+           b.available_balance::numeric, b.currency
+      FROM transactions t
+      JOIN user_with_balance b ON b.id = t.user_id
+     WHERE t.id = moved.transaction_id;
+END;
+$$;
+
+CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb DEFAULT '{"kind": "settle"}'::jsonb) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
 DECLARE
     released record;
     stamp timestamptz := now();
 BEGIN
+    -- Locked until this commits, so a concurrent delete of the session waits
+    -- (and takes the messages with it) or has already happened (none are saved).
+    PERFORM 1 FROM chat_sessions s WHERE s.id = p_session_id AND s.user_id = p_user_id FOR NO KEY UPDATE;
+    saved := FOUND;
+
     SELECT * INTO released
       FROM add_user_funds(p_user_id, p_hold_amount - p_input_cost - p_output_cost, 'release', p_hold_id,
-                          'Unused part of the hold', jsonb_build_object('kind', 'settle'));
+                          'Unused part of the hold', coalesce(p_release_metadata, '{"kind": "settle"}'));
     charged := released.ok;
     input_cost := CASE WHEN charged THEN p_input_cost ELSE 0 END;
     output_cost := CASE WHEN charged THEN p_output_cost ELSE 0 END;
-
-    INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, cost, transaction_id, created_at)
-    VALUES (p_session_id, p_user_id, 'user', p_question, p_prompt_tokens, input_cost, p_hold_id, stamp)
-    RETURNING id INTO user_message_id;
-    INSERT INTO chat_history (session_id, user_id, role, content, completion_tokens, cost, transaction_id, created_at)
-    VALUES (p_session_id, p_user_id, 'assistant', p_answer, p_completion_tokens, output_cost, p_hold_id, stamp)
-    RETURNING id INTO assistant_message_id;
     created_at := stamp;
 
-    UPDATE chat_sessions
-       SET message_count = message_count + 2,
-           total_prompt_tokens = total_prompt_tokens + p_prompt_tokens,
-           total_completion_tokens = total_completion_tokens + p_completion_tokens,
-           total_cost = total_cost + input_cost + output_cost
-     WHERE id = p_session_id;
+    IF saved THEN
+        INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, cost, transaction_id, created_at)
+        VALUES (p_session_id, p_user_id, 'user', p_question, p_prompt_tokens, input_cost, p_hold_id, stamp)
+        RETURNING id INTO user_message_id;
+        INSERT INTO chat_history (session_id, user_id, role, content, completion_tokens, cost, transaction_id,
+                                  created_at)
+        VALUES (p_session_id, p_user_id, 'assistant', p_answer, p_completion_tokens, output_cost, p_hold_id, stamp)
+        RETURNING id INTO assistant_message_id;
+
+        UPDATE chat_sessions
+           SET message_count = message_count + 2,
+               total_prompt_tokens = total_prompt_tokens + p_prompt_tokens,
+               total_completion_tokens = total_completion_tokens + p_completion_tokens,
+               total_cost = total_cost + input_cost + output_cost
+         WHERE id = p_session_id;
+    END IF;
 
     INSERT INTO model_usage_stats AS stats (model_id, day, bucket, request_count, prompt_tokens,
                                             completion_tokens, total_cost)
@@ -586,86 +343,599 @@ BEGIN
 END;
 $$;
 
--- ---------------------------------------------------------------- views
--- No view carries message text, an email or a secret.
+CREATE FUNCTION touch_updated_at() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END;
+$$;
 
-CREATE OR REPLACE VIEW user_with_balance AS
-SELECT u.id,
-       u.username,
-       u.is_active,
-       u.created_at,
-       b.total_balance,
-       b.spent_balance,
-       b.total_balance - b.spent_balance AS available_balance,
-       b.held_balance,
-       b.currency
-  FROM users u
-  JOIN user_balance b ON b.user_id = u.id;
+-- ---------------------------------------------------------------- tables and views
 
-CREATE OR REPLACE VIEW model_popularity AS
-SELECT m.id AS model_id,
-       m.provider,
-       m.name,
-       coalesce(sum(s.request_count), 0)::bigint AS request_count,
-       coalesce(sum(s.prompt_tokens), 0)::bigint AS prompt_tokens,
-       coalesce(sum(s.completion_tokens), 0)::bigint AS completion_tokens,
-       coalesce(sum(s.total_cost), 0) AS total_cost,
-       max(s.day) AS last_used_day,
-       rank() OVER (ORDER BY coalesce(sum(s.request_count), 0) DESC) AS popularity_rank
-  FROM models m
-  LEFT JOIN model_usage_stats s ON s.model_id = m.id
- GROUP BY m.id, m.provider, m.name;
+CREATE TABLE access_keys (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    name text NOT NULL,
+    key_hash bytea NOT NULL,
+    last4 text NOT NULL,
+    allowed_models text[],
+    spend_limit numeric(20,10),
+    spend_limit_period text,
+    spent numeric(20,10) DEFAULT 0 NOT NULL,
+    expires_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT access_keys_key_hash_check CHECK ((length(key_hash) = 32)),
+    CONSTRAINT access_keys_last4_check CHECK ((length(last4) = 4)),
+    CONSTRAINT access_keys_limit_has_period CHECK (((spend_limit IS NULL) = (spend_limit_period IS NULL))),
+    CONSTRAINT access_keys_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT access_keys_spend_limit_check CHECK ((spend_limit > (0)::numeric)),
+    CONSTRAINT access_keys_spend_limit_period_check CHECK ((spend_limit_period = ANY (ARRAY['day'::text, 'month'::text, 'total'::text]))),
+    CONSTRAINT access_keys_spent_check CHECK ((spent >= (0)::numeric))
+);
 
-DROP VIEW IF EXISTS recent_activity;  -- replaced whole: its column types may change
+CREATE TABLE api_keys (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    provider text NOT NULL,
+    label text,
+    encrypted_key bytea NOT NULL,
+    nonce bytea NOT NULL,
+    encryption_kid text NOT NULL,
+    key_fingerprint bytea NOT NULL,
+    last4 text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone,
+    CONSTRAINT api_keys_label_check CHECK ((length(label) <= 100)),
+    CONSTRAINT api_keys_last4_check CHECK ((length(last4) <= 4)),
+    CONSTRAINT api_keys_nonce_check CHECK ((length(nonce) = 12)),
+    CONSTRAINT api_keys_provider_check CHECK ((provider = ANY (ARRAY['openai'::text, 'anthropic'::text])))
+);
+
+CREATE TABLE audit_log (
+    id bigint NOT NULL,
+    table_name text NOT NULL,
+    operation text NOT NULL,
+    row_id text NOT NULL,
+    acting_user_id uuid,
+    old_row jsonb,
+    new_row jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT audit_log_operation_check CHECK ((operation = ANY (ARRAY['INSERT'::text, 'UPDATE'::text, 'DELETE'::text])))
+);
+
+ALTER TABLE audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE chat_history (
+    id bigint NOT NULL,
+    session_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    role text NOT NULL,
+    content text NOT NULL,
+    prompt_tokens integer DEFAULT 0 NOT NULL,
+    completion_tokens integer DEFAULT 0 NOT NULL,
+    cost numeric(20,10) DEFAULT 0 NOT NULL,
+    transaction_id bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chat_history_completion_tokens_check CHECK ((completion_tokens >= 0)),
+    CONSTRAINT chat_history_cost_check CHECK ((cost >= (0)::numeric)),
+    CONSTRAINT chat_history_prompt_tokens_check CHECK ((prompt_tokens >= 0)),
+    CONSTRAINT chat_history_role_check CHECK ((role = ANY (ARRAY['system'::text, 'user'::text, 'assistant'::text])))
+);
+
+ALTER TABLE chat_history ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME chat_history_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE chat_sessions (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    model_id text NOT NULL,
+    title text DEFAULT ''::text NOT NULL,
+    message_count integer DEFAULT 0 NOT NULL,
+    total_prompt_tokens bigint DEFAULT 0 NOT NULL,
+    total_completion_tokens bigint DEFAULT 0 NOT NULL,
+    total_cost numeric(20,10) DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chat_sessions_message_count_check CHECK ((message_count >= 0)),
+    CONSTRAINT chat_sessions_title_check CHECK ((length(title) <= 200)),
+    CONSTRAINT chat_sessions_total_completion_tokens_check CHECK ((total_completion_tokens >= 0)),
+    CONSTRAINT chat_sessions_total_cost_check CHECK ((total_cost >= (0)::numeric)),
+    CONSTRAINT chat_sessions_total_prompt_tokens_check CHECK ((total_prompt_tokens >= 0))
+);
+
+CREATE TABLE deposit_cap (
+    only_row boolean DEFAULT true NOT NULL,
+    max_amount numeric(20,10) NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT deposit_cap_max_amount_check CHECK ((max_amount > (0)::numeric)),
+    CONSTRAINT deposit_cap_only_row_check CHECK (only_row)
+);
+
+CREATE TABLE idempotency_keys (
+    user_id uuid NOT NULL,
+    key text NOT NULL,
+    request_hash text NOT NULL,
+    state text DEFAULT 'in_progress'::text NOT NULL,
+    response_status integer,
+    response_body text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    stale_at timestamp with time zone,
+    CONSTRAINT idempotency_keys_key_check CHECK (((length(key) >= 1) AND (length(key) <= 292))),
+    CONSTRAINT idempotency_keys_state_check CHECK ((state = ANY (ARRAY['in_progress'::text, 'done'::text])))
+);
+
+CREATE TABLE login_attempts (
+    email text NOT NULL,
+    failures integer DEFAULT 0 NOT NULL,
+    window_start timestamp with time zone DEFAULT now() NOT NULL,
+    locked_until timestamp with time zone,
+    CONSTRAINT login_attempts_failures_check CHECK ((failures >= 0))
+);
+
+CREATE TABLE model_usage_stats (
+    model_id text NOT NULL,
+    day date NOT NULL,
+    bucket smallint NOT NULL,
+    request_count bigint DEFAULT 0 NOT NULL,
+    prompt_tokens bigint DEFAULT 0 NOT NULL,
+    completion_tokens bigint DEFAULT 0 NOT NULL,
+    total_cost numeric(20,10) DEFAULT 0 NOT NULL,
+    CONSTRAINT model_usage_stats_bucket_check CHECK (((bucket >= 0) AND (bucket <= 15))),
+    CONSTRAINT model_usage_stats_completion_tokens_check CHECK ((completion_tokens >= 0)),
+    CONSTRAINT model_usage_stats_prompt_tokens_check CHECK ((prompt_tokens >= 0)),
+    CONSTRAINT model_usage_stats_request_count_check CHECK ((request_count >= 0)),
+    CONSTRAINT model_usage_stats_total_cost_check CHECK ((total_cost >= (0)::numeric))
+);
+
+CREATE TABLE models (
+    id text NOT NULL,
+    provider text NOT NULL,
+    name text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    context_window integer NOT NULL,
+    max_output_tokens integer NOT NULL,
+    input_price_per_mtok numeric(20,10) NOT NULL,
+    output_price_per_mtok numeric(20,10) NOT NULL,
+    prices_as_of date NOT NULL,
+    capabilities text[] DEFAULT '{}'::text[] NOT NULL,
+    is_active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT models_check CHECK ((split_part(id, '/'::text, 1) = provider)),
+    CONSTRAINT models_context_window_check CHECK ((context_window > 0)),
+    CONSTRAINT models_description_check CHECK ((length(description) <= 2000)),
+    CONSTRAINT models_id_check CHECK (((id ~ '^[a-z0-9-]+/[A-Za-z0-9._:-]+$'::text) AND (length(id) <= 100))),
+    CONSTRAINT models_input_price_per_mtok_check CHECK ((input_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT models_max_output_tokens_check CHECK ((max_output_tokens > 0)),
+    CONSTRAINT models_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT models_output_price_per_mtok_check CHECK ((output_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT models_provider_check CHECK ((provider = ANY (ARRAY['local'::text, 'openai'::text, 'anthropic'::text])))
+);
+
+CREATE VIEW model_popularity AS
+ SELECT m.id AS model_id,
+    m.provider,
+    m.name,
+    (COALESCE(sum(s.request_count), (0)::numeric))::bigint AS request_count,
+    (COALESCE(sum(s.prompt_tokens), (0)::numeric))::bigint AS prompt_tokens,
+    (COALESCE(sum(s.completion_tokens), (0)::numeric))::bigint AS completion_tokens,
+    COALESCE(sum(s.total_cost), (0)::numeric) AS total_cost,
+    max(s.day) AS last_used_day,
+    rank() OVER (ORDER BY COALESCE(sum(s.request_count), (0)::numeric) DESC) AS popularity_rank
+   FROM (models m
+     LEFT JOIN model_usage_stats s ON ((s.model_id = m.id)))
+  GROUP BY m.id, m.provider, m.name;
+
+CREATE TABLE model_ratings (
+    user_id uuid NOT NULL,
+    model_id text NOT NULL,
+    rating smallint NOT NULL,
+    review text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT model_ratings_rating_check CHECK (((rating >= 1) AND (rating <= 5))),
+    CONSTRAINT model_ratings_review_check CHECK ((length(review) <= 2000))
+);
+
+CREATE TABLE transactions (
+    id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    type text NOT NULL,
+    amount numeric(20,10) NOT NULL,
+    available_after numeric(20,10) NOT NULL,
+    related_transaction_id bigint,
+    description text DEFAULT ''::text NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    call_deadline timestamp with time zone,
+    model_id text,
+    access_key_id uuid,
+    CONSTRAINT transactions_amount_check CHECK ((amount >= (0)::numeric)),
+    CONSTRAINT transactions_available_after_check CHECK ((available_after >= (0)::numeric)),
+    CONSTRAINT transactions_check CHECK (((type = 'release'::text) OR (amount > (0)::numeric))),
+    CONSTRAINT transactions_check1 CHECK (((type = 'release'::text) = (related_transaction_id IS NOT NULL))),
+    CONSTRAINT transactions_description_check CHECK ((length(description) <= 500)),
+    CONSTRAINT transactions_type_check CHECK ((type = ANY (ARRAY['deposit'::text, 'hold'::text, 'release'::text])))
+);
+
 CREATE VIEW recent_activity AS
-SELECT t.user_id,
-       'transaction'::text AS kind,
-       t.id AS item_id,
-       t.type AS action,
-       t.amount,
-       NULL::integer AS prompt_tokens,
-       NULL::integer AS completion_tokens,
-       t.metadata ->> 'session_id' AS session_id,
-       t.metadata ->> 'model_id' AS model_id,
-       t.created_at
-  FROM transactions t
+ SELECT t.user_id,
+    'transaction'::text AS kind,
+    t.id AS item_id,
+    t.type AS action,
+    t.amount,
+    NULL::integer AS prompt_tokens,
+    NULL::integer AS completion_tokens,
+    (t.metadata ->> 'session_id'::text) AS session_id,
+    COALESCE(t.model_id, (t.metadata ->> 'model_id'::text)) AS model_id,
+    t.access_key_id,
+    t.created_at
+   FROM transactions t
 UNION ALL
-SELECT h.user_id,
-       'message'::text,
-       h.id,
-       h.role,
-       h.cost,
-       h.prompt_tokens,
-       h.completion_tokens,
-       h.session_id::text,
-       s.model_id,
-       h.created_at
-  FROM chat_history h
-  JOIN chat_sessions s ON s.id = h.session_id;
+ SELECT h.user_id,
+    'message'::text AS kind,
+    h.id AS item_id,
+    h.role AS action,
+    h.cost AS amount,
+    h.prompt_tokens,
+    h.completion_tokens,
+    (h.session_id)::text AS session_id,
+    s.model_id,
+    NULL::uuid AS access_key_id,
+    h.created_at
+   FROM (chat_history h
+     JOIN chat_sessions s ON ((s.id = h.session_id)));
+
+CREATE TABLE refresh_tokens (
+    jti uuid NOT NULL,
+    user_id uuid NOT NULL,
+    generation integer NOT NULL,
+    issued_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone,
+    replaced_by uuid
+);
+
+CREATE TABLE schema_version (
+    version integer NOT NULL,
+    description text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE transactions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME transactions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE user_balance (
+    user_id uuid NOT NULL,
+    total_balance numeric(20,10) DEFAULT 0 NOT NULL,
+    spent_balance numeric(20,10) DEFAULT 0 NOT NULL,
+    held_balance numeric(20,10) DEFAULT 0 NOT NULL,
+    currency character(3) DEFAULT 'USD'::bpchar NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT user_balance_available_non_negative CHECK (((total_balance - spent_balance) >= (0)::numeric)),
+    CONSTRAINT user_balance_held_balance_check CHECK ((held_balance >= (0)::numeric)),
+    CONSTRAINT user_balance_held_within_spent CHECK ((held_balance <= spent_balance)),
+    CONSTRAINT user_balance_spent_balance_check CHECK ((spent_balance >= (0)::numeric)),
+    CONSTRAINT user_balance_total_balance_check CHECK ((total_balance >= (0)::numeric))
+);
+
+CREATE TABLE user_preferences (
+    user_id uuid NOT NULL,
+    default_model_id text,
+    preferred_providers text[] DEFAULT '{}'::text[] NOT NULL,
+    daily_spend_limit numeric(20,10),
+    max_cost_per_message numeric(20,10),
+    theme text DEFAULT 'system'::text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT user_preferences_daily_spend_limit_check CHECK ((daily_spend_limit >= (0)::numeric)),
+    CONSTRAINT user_preferences_max_cost_per_message_check CHECK ((max_cost_per_message >= (0)::numeric)),
+    CONSTRAINT user_preferences_theme_check CHECK ((theme = ANY (ARRAY['system'::text, 'light'::text, 'dark'::text])))
+);
+
+CREATE TABLE users (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    email text NOT NULL,
+    username text NOT NULL,
+    password_hash text NOT NULL,
+    token_generation integer DEFAULT 0 NOT NULL,
+    is_active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT users_email_check CHECK (((email = lower(email)) AND ((length(email) >= 3) AND (length(email) <= 254)))),
+    CONSTRAINT users_username_check CHECK (((length(username) >= 3) AND (length(username) <= 32)))
+);
+
+CREATE VIEW user_with_balance AS
+ SELECT u.id,
+    u.username,
+    u.is_active,
+    u.created_at,
+    b.total_balance,
+    b.spent_balance,
+    (b.total_balance - b.spent_balance) AS available_balance,
+    b.held_balance,
+    b.currency
+   FROM (users u
+     JOIN user_balance b ON ((b.user_id = u.id)));
+
+-- ---------------------------------------------------------------- primary keys and unique constraints
+
+ALTER TABLE ONLY access_keys
+    ADD CONSTRAINT access_keys_key_hash_key UNIQUE (key_hash);
+
+ALTER TABLE ONLY access_keys
+    ADD CONSTRAINT access_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY api_keys
+    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY chat_history
+    ADD CONSTRAINT chat_history_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY chat_sessions
+    ADD CONSTRAINT chat_sessions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY deposit_cap
+    ADD CONSTRAINT deposit_cap_pkey PRIMARY KEY (only_row);
+
+ALTER TABLE ONLY idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (user_id, key);
+
+ALTER TABLE ONLY login_attempts
+    ADD CONSTRAINT login_attempts_pkey PRIMARY KEY (email);
+
+ALTER TABLE ONLY model_ratings
+    ADD CONSTRAINT model_ratings_pkey PRIMARY KEY (user_id, model_id);
+
+ALTER TABLE ONLY model_usage_stats
+    ADD CONSTRAINT model_usage_stats_pkey PRIMARY KEY (model_id, day, bucket);
+
+ALTER TABLE ONLY models
+    ADD CONSTRAINT models_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY refresh_tokens
+    ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
+
+ALTER TABLE ONLY schema_version
+    ADD CONSTRAINT schema_version_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY transactions
+    ADD CONSTRAINT transactions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY user_balance
+    ADD CONSTRAINT user_balance_pkey PRIMARY KEY (user_id);
+
+ALTER TABLE ONLY user_preferences
+    ADD CONSTRAINT user_preferences_pkey PRIMARY KEY (user_id);
+
+ALTER TABLE ONLY users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+-- ---------------------------------------------------------------- indexes
+
+CREATE INDEX access_keys_user_live_idx ON access_keys USING btree (user_id, created_at DESC, id DESC) WHERE (revoked_at IS NULL);
+
+CREATE UNIQUE INDEX api_keys_user_fingerprint_key ON api_keys USING btree (user_id, key_fingerprint);
+
+CREATE INDEX api_keys_user_provider_idx ON api_keys USING btree (user_id, provider, created_at DESC);
+
+CREATE INDEX audit_log_created_idx ON audit_log USING btree (created_at);
+
+CREATE INDEX audit_log_table_row_idx ON audit_log USING btree (table_name, row_id);
+
+CREATE INDEX chat_history_session_idx ON chat_history USING btree (session_id, id);
+
+CREATE INDEX chat_history_user_idx ON chat_history USING btree (user_id, id DESC);
+
+CREATE INDEX chat_sessions_user_idx ON chat_sessions USING btree (user_id, created_at DESC, id DESC);
+
+CREATE INDEX idempotency_keys_created_idx ON idempotency_keys USING btree (created_at);
+
+CREATE INDEX model_ratings_model_idx ON model_ratings USING btree (model_id);
+
+CREATE INDEX models_provider_idx ON models USING btree (provider) WHERE is_active;
+
+CREATE INDEX refresh_tokens_expires_idx ON refresh_tokens USING btree (expires_at);
+
+CREATE INDEX refresh_tokens_user_idx ON refresh_tokens USING btree (user_id);
+
+CREATE INDEX transactions_access_key_idx ON transactions USING btree (access_key_id, created_at) WHERE (access_key_id IS NOT NULL);
+
+CREATE INDEX transactions_holds_idx ON transactions USING btree (created_at) WHERE (type = 'hold'::text);
+
+CREATE UNIQUE INDEX transactions_one_release_per_hold ON transactions USING btree (related_transaction_id) WHERE (type = 'release'::text);
+
+CREATE INDEX transactions_user_idx ON transactions USING btree (user_id, id DESC);
+
+CREATE INDEX transactions_user_type_idx ON transactions USING btree (user_id, type, id DESC);
+
+CREATE UNIQUE INDEX users_email_key ON users USING btree (email);
+
+CREATE UNIQUE INDEX users_username_key ON users USING btree (lower(username));
+
+-- ---------------------------------------------------------------- triggers
+
+CREATE TRIGGER audit_access_keys AFTER INSERT OR DELETE OR UPDATE ON access_keys FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE TRIGGER audit_api_keys AFTER INSERT OR DELETE OR UPDATE ON api_keys FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE TRIGGER audit_model_ratings AFTER INSERT OR DELETE OR UPDATE ON model_ratings FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
+
+CREATE TRIGGER audit_transactions AFTER INSERT OR DELETE OR UPDATE ON transactions FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE TRIGGER audit_user_balance AFTER INSERT OR DELETE OR UPDATE ON user_balance FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
+
+CREATE TRIGGER audit_user_preferences AFTER INSERT OR DELETE OR UPDATE ON user_preferences FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
+
+CREATE TRIGGER audit_users AFTER INSERT OR DELETE OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE TRIGGER touch_chat_sessions BEFORE UPDATE ON chat_sessions FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER touch_model_ratings BEFORE UPDATE ON model_ratings FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER touch_models BEFORE UPDATE ON models FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER touch_user_preferences BEFORE UPDATE ON user_preferences FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER touch_users BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TRIGGER users_create_balance AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION create_user_balance();
+
+-- ---------------------------------------------------------------- foreign keys
+
+ALTER TABLE ONLY access_keys
+    ADD CONSTRAINT access_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY api_keys
+    ADD CONSTRAINT api_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY chat_history
+    ADD CONSTRAINT chat_history_session_id_fkey FOREIGN KEY (session_id) REFERENCES chat_sessions(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY chat_history
+    ADD CONSTRAINT chat_history_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY chat_sessions
+    ADD CONSTRAINT chat_sessions_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
+
+ALTER TABLE ONLY chat_sessions
+    ADD CONSTRAINT chat_sessions_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY idempotency_keys
+    ADD CONSTRAINT idempotency_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY model_ratings
+    ADD CONSTRAINT model_ratings_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
+
+ALTER TABLE ONLY model_ratings
+    ADD CONSTRAINT model_ratings_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY model_usage_stats
+    ADD CONSTRAINT model_usage_stats_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
+
+ALTER TABLE ONLY refresh_tokens
+    ADD CONSTRAINT refresh_tokens_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY transactions
+    ADD CONSTRAINT transactions_access_key_id_fkey FOREIGN KEY (access_key_id) REFERENCES access_keys(id) ON DELETE RESTRICT;
+
+ALTER TABLE ONLY transactions
+    ADD CONSTRAINT transactions_related_transaction_id_fkey FOREIGN KEY (related_transaction_id) REFERENCES transactions(id);
+
+ALTER TABLE ONLY transactions
+    ADD CONSTRAINT transactions_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
+
+ALTER TABLE ONLY user_balance
+    ADD CONSTRAINT user_balance_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
+
+ALTER TABLE ONLY user_preferences
+    ADD CONSTRAINT user_preferences_default_model_id_fkey FOREIGN KEY (default_model_id) REFERENCES models(id);
+
+ALTER TABLE ONLY user_preferences
+    ADD CONSTRAINT user_preferences_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
 
 -- ---------------------------------------------------------------- grants
 
-REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
-REVOKE ALL ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric) FROM PUBLIC;
-REVOKE ALL ON FUNCTION add_user_funds(uuid, numeric, text, bigint, text, jsonb) FROM PUBLIC;
-REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO app_user, analytics_user;
+GRANT USAGE ON SCHEMA public TO app_user;
+GRANT USAGE ON SCHEMA public TO analytics_user;
 
-GRANT SELECT, INSERT, UPDATE ON users, refresh_tokens, login_attempts, idempotency_keys,
-    chat_sessions, model_ratings, model_usage_stats, user_preferences TO app_user;
-GRANT DELETE ON refresh_tokens, login_attempts, idempotency_keys, chat_sessions, model_ratings TO app_user;
-GRANT SELECT, INSERT, UPDATE, DELETE ON api_keys TO app_user;
-GRANT SELECT, INSERT, DELETE ON chat_history TO app_user;
--- Balances and the ledger change only through the procedures.
-GRANT SELECT ON user_balance, transactions, models, schema_version TO app_user;
-GRANT SELECT ON user_with_balance, model_popularity, recent_activity TO app_user;
-GRANT EXECUTE ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric) TO app_user;
-GRANT EXECUTE ON FUNCTION add_user_funds(uuid, numeric, text, bigint, text, jsonb) TO app_user;
-REVOKE ALL ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) TO app_user;
-REVOKE ALL ON FUNCTION settle_chat_call(uuid, uuid, text, uuid, bigint, numeric, text, integer, numeric, text,
-                                       integer, numeric, smallint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION settle_chat_call(uuid, uuid, text, uuid, bigint, numeric, text, integer, numeric, text,
-                                           integer, numeric, smallint) TO app_user;
+REVOKE ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
 
-GRANT SELECT ON user_with_balance, model_popularity, recent_activity TO analytics_user;
+REVOKE ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) TO app_user;
+
+REVOKE ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
+
+REVOKE ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) TO app_user;
+
+REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb) TO app_user;
+
+GRANT SELECT ON TABLE access_keys TO app_user;
+
+GRANT INSERT(user_id) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(name) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(key_hash) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(last4) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(allowed_models) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(spend_limit) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(spend_limit_period) ON TABLE access_keys TO app_user;
+
+GRANT INSERT(expires_at) ON TABLE access_keys TO app_user;
+
+GRANT UPDATE(last_used_at) ON TABLE access_keys TO app_user;
+
+GRANT UPDATE(revoked_at) ON TABLE access_keys TO app_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE api_keys TO app_user;
+
+GRANT SELECT,INSERT,DELETE ON TABLE chat_history TO app_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE chat_sessions TO app_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE idempotency_keys TO app_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE login_attempts TO app_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE model_usage_stats TO app_user;
+
+GRANT SELECT ON TABLE models TO app_user;
+
+GRANT SELECT ON TABLE model_popularity TO app_user;
+GRANT SELECT ON TABLE model_popularity TO analytics_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE model_ratings TO app_user;
+
+GRANT SELECT ON TABLE transactions TO app_user;
+
+GRANT SELECT ON TABLE recent_activity TO app_user;
+GRANT SELECT ON TABLE recent_activity TO analytics_user;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE refresh_tokens TO app_user;
+
+GRANT SELECT ON TABLE schema_version TO app_user;
+
+GRANT SELECT ON TABLE user_balance TO app_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE user_preferences TO app_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE users TO app_user;
+
+GRANT SELECT ON TABLE user_with_balance TO app_user;
+GRANT SELECT ON TABLE user_with_balance TO analytics_user;

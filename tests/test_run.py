@@ -25,7 +25,7 @@ from devtools.cluster import EmbeddedCluster, as_server_user, free_port, port_is
 from tests.processes import command_line, descendants_of, wait_until_gone
 from tests.support import PASSWORD, ROOT, wait_until_ready
 
-COPIED = ["app", "database", "devtools", "migrate.py", "run.py", "schema.sql", "catalog.json", "wsgi.py", "gunicorn.conf.py"]
+COPIED = ["app", "database", "devtools", "migrate.py", "run.py", "catalog.json", "wsgi.py", "gunicorn.conf.py"]
 
 
 @pytest.fixture
