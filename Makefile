@@ -1,11 +1,12 @@
-# `make run` serves the API; `make test` runs the whole suite. Both set up .venv first:
-# `make run` with what serving needs (requirements.txt), `make test` with the tests' packages too.
+# `make run` serves the API; `make test` runs the whole suite, `make test-fast` the part that
+# starts no process of its own. Each sets up .venv first:
+# `make run` with what serving needs (requirements.txt), the tests with their packages too.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test migrate schema clean
+.PHONY: run test test-fast migrate schema clean
 
 run: $(VENV)/.installed
 	$(BIN)/python run.py
@@ -14,6 +15,11 @@ run: $(VENV)/.installed
 # PYTEST_ARGS runs the tests in one process (a later -n wins).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# The tests not marked `server` (tests/conftest.py marks them): no gunicorn, no browser, no
+# PostgreSQL but the session's, no subprocess; the Flask test client and the in-process stubs.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -n 2 -m "not server" $(PYTEST_ARGS)
 
 migrate: $(VENV)/.installed
 	$(BIN)/python migrate.py

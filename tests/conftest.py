@@ -2,9 +2,13 @@
 the schema built once into a template by migrate.py's own code, and one clone of
 it that every test starts from empty: its rows deleted after each test, and the
 whole clone replaced when a test changed more than rows."""
+import dis
+import inspect
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from contextlib import closing, contextmanager
@@ -19,7 +23,7 @@ import migrate
 from app import close_app, create_app
 from devtools.cluster import testing_postgresql_options
 from tests.stubs import AnthropicStub, OpenAIStub
-from tests.support import LiveServer, settings_for, stop_servers_on, user
+from tests.support import ROOT, LiveServer, settings_for, stop_servers_on, user
 
 # Tests never read a developer's .env.
 os.environ["ENV_FILE"] = os.devnull
@@ -304,3 +308,121 @@ def pytest_terminal_summary(terminalreporter):
                for name, value in getattr(report, "user_properties", ()) if name == "written_to"}
     for folder in sorted(folders):
         terminalreporter.write_line(f"written to {folder}")
+
+
+# The `server` marker, found rather than written: a test is marked when it, a fixture
+# it uses, or a helper of the project's that either calls starts a process of its own.
+# Such a process is anything made with subprocess (gunicorn under LiveServer and
+# live_service, `make run`'s launcher, git, pg_dump), a testing.postgresql server
+# (PrivateServer) or Playwright's browser. The session's own PostgreSQL (pg_server)
+# does not count. `make test-fast` runs the rest: `-m "not server"`.
+STARTERS = ("subprocess", "testing.postgresql", "playwright")
+SHARED_BY_ALL = {"pg_server"}
+_starts = {}
+
+
+def _is_starter(name):
+    return any(name == starter or name.startswith(starter + ".") for starter in STARTERS)
+
+
+def _ours(obj):
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    path = getattr(module, "__file__", None) or ""
+    return path.startswith(str(ROOT)) and "/.venv/" not in path
+
+
+def _obj_starts(obj):
+    if isinstance(obj, str) or inspect.ismodule(obj):
+        return _is_starter(obj if isinstance(obj, str) else obj.__name__)
+    if _is_starter(getattr(obj, "__module__", None) or ""):
+        return True
+    if not _ours(obj):
+        return False
+    if inspect.isclass(obj):
+        return any(_code_starts(member.__code__, member.__globals__)
+                   for klass in obj.__mro__ if _ours(klass)
+                   for name in ("__new__", "__init__", "__enter__")
+                   if inspect.isfunction(member := vars(klass).get(name)))
+    function = inspect.unwrap(obj)
+    return inspect.isfunction(function) and _code_starts(function.__code__, function.__globals__)
+
+
+def _code_starts(code, namespace):
+    """Whether `code`, or what it calls by a global name (`name`, `name.attr...`), starts a process."""
+    if code not in _starts:
+        _starts[code] = False  # while being looked at: recursion starts nothing by itself
+        _starts[code] = any(_code_starts(const, namespace) for const in code.co_consts if inspect.iscode(const)) \
+            or any(_obj_starts(obj) for obj in _used(code, namespace))
+    return _starts[code]
+
+
+def _used(code, namespace):
+    """What `code` uses by name: each global followed through its attributes
+    (`subprocess.Popen`, `LiveServer.running`) while it is a module or a class, and the
+    names of the modules it imports."""
+    found = None
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("LOAD_ATTR", "LOAD_METHOD") and (inspect.ismodule(found) or inspect.isclass(found)) \
+                and hasattr(found, instruction.argval):
+            found = getattr(found, instruction.argval)
+            continue
+        if found is not None:
+            yield found
+            found = None
+        if instruction.opname == "LOAD_GLOBAL" and instruction.argval in namespace:
+            found = namespace[instruction.argval]
+        elif instruction.opname == "IMPORT_NAME":
+            yield instruction.argval
+    if found is not None:
+        yield found
+
+
+def _starts_a_process(item):
+    functions = [getattr(item, "obj", None)] + [
+        definition.func for name, definitions in item._fixtureinfo.name2fixturedefs.items()
+        if name not in SHARED_BY_ALL for definition in definitions]
+    return any(function is not None and _obj_starts(getattr(function, "__func__", function))
+               for function in functions)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Marks `server` the tests that start a process (above), before `-m` selects."""
+    for item in items:
+        if _starts_a_process(item):
+            item.add_marker(pytest.mark.server)
+
+
+_unmarked = None  # the test running now when it is not marked `server`
+_popen_init = subprocess.Popen.__init__
+
+
+def _guarded_popen_init(self, args, *rest, **options):
+    """The marker's check, in every run: a test left unmarked that starts a process
+    fails, naming it, rather than slowing down or breaking `make test-fast`."""
+    if _unmarked is not None and not any(frame.f_code.co_name in SHARED_BY_ALL
+                                         and frame.f_code.co_filename == __file__
+                                         for frame in _frames()):
+        raise AssertionError(f"{_unmarked} started {args!r} but is not marked `server`: tests/conftest.py's "
+                             "rule did not see it; mark the module `pytestmark = pytest.mark.server`")
+    _popen_init(self, args, *rest, **options)
+
+
+def _frames():
+    frame = sys._getframe(2)
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+subprocess.Popen.__init__ = _guarded_popen_init
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item):
+    global _unmarked
+    _unmarked = None if item.get_closest_marker("server") else item.nodeid
+    try:
+        return (yield)
+    finally:
+        _unmarked = None
