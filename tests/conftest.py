@@ -256,6 +256,14 @@ def anthropic_stub():
 
 
 @pytest.fixture
+def stubs(openai_stub, anthropic_stub):
+    """(the OpenAI stub, the Anthropic stub), reset for the test."""
+    openai_stub.reset()
+    anthropic_stub.reset()
+    return openai_stub, anthropic_stub
+
+
+@pytest.fixture
 def stubbed_settings(database, openai_stub, anthropic_stub):
     """Settings whose OpenAI and Anthropic providers are the stubs, reset for the test."""
     openai_stub.reset()

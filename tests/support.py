@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,21 @@ from devtools.cluster import free_port
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ITERATIONS = 1000
 PASSWORD = "correct horse battery"
+# The operator's keys, in the form the provider stubs accept.
+HOUSE_OPENAI = "sk-house-openai-000000000000001"
+HOUSE_ANTHROPIC = "sk-ant-house-0000000000000000001"
+# catalog.json's input and output prices per million tokens, of the models the tests bill.
+PRICES = {"openai/gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),
+          "openai/gpt-4.1": (Decimal("2.00"), Decimal("8.00")),
+          "anthropic/claude-3-5-haiku-20241022": (Decimal("0.80"), Decimal("4.00")),
+          "local/echo": (Decimal("0.01"), Decimal("0.02"))}
+
+
+def cost(model, prompt_tokens, completion_tokens):
+    """The catalog price of a call served with a house key, each part rounded up to 10 decimals."""
+    input_price, output_price = PRICES[model]
+    return sum((tokens * price / 1_000_000).quantize(Decimal("1e-10"), rounding=ROUND_CEILING)
+               for tokens, price in ((prompt_tokens, input_price), (completion_tokens, output_price)))
 
 
 def settings_for(database_url, **overrides):
@@ -53,10 +69,10 @@ def live_user(url, funds):
 
 
 @contextmanager
-def live_service(database, **settings):
+def live_service(database, workers=2, **settings):
     """The service under gunicorn on its own clean `database`, with `settings`;
     `.database` on it queries that database."""
-    live = LiveServer(settings_for(database.app_url, **settings))
+    live = LiveServer(settings_for(database.app_url, **settings), workers=workers)
     live.database = database
     try:
         yield live

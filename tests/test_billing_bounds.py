@@ -4,7 +4,7 @@ in UTF-8 bytes (the hold, and a usage at that bound billed in full), the context
 window counting max_tokens, and when reconcile may return a hold: past its
 deadline and the grace period, and, while the service runs, within a window
 long enough for a stream's deadline."""
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 import pytest
 
@@ -15,24 +15,13 @@ from app.errors import KeySpendLimitReached
 from app.extensions import db
 from app.money import format_money
 from app.providers import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS
-from tests.support import bearer, new_session, readme_ledger_query, user, user_id_of
+from tests.support import bearer, cost, new_session, readme_ledger_query, user, user_id_of
 from tests.test_billing_faults import holds_and_releases
 
 HOUSE_KEY = "sk-house-bounds-0000000000000001"
 GPT = "openai/gpt-4o-mini"
 ECHO = "local/echo"
-PRICES = {GPT: (Decimal("0.15"), Decimal("0.60")), ECHO: (Decimal("0.01"), Decimal("0.02"))}  # catalog.json
 DEPOSIT = Decimal("10")
-
-
-def part(tokens, price):
-    """tokens × price per million, rounded up to the ledger's 10 decimals."""
-    return (tokens * price / 1_000_000).quantize(Decimal("1e-10"), rounding=ROUND_CEILING)
-
-
-def cost(model, prompt_tokens, completion_tokens):
-    input_price, output_price = PRICES[model]
-    return part(prompt_tokens, input_price) + part(completion_tokens, output_price)
 
 
 def prompt_bound(*contents):

@@ -4,7 +4,6 @@ the rate-limit window), it made one provider error cost a client minutes.
 Driven with the `openai` and `anthropic` SDKs at their default retry settings,
 against the service under gunicorn with its rate limits on, as in production."""
 import time
-from contextlib import contextmanager
 
 import anthropic
 import httpx
@@ -13,38 +12,18 @@ import openai
 import pytest
 
 from tests.conftest import clean_database
-from tests.support import LiveServer, live_user, readme_ledger_query, settings_for
+from tests.support import HOUSE_ANTHROPIC, HOUSE_OPENAI, live_service, live_user, readme_ledger_query
 
-HOUSE_OPENAI = "sk-house-openai-000000000000001"
-HOUSE_ANTHROPIC = "sk-ant-house-0000000000000000001"
 RATE_LIMIT_HEADERS = ("retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
-
-
-@contextmanager
-def rate_limited_service(database, **settings):
-    """The service with its rate limits on (the tests' default turns them off):
-    one worker, since memory:// counters are per process."""
-    live = LiveServer(settings_for(database.app_url, RATELIMIT_ENABLED=True, **settings), workers=1)
-    live.database = database
-    try:
-        yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, openai_stub, anthropic_stub):
-    with clean_database(pg_server, template_db) as database, rate_limited_service(
-            database, OPENAI_BASE_URL=f"{openai_stub.url}/v1", ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1",
+    # One worker, since memory:// counters are per process; rate limits on, as in production.
+    with clean_database(pg_server, template_db) as database, live_service(
+            database, workers=1, RATELIMIT_ENABLED=True, OPENAI_BASE_URL=f"{openai_stub.url}/v1", ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1",
             OPENAI_API_KEY=HOUSE_OPENAI, ANTHROPIC_API_KEY=HOUSE_ANTHROPIC, PROVIDER_TIMEOUT=5) as live:
         yield live
-
-
-@pytest.fixture
-def stubs(openai_stub, anthropic_stub):
-    openai_stub.reset()
-    anthropic_stub.reset()
-    return openai_stub, anthropic_stub
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ speak the real wire formats. Each call's bill is checked against the usage the
 SDK received, and the ledger is left with nothing held."""
 import threading
 import time
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 import anthropic
 import httpx
@@ -12,21 +12,8 @@ import openai
 import pytest
 
 from tests.conftest import clean_database
-from tests.support import bearer, live_service, live_user, readme_ledger_query
-
-HOUSE_OPENAI = "sk-house-openai-000000000000001"
-HOUSE_ANTHROPIC = "sk-ant-house-0000000000000000001"
-PRICES = {"openai/gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),  # catalog.json, per million tokens
-          "anthropic/claude-3-5-haiku-20241022": (Decimal("0.80"), Decimal("4.00")),
-          "local/echo": (Decimal("0.01"), Decimal("0.02"))}
-
-
-def cost(model, prompt_tokens, completion_tokens):
-    """The catalog price of a call served with a house key, each part rounded up to 10 decimals."""
-    input_price, output_price = PRICES[model]
-    return sum((tokens * price / 1_000_000).quantize(Decimal("1e-10"), rounding=ROUND_CEILING)
-               for tokens, price in ((prompt_tokens, input_price), (completion_tokens, output_price)))
-
+from tests.support import (HOUSE_ANTHROPIC, HOUSE_OPENAI, bearer, cost, live_service, live_user,
+                           readme_ledger_query)
 
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, openai_stub, anthropic_stub):
@@ -34,13 +21,6 @@ def server(pg_server, template_db, openai_stub, anthropic_stub):
             database, OPENAI_BASE_URL=f"{openai_stub.url}/v1", ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1",
             OPENAI_API_KEY=HOUSE_OPENAI, ANTHROPIC_API_KEY=HOUSE_ANTHROPIC, PROVIDER_TIMEOUT=5) as live:
         yield live
-
-
-@pytest.fixture
-def stubs(openai_stub, anthropic_stub):
-    openai_stub.reset()
-    anthropic_stub.reset()
-    return openai_stub, anthropic_stub
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import signal
 import socket
 import time
-from decimal import ROUND_CEILING, Decimal
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,27 +16,10 @@ import pytest
 from app.api.outbox import OUTBOX_BYTES
 from app.money import format_money
 from app.providers import prompt_tokens_upper_bound
-from tests.support import bearer, live_service, live_user, readme_ledger_query
+from tests.support import (HOUSE_ANTHROPIC, HOUSE_OPENAI, bearer, cost, live_service, live_user,
+                           readme_ledger_query)
 
-HOUSE_OPENAI = "sk-house-openai-000000000000001"
-HOUSE_ANTHROPIC = "sk-ant-house-0000000000000000001"
-GPT_41 = ("openai/gpt-4.1", Decimal("2.00"), Decimal("8.00"))  # catalog.json, per million tokens
-GPT_4O_MINI = ("openai/gpt-4o-mini", Decimal("0.15"), Decimal("0.60"))
-HAIKU = ("anthropic/claude-3-5-haiku-20241022", Decimal("0.80"), Decimal("4.00"))
-
-
-def cost(model, prompt_tokens, completion_tokens):
-    """A house-key call's charge: each part rounded up to the ledger's 10 decimals."""
-    _, input_price, output_price = model
-    return sum((tokens * price / 1_000_000).quantize(Decimal("1e-10"), rounding=ROUND_CEILING)
-               for tokens, price in ((prompt_tokens, input_price), (completion_tokens, output_price)))
-
-
-@pytest.fixture
-def stubs(openai_stub, anthropic_stub):
-    openai_stub.reset()
-    anthropic_stub.reset()
-    return openai_stub, anthropic_stub
+GPT_41, GPT_4O_MINI, HAIKU = "openai/gpt-4.1", "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-20241022"
 
 
 def service(database, stubs, **settings):
@@ -134,7 +116,7 @@ def test_a_client_too_slow_for_its_stream_is_cut_off_and_billed_for_everything_t
         key = httpx.post(f"{live.url}/api/v1/access-keys", headers=headers,
                          json={"name": "slow", "spend_limit": "0.30", "spend_limit_period": "total"}).json()
         sock = raw_request(live.url, "/v1/chat/completions", bearer(key["key"]),
-                           {"model": GPT_41[0], "max_tokens": 32768, "stream": True,
+                           {"model": GPT_41, "max_tokens": 32768, "stream": True,
                             "stream_options": {"include_usage": True},
                             "messages": [{"role": "user", "content": "Write at length."}]}, receive_buffer=4096)
         first = sock.recv(4096)
@@ -182,12 +164,12 @@ def test_anthropic_output_is_estimated_from_all_it_sent_unless_message_delta_cou
         headers, user_id = live_user(live.url, "5")
         ask = {"content": "Say hello.", "max_tokens": 256, "stream": True}
         if client == "session":
-            session = httpx.post(f"{live.url}/api/v1/chat/sessions", json={"model_id": HAIKU[0]},
+            session = httpx.post(f"{live.url}/api/v1/chat/sessions", json={"model_id": HAIKU},
                                  headers=headers).json()
             url = f"{live.url}/api/v1/chat/sessions/{session['id']}/messages"
         else:
             url = f"{live.url}/v1/messages"
-            ask = {"model": HAIKU[0], "max_tokens": 256, "stream": True,
+            ask = {"model": HAIKU, "max_tokens": 256, "stream": True,
                    "messages": [{"role": "user", "content": ask["content"]}]}
         with httpx.stream("POST", url, json=ask, headers=headers, timeout=30) as response:
             events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
@@ -214,7 +196,7 @@ def test_an_estimate_counts_the_utf8_bytes_of_what_came(database, stubs):
     with service(database, stubs, PROVIDER_TIMEOUT=5) as live:
         headers, user_id = live_user(live.url, "5")
         with httpx.stream("POST", f"{live.url}/v1/chat/completions", headers=headers, timeout=30,
-                          json={"model": GPT_4O_MINI[0], "max_tokens": 100, "stream": True,
+                          json={"model": GPT_4O_MINI, "max_tokens": 100, "stream": True,
                                 "messages": messages}) as response:
             events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
         rows = settled_calls(database, user_id)

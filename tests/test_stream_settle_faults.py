@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from app.money import format_money
-from tests.support import LiveServer, live_user, readme_ledger_query, settings_for
+from tests.support import HOUSE_OPENAI, LiveServer, cost, live_user, readme_ledger_query, settings_for
 from tests.test_db_restart import PrivateServer
-from tests.test_stream_billing import GPT_4O_MINI, HOUSE_OPENAI, cost
+from tests.test_stream_billing import GPT_4O_MINI
 
 IDEMPOTENCY_KEY = "settle-fault-1"
 
@@ -36,9 +36,9 @@ def ask(live, client, headers):
     """(url, body) of a streamed call of gpt-4o-mini: the inference API, or a session's message."""
     if client == "v1":
         return f"{live.url}/v1/chat/completions", {
-            "model": GPT_4O_MINI[0], "max_tokens": 100, "stream": True, "stream_options": {"include_usage": True},
+            "model": GPT_4O_MINI, "max_tokens": 100, "stream": True, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "Hi"}]}
-    session = httpx.post(f"{live.url}/api/v1/chat/sessions", json={"model_id": GPT_4O_MINI[0]},
+    session = httpx.post(f"{live.url}/api/v1/chat/sessions", json={"model_id": GPT_4O_MINI},
                          headers=headers).json()
     return f"{live.url}/api/v1/chat/sessions/{session['id']}/messages", {"content": "Hi", "max_tokens": 100,
                                                                            "stream": True}
