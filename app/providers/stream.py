@@ -1,10 +1,11 @@
 """A reply streamed as it is written, whatever the provider: iterating a Stream
 yields its text deltas; once iteration ends it holds all the text delivered,
-the usage the provider reported and why it stopped (`ending`).
+the token counts the provider reported (`prompt_tokens`, `completion_tokens`,
+None where it reported none) and why it stopped (`ending`).
 
 Until the first delta a stream fails as `complete` does (ProviderError,
 ProviderUnreachable, ProviderTimeout), since nothing was delivered; after it,
-any failure is a ProviderStreamCut, and `text` and `usage` keep what came."""
+any failure is a ProviderStreamCut, and `text` and the token counts keep what came."""
 from app.providers.completion import ProviderError, ProviderStreamCut, ProviderTimeout, TextCleaner
 
 
@@ -50,13 +51,6 @@ class Stream:
     def text(self):
         """All the text delivered so far."""
         return "".join(self._pieces)
-
-    @property
-    def usage(self):
-        """(prompt_tokens, completion_tokens) as reported, or None without both."""
-        if self.prompt_tokens is None or self.completion_tokens is None:
-            return None
-        return self.prompt_tokens, self.completion_tokens
 
     def note_usage(self, prompt_tokens, completion_tokens):
         """Counts from a usage event; one that lacks a count leaves the last one seen."""
