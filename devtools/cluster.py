@@ -84,8 +84,8 @@ def server_can_reach(path):
     return probe.returncode == 0
 
 
-# Where the kernel draws outgoing connections' local ports from, when it does not say.
-DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
+# Where the kernel's ephemeral ports begin (outgoing connections' local ports), when it does not say.
+DEFAULT_FIRST_EPHEMERAL_PORT = 32768
 LISTENING_PORTS = 8000
 
 
@@ -93,7 +93,7 @@ def free_port():
     """A loopback port to listen on, drawn from just below the kernel's
     ephemeral range: a port from inside it (what binding port 0 gives) can be
     taken by an outgoing connection before the server binds it."""
-    first_ephemeral = _ephemeral_ports()[0]
+    first_ephemeral = _first_ephemeral_port()
     for _ in range(100):
         port = random.randrange(max(1024, first_ephemeral - LISTENING_PORTS), first_ephemeral)
         if port_is_free(port):
@@ -103,12 +103,11 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def _ephemeral_ports():
+def _first_ephemeral_port():
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return DEFAULT_EPHEMERAL_PORTS
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_FIRST_EPHEMERAL_PORT
 
 
 def port_is_free(port):
