@@ -133,7 +133,7 @@ class PendingRecord:
     key: str
 
     def complete(self, answer, status, tx):
-        db.complete_idempotency_key(self.user_id, self.key, status, current_app.json.dumps(serialise(answer)), tx=tx)
+        db.complete_idempotency_key(self.user_id, self.key, status, _answer_text(answer), tx=tx)
 
     def release(self):
         db.release_idempotency_key(self.user_id, self.key)
@@ -177,7 +177,7 @@ def respond(answer, status, tx, headers=None):
 
 def record_answer(answer, status, tx):
     """`answer` as JSON text, stored in `tx` under the request's Idempotency-Key if it has one."""
-    text = current_app.json.dumps(serialise(answer))
+    text = _answer_text(answer)
     key = g.get("idempotency_key")
     if key is not None:
         db.complete_idempotency_key(g.user_id, key, status, text, tx=tx)
@@ -187,7 +187,12 @@ def record_answer(answer, status, tx):
 
 def json_answer(answer, status):
     """The JSON response for `answer` (a response model), stored elsewhere if at all."""
-    return _json_response(current_app.json.dumps(serialise(answer)), status)
+    return _json_response(_answer_text(answer), status)
+
+
+def _answer_text(answer):
+    """`answer` (a response model) as the JSON text it is answered and stored as."""
+    return current_app.json.dumps(serialise(answer))
 
 
 def _json_response(text, status, headers=None):
