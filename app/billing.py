@@ -51,7 +51,6 @@ class Hold:
     id: int
     user_id: object
     session_id: object
-    token_generation: int
     model_id: str
     api_key_id: object
     amount: Decimal
@@ -79,9 +78,7 @@ class Exchange:
 
 def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False):
     """Holds the most a message in a session can cost, in `tx`; raises the API
-    error that stops the call before any money moves. The caller confirms its
-    token from the returned hold's token_generation before `tx` commits. A
-    streamed call may run for STREAM_TIMEOUT (its first text within
+    error that stops the call before any money moves. A streamed call may run for STREAM_TIMEOUT (its first text within
     PROVIDER_TIMEOUT), a plain one for PROVIDER_TIMEOUT."""
     deadlines = _deadlines(stream)
     fixed = REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content)
@@ -164,7 +161,7 @@ def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, sess
                                          "available": format_money(held["available"])})
     request = {"provider": context["provider"], "model_name": model_id.split("/", 1)[1], "messages": messages,
                "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature, "stop": stop}
-    return Hold(held["transaction_id"], user_id, session_id, context["token_generation"], model_id,
+    return Hold(held["transaction_id"], user_id, session_id, model_id,
                 context["api_key_id"] if key_source == "byok" else None, most, context["input_price_per_mtok"],
                 context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request,
                 first_byte_deadline, deadline)

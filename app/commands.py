@@ -10,7 +10,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
 
-from app.api.contract import validation_details
+from app.api.bodies import validation_details
 from app.billing import reconcile_holds
 from app.extensions import db, vault
 from app.money import format_money

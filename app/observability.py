@@ -81,6 +81,16 @@ def configure_logging(level):
     root.setLevel(level)
 
 
+def note_user(user_id):
+    """Names the request's user in its access-log line."""
+    g.user_id = user_id
+
+
+def request_id():
+    """The current request's id (None outside a request)."""
+    return g.get("request_id") if has_request_context() else None
+
+
 def register_request_hooks(app):
     @app.before_request
     def assign_request_id():

@@ -1,6 +1,6 @@
 """Access keys from the account's side: create (the key shown once), list,
-revoke, validation, and authentication by key: what it opens (a route under
-`authenticate_caller`), what it never opens (the account API), its own rate
+revoke, validation, and authentication by key: what it opens (an operation
+open to ACCOUNT_OR_KEY), what it never opens (the account API), its own rate
 limit, and that the key never reaches a log, an audit row or an error."""
 import base64
 import hashlib
@@ -9,11 +9,13 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from flask import current_app, g
+from flask import current_app
 
 from app import close_app, create_app
 from app.api import access_keys
-from app.api.guards import access_key_subject, authenticate_caller, rate_limited, require_model_allowed
+from app.api.callers import access_key_subject
+from app.api.contract import ACCOUNT_OR_KEY, caller, rate_limit
+from app.api.pipeline import serve
 from app.observability import JSONFormatter
 from database.vocab import SPEND_LIMIT_PERIODS
 from tests import test_secrets_in_logs
@@ -45,10 +47,10 @@ def in_an_hour():
     return (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
 
 
-def whoami():
-    """What a route under authenticate_caller sees of its caller."""
-    key = g.access_key
-    return {"user_id": str(g.user_id), "access_key": None if key is None else str(key["id"]),
+def whoami(caller):
+    """What an operation open to ACCOUNT_OR_KEY sees of its caller."""
+    key = caller.access_key
+    return {"user_id": str(caller.user_id), "access_key": None if key is None else str(key["id"]),
             "allowed_models": None if key is None else key["allowed_models"]}
 
 
@@ -56,7 +58,7 @@ def whoami():
 def caller_app(settings):
     """The app with a route that admits access keys and access tokens."""
     app = create_app(settings)
-    app.add_url_rule(WHOAMI, view_func=authenticate_caller(whoami), endpoint="whoami")
+    app.add_url_rule(WHOAMI, view_func=serve(caller(ACCOUNT_OR_KEY)(whoami)), endpoint="whoami")
     yield app
     close_app(app)
 
@@ -249,8 +251,12 @@ def test_the_account_api_refuses_access_keys(client, token, method, path):
 
 
 def test_a_key_may_be_held_to_its_models(caller_app):
-    caller_app.add_url_rule("/test/model/<path:model_id>", endpoint="model_check", view_func=authenticate_caller(
-        lambda model_id: require_model_allowed(model_id) or {"model": model_id}))
+    def model_check(caller, model_id):
+        caller.check_model(model_id)
+        return {"model": model_id}
+
+    caller_app.add_url_rule("/test/model/<path:model_id>", endpoint="model_check",
+                            view_func=serve(caller(ACCOUNT_OR_KEY)(model_check)))
     client = caller_app.test_client()
     token = user(client)
     narrow = create(client, token, allowed_models=["local/echo"])["key"]
@@ -263,8 +269,12 @@ def test_a_key_may_be_held_to_its_models(caller_app):
 
 def test_each_key_has_its_own_rate_limit(settings):
     app = create_app({**settings, "RATELIMIT_ENABLED": True, "RATE_LIMIT_ACCESS_KEY": "3 per minute"})
-    limited = rate_limited(lambda: current_app.config["RATE_LIMIT_ACCESS_KEY"], key_func=access_key_subject)
-    app.add_url_rule("/test/limited", endpoint="limited", view_func=limited(authenticate_caller(whoami)))
+    @rate_limit(lambda: current_app.config["RATE_LIMIT_ACCESS_KEY"], key=access_key_subject)
+    @caller(ACCOUNT_OR_KEY)
+    def limited(caller):
+        return whoami(caller)
+
+    app.add_url_rule("/test/limited", endpoint="limited", view_func=serve(limited))
     try:
         client = app.test_client()
         token = user(client)

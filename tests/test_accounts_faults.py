@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from app import close_app, create_app, schemas
-from app.api.contract import validation_details
+from app.api.bodies import validation_details
 from app.api.pagination import encode_cursor
 from app.extensions import db
 from database.vocab import CAPABILITIES

@@ -16,7 +16,8 @@ import pytest
 
 from app import close_app, create_app
 from app import security as security_module
-from app.api.guards import authenticate
+from app.api.contract import ACCOUNT, caller
+from app.api.pipeline import serve
 from app.config import SETTINGS, load_config
 from app.extensions import db
 from tests.support import PASSWORD, TEST_ITERATIONS, assert_error, bearer, login, register
@@ -489,19 +490,29 @@ def test_logout_revokes_every_earlier_token(client, database, ada):
     assert refresh(client, fresh["refresh_token"]).status_code == 200
 
 
-def test_a_view_that_forgets_to_confirm_its_token_fails_loudly(settings, caplog):
-    """`authenticate` leaves the revocation check to the view; a view that
-    answers without it is a 500, never an answer to a revoked token."""
+def test_no_view_open_to_accounts_runs_for_a_revoked_token(settings):
+    """The pipeline confirms the token against revocation before the view: a
+    view cannot forget to, and never runs for a token a logout ended."""
+    calls = []
+
+    @caller(ACCOUNT)
+    def counted(caller):
+        calls.append(caller.user_id)
+        return {"served": True}
+
     app = create_app(settings)
-    app.add_url_rule("/forgetful", view_func=authenticate(lambda: {"served": True}), endpoint="forgetful")
+    app.add_url_rule("/counted", view_func=serve(counted), endpoint="counted")
     client = app.test_client()
     register(client)
     try:
-        response = client.get("/forgetful", headers=bearer(login(client)["access_token"]))
+        old = login(client)["access_token"]
+        assert client.get("/counted", headers=bearer(old)).get_json() == {"served": True}
+        assert post(client, "logout", headers=bearer(old)).status_code == 204
+        refused = client.get("/counted", headers=bearer(old))
     finally:
         close_app(app)
-    assert_error(response, 500, "internal_error")
-    assert "forgetful answered without confirming its token" in caplog.text
+    assert_error(refused, 401, "invalid_token")
+    assert len(calls) == 1
 
 
 # ---------------------------------------------------------------------- me

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from app import close_app, create_app
-from app.api.inference import ANTHROPIC_ERROR_TYPES, OPENAI_ERROR_TYPES
+from app.api.formats import anthropic, openai
 from app.billing import hold_call, reconcile_holds
 from app.errors import KeySpendLimitReached
 from app.extensions import db
@@ -76,8 +76,8 @@ ROUTES = ["session", "v1"]
 # ------------------------------------------------- which limit refused the hold
 
 @pytest.mark.parametrize("path, header, error_types", [
-    ("/v1/chat/completions", "Authorization", OPENAI_ERROR_TYPES),
-    ("/v1/messages", "x-api-key", ANTHROPIC_ERROR_TYPES),
+    ("/v1/chat/completions", "Authorization", openai.ERROR_TYPES),
+    ("/v1/messages", "x-api-key", anthropic.ERROR_TYPES),
 ], ids=["openai", "anthropic"])
 def test_a_keys_own_limit_is_named_without_a_daily_limit(client, token, database, path, header, error_types):
     """No daily_spend_limit on the user: the key's limit refused the hold, and the error says so alone."""

@@ -463,7 +463,7 @@ def test_no_union_member_reaches_a_field_path():
 
     from pydantic import BaseModel, Field, ValidationError
 
-    from app.api.contract import validation_details
+    from app.api.bodies import validation_details
 
     class Cat(BaseModel):
         kind: Literal["cat"]

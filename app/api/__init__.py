@@ -1,9 +1,10 @@
-"""HTTP only: one blueprint per area under /api/v1, the operations endpoints at
-the root, and what every view shares (contract, guards, pagination, openapi)."""
+"""HTTP only: one blueprint per area under /api/v1, the operations endpoints and
+the inference API at the root, and what every view shares: its declarations
+(contract), the pipeline that serves them, who is calling (callers), bodies,
+idempotency, the wire formats, pagination and the OpenAPI document."""
 from flask_limiter import RateLimitExceeded
 
-from app.api import (access_keys, account, anthropic_compat, auth, balance, chat, inference, keys, models,
-                     openai_compat, ops, service, usage)
+from app.api import access_keys, account, auth, balance, chat, inference, keys, models, ops, service, usage
 from app.api.guards import over_rate_limit, refuse_unknown_query_parameters
 
 API_PREFIX = "/api/v1"
@@ -16,8 +17,6 @@ def register_blueprints(app):
     for module in API_BLUEPRINTS:
         app.register_blueprint(module.bp, url_prefix=API_PREFIX + module.bp.url_prefix)
     # The inference API, at the root where the providers' SDKs look for it.
-    app.register_blueprint(openai_compat.bp)
-    app.register_blueprint(anthropic_compat.bp)
-    inference.register_error_shapes(app)
+    inference.register(app)
     app.before_request(refuse_unknown_query_parameters)
     app.register_error_handler(RateLimitExceeded, over_rate_limit)

@@ -3,17 +3,17 @@ list and revoke. The keys open the inference API, never this account API."""
 import base64
 import secrets
 
-from flask import Blueprint, g
-
-from app.api.contract import body, other_responses, query, response
-from app.api.guards import ACCESS_KEY_PREFIX, access_key_hash, require_auth, uuid_from_path
+from app.api.callers import ACCESS_KEY_PREFIX, access_key_hash
+from app.api.contract import ACCOUNT, body, caller, other_responses, query, response
+from app.api.guards import uuid_from_path
 from app.api.openapi import CURSOR, LIMIT
 from app.api.pagination import newest_first
+from app.api.pipeline import OperationBlueprint
 from app.errors import KeyLimitReached, NotFound, ValidationFailed
 from app.extensions import db
 from app.schemas import AccessKey, AccessKeyPage, NewAccessKey, NewAccessKeyRequest
 
-bp = Blueprint("access_keys", __name__, url_prefix="/access-keys")
+bp = OperationBlueprint("access_keys", __name__, url_prefix="/access-keys")
 
 MAX_ACCESS_KEYS_PER_USER = 50
 KEY_BYTES = 32
@@ -44,16 +44,16 @@ def _allowed_models(new_key):
 @bp.post("")
 @response(NewAccessKey, 201)
 @other_responses(409)
-@require_auth
+@caller(ACCOUNT)
 @body(NewAccessKeyRequest)
-def create_access_key(new_key):
+def create_access_key(caller, new_key):
     """Issue an access key for a program (the key is shown in this answer only)"""
     allowed_models = _allowed_models(new_key)
-    if db.count_live_access_keys(g.user_id) >= MAX_ACCESS_KEYS_PER_USER:
+    if db.count_live_access_keys(caller.user_id) >= MAX_ACCESS_KEYS_PER_USER:
         raise KeyLimitReached(f"An account may hold at most {MAX_ACCESS_KEYS_PER_USER} access keys; "
                               "revoke one first.")
     key = new_access_key()
-    row = db.create_access_key(g.user_id, new_key.name, access_key_hash(key), key[-4:], allowed_models,
+    row = db.create_access_key(caller.user_id, new_key.name, access_key_hash(key), key[-4:], allowed_models,
                                new_key.spend_limit, new_key.spend_limit_period, new_key.expires_at)
     return NewAccessKey.from_row(row, key=key), {"Location": f"/api/v1/access-keys/{row['id']}"}
 
@@ -61,17 +61,17 @@ def create_access_key(new_key):
 @bp.get("")
 @response(AccessKeyPage)
 @query(LIMIT, CURSOR)
-@require_auth
-def list_access_keys():
+@caller(ACCOUNT)
+def list_access_keys(caller):
     """Your access keys not revoked, newest first (never the keys themselves)"""
-    page, next_cursor = newest_first(lambda limit, after: db.list_access_keys(g.user_id, limit, after=after))
+    page, next_cursor = newest_first(lambda limit, after: db.list_access_keys(caller.user_id, limit, after=after))
     return AccessKeyPage(access_keys=[AccessKey.from_row(row) for row in page], next_cursor=next_cursor)
 
 
 @bp.delete("/<access_key_id>")
 @response(None, 204)
-@require_auth
-def revoke_access_key(access_key_id):
+@caller(ACCOUNT)
+def revoke_access_key(caller, access_key_id):
     """Revoke an access key: it stops working at once"""
-    if not db.revoke_access_key(g.user_id, uuid_from_path(access_key_id)):
+    if not db.revoke_access_key(caller.user_id, uuid_from_path(access_key_id)):
         raise NotFound()

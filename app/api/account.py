@@ -1,37 +1,35 @@
 """The user's own settings and history: endpoints 21–23."""
 from datetime import datetime
 
-from flask import Blueprint, g
-
-from app.api.contract import body, query, response
-from app.api.guards import require_auth
+from app.api.contract import ACCOUNT, body, caller, query, response
 from app.api.openapi import CURSOR, LIMIT
 from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
+from app.api.pipeline import OperationBlueprint
 from app.errors import ValidationFailed
 from app.extensions import db
 from app.schemas import ActivityItem, ActivityPage, Preferences, PreferencesBody
 
-bp = Blueprint("account", __name__, url_prefix="")
+bp = OperationBlueprint("account", __name__, url_prefix="")
 
 DEFAULT_PREFERENCES = PreferencesBody().model_dump()
 
 
 @bp.get("/preferences")
 @response(Preferences)
-@require_auth
-def show_preferences():
+@caller(ACCOUNT)
+def show_preferences(caller):
     """Your preferences"""
-    row = db.preferences(g.user_id) or {**DEFAULT_PREFERENCES, "updated_at": None}
+    row = db.preferences(caller.user_id) or {**DEFAULT_PREFERENCES, "updated_at": None}
     return Preferences.from_row(row)
 
 
 @bp.put("/preferences")
 @response(Preferences)
-@require_auth
+@caller(ACCOUNT)
 @body(PreferencesBody)
-def replace_preferences(preferences):
+def replace_preferences(caller, preferences):
     """Replace your preferences (keys left out take their defaults)"""
-    row = db.replace_preferences(g.user_id, preferences.model_dump())
+    row = db.replace_preferences(caller.user_id, preferences.model_dump())
     if row is None:
         raise ValidationFailed(details={"default_model_id": "is not a model of the catalog"})
     return Preferences.from_row(row)
@@ -46,12 +44,12 @@ def _activity_key(text):
 @bp.get("/activity")
 @response(ActivityPage)
 @query(LIMIT, CURSOR)
-@require_auth
-def activity():
+@caller(ACCOUNT)
+def activity(caller):
     """Your recent transactions and messages, newest first"""
     limit = page_size()
     before = decode_cursor(datetime.fromisoformat, _activity_key, row_id)
-    rows = db.activity(g.user_id, limit + 1, before)
+    rows = db.activity(caller.user_id, limit + 1, before)
     page, next_cursor = paginate(
         rows, limit, lambda last: encode_cursor(last["created_at"].isoformat(), last["kind"], last["item_id"]))
     return ActivityPage(activity=[ActivityItem.from_row(row) for row in page], next_cursor=next_cursor)

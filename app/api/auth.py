@@ -1,14 +1,15 @@
 """Accounts and tokens: endpoints 1–5."""
-from flask import Blueprint, current_app, g, request
+from flask import current_app, request
 
-from app.api.contract import body, other_responses, response, serialise
-from app.api.guards import rate_limited, require_auth
+from app.api.contract import ACCOUNT, body, caller, other_responses, rate_limit, response
+from app.api.idempotency import serialise
+from app.api.pipeline import OperationBlueprint
 from app.errors import EmailTaken, InvalidToken, LoginLocked, Unauthorized, UsernameTaken
 from app.extensions import db, tokens
 from app.schemas import Balance, LoginRequest, Profile, RefreshRequest, RegisterRequest, TokenPair, User
 from app.security import ACCESS, REFRESH, dummy_password_hash, hash_password, verify_password
 
-bp = Blueprint("auth", __name__, url_prefix="/auth")
+bp = OperationBlueprint("auth", __name__, url_prefix="/auth")
 TAKEN = {"email": EmailTaken, "username": UsernameTaken}
 # The refresh token also rides in a cookie no script can read, sent only back
 # to these endpoints, so a browser page need not keep it anywhere.
@@ -46,7 +47,7 @@ def _set_refresh_cookie(answer, value, max_age):
 
 
 @bp.post("/register")
-@rate_limited(auth_rate_limit)
+@rate_limit(auth_rate_limit)
 @response(User, 201)
 @other_responses(409)
 @body(RegisterRequest)
@@ -60,7 +61,7 @@ def register(account):
 
 
 @bp.post("/login")
-@rate_limited(auth_rate_limit)
+@rate_limit(auth_rate_limit)
 @response(TokenPair)
 @other_responses(401)
 @body(LoginRequest)
@@ -87,7 +88,7 @@ def login(credentials):
 
 
 @bp.post("/refresh")
-@rate_limited(auth_rate_limit)
+@rate_limit(auth_rate_limit)
 @response(TokenPair)
 @other_responses(401)
 @body(RefreshRequest)
@@ -111,10 +112,10 @@ def refresh(presented):
 
 @bp.post("/logout")
 @response(None, 204)
-@require_auth
-def logout():
+@caller(ACCOUNT)
+def logout(caller):
     """End every token issued so far, and clear the qm_refresh cookie"""
-    db.revoke_tokens(g.user_id)
+    db.revoke_tokens(caller.user_id)
     answer = current_app.response_class(status=204)
     _set_refresh_cookie(answer, "", 0)
     return answer
@@ -122,8 +123,8 @@ def logout():
 
 @bp.get("/me")
 @response(Profile)
-@require_auth
-def me():
+@caller(ACCOUNT)
+def me(caller):
     """Your profile and balance"""
-    row = db.profile(g.user_id)
+    row = db.profile(caller.user_id)
     return Profile(**User.model_validate(row).model_dump(), balance=Balance.from_row(row))

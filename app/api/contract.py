@@ -1,59 +1,74 @@
-"""What each view states once: its body (`@body`), its answers (`@response`),
-its query parameters (`@query`) and its other error statuses
-(`@other_responses`). The same declarations validate the request, serialise
-the answer and describe the operation in /openapi.json, so the three cannot
-drift apart. The view's docstring is the operation's summary.
+"""What each operation states once, in decorators that only declare: who may
+call it (`caller`), its body (`body`), its answers (`response`), its query
+parameters (`query`), its other error statuses (`other_responses`), whether
+it is idempotent (`idempotent`), its rate limit (`rate_limit`), whether it
+streams (`streams`) and its wire format's error shape (`speaks_provider_format`).
 
-Bodies are JSON objects sent as application/json, parsed strictly and
-validated by a pydantic model; errors are told in the service's own words."""
-import functools
-import json
-import re
+Each records its part on the view's Operation and returns the view as it
+was, so they stack in any order. One wrapper reads the Operation and runs it:
+app/api/pipeline.py. The same declarations describe the operation in
+/openapi.json (app/api/openapi.py). The view's docstring is its summary."""
 from dataclasses import dataclass, field
-from decimal import Decimal
 
-from flask import current_app, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from app.errors import InvalidJSON, UnsupportedMediaType, ValidationFailed
-from app.schemas import PATTERN_MESSAGES
+# Who may call an operation (`caller`); an operation that declares none is open to anyone.
+ACCOUNT = "account"                # an account's access token (a JWT from /auth/login)
+ACCOUNT_OR_KEY = "account or key"  # that, or an access key (`qm-…`), as a bearer token or in x-api-key
 
 
 @dataclass
 class Operation:
-    """A view's contract, as the decorators below and the guards declare it."""
+    """A view's contract, as its declarations state it."""
     summary: str = ""
     responses: dict = field(default_factory=dict)  # status → pydantic model, JSON schema dict, or None (no body)
     request: type[BaseModel] | None = None
     errors: tuple = ()
-    auth: bool = False
+    callers: str | None = None           # ACCOUNT, ACCOUNT_OR_KEY, or None (anyone)
     query: list = field(default_factory=list)
     idempotent: bool = False
-    rate_limited: bool = False
+    claims_in_view: bool = False          # its view claims the Idempotency-Key record in its own transaction
+    limit: object = None                  # its rate limit: a limit string, or a function giving one
+    limit_key: object = None              # the function naming whose counter a request counts against
     uses_database: bool = True
-    open_query: bool = False          # unknown query parameters are ignored, not refused
-    stream_status: int | None = None  # the status of its text/event-stream answer, if it streams
-    error_body: str = "Error"         # the component schema of its error answers
+    open_query: bool = False              # unknown query parameters are ignored, not refused
+    stream_status: int | None = None      # the status of its text/event-stream answer, if it streams
+    stream_format: object = None          # the format (app/api/formats) its streams and replays are in
+    error_body: str = "Error"             # the component schema of its error answers
+
+    @property
+    def auth(self):
+        return self.callers is not None
+
+    @property
+    def rate_limited(self):
+        return self.limit is not None
 
 
-def operation(view):
-    """The view's Operation, made on first use. It lives in the function's
-    __dict__, which functools.wraps shares with every wrapper made after it."""
-    if "openapi" not in view.__dict__:
-        view.openapi = Operation(summary=(view.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "))
-    return view.openapi
+def operation_of(view):
+    """The view's Operation, made on first use."""
+    if "operation" not in view.__dict__:
+        view.operation = Operation(summary=(view.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "))
+    return view.operation
+
+
+def _declaring(**parts):
+    def declare(view):
+        declared = operation_of(view)
+        for name, value in parts.items():
+            setattr(declared, name, value)
+        return view
+    return declare
+
+
+def caller(kind):
+    """Who may call: ACCOUNT or ACCOUNT_OR_KEY. The view gets the Caller as its first argument."""
+    return _declaring(callers=kind)
 
 
 def body(model):
-    """Validates the JSON body against `model` and passes it to the view first."""
-    def decorate(view):
-        operation(view).request = model
-
-        @functools.wraps(view)
-        def wrapper(*args, **kwargs):
-            return view(json_body(model), *args, **kwargs)
-        return wrapper
-    return decorate
+    """The JSON body, validated against `model`; the view gets it after the Caller."""
+    return _declaring(request=model)
 
 
 def response(schema, status=200):
@@ -61,237 +76,56 @@ def response(schema, status=200):
     body-less answer), optionally with headers and, when it declares more than
     one answer, the status: (instance, 201, {"Location": ...}). A ready
     Response passes as it is."""
-    def decorate(view):
-        declared = operation(view).responses
-        first = not declared
-        declared[status] = schema
-
-        if not first:
-            return view
-
-        @functools.wraps(view)
-        def wrapper(*args, **kwargs):
-            result = view(*args, **kwargs)
-            if isinstance(result, current_app.response_class):
-                return result
-            value, rest = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
-            answer_status = rest[0] if rest and isinstance(rest[0], int) else min(declared)
-            headers = rest[-1] if rest and isinstance(rest[-1], dict) else {}
-            return serialise(value), answer_status, headers
-        return wrapper
-    return decorate
-
-
-def serialise(value):
-    """An answer's JSON-ready form: a model dumped as JSON, None as no body."""
-    if value is None:
-        return ""
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    def declare(view):
+        operation_of(view).responses[status] = schema
+        return view
+    return declare
 
 
 def query(*parameters):
     """Declares the query parameters the view reads; any other is refused (a 400)."""
-    def decorate(view):
-        operation(view).query.extend(parameters)
+    def declare(view):
+        operation_of(view).query.extend(parameters)
         return view
-    return decorate
+    return declare
 
 
 def other_responses(*statuses):
     """Declares the error statuses particular to this view (the common ones,
     such as 400, 401 or 503, follow from the rest of its contract)."""
-    def decorate(view):
-        operation(view).errors += statuses
+    def declare(view):
+        operation_of(view).errors += statuses
         return view
-    return decorate
+    return declare
+
+
+def idempotent(claims_in_view=False):
+    """Honours an Idempotency-Key header (app/api/idempotency.py): the view
+    gets the request's Idempotency after its body. `claims_in_view`: the view
+    makes no call to another service, so it claims the record itself, in the
+    transaction of its effect (one commit; a duplicate waits for it)."""
+    return _declaring(idempotent=True, claims_in_view=claims_in_view)
+
+
+def rate_limit(limit, key=None):
+    """flask-limiter's limit (a string, or a function giving one), counted per
+    `key()` (default: the client's address); 429 with Retry-After."""
+    return _declaring(limit=limit, limit_key=key)
+
+
+def streams(stream_format, status=200):
+    """Declares that the view may answer with server-sent events in
+    `stream_format`, which also replays a stored answer as a stream."""
+    return _declaring(stream_status=status, stream_format=stream_format)
 
 
 def speaks_provider_format(error_body):
     """Declares a view of a provider's format (the inference API): unknown query
     parameters are ignored, as SDKs send many, and errors take that format's
     shape, the component schema `error_body`."""
-    def decorate(view):
-        declared = operation(view)
-        declared.open_query, declared.error_body = True, error_body
-        return view
-    return decorate
-
-
-def streams(status=200):
-    """Declares that the view may answer with server-sent events (`stream`)."""
-    def decorate(view):
-        operation(view).stream_status = status
-        return view
-    return decorate
-
-
-def accepts_event_stream():
-    """Whether the request's Accept header prefers server-sent events, which
-    asks a view that `streams` for a stream as its body's `stream` does."""
-    return request.accept_mimetypes.best == "text/event-stream"
+    return _declaring(open_query=True, error_body=error_body)
 
 
 def without_database(view):
     """Declares that the view answers without the database (so never 503)."""
-    operation(view).uses_database = False
-    return view
-
-
-# pydantic's error types whose message needs nothing from the error's context.
-PLAIN_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "is not a field of this request",
-    "string_type": "must be a string",
-    "string_unicode": "must be a string",
-    "int_type": "must be an integer",
-    "int_parsing": "must be an integer",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "finite_number": "must be a finite number",
-    "decimal_type": "must be a decimal number",
-    "decimal_parsing": "must be a decimal number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "list_type": "must be a list",
-    "dict_type": "must be an object",
-    "model_type": "must be an object",
-    "model_attributes_type": "must be an object",
-    "uuid_type": "must be a UUID",
-    "uuid_parsing": "must be a UUID",
-}
-BOUND_MESSAGES = {
-    "greater_than": "must be greater than {gt}",
-    "greater_than_equal": "must be at least {ge}",
-    "less_than": "must be less than {lt}",
-    "less_than_equal": "must be at most {le}",
-}
-
-
-def _number(value):
-    """2.0 reads as 2."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _count(number, noun):
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def _length_message(item):
-    ctx = item["ctx"]
-    noun = "character" if isinstance(item.get("input"), str) else "item"
-    if "min_length" in ctx:
-        if ctx["min_length"] == 1:
-            return "must not be empty"
-        return f"must be at least {_count(ctx['min_length'], noun)}"
-    return f"must be at most {_count(ctx['max_length'], noun)}"
-
-
-def _message(item):
-    """One pydantic error in the service's own words: what the value must be."""
-    kind, ctx = item["type"], item.get("ctx", {})
-    if kind in PLAIN_MESSAGES:
-        return PLAIN_MESSAGES[kind]
-    if kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
-        return _length_message(item)
-    if kind in ("value_error", "assertion_error"):
-        return str(ctx["error"])
-    if kind in ("literal_error", "enum"):
-        choices = re.findall(r"'([^']*)'", ctx["expected"]) or [ctx["expected"]]
-        return "must be one of " + ", ".join(choices)
-    if kind == "string_pattern_mismatch":
-        return PATTERN_MESSAGES.get(ctx["pattern"], "is not in the expected form")
-    if kind in BOUND_MESSAGES:
-        return BOUND_MESSAGES[kind].format(**{name: _number(value) for name, value in ctx.items()})
-    return "is not valid"
-
-
-def validation_details(error, data):
-    """A pydantic ValidationError of `data` as {"field.path": "message"}, the
-    first message of each field. A path names only the fields and indexes of
-    `data`: pydantic also puts in it, for a value that no member of a union
-    took, the member each error came from (its type as text, internal names
-    and memory addresses included), which never reaches a client. Of those
-    errors, the members that do not take the value's type are left out when
-    another one does (a string with a NUL: "must not contain NUL characters");
-    when none does, they are named together ("must be a string or a list")."""
-    located = [_located(item, data) for item in error.errors(include_url=False)]
-    taken = {union for _, union, mismatch, _ in located if union is not None and not mismatch}
-    fields, mismatches = {}, set()
-    for path, union, mismatch, message in located:
-        if mismatch and union in taken:
-            continue
-        if path not in fields:
-            fields[path] = message
-            if mismatch:
-                mismatches.add(path)
-        elif mismatch and path in mismatches:
-            fields[path] = _either(fields[path], message)
-    return fields
-
-
-def _located(item, data):
-    """(path, union, mismatch, message) of one pydantic error in `data`: the
-    error's location without the union members pydantic adds (parts that are
-    no field or index of `data`; a required field that is missing is the one
-    part found nowhere that stays), the path of the innermost union it came
-    through (None: none), and whether it says that the value is not of that
-    union member's type."""
-    loc, parts, value, union = item["loc"], [], data, None
-    for index, part in enumerate(loc):
-        if isinstance(value, dict) and isinstance(part, str) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
-            value = value[part]
-        elif not (item["type"] == "missing" and index == len(loc) - 1):
-            union = tuple(parts)
-            continue
-        parts.append(part)
-    mismatch = union == tuple(parts) and item["type"].endswith("_type")
-    return ".".join(str(part) for part in parts) or "body", union, mismatch, _message(item)
-
-
-def _either(first, second):
-    """"must be a string" and "must be a list" as "must be a string or a list"."""
-    prefix = "must be "
-    if first.startswith(prefix) and second.startswith(prefix) and second[len(prefix):] not in first:
-        return f"{first} or {second[len(prefix):]}"
-    return first
-
-
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def query_choice(name, allowed):
-    """`?name=` when it is one of `allowed` (None when absent), else a 400."""
-    value = request.args.get(name)
-    if value is not None and value not in allowed:
-        raise ValidationFailed(details={name: f"must be one of {', '.join(allowed)}"})
-    return value
-
-
-def json_body(model):
-    """The request body validated against `model`, or a 4xx APIError.
-
-    Bodies must be JSON objects sent as application/json; numbers with a fraction
-    parse as Decimal (never float) and NaN/Infinity are refused as invalid JSON."""
-    data = request.get_data(cache=True)
-    if not request.is_json:
-        if data:
-            raise UnsupportedMediaType()
-        raise ValidationFailed("A JSON object body is required.", {"body": "is required"})
-    if not data.strip():
-        raise ValidationFailed("A JSON object body is required.", {"body": "is required"})
-    try:
-        payload = json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
-        # "\ud800" parses, but is no text: nothing downstream could encode it.
-        json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")
-    except (ValueError, RecursionError):
-        raise InvalidJSON() from None
-    if not isinstance(payload, dict):
-        raise ValidationFailed("The request body must be a JSON object.", {"body": "must be a JSON object"})
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        raise ValidationFailed(details=validation_details(exc, payload)) from None
+    return _declaring(uses_database=False)(view)

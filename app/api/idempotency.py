@@ -11,18 +11,16 @@ the request runs: the record itself says who is running, and until when it may:
 an in-progress record is taken over by a retry (its process died) only after
 the deadline of the provider call it guards plus HOLD_GRACE_SECONDS, the time
 its settle may take, so a retry never runs beside a call still under way. A
-streamed answer completes its record when the stream settles (`defer_idempotency`)."""
-import functools
+streamed answer completes its record when the stream settles (`Idempotency.hand_over`)."""
 import hashlib
 import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from flask import current_app, g, request
+from flask import current_app, request
+from pydantic import BaseModel
 
-from app.api.contract import accepts_event_stream, operation, serialise
-from app.api.guards import confirm_token_now
 from app.errors import IdempotencyInProgress, IdempotencyKeyReused, ValidationFailed
 from app.extensions import db
 
@@ -52,148 +50,123 @@ def request_fingerprint():
     return hashlib.sha256(f"{request.method}\n{request.path}\n{body}".encode()).hexdigest()
 
 
-def idempotent(view=None, *, replay=None, atomic=False):
-    """Honours an Idempotency-Key header on a view that answers through
-    `respond` (or, streaming, through `defer_idempotency`).
-    `replay(stored_body_text)`, when given, may answer a retry in another form
-    than the stored JSON (a stream asked for again); None keeps the JSON.
-    `atomic`: the view makes no call to another service, so it claims the
-    record itself (`claim_within`) in the transaction of its effect: one
-    commit, and a duplicate waits for that commit and replays the answer."""
-    if view is None:
-        return lambda inner: idempotent(inner, replay=replay, atomic=atomic)
-    operation(view).idempotent = True
+class Idempotency:
+    """The Idempotency-Key record of one request, which the pipeline claims
+    (`claim`) before the view runs and closes (`close`) after it. The view
+    stores its answer with its effect (`respond`, or `complete` in a settle);
+    a stream takes the record over (`hand_over`) and completes or releases it
+    when it settles. Without the header every step does nothing."""
 
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
+    def __init__(self, user_id, key, stale_after):
+        self.user_id, self.key, self.stale_after = user_id, key, stale_after
+        # Claimed in a commit of its own (not in the view's transaction); its answer stored; left to a stream.
+        self._claimed_alone = self._stored = self._handed_over = False
+
+    @classmethod
+    def of_request(cls, caller, asks_for_stream):
+        """The request's record (a 400 for a malformed key), in the caller's
+        own namespace: the client's key as it is for the user's own token, and
+        prefixed by the access key's id for an access key, so that each key's
+        records are its own. Records stay one per (user, key) row: a release
+        before this one reads and writes the same table unchanged."""
         key = request.headers.get(HEADER)
-        if key is None:
-            return view(*args, **kwargs)
-        if not KEY_PATTERN.match(key):
-            raise ValidationFailed(details={HEADER: "must be 1 to 255 visible ASCII characters"})
-        confirm_token_now()  # before the record is written
-        g.idempotency_key = key = _callers_key(key)
-        if atomic:
-            return view(*args, **kwargs)
-        replayed = _claim(key, replay)
-        if replayed is not None:
-            return replayed
-        try:
-            response = view(*args, **kwargs)
-        except BaseException:
-            db.release_idempotency_key(g.user_id, key)
-            raise
-        if not g.get("idempotency_deferred") and not g.pop("idempotency_completed", False):
-            db.release_idempotency_key(g.user_id, key)
-        return response
-    return wrapper
+        if key is not None:
+            if not KEY_PATTERN.match(key):
+                raise ValidationFailed(details={HEADER: "must be 1 to 255 visible ASCII characters"})
+            if caller.access_key is not None:
+                key = f"{caller.access_key_id}/{key}"
+        return cls(caller.user_id, key, _stale_after(current_app.config, asks_for_stream))
 
+    def claim(self, tx=None):
+        """Claims the record (in `tx`, the view's transaction, when given). The
+        Stored answer of a request already answered; None when this one is to
+        run. 422 for another request under the key, 409 while it runs."""
+        if self.key is None:
+            return None
+        outcome, record = db.claim_idempotency_key(self.user_id, self.key, request_fingerprint(), self.stale_after,
+                                                   tx=tx)
+        if outcome == "mismatch":
+            raise IdempotencyKeyReused()
+        if outcome == "in_progress":
+            raise IdempotencyInProgress()
+        if outcome != "done":
+            self._claimed_alone = tx is None
+            return None
+        return Stored(record["response_body"], record["response_status"])
 
-def claim_within(tx):
-    """For an `atomic` view: claims the request's record in `tx`, the
-    transaction of its effect. The stored answer's response when the request
-    was already answered; None when the view is to run (or has no key)."""
-    key = g.get("idempotency_key")
-    return None if key is None else _claim(key, None, tx)
+    def respond(self, answer, status, tx, headers=None):
+        """The JSON response for `answer` (a response model), stored in `tx`,
+        the transaction holding the request's effect, so both commit together."""
+        text = answer_text(answer)
+        self._store(text, status, tx)
+        return json_response(text, status, headers)
 
+    def complete(self, answer, status, tx):
+        self._store(answer_text(answer), status, tx)
 
-def _claim(key, replay, tx=None):
-    """Claims the record; the replayed answer of a request already answered, or
-    None when this one is to run. 422 for another request under the key, 409
-    while it runs."""
-    outcome, record = db.claim_idempotency_key(g.user_id, key, request_fingerprint(),
-                                               _stale_after(current_app.config), tx=tx)
-    if outcome == "mismatch":
-        raise IdempotencyKeyReused()
-    if outcome == "in_progress":
-        raise IdempotencyInProgress()
-    if outcome != "done":
-        return None
-    replayed = replay and replay(record["response_body"])
-    if replayed is not None:
-        replayed.headers["Idempotent-Replayed"] = "true"
-        return replayed
-    return _json_response(record["response_body"], record["response_status"], {"Idempotent-Replayed": "true"})
+    def _store(self, text, status, tx):
+        if self.key is not None:
+            db.complete_idempotency_key(self.user_id, self.key, status, text, tx=tx)
+            self._stored = True
 
+    def hand_over(self):
+        """The record, left for a stream to complete or release when it settles."""
+        self._handed_over = True
+        return self
 
-def _callers_key(key):
-    """The record's key: the client's key as it is for the user's own token, and
-    prefixed by the access key's id for an access key, so that each key's records
-    are its own. Records stay one per (user, key) row: a release before this one
-    reads and writes the same table unchanged."""
-    access_key = g.get("access_key")
-    return f"{access_key['id']}/{key}" if access_key else key
+    def release(self):
+        """Lets a retry run anew."""
+        if self.key is not None:
+            db.release_idempotency_key(self.user_id, self.key)
+
+    def close(self, failed):
+        """After the view: a record it claimed that was neither stored nor
+        handed over, or whose view `failed` (raised), is released: an error
+        answer is not kept. A record claimed in the view's transaction lives
+        and dies with it."""
+        if self._claimed_alone and not self._handed_over and (failed or not self._stored):
+            self.release()
 
 
 @dataclass(frozen=True)
-class PendingRecord:
-    """The Idempotency-Key record of a streamed answer, completed with the
-    stream's settle or released, after the view has returned."""
-    user_id: object
-    key: str
+class Stored:
+    """The answer stored under a record: its JSON text and status."""
+    text: str
+    status: int
 
-    def complete(self, answer, status, tx):
-        db.complete_idempotency_key(self.user_id, self.key, status, _answer_text(answer), tx=tx)
-
-    def release(self):
-        db.release_idempotency_key(self.user_id, self.key)
+    def response(self):
+        return replayed(json_response(self.text, self.status))
 
 
-def defer_idempotency():
-    """The request's record (None without an Idempotency-Key), left for the
-    stream to complete or release: the view returns before the answer is known."""
-    key = g.get("idempotency_key")
-    if key is None:
-        return None
-    g.idempotency_deferred = True
-    return PendingRecord(g.user_id, key)
+def replayed(response):
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
-def _stale_after(config):
+def _stale_after(config, asks_for_stream):
     """Seconds after its claim that an in-progress record may be taken over:
     the longest its call may run (a stream's STREAM_TIMEOUT when it asks for
     one), the moments before the call starts, and the settle's grace."""
-    call = config["STREAM_TIMEOUT"] if _asks_for_stream() else config["PROVIDER_TIMEOUT"]
+    call = config["STREAM_TIMEOUT"] if asks_for_stream else config["PROVIDER_TIMEOUT"]
     return call + CALL_START_MARGIN_SECONDS + config["HOLD_GRACE_SECONDS"]
-
-
-def _asks_for_stream():
-    """Whether the request asks for a streamed answer, read before its body is validated."""
-    if accepts_event_stream():
-        return True
-    try:
-        body = json.loads(request.get_data(cache=True))
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(body, dict) and body.get("stream") is True
-
-
-def respond(answer, status, tx, headers=None):
-    """The JSON response for `answer` (a response model). Under an
-    Idempotency-Key the answer is stored in `tx`, the transaction holding the
-    request's effect, so both commit together."""
-    return _json_response(record_answer(answer, status, tx), status, headers)
-
-
-def record_answer(answer, status, tx):
-    """`answer` as JSON text, stored in `tx` under the request's Idempotency-Key if it has one."""
-    text = _answer_text(answer)
-    key = g.get("idempotency_key")
-    if key is not None:
-        db.complete_idempotency_key(g.user_id, key, status, text, tx=tx)
-        g.idempotency_completed = True
-    return text
 
 
 def json_answer(answer, status):
     """The JSON response for `answer` (a response model), stored elsewhere if at all."""
-    return _json_response(_answer_text(answer), status)
+    return json_response(answer_text(answer), status)
 
 
-def _answer_text(answer):
+def answer_text(answer):
     """`answer` (a response model) as the JSON text it is answered and stored as."""
     return current_app.json.dumps(serialise(answer))
 
 
-def _json_response(text, status, headers=None):
+def serialise(value):
+    """An answer's JSON-ready form: a model dumped as JSON, None as no body."""
+    if value is None:
+        return ""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def json_response(text, status, headers=None):
     return current_app.response_class(text + "\n", status=status, mimetype="application/json", headers=headers)

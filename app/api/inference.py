@@ -1,66 +1,82 @@
-"""What the inference API's two formats share (/v1: OpenAI's Chat Completions
-and Anthropic's Messages): the caller's model check and hold, each format's
-error shape, and the per-key rate limit. A call is billed through the same
-hold → call → settle as a chat message; no message text is stored."""
-from flask import current_app, g
+"""The inference API at /v1, where the providers' SDKs look for it: the
+catalog as OpenAI's model list, and one call operation per wire format
+(OpenAI's Chat Completions at /v1/chat/completions, Anthropic's Messages at
+/v1/messages), each the same view parameterised by its format
+(app/api/formats). A call is billed through the same hold → call → settle as
+a chat message; no message text is stored."""
+from datetime import datetime, timezone
+
+from flask import current_app
 
 from app import billing
-from app.api.guards import require_model_allowed
+from app.api.answers import answer_call
+from app.api.callers import access_key_subject
+from app.api.contract import (ACCOUNT_OR_KEY, body, caller, idempotent, other_responses, rate_limit, response,
+                              speaks_provider_format, streams)
+from app.api.formats import anthropic, openai
+from app.api.pipeline import OperationBlueprint
 from app.errors import register_error_shape
 from app.extensions import db
-from app.providers import Ending
+from app.money import format_money
+from app.schemas.openai_format import ModelListing, ModelObject
 
-OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
-                      403: "permission_error", 404: "not_found_error", 409: "conflict_error",
-                      429: "rate_limit_error"}
-ANTHROPIC_ERROR_TYPES = {401: "authentication_error", 402: "billing_error", 403: "permission_error",
-                         404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                         504: "timeout_error"}
+# One blueprint per format, named for it: its operations' ids and tags in /openapi.json.
+blueprints = {wire_format: OperationBlueprint(wire_format.NAME, __name__, url_prefix="/v1")
+              for wire_format in (openai, anthropic)}
 
 
-def register_error_shapes(app):
-    register_error_shape(app, "/v1/messages", anthropic_error)
-    register_error_shape(app, "/v1/", openai_error)
-
-
-def _sentence(message, details):
-    """The message with each named field's problem, as these formats carry no details."""
-    fields = "; ".join(f"{name}: {problem}" for name, problem in details.items() if isinstance(problem, str))
-    return f"{message} ({fields})" if fields else message
-
-
-def openai_error(code, message, status, details):
-    error_type = OPENAI_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    param = next(iter(details), None) if code == "validation_error" else None
-    return {"error": {"message": _sentence(message, details), "type": error_type, "code": code, "param": param}}
-
-
-def anthropic_error(code, message, status, details):
-    error_type = ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    return {"type": "error", "error": {"type": error_type, "message": _sentence(message, details)}}
+def register(app):
+    for blueprint in blueprints.values():
+        app.register_blueprint(blueprint)
+    # Errors in each format's shape: Anthropic's at its path, OpenAI's at the rest of /v1.
+    register_error_shape(app, "/v1" + anthropic.PATH, anthropic.error)
+    register_error_shape(app, "/v1/", openai.error)
 
 
 def access_key_limit():
     return current_app.config["RATE_LIMIT_ACCESS_KEY"]
 
 
-def hold(model_id, messages, max_tokens, temperature, fields, stream=False, stop=None):
-    """The caller's hold for one call of `model_id` (committed: the call runs
-    with no transaction open), after the access key's model check."""
-    require_model_allowed(model_id)
-    with db.transaction(acting_user_id=g.user_id) as tx:
-        return billing.hold_call(g.user_id, model_id, messages, max_tokens, temperature, tx, fields,
-                                 access_key=g.access_key, stream=stream, stop=stop)
+@blueprints[openai].get("/models")
+@speaks_provider_format(openai.ERROR_BODY)
+@response(ModelListing)
+@caller(ACCOUNT_OR_KEY)
+def list_models(caller):
+    """The catalog, as OpenAI's model list (an access key's own models only)"""
+    allowed = caller.access_key and caller.access_key["allowed_models"]
+    return ModelListing(data=[_model_object(row) for row in db.catalog() if not allowed or row["id"] in allowed])
 
 
-def ending_of(hold_, reply):
-    """Why the answer ended: as its provider said, else "length" when it used
-    all of max_tokens and "stop" when not."""
-    if reply.ending is not None:
-        return reply.ending
-    return Ending("length" if reply.has_usage and reply.completion_tokens >= hold_.max_tokens else "stop")
+def _model_object(row):
+    created = datetime(*row["prices_as_of"].timetuple()[:3], tzinfo=timezone.utc)
+    return ModelObject(id=row["id"], created=int(created.timestamp()), owned_by=row["provider"],
+                       context_window=row["context_window"], max_output_tokens=row["max_output_tokens"],
+                       input_price_per_mtok=format_money(row["input_price_per_mtok"]),
+                       output_price_per_mtok=format_money(row["output_price_per_mtok"]))
 
 
-def text_of(content):
-    """A message's text: a string, or the concatenation of its text parts."""
-    return content if isinstance(content, str) else "".join(part.text for part in content)
+def call_operation(wire_format):
+    """The call operation of `wire_format`: its request made a ModelCall, held
+    for the caller, made, and answered (whole or streamed) in that format."""
+    def create(caller, request, idempotency):
+        call = wire_format.call_of(request)
+        caller.check_model(call.model)
+        with db.transaction(acting_user_id=caller.user_id) as tx:
+            hold = billing.hold_call(caller.user_id, call.model, call.messages, call.max_tokens, call.temperature,
+                                     tx, wire_format.FIELDS, access_key=caller.access_key, stream=call.stream,
+                                     stop=call.stop)
+        return answer_call(hold, wire_format.renderer(hold, request), call.stream, idempotency)
+
+    create.__name__ = create.__qualname__ = f"create_{wire_format.NAME}"  # its own rate-limit counter
+    create.__doc__ = wire_format.SUMMARY
+    declarations = (speaks_provider_format(wire_format.ERROR_BODY), rate_limit(access_key_limit, access_key_subject),
+                    response(wire_format.Answer), streams(wire_format), other_responses(402, 403, 404, 422, 502, 504),
+                    caller(ACCOUNT_OR_KEY), idempotent(), body(wire_format.Request))
+    for declare in declarations:
+        declare(create)
+    return create
+
+
+for _format, _blueprint in blueprints.items():
+    _blueprint.add_url_rule(_format.PATH, endpoint=_format.ENDPOINT, view_func=call_operation(_format),
+                            methods=["POST"])

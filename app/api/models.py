@@ -1,9 +1,10 @@
 """The catalog, ratings and recommendations: endpoints 17–20."""
-from flask import Blueprint, current_app, g
+from flask import current_app
 
-from app.api.contract import body, query, query_choice, response
-from app.api.guards import require_auth
+from app.api.bodies import query_choice
+from app.api.contract import ACCOUNT, body, caller, query, response
 from app.api.openapi import query_enum
+from app.api.pipeline import OperationBlueprint
 from app.billing import house_keys
 from app.errors import NotFound
 from app.extensions import db
@@ -12,7 +13,7 @@ from app.schemas import (DailyUsage, ModelDetail, ModelList, Rating, RatingReque
                          RecommendationList, RecommendRequest)
 from database.vocab import CAPABILITIES, PROVIDERS
 
-bp = Blueprint("models", __name__, url_prefix="/models")
+bp = OperationBlueprint("models", __name__, url_prefix="/models")
 
 SORTS = {
     "popularity": lambda row: (row["popularity_rank"], row["id"]),
@@ -61,11 +62,11 @@ def show_model(provider, name):
 @bp.put("/<provider>/<name>/rating")
 @response(Rating, 201)  # a first rating
 @response(Rating, 200)  # one replaced
-@require_auth
+@caller(ACCOUNT)
 @body(RatingRequest)
-def rate_model(rating, provider, name):
+def rate_model(caller, rating, provider, name):
     """Rate a model (a second call replaces your rating)"""
-    row = db.rate_model(g.user_id, f"{provider}/{name}", rating.rating, rating.review)
+    row = db.rate_model(caller.user_id, f"{provider}/{name}", rating.rating, rating.review)
     if row is None:
         raise NotFound()
     return Rating.model_validate(row), 201 if row["created"] else 200
@@ -73,14 +74,14 @@ def rate_model(rating, provider, name):
 
 @bp.post("/recommend")
 @response(RecommendationList)
-@require_auth
+@caller(ACCOUNT)
 @body(RecommendRequest)
-def recommend(wanted):
+def recommend(caller, wanted):
     """Which models suit a task, ranked, with reasons"""
-    preferences = db.preferences(g.user_id)
+    preferences = db.preferences(caller.user_id)
     ranked, notice = rank(
         db.catalog(), wanted.task, wanted.capabilities, wanted.max_price_per_mtok,
-        held_providers=db.provider_key_holdings(g.user_id),
+        held_providers=db.provider_key_holdings(caller.user_id),
         house_providers=house_keys(current_app.config),
         preferred_providers=preferences["preferred_providers"] if preferences else [],
         limit=wanted.limit,

@@ -1,8 +1,8 @@
 """/openapi.json: an OpenAPI 3.1 document generated from the routes and the same
 pydantic models the views validate with, so the contract cannot drift.
 
-Each view's contract is what its decorators declared (app/api/contract.py and
-the guards); the document is built once per app from the URL map."""
+Each view's contract is what its declarations state (app/api/contract.py);
+the document is built once per app from the URL map."""
 import re
 
 from flask import current_app
@@ -84,7 +84,7 @@ def document():
 def _build(app):
     operations = []
     for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
-        operation = getattr(app.view_functions[rule.endpoint], "openapi", None)
+        operation = getattr(app.view_functions[rule.endpoint], "operation", None)
         if operation is not None:
             path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
             params = re.findall(r"<(?:[a-z]+:)?([a-z_]+)>", rule.rule)

@@ -4,15 +4,16 @@ import base64
 import hashlib
 import re
 
-from flask import Blueprint, request
+from flask import request
 from swagger_ui import api_doc
 from swagger_ui.core import ApplicationDocument
 
 from app.api.contract import response, without_database
 from app.api.openapi import HEALTH, document
+from app.api.pipeline import OperationBlueprint
 from app.extensions import db
 
-bp = Blueprint("ops", __name__)
+bp = OperationBlueprint("ops", __name__)
 
 
 @bp.get("/healthz")

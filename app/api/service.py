@@ -1,14 +1,15 @@
 """The service's terms (public): whether top-ups are on, the BYOK fee, and
 which providers the operator's own keys serve, so that a client can tell what a
 call will use and cost before making it (README, Who pays whom)."""
-from flask import Blueprint, current_app
+from flask import current_app
 
 from app.api.contract import response, without_database
+from app.api.pipeline import OperationBlueprint
 from app.billing import house_keys
 from app.money import format_money
 from app.schemas import ServiceTerms
 
-bp = Blueprint("service", __name__, url_prefix="/service")
+bp = OperationBlueprint("service", __name__, url_prefix="/service")
 
 
 @bp.get("")

@@ -1,16 +1,17 @@
 """What the user spent, per day and model, summed from the ledger's charges."""
-from flask import Blueprint, g, request
+from flask import request
 from pydantic import ValidationError
 
-from app.api.contract import query, response, validation_details
-from app.api.guards import require_auth
+from app.api.bodies import validation_details
+from app.api.contract import ACCOUNT, caller, query, response
 from app.api.openapi import query_enum, query_parameter
+from app.api.pipeline import OperationBlueprint
 from app.errors import ValidationFailed
 from app.extensions import db
 from app.schemas import UsageQuery, UsageReport, UsageRow
 from app.schemas.usage import DEFAULT_USAGE_DAYS, GROUPINGS, MAX_USAGE_DAYS
 
-bp = Blueprint("usage", __name__, url_prefix="/usage")
+bp = OperationBlueprint("usage", __name__, url_prefix="/usage")
 
 
 def _day_parameter(name, description):
@@ -23,13 +24,13 @@ def _day_parameter(name, description):
                               f"at most {MAX_USAGE_DAYS} days are counted, both ends included."),
        _day_parameter("to", "The last UTC day counted, included (default: today)."),
        query_enum("group_by", GROUPINGS, "Rows per day, per model, or per day and model (the default)."))
-@require_auth
-def show_usage():
+@caller(ACCOUNT)
+def show_usage(caller):
     """Your charges per day and model"""
     asked = request.args.to_dict()
     try:
         wanted = UsageQuery.model_validate(asked)
     except ValidationError as exc:
         raise ValidationFailed(details=validation_details(exc, asked)) from None
-    rows = db.charges(g.user_id, wanted.first_day, wanted.last_day, wanted.by_day, wanted.by_model)
+    rows = db.charges(caller.user_id, wanted.first_day, wanted.last_day, wanted.by_day, wanted.by_model)
     return UsageReport(usage=[UsageRow.from_row(row) for row in rows])

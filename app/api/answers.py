@@ -2,66 +2,55 @@
 events and billed exactly whatever the client does.
 
 A streamed answer is relayed by a thread of its own (a Relay), which reads the
-provider's stream to its end, turns each piece into the caller's format (a
-Writer: OpenAI's chunks, Anthropic's events, or the session API's delta/done)
-and puts it in the client's Outbox, then settles on what the provider
-reported, as soon as the provider is done, whatever the client is doing. The
-server writes the outbox to the client. A client that stops reading for
-CLIENT_IDLE_TIMEOUT, or is still reading at the stream's deadline, is cut off;
-the relay then reads the rest of the provider's stream without keeping it for
-anyone and bills it. A stream the provider cut short is settled on what came,
-and the client gets an error event, never a silent end."""
-import json
+provider's stream to its end, turns each piece into the caller's format (its
+renderer, app/api/formats) and puts it in the client's Outbox, then settles on
+what the provider reported, as soon as the provider is done, whatever the
+client is doing. The server writes the outbox to the client. A client that
+stops reading for CLIENT_IDLE_TIMEOUT, or is still reading at the stream's
+deadline, is cut off; the relay then reads the rest of the provider's stream
+without keeping it for anyone and bills it. A stream the provider cut short is
+settled on what came, and the client gets an error event, never a silent end."""
 import logging
 import socket
 import threading
 import time
 from contextlib import suppress
 
-from flask import current_app, g, request
+from flask import current_app, request
 
 from app import billing
-from app.api.idempotency import defer_idempotency, json_answer
+from app.api.formats import event_stream
+from app.api.idempotency import json_answer
 from app.api.outbox import Outbox
 from app.errors import APIError, InternalError, StorageUnavailable, StreamCut
 from app.money import format_money
-from app.observability import access_log, describe_error
+from app.observability import access_log, describe_error, request_id
 from app.providers import ProviderStreamCut
 from database.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
-HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def sse(data, event=None):
-    """One server-sent event."""
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
-def event_stream(events):
-    return current_app.response_class(events, mimetype="text/event-stream", headers=HEADERS)
-
-
-def answer_call(hold, writer, stream):
-    """A held call's answer. Streamed: server-sent events through `writer`,
-    settled as the provider's stream ends. Else the call is made, then settled
-    and answered (writer.answer, with writer.status) in one transaction with
-    its Idempotency-Key record; an answer that is an APIError (a session
-    deleted meanwhile) is raised once the charge has committed."""
+def answer_call(hold, renderer, stream, idempotency):
+    """A held call's answer. Streamed: server-sent events through `renderer`,
+    settled as the provider's stream ends, which completes or releases the
+    request's `idempotency` record. Else the call is made, then settled and
+    answered (renderer.answer, with renderer.status) in one transaction with
+    that record; an answer that is an APIError (a session deleted meanwhile)
+    is raised once the charge has committed."""
     if stream:
-        return event_stream(Relay(hold, billing.start_stream(hold), writer, defer_idempotency()))
+        return event_stream(Relay(hold, billing.start_stream(hold), renderer, idempotency.hand_over()))
     reply = billing.call(hold)
-    answer, _ = settled(hold, reply, writer, defer_idempotency())
+    answer, _ = settled(hold, reply, renderer, idempotency)
     if isinstance(answer, APIError):
         raise answer
-    return json_answer(answer, writer.status)
+    return json_answer(answer, renderer.status)
 
 
-def settled(hold, completion, writer, record, estimated=False):
+def settled(hold, completion, renderer, record, estimated=False):
     """(the answer, a response model or the APIError to report; the exchange)
-    of a call settled in one transaction with its Idempotency-Key record (None
-    without one). While the database is unavailable the settle is tried again,
+    of a call settled in one transaction with its Idempotency-Key record.
+    While the database is unavailable the settle is tried again,
     until the hold's deadline plus HOLD_GRACE_SECONDS; then the hold is
     returned (or left for reconcile) and DatabaseUnavailable goes on."""
     attempt = 0
@@ -69,9 +58,9 @@ def settled(hold, completion, writer, record, estimated=False):
         try:
             with billing.settling(hold) as tx:
                 exchange = billing.settle(hold, completion, tx, estimated)
-                answer = writer.answer(hold, completion, exchange)
-                if record is not None and not isinstance(answer, APIError):
-                    record.complete(answer, writer.status, tx)
+                answer = renderer.answer(hold, completion, exchange)
+                if not isinstance(answer, APIError):
+                    record.complete(answer, renderer.status, tx)
                 return answer, exchange
         except DatabaseUnavailable:
             pause = billing.settle_retry_pause(hold, attempt)
@@ -90,14 +79,14 @@ class Relay:
     the server calls however the response ends) waits for the thread, so the
     request lasts until its call is settled."""
 
-    def __init__(self, hold, started, writer, record=None):
+    def __init__(self, hold, started, renderer, record):
         self.app = current_app._get_current_object()
-        self.hold, self.started, self.writer, self.record = hold, started, writer, record
+        self.hold, self.started, self.renderer, self.record = hold, started, renderer, record
         self.outbox = Outbox(self.app.config["CLIENT_IDLE_TIMEOUT"], hold.deadline)
         # The client's connection, to cut off a client that stopped reading (gunicorn gives it).
         self.client = request.environ.get("gunicorn.socket")
         # The request's access-log line goes out with the headers; this one, when the stream ends.
-        self.request_id, self.path, self.began = g.get("request_id"), request.path, time.perf_counter()
+        self.request_id, self.path, self.began = request_id(), request.path, time.perf_counter()
         self.outcome, self.client_cut = "failed", None
         self._thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
         self._thread.start()
@@ -129,7 +118,7 @@ class Relay:
                 self._send(self._relay_and_settle())
             except Exception as exc:  # a bug: the client still gets an end, never a broken chunk
                 log.error("relaying hold %s failed: %s", self.hold.id, describe_error(exc))
-                self._send(self.writer.failure(InternalError()))
+                self._send(self.renderer.failure(InternalError()))
             finally:
                 self.outbox.finish()
         if not self.outbox.wait_until_closed():
@@ -137,12 +126,12 @@ class Relay:
 
     def _relay_and_settle(self):
         """Relays the provider's stream to its end and settles it; the stream's last event."""
-        self._send(self.writer.opening())
-        self._send(self.writer.delta(self.started.first))
+        self._send(self.renderer.opening())
+        self._send(self.renderer.delta(self.started.first))
         cut = None
         try:
             for piece in self.started.deltas:
-                self._send(self.writer.delta(piece))
+                self._send(self.renderer.delta(piece))
         except ProviderStreamCut as exc:
             cut = exc
         except Exception as exc:  # the stream's reader failed: settle on what came
@@ -151,22 +140,22 @@ class Relay:
         completion, estimated = billing.streamed_reply(self.hold, self.started.stream)
         answer = exchange = None
         try:
-            answer, exchange = settled(self.hold, completion, self.writer, self.record, estimated)
+            answer, exchange = settled(self.hold, completion, self.renderer, self.record, estimated)
         except DatabaseUnavailable as exc:
             answer = StorageUnavailable(exc.message)
         except APIError as error:
             answer = error
         finally:
-            if self.record is not None and (answer is None or isinstance(answer, APIError)):
+            if answer is None or isinstance(answer, APIError):
                 self._release_record()
         if isinstance(answer, APIError):
-            return self.writer.failure(answer)
+            return self.renderer.failure(answer)
         if cut is not None:
             self.outcome = "cut"
-            return self.writer.failure(StreamCut(details={"provider": self.hold.request["provider"],
+            return self.renderer.failure(StreamCut(details={"provider": self.hold.request["provider"],
                                                           "charged": format_money(exchange.cost)}))
         self.outcome = "completed"
-        return self.writer.closing(answer)
+        return self.renderer.closing(answer)
 
     def _release_record(self):
         """Lets a retry run anew; if the database is gone, the record's own
