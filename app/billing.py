@@ -212,40 +212,45 @@ def call(hold):
         return providers.complete(**hold.request, deadline=hold.deadline)
 
 
-@dataclass(frozen=True)
 class StartedStream:
-    """A provider's stream whose first text has come: `first`, then `deltas`."""
-    stream: object
-    deltas: object
-    first: str
+    """A provider's stream whose first text has come. Its reader takes every
+    piece (`deltas()`, the first text included), then the Completion it is
+    billed on (`reply()`)."""
+
+    def __init__(self, hold, stream, rest, first):
+        self.hold, self._stream, self._rest, self._first = hold, stream, rest, first
+
+    def deltas(self):
+        yield self._first
+        yield from self._rest
+
+    def reply(self):
+        """(the Completion a finished or cut stream is billed on, whether part
+        of its usage is estimated). Each count the provider reported is billed
+        as reported; one it did not is estimated: the prompt at the hold's
+        estimate, the completion at the UTF-8 bytes of all the text it sent (no
+        token is shorter than a byte), at most max_tokens."""
+        hold, stream = self.hold, self._stream
+        prompt_tokens, completion_tokens = stream.prompt_tokens, stream.completion_tokens
+        estimated = prompt_tokens is None or completion_tokens is None
+        if estimated:
+            log.warning("stream without full usage: billed on an estimate (hold %s)", hold.id)
+        if prompt_tokens is None:
+            prompt_tokens = hold.prompt_estimate
+        if completion_tokens is None:
+            completion_tokens = min(len(stream.text.encode()), hold.max_tokens)
+        return Completion(stream.text, prompt_tokens, completion_tokens, ending=stream.ending), estimated
 
 
 def start_stream(hold):
     """The provider's stream, once its first text has come (by
     PROVIDER_TIMEOUT). Until then it fails as `call` does, returning the whole
-    hold; the caller reads the rest and settles on `streamed_reply`."""
+    hold; the caller reads the rest and settles on its `reply()`."""
     stream = providers.stream(**hold.request, first_byte_deadline=hold.first_byte_deadline, deadline=hold.deadline)
-    deltas = iter(stream)
+    rest = iter(stream)
     with _returned_on_failure(hold):
-        first = next(deltas, "")
-    return StartedStream(stream, deltas, first)
-
-
-def streamed_reply(hold, stream):
-    """(the Completion a finished or cut stream is billed on, whether part of
-    its usage is estimated). Each count the provider reported is billed as
-    reported; one it did not is estimated: the prompt at the hold's estimate,
-    the completion at the UTF-8 bytes of all the text it sent (no token is
-    shorter than a byte), at most max_tokens."""
-    prompt_tokens, completion_tokens = stream.prompt_tokens, stream.completion_tokens
-    estimated = prompt_tokens is None or completion_tokens is None
-    if estimated:
-        log.warning("stream without full usage: billed on an estimate (hold %s)", hold.id)
-    if prompt_tokens is None:
-        prompt_tokens = hold.prompt_estimate
-    if completion_tokens is None:
-        completion_tokens = min(len(stream.text.encode()), hold.max_tokens)
-    return Completion(stream.text, prompt_tokens, completion_tokens, ending=stream.ending), estimated
+        first = next(rest, "")
+    return StartedStream(hold, stream, rest, first)
 
 
 def settle_retry_pause(hold, attempt):

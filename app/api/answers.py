@@ -127,17 +127,16 @@ class Relay:
     def _relay_and_settle(self):
         """Relays the provider's stream to its end and settles it; the stream's last event."""
         self._send(self.renderer.opening())
-        self._send(self.renderer.delta(self.started.first))
         cut = None
         try:
-            for piece in self.started.deltas:
+            for piece in self.started.deltas():
                 self._send(self.renderer.delta(piece))
         except ProviderStreamCut as exc:
             cut = exc
         except Exception as exc:  # the stream's reader failed: settle on what came
             log.error("stream of hold %s failed: %s", self.hold.id, describe_error(exc))
             cut = exc
-        completion, estimated = billing.streamed_reply(self.hold, self.started.stream)
+        completion, estimated = self.started.reply()
         answer = exchange = None
         try:
             answer, exchange = settled(self.hold, completion, self.renderer, self.record, estimated)
