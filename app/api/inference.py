@@ -58,14 +58,14 @@ def _model_object(row):
 def call_operation(wire_format):
     """The call operation of `wire_format`: its request made a ModelCall, held
     for the caller, made, and answered (whole or streamed) in that format."""
-    def create(caller, request, idempotency):
-        call = wire_format.call_of(request)
+    def create(caller, request_body, idempotency):
+        call = wire_format.call_of(request_body)
         caller.check_model(call.model)
         with db.transaction(acting_user_id=caller.user_id) as tx:
             hold = billing.hold_call(caller.user_id, call.model, call.messages, call.max_tokens, call.temperature,
                                      tx, wire_format.FIELDS, access_key=caller.access_key, stream=call.stream,
                                      stop=call.stop)
-        return answer_call(hold, wire_format.renderer(hold, request), call.stream, idempotency)
+        return answer_call(hold, wire_format.renderer(hold, request_body), call.stream, idempotency)
 
     create.__name__ = create.__qualname__ = f"create_{wire_format.NAME}"  # its own rate-limit counter
     create.__doc__ = wire_format.SUMMARY

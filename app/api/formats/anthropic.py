@@ -1,4 +1,4 @@
-"""Anthropic's Messages format: its request as a ModelCall, its answer (a
+"""Anthropic's Messages format: its body as a ModelCall, its answer (a
 message), its stream (message_start, one text block, message_delta with the
 usage, message_stop) and its errors."""
 from app.api.formats import ModelCall, ending_of, replay_events, sentence, sse, text_of
@@ -18,15 +18,15 @@ ERROR_TYPES = {401: "authentication_error", 402: "billing_error", 403: "permissi
                413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error"}
 
 
-def call_of(request):
-    system = [] if request.system is None else [{"role": "system", "content": text_of(request.system)}]
-    messages = system + [{"role": message.role, "content": text_of(message.content)} for message in request.messages]
-    return ModelCall(request.model, messages, request.max_tokens, request.temperature, request.stop_sequences,
-                     request.stream)
+def call_of(body):
+    system = [] if body.system is None else [{"role": "system", "content": text_of(body.system)}]
+    messages = system + [{"role": message.role, "content": text_of(message.content)} for message in body.messages]
+    return ModelCall(body.model, messages, body.max_tokens, body.temperature, body.stop_sequences,
+                     body.stream)
 
 
-def asks_for_stream(request):
-    return request.stream
+def asks_for_stream(body):
+    return body.stream
 
 
 def error(code, message, status, details):
@@ -34,11 +34,11 @@ def error(code, message, status, details):
     return {"type": "error", "error": {"type": error_type, "message": sentence(message, details)}}
 
 
-def renderer(hold, request):
+def renderer(hold, body):
     return Events(f"msg_{hold.id}", hold.model_id)
 
 
-def replay(stored_text, request):
+def replay(stored_text, body):
     answer = Message.model_validate_json(stored_text)
     return replay_events(Events(answer.id, answer.model), answer, answer.content[0].text)
 

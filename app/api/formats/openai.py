@@ -20,15 +20,15 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "
                403: "permission_error", 404: "not_found_error", 409: "conflict_error", 429: "rate_limit_error"}
 
 
-def call_of(request):
-    stop = [request.stop] if isinstance(request.stop, str) else request.stop
-    messages = [{"role": ROLES[message.role], "content": text_of(message.content)} for message in request.messages]
-    return ModelCall(request.model, messages, request.max_completion_tokens or request.max_tokens,
-                     request.temperature, stop, request.stream)
+def call_of(body):
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    messages = [{"role": ROLES[message.role], "content": text_of(message.content)} for message in body.messages]
+    return ModelCall(body.model, messages, body.max_completion_tokens or body.max_tokens,
+                     body.temperature, stop, body.stream)
 
 
-def asks_for_stream(request):
-    return request.stream
+def asks_for_stream(body):
+    return body.stream
 
 
 def error(code, message, status, details):
@@ -37,18 +37,18 @@ def error(code, message, status, details):
     return {"error": {"message": sentence(message, details), "type": error_type, "code": code, "param": param}}
 
 
-def renderer(hold, request):
-    return Chunks(f"chatcmpl-{hold.id}", hold.model_id, int(time.time()), _wants_usage(request))
+def renderer(hold, body):
+    return Chunks(f"chatcmpl-{hold.id}", hold.model_id, int(time.time()), _wants_usage(body))
 
 
-def replay(stored_text, request):
+def replay(stored_text, body):
     answer = ChatCompletion.model_validate_json(stored_text)
-    chunks = Chunks(answer.id, answer.model, answer.created, _wants_usage(request))
+    chunks = Chunks(answer.id, answer.model, answer.created, _wants_usage(body))
     return replay_events(chunks, answer, answer.choices[0].message.content)
 
 
-def _wants_usage(request):
-    return request.stream_options is not None and request.stream_options.include_usage
+def _wants_usage(body):
+    return body.stream_options is not None and body.stream_options.include_usage
 
 
 class Chunks:

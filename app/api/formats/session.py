@@ -1,7 +1,7 @@
 """The chat API's own answer to a message: the 201 MessageExchange, or as
 server-sent events `delta` {"content"} as it is written, then `done` with
 that body, or `error` with the error body."""
-from flask import request as http_request
+from flask import request
 
 from app.api.formats import replay_events, sse
 from app.errors import SessionGone
@@ -11,7 +11,7 @@ from app.schemas import Balance, Message, MessageExchange, Usage
 
 def asks_for_stream(message):
     """`"stream": true`, or an Accept header that prefers server-sent events."""
-    return message.stream or http_request.accept_mimetypes.best == "text/event-stream"
+    return message.stream or request.accept_mimetypes.best == "text/event-stream"
 
 
 def renderer(hold, message):
