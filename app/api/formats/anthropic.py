@@ -1,4 +1,4 @@
-"""Anthropic's Messages format: its body as a ModelCall, its answer (a
+"""Anthropic's Messages format: its request as a ModelCall, its answer (a
 message), its stream (message_start, one text block, message_delta with the
 usage, message_stop) and its errors."""
 from app.api.formats import ModelCall, ending_of, replay_events, sentence, sse, text_of
