@@ -1,5 +1,10 @@
 """Server-sent events, the framing both providers stream their replies in:
-lines of `field: value`, an event ending at a blank line."""
+lines of `field: value`, an event ending at a blank line.
+
+Written here, not taken from httpx-sse (0.4.3): its `SSELineDecoder.decode`
+buffers an unterminated line without limit and takes text already decoded, so
+refusing a hostile provider's endless line would mean our own UTF-8 decoding
+and reaching into its `buffer`, no less code than this module."""
 from app.providers.stream import StreamBroken
 
 # Far above any event a provider sends; a longer line is refused, not buffered.
