@@ -193,7 +193,7 @@ def test_an_unterminated_line_is_buffered_only_up_to_the_bound():
         list(sse_events(endless_line()))
 
 
-@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"])
 def test_events_are_read_whatever_the_line_end_and_however_the_bytes_are_split(end):
     body = end.join([b"event: ping", b"data: {}", b"", b": a comment", b"data: a", b"data:b", b"id: 7", b"", b""])
     for size in (1, 2, 3, len(body)):
