@@ -1,12 +1,15 @@
 """Streamed replies from each provider, read through Providers.stream against
 the stubs over real HTTP: the deltas, the usage, every way a stream ends early,
-and the deadlines that bound it even against a provider dripping bytes."""
+and the deadlines that bound it even against a provider dripping bytes; and
+beneath them the server-sent-event framing, bounded against a hostile provider."""
 import threading
 import time
 
 import pytest
 
 from app.providers import Ending, ProviderError, Providers, ProviderStreamCut, ProviderTimeout
+from app.providers.sse import MAX_LINE_BYTES, sse_events
+from app.providers.stream import StreamBroken
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
 KEYS = {"openai": "sk-test", "anthropic": "sk-ant-test"}
@@ -168,6 +171,44 @@ def test_nul_and_split_surrogate_pairs_are_cleaned_across_chunks(providers, prov
     stub.behaviour.drip_seconds = 0.0005  # every byte read apart
     reply = stream(providers, provider)
     assert "".join(reply) == "Hello world \U0001F600!" == reply.text
+
+
+def test_a_line_longer_than_the_bound_is_refused_before_it_ends(providers, provider, stub):
+    # Twice the bound: the socket's reads (64 KiB at most) pass it long before the
+    # line's end. The events after it find the connection already given up.
+    stub.behaviour.chunks = ["x" * (2 * MAX_LINE_BYTES)] + ["more"] * 50
+    stub.behaviour.chunk_delay_seconds = 0.1
+    deltas, failure = read_until_failure(stream(providers, provider))
+    assert deltas == [] and type(failure) is ProviderError and failure.reason == "malformed event"
+    assert _eventually(lambda: stub.abandoned == 1 and not stream_threads())
+
+
+def test_an_unterminated_line_is_buffered_only_up_to_the_bound():
+    def endless_line():
+        yield b"data: "
+        while True:
+            yield b"x" * 65536
+
+    with pytest.raises(StreamBroken, match="malformed event"):
+        list(sse_events(endless_line()))
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"])
+def test_events_are_read_whatever_the_line_end_and_however_the_bytes_are_split(end):
+    body = end.join([b"event: ping", b"data: {}", b"", b": a comment", b"data: a", b"data:b", b"id: 7", b"", b""])
+    for size in (1, 2, 3, len(body)):
+        chunks = [body[start:start + size] for start in range(0, len(body), size)]
+        assert list(sse_events(chunks)) == [("ping", "{}"), ("message", "a\nb")]
+
+
+def test_an_event_cut_off_by_the_end_of_the_stream_is_dropped():
+    assert list(sse_events([b"data: a\n\n", b"event: end\ndata: b\n"])) == [("message", "a")]
+
+
+def test_utf8_split_across_chunks_is_read_and_invalid_utf8_refused():
+    assert list(sse_events([b"data: \xf0\x9f", b"\x98\x80\n\n"])) == [("message", "\U0001F600")]
+    with pytest.raises(StreamBroken, match="malformed event"):
+        list(sse_events([b"data: \xff\n\n"]))
 
 
 def test_local_models_stream_word_by_word_what_complete_gives(providers):
