@@ -8,8 +8,8 @@ import time
 import pytest
 
 from app.providers import Ending, ProviderError, Providers, ProviderStreamCut, ProviderTimeout
-from app.providers.sse import MAX_LINE_BYTES, sse_events
-from app.providers.stream import StreamBroken
+from app.providers.sse_parser import MAX_LINE_BYTES, sse_events
+from app.providers.streamed_reply import StreamBroken
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
 KEYS = {"openai": "sk-test", "anthropic": "sk-ant-test"}

@@ -13,7 +13,7 @@ from app.providers.completion import (Completion, Ending, ProviderError, Provide
                                       ProviderUnreachable)
 from app.providers.local import LOCAL, local_tokens
 from app.providers.openai import CHAT_COMPLETIONS
-from app.providers.stream import Stream
+from app.providers.streamed_reply import Stream
 from app.providers.transport import Transport
 
 __all__ = ["Completion", "Ending", "MESSAGE_OVERHEAD_TOKENS", "ProviderError", "ProviderStreamCut", "ProviderTimeout",

@@ -3,7 +3,7 @@ counts, so that the whole billed path can run without any provider account."""
 import re
 
 from app.providers.completion import Completion, Ending
-from app.providers.stream import Stream
+from app.providers.streamed_reply import Stream
 
 WORDS = re.compile(r"\w+|[^\w\s]")
 # A word with the whitespace before it, so that the pieces join to the text.

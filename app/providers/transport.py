@@ -9,7 +9,7 @@ call open for ever; here the exchange runs on a worker thread, the caller waits
 for it no longer than the deadline, and the worker reads the reply in chunks
 and gives up at the deadline too, so a dripping provider holds neither the
 request nor a thread past it. A streamed reply is read alike, by a thread of
-its own (reply_stream.py)."""
+its own (reply_body.py)."""
 import json
 import threading
 import time
@@ -19,7 +19,7 @@ import httpx
 
 from app.providers.completion import ProviderError, ProviderTimeout
 from app.providers.network import MAX_REPLY_BYTES, network_errors, time_left
-from app.providers.reply_stream import ReplyStream
+from app.providers.reply_body import ReplyBody
 
 MAX_IN_FLIGHT_CONNECTIONS = 512
 # Plain calls (one per worker) and streamed replies together, about 1,000 of those.
@@ -81,9 +81,9 @@ class Transport:
         return reply
 
     def open_stream(self, provider, path, body, headers, first_byte_deadline, deadline):
-        """The reply's body as it arrives (a ReplyStream), its first byte by
+        """The reply's body as it arrives (a ReplyBody), its first byte by
         `first_byte_deadline` and all of it by `deadline`."""
-        return ReplyStream(self.client(), provider, self.base_urls[provider] + path, body, headers,
+        return ReplyBody(self.client(), provider, self.base_urls[provider] + path, body, headers,
                            first_byte_deadline, deadline)
 
     def _exchange(self, provider, url, body, headers, deadline):

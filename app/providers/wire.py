@@ -6,8 +6,8 @@ and how to read one of its events (`read_event`)."""
 import json
 
 from app.providers.completion import Completion, ProviderError, clean_text, token_count
-from app.providers.sse import sse_events
-from app.providers.stream import Stream, StreamBroken
+from app.providers.sse_parser import sse_events
+from app.providers.streamed_reply import Stream, StreamBroken
 
 # What `read_event` returns for the event that ends a complete stream.
 END_OF_STREAM = object()

@@ -12,7 +12,7 @@ from app.providers.network import MAX_REPLY_BYTES, network_errors, time_left
 QUEUED_CHUNKS = 8
 
 
-class ReplyStream:
+class ReplyBody:
     """A streamed reply's body in chunks, read by a thread of its own into a
     queue that the caller waits on only for the time left: until the first
     delta is out (the caller then calls `delivering()`), the first-byte

@@ -7,7 +7,7 @@ refusing a hostile provider's endless line would mean our own UTF-8 decoding
 and reaching into its `buffer`, no less code than this module."""
 import re
 
-from app.providers.stream import StreamBroken
+from app.providers.streamed_reply import StreamBroken
 
 # Far above any event a provider sends; a longer line is refused, not buffered.
 MAX_LINE_BYTES = 1024 * 1024
