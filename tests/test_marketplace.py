@@ -725,6 +725,26 @@ def _without(entry, key):
     return {name: value for name, value in entry.items() if name != key}
 
 
+# Bad entries after local/echo, and what the refusal must name.
+BAD_NAMES_AND_FEATURES = {
+    "unknown feature": ([{**NEW_MODEL, "features": ["telepathy"]}], "models.1.features.0"),
+    "repeated feature": ([{**NEW_MODEL, "features": ["tools", "tools"]}], "models.1.features"),
+    "unknown modality": ([{**NEW_MODEL, "input_modalities": ["text", "audio"]}], "models.1.input_modalities.1"),
+    "no text modality": ([{**NEW_MODEL, "input_modalities": ["image"], "features": ["images"]}],
+                         "models.1.input_modalities"),
+    "images without the image modality": ([{**NEW_MODEL, "features": ["images"]}], "image input modality"),
+    "the image modality without images": ([{**NEW_MODEL, "input_modalities": ["text", "image"]}], "images feature"),
+    "an alias with a slash": ([{**NEW_MODEL, "aliases": ["local/echo-xl"]}], "models.1.aliases.0"),
+    "an alias that is no string": ([{**NEW_MODEL, "aliases": [5]}], "models.1.aliases.0"),
+    "aliases as one string": ([{**NEW_MODEL, "aliases": "echo-xl"}], "models.1.aliases"),
+    "repeated alias": ([{**NEW_MODEL, "aliases": ["xl", "xl"]}], "models.1.aliases"),
+    "the model's own name as an alias": ([{**NEW_MODEL, "aliases": ["echo-large"]}], 'aliases: "echo-large"'),
+    "another model's bare name as an alias": ([{**NEW_MODEL, "aliases": ["echo"]}], 'models.1.aliases: "echo"'),
+    "another model's alias": ([{**NEW_MODEL, "aliases": ["xl"]}, {**NEW_MODEL, "id": "local/echo-small",
+                                                                   "aliases": ["xl"]}], 'models.2.aliases: "xl"'),
+}
+
+
 BAD_CATALOGS = {
     "negative price": [{**NEW_MODEL, "input_price_per_mtok": "-0.01"}],
     "missing price": [_without(NEW_MODEL, "output_price_per_mtok")],
@@ -736,6 +756,7 @@ BAD_CATALOGS = {
     "unknown capability": [{**NEW_MODEL, "capabilities": ["telepathy"]}],
     "output above context": [{**NEW_MODEL, "max_output_tokens": 16385}],
     "unknown field": [{**NEW_MODEL, "secret": "x"}],
+    **{name: models for name, (models, _) in BAD_NAMES_AND_FEATURES.items()},
 }
 
 
@@ -746,6 +767,26 @@ def test_a_bad_catalog_is_refused_whole(owner_app, database, tmp_path, models):
     assert result.exit_code != 0
     assert "catalog refused" in result.output and "Traceback" not in result.output
     assert model_rows(database) == before
+
+
+@pytest.mark.parametrize("models, named", BAD_NAMES_AND_FEATURES.values(), ids=BAD_NAMES_AND_FEATURES.keys())
+def test_a_refusal_names_the_field(owner_app, tmp_path, models, named):
+    result = load(owner_app, tmp_path, [REPRICED_ECHO, *models])
+    assert result.exit_code != 0 and named in result.output, result.output
+
+
+def test_an_alias_clashing_with_a_stored_model_refuses_the_load(owner_app, database, tmp_path):
+    """The file alone is fine; the schema finds the clash with the catalog
+    already stored, and nothing of the file is loaded."""
+    before = model_rows(database)
+    for models in ([REPRICED_ECHO, {**NEW_MODEL, "aliases": ["gpt-4o"]}],
+                   [REPRICED_ECHO, {**NEW_MODEL, "aliases": ["claude-opus-4"]}],
+                   [REPRICED_ECHO, {**NEW_MODEL, "id": "local/claude-3-haiku"}]):
+        result = load(owner_app, tmp_path, models)
+        assert result.exit_code == 1, result.output
+        assert "nothing loaded: catalog refused: the alias" in result.output, result.output
+        assert "Traceback" not in result.output
+        assert model_rows(database) == before
 
 
 def test_catalog_load_needs_the_owner_login(settings, database, tmp_path, monkeypatch):
