@@ -52,7 +52,8 @@ def _model_object(row):
     return ModelObject(id=row["id"], created=int(created.timestamp()), owned_by=row["provider"],
                        context_window=row["context_window"], max_output_tokens=row["max_output_tokens"],
                        input_price_per_mtok=format_money(row["input_price_per_mtok"]),
-                       output_price_per_mtok=format_money(row["output_price_per_mtok"]))
+                       output_price_per_mtok=format_money(row["output_price_per_mtok"]),
+                       features=row["features"], input_modalities=row["input_modalities"], aliases=row["aliases"])
 
 
 def call_operation(wire_format):
