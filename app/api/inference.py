@@ -61,7 +61,6 @@ def call_operation(wire_format):
     for the caller, made, and answered (whole or streamed) in that format."""
     def create(caller, request_body, idempotency):
         call = wire_format.call_of(request_body)
-        caller.check_model(call.model)
         with db.transaction(acting_user_id=caller.user_id) as tx:
             hold = billing.hold_call(caller.user_id, call.model, call.messages, call.max_tokens, call.temperature,
                                      tx, wire_format.FIELDS, access_key=caller.access_key, stream=call.stream,
