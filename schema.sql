@@ -283,6 +283,31 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION models_names_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    clash record;
+BEGIN
+    SELECT a.alias, m.id AS model_id, o.id AS other_id
+      INTO clash
+      FROM models m
+     CROSS JOIN LATERAL unnest(m.aliases) a(alias)
+      JOIN models o
+        ON o.id <> m.id
+       AND (a.alias IN (o.id, split_part(o.id, '/', 2)) OR a.alias = ANY (o.aliases))
+     WHERE NEW.id IN (m.id, o.id)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'catalog refused: the alias % of % is also a name of %',
+                        clash.alias, clash.model_id, clash.other_id
+              USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb DEFAULT '{"kind": "settle"}'::jsonb) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
@@ -519,10 +544,17 @@ CREATE TABLE models (
     is_active boolean DEFAULT true NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    features text[] DEFAULT '{}'::text[] NOT NULL,
+    input_modalities text[] DEFAULT '{text}'::text[] NOT NULL,
+    aliases text[] DEFAULT '{}'::text[] NOT NULL,
+    CONSTRAINT models_aliases_check CHECK ((NOT (split_part(id, '/'::text, 2) = ANY (aliases)))),
     CONSTRAINT models_check CHECK ((split_part(id, '/'::text, 1) = provider)),
     CONSTRAINT models_context_window_check CHECK ((context_window > 0)),
     CONSTRAINT models_description_check CHECK ((length(description) <= 2000)),
+    CONSTRAINT models_features_check CHECK ((features <@ ARRAY['tools'::text, 'structured_output'::text, 'images'::text])),
     CONSTRAINT models_id_check CHECK (((id ~ '^[a-z0-9-]+/[A-Za-z0-9._:-]+$'::text) AND (length(id) <= 100))),
+    CONSTRAINT models_image_input_check CHECK ((('images'::text = ANY (features)) = ('image'::text = ANY (input_modalities)))),
+    CONSTRAINT models_input_modalities_check CHECK (((input_modalities <@ ARRAY['text'::text, 'image'::text]) AND ('text'::text = ANY (input_modalities)))),
     CONSTRAINT models_input_price_per_mtok_check CHECK ((input_price_per_mtok >= (0)::numeric)),
     CONSTRAINT models_max_output_tokens_check CHECK ((max_output_tokens > 0)),
     CONSTRAINT models_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
@@ -795,6 +827,8 @@ CREATE TRIGGER audit_user_balance AFTER INSERT OR DELETE OR UPDATE ON user_balan
 CREATE TRIGGER audit_user_preferences AFTER INSERT OR DELETE OR UPDATE ON user_preferences FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
 
 CREATE TRIGGER audit_users AFTER INSERT OR DELETE OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE CONSTRAINT TRIGGER models_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_names_check();
 
 CREATE TRIGGER touch_chat_sessions BEFORE UPDATE ON chat_sessions FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 

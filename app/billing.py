@@ -23,7 +23,7 @@ from decimal import Decimal
 from flask import current_app
 
 from app.errors import (InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached, KeyUnusable,
-                        MissingApiKey, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
+                        MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
                         ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
 from app.extensions import db, providers, vault
 from app.money import SMALLEST_AMOUNT, charged, format_money, token_cost
@@ -94,16 +94,21 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
                  metadata={"kind": "chat", "session_id": str(session_id)})
 
 
-def hold_call(user_id, model_id, messages, max_tokens, temperature, tx, fields, access_key=None, stream=False,
+def hold_call(user_id, model_name, messages, max_tokens, temperature, tx, fields, access_key=None, stream=False,
               stop=None):
     """Holds the most a call outside any session can cost (the inference API),
     in `tx`, as `hold` does, within the limits of the access key it comes with
-    (its row, or None for a user's own token). `fields` names the request's
-    fields in its own format's words, for validation errors: {"max_tokens", "prompt"}."""
+    (its row, or None for a user's own token). `model_name` is the model as the
+    client wrote it (an id, an alias or a bare name); the hold is for the model
+    it resolves to, which the key's allowed_models must hold. `fields` names the
+    request's fields in its own format's words, for validation errors: {"max_tokens", "prompt"}."""
     deadlines = _deadlines(stream)
-    context = _of_active_user(db.model_call_context(user_id, model_id, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
+    context = _of_active_user(db.model_call_context(user_id, model_name, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
     if context["model_id"] is None or not context["is_active"]:
-        raise UnknownModel(details={"model": model_id})
+        raise UnknownModel(details={"model": model_name})
+    allowed = access_key and access_key["allowed_models"]
+    if allowed is not None and context["model_id"] not in allowed:
+        raise ModelNotAllowed()
     _check_size(context, prompt_tokens_upper_bound(messages), fields)
     return _hold(user_id, context, messages, temperature, deadlines, tx, metadata={"kind": "api"},
                  access_key=access_key, stop=stop)

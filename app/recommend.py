@@ -56,7 +56,8 @@ def catalog_entry(row):
     count, average = row["rating_count"], row["rating_average"]
     return CatalogEntry(
         **{key: row[key] for key in ("id", "provider", "name", "description", "context_window",
-                                     "max_output_tokens", "prices_as_of", "capabilities")},
+                                     "max_output_tokens", "prices_as_of", "capabilities", "features",
+                                     "input_modalities", "aliases")},
         input_price_per_mtok=format_money(row["input_price_per_mtok"]),
         output_price_per_mtok=format_money(row["output_price_per_mtok"]),
         rating=RatingSummary(

@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
-from database.vocab import CAPABILITIES, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDERS
+from database.vocab import (CAPABILITIES, FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH,
+                            MODEL_ID_PATTERN, PROVIDERS)
 
 # A cost is tokens × price / 1,000,000 and the ledger keeps 10 decimals, so a
 # price may have at most 4: every cost is then stored exactly.
@@ -39,11 +40,18 @@ def _price(value):
 
 def _distinct(values):
     if len(set(values)) != len(values):
-        raise ValueError("must not repeat a capability")
+        raise ValueError("must not repeat a value")
     return values
 
 
+def _with_text(modalities):
+    if "text" not in modalities:
+        raise ValueError("must include text: every model takes text")
+    return modalities
+
+
 Price = Annotated[Decimal, PlainValidator(_price)]
+Alias = Annotated[str, Field(max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ALIAS_PATTERN)]
 
 
 class CatalogModel(BaseModel):
@@ -59,6 +67,11 @@ class CatalogModel(BaseModel):
     output_price_per_mtok: Price
     prices_as_of: date
     capabilities: Annotated[list[Literal[CAPABILITIES]], AfterValidator(_distinct)] = []
+    features: Annotated[list[Literal[FEATURES]], AfterValidator(_distinct)] = []
+    input_modalities: Annotated[list[Literal[INPUT_MODALITIES]], AfterValidator(_distinct),
+                                AfterValidator(_with_text)] = ["text"]
+    # Other names the inference API knows the model by (see CatalogFile._names_unique).
+    aliases: Annotated[list[Alias], AfterValidator(_distinct)] = []
     active: Annotated[bool, Field(strict=True)] = True
 
     @model_validator(mode="after")
@@ -67,7 +80,16 @@ class CatalogModel(BaseModel):
             raise ValueError("the id must start with the provider, as in openai/gpt-4o")
         if self.max_output_tokens > self.context_window:
             raise ValueError("max_output_tokens must not exceed context_window")
+        if ("images" in self.features) != ("image" in self.input_modalities):
+            raise ValueError("features, input_modalities: the images feature and the image input modality go together")
+        if self.bare_name in self.aliases:
+            raise ValueError(f"aliases: \"{self.bare_name}\" is already the model's own name")
         return self
+
+    @property
+    def bare_name(self):
+        """The id without its provider, as clients write it: gpt-4o for openai/gpt-4o."""
+        return self.id.split("/", 1)[1]
 
 
 class CatalogFile(BaseModel):
@@ -80,6 +102,20 @@ class CatalogFile(BaseModel):
         ids = [model.id for model in self.models]
         if len(set(ids)) != len(ids):
             raise ValueError("a model id appears twice")
+        return self
+
+    @model_validator(mode="after")
+    def _names_unique(self):
+        """A name resolves to one model at most: an alias is no other model's
+        bare name or alias (nor an id, which has a slash no alias has). The
+        schema checks the same over the whole table, at commit."""
+        owners = {model.bare_name: model.id for model in self.models}
+        for index, model in enumerate(self.models):
+            for alias in model.aliases:
+                other = owners.get(alias)
+                if other is not None and other != model.id:
+                    raise ValueError(f"models.{index}.aliases: \"{alias}\" is already a name of {other}")
+                owners[alias] = model.id
         return self
 
 
@@ -102,21 +138,25 @@ def _describe(exc):
 
 # The models table's columns, by the names a validated entry gives them.
 CATALOG_COLUMNS = ["id", "provider", "name", "description", "context_window", "max_output_tokens",
-                   "input_price_per_mtok", "output_price_per_mtok", "prices_as_of", "capabilities", "active"]
+                   "input_price_per_mtok", "output_price_per_mtok", "prices_as_of", "capabilities", "features",
+                   "input_modalities", "aliases", "active"]
 
 
 def load_catalog(cur, models):
     """Upserts validated catalog rows (read_catalog) in the
-    caller's transaction; returns (inserted, updated)."""
+    caller's transaction; returns (inserted, updated). An alias that clashes
+    with a name of a model already stored fails the caller's commit (the
+    schema's models_names_unique), so nothing is loaded."""
     inserted = updated = 0
     for model in models:
         cur.execute(
             """
             INSERT INTO models (id, provider, name, description, context_window, max_output_tokens,
-                                input_price_per_mtok, output_price_per_mtok, prices_as_of, capabilities, is_active)
+                                input_price_per_mtok, output_price_per_mtok, prices_as_of, capabilities, features,
+                                input_modalities, aliases, is_active)
             VALUES (%(id)s, %(provider)s, %(name)s, %(description)s, %(context_window)s, %(max_output_tokens)s,
                     %(input_price_per_mtok)s, %(output_price_per_mtok)s, %(prices_as_of)s, %(capabilities)s,
-                    %(active)s)
+                    %(features)s, %(input_modalities)s, %(aliases)s, %(active)s)
             ON CONFLICT (id) DO UPDATE
                SET provider = EXCLUDED.provider,
                    name = EXCLUDED.name,
@@ -127,14 +167,19 @@ def load_catalog(cur, models):
                    output_price_per_mtok = EXCLUDED.output_price_per_mtok,
                    prices_as_of = EXCLUDED.prices_as_of,
                    capabilities = EXCLUDED.capabilities,
+                   features = EXCLUDED.features,
+                   input_modalities = EXCLUDED.input_modalities,
+                   aliases = EXCLUDED.aliases,
                    is_active = EXCLUDED.is_active
              WHERE (models.provider, models.name, models.description, models.context_window,
                     models.max_output_tokens, models.input_price_per_mtok, models.output_price_per_mtok,
-                    models.prices_as_of, models.capabilities, models.is_active)
+                    models.prices_as_of, models.capabilities, models.features, models.input_modalities,
+                    models.aliases, models.is_active)
                    IS DISTINCT FROM
                    (EXCLUDED.provider, EXCLUDED.name, EXCLUDED.description, EXCLUDED.context_window,
                     EXCLUDED.max_output_tokens, EXCLUDED.input_price_per_mtok, EXCLUDED.output_price_per_mtok,
-                    EXCLUDED.prices_as_of, EXCLUDED.capabilities, EXCLUDED.is_active)
+                    EXCLUDED.prices_as_of, EXCLUDED.capabilities, EXCLUDED.features, EXCLUDED.input_modalities,
+                    EXCLUDED.aliases, EXCLUDED.is_active)
             RETURNING (xmax = 0) AS inserted
             """,
             {column: model[column] for column in CATALOG_COLUMNS},

@@ -105,22 +105,44 @@ class ChatSQL:
         row["sealed_key"] = sealed_key(row)
         return row
 
-    def model_call_context(self, user_id, model_id, max_tokens, default_max_tokens, tx=None):
+    def model_call_context(self, user_id, model_name, max_tokens, default_max_tokens, tx=None):
         """What a call outside any session needs, in one round trip: the user's
-        token generation (None: no such active user), the model's prices and
-        limits (model_id None: no such model), the call's max tokens (asked for,
-        else the model's default), the user's newest key for the provider,
-        sealed (`sealed_key`), and the user's spending limits."""
+        token generation (None: no such active user), the model `model_name`
+        resolves to (`model_id` None: none) with its prices, limits, features
+        and input modalities, the call's max tokens (asked for, else the
+        model's default), the user's newest key for the provider, sealed
+        (`sealed_key`), and the user's spending limits.
+
+        A name resolves to the model whose id it is; else the model it is an
+        alias of; else the one active model whose bare name (the id after the
+        slash: gpt-4o) it is. When two active models share the bare name it
+        resolves to none, as an unknown name does."""
         with self._maybe(tx) as cursor:
             row = cursor.one(
                 """
+                WITH named AS (
+                    SELECT m.id,
+                           CASE WHEN m.id = %(model_name)s THEN 1
+                                WHEN %(model_name)s = ANY (m.aliases) THEN 2
+                                ELSE 3 END AS rank
+                      FROM models m
+                     WHERE m.id = %(model_name)s
+                        OR %(model_name)s = ANY (m.aliases)
+                        OR (m.is_active AND split_part(m.id, '/', 2) = %(model_name)s)
+                ), resolved AS (
+                    SELECT id
+                      FROM (SELECT id, rank, min(rank) OVER () AS best, count(*) OVER (PARTITION BY rank) AS alike
+                              FROM named) n
+                     WHERE rank = best
+                       AND alike = 1
+                )
                 SELECT u.token_generation, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-                       m.input_price_per_mtok, m.output_price_per_mtok, m.is_active,
+                       m.input_price_per_mtok, m.output_price_per_mtok, m.is_active, m.features, m.input_modalities,
                        coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
                        k.id AS api_key_id, k.encryption_kid, k.nonce, k.encrypted_key,
                        pref.daily_spend_limit, pref.max_cost_per_message
                   FROM users u
-                  LEFT JOIN models m ON m.id = %(model_id)s
+                  LEFT JOIN models m ON m.id = (SELECT id FROM resolved)
                   LEFT JOIN user_preferences pref ON pref.user_id = u.id
                   LEFT JOIN LATERAL (SELECT a.id, a.encryption_kid, a.nonce, a.encrypted_key
                                        FROM api_keys a
@@ -131,7 +153,7 @@ class ChatSQL:
                  WHERE u.id = %(user_id)s
                    AND u.is_active
                 """,
-                {"user_id": user_id, "model_id": model_id, "max_tokens": max_tokens,
+                {"user_id": user_id, "model_name": model_name, "max_tokens": max_tokens,
                  "default_max_tokens": default_max_tokens},
             )
         if row is None:

@@ -8,6 +8,11 @@ PROVIDERS = (LOCAL_PROVIDER, "openai", "anthropic")
 # Providers whose calls need an API key (the local models need none).
 KEY_PROVIDERS = tuple(provider for provider in PROVIDERS if provider != LOCAL_PROVIDER)
 CAPABILITIES = ("coding", "reasoning", "long-context", "vision", "writing", "translation", "fast", "cheap")
+# What a call may ask of a model beyond plain text; a model lacking one is refused it.
+FEATURES = ("tools", "structured_output", "images")
+# What a prompt may hold. Every model takes text; it takes images exactly when it
+# has the "images" feature too (the schema's models_image_input_check).
+INPUT_MODALITIES = ("text", "image")
 TRANSACTION_TYPES = ("deposit", "hold", "release")
 # An access key's spend limit counts over a UTC calendar day or month, or all time.
 SPEND_LIMIT_PERIODS = ("day", "month", "total")
@@ -15,6 +20,8 @@ THEMES = ("system", "light", "dark")
 # "<provider>/<name>", as in openai/gpt-4o-mini.
 MODEL_ID_PATTERN = r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$"
 MODEL_ID_MAX_LENGTH = 100
+# An alias is written like a model id's name part (gpt-4o, claude-opus-4): never a slash.
+MODEL_ALIAS_PATTERN = r"^[A-Za-z0-9._:-]+$"
 # Usage rows per model and day that settles spread their counts over, so that
 # parallel settles of one model rarely wait for each other's row lock.
 USAGE_BUCKETS = 16

@@ -250,21 +250,27 @@ def test_the_account_api_refuses_access_keys(client, token, method, path):
         assert key not in response.get_data(as_text=True)
 
 
-def test_a_key_may_be_held_to_its_models(caller_app):
-    def model_check(caller, model_id):
-        caller.check_model(model_id)
-        return {"model": model_id}
+def test_a_key_may_be_held_to_its_models(client, database):
+    """allowed_models holds full ids; a call naming a model bare is checked as
+    the id it resolves to, before anything is held."""
+    def call(credential, model):
+        return client.post("/v1/chat/completions", headers=bearer(credential),
+                           json={"model": model, "messages": [{"role": "user", "content": "Hi"}]})
 
-    caller_app.add_url_rule("/test/model/<path:model_id>", endpoint="model_check",
-                            view_func=serve(caller(ACCOUNT_OR_KEY)(model_check)))
-    client = caller_app.test_client()
-    token = user(client)
+    token = user(client, funds="1")
     narrow = create(client, token, allowed_models=["local/echo"])["key"]
     wide = create(client, token)["key"]
-    assert client.get("/test/model/local/echo", headers=bearer(narrow)).status_code == 200
-    assert_error(client.get("/test/model/local/reverse", headers=bearer(narrow)), 403, "model_not_allowed")
-    assert client.get("/test/model/local/reverse", headers=bearer(wide)).status_code == 200
-    assert client.get("/test/model/local/reverse", headers=bearer(token)).status_code == 200
+    for model in ("local/echo", "echo"):
+        response = call(narrow, model)
+        assert response.status_code == 200 and response.get_json()["model"] == "local/echo"
+    holds = database.query("SELECT count(*) FROM transactions WHERE type = 'hold'")
+    for model in ("local/reverse", "reverse"):
+        refused = call(narrow, model)
+        assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "model_not_allowed"
+    assert database.query("SELECT count(*) FROM transactions WHERE type = 'hold'") == holds
+    for credential in (wide, token):
+        response = call(credential, "reverse")
+        assert response.status_code == 200 and response.get_json()["model"] == "local/reverse"
 
 
 def test_each_key_has_its_own_rate_limit(settings):

@@ -144,6 +144,23 @@ def test_the_catalog_filters_by_capability(client, capability):
     assert models and all(capability in model["capabilities"] for model in models)
 
 
+def test_each_model_shows_its_features_input_modalities_and_aliases(client):
+    models = {model["id"]: model for model in catalog(client)}
+    for entry in CATALOG:
+        shown = models[entry["id"]]
+        assert (shown["features"], shown["input_modalities"], shown["aliases"]) == (
+            entry["features"], entry["input_modalities"], entry.get("aliases", []))
+        detail = client.get(f"{MODELS}/{entry['id']}").get_json()
+        assert (detail["features"], detail["input_modalities"], detail["aliases"]) == (
+            entry["features"], entry["input_modalities"], entry.get("aliases", []))
+    assert models["local/echo"]["features"] == [] and models["local/echo"]["input_modalities"] == ["text"]
+    assert models["openai/o3-mini"]["features"] == ["tools", "structured_output"]
+    assert models["openai/o3-mini"]["input_modalities"] == ["text"]
+    assert models["anthropic/claude-sonnet-4-20250514"]["features"] == ["tools", "structured_output", "images"]
+    assert models["anthropic/claude-sonnet-4-20250514"]["input_modalities"] == ["text", "image"]
+    assert models["anthropic/claude-sonnet-4-20250514"]["aliases"] == ["claude-sonnet-4", "claude-sonnet-4-0"]
+
+
 def test_filters_combine(client):
     assert ids(catalog(client, provider="anthropic", capability="vision")) == [
         "anthropic/claude-3-haiku-20240307", "anthropic/claude-opus-4-20250514", "anthropic/claude-sonnet-4-20250514"]
@@ -231,8 +248,10 @@ def test_a_model_id_with_dots_and_dashes_is_found(client):
     assert client.get(f"{MODELS}/openai/gpt-4.1-mini").get_json()["name"] == "GPT-4.1 mini"
 
 
+# The marketplace names a model by its id only: an alias (claude-opus-4) is no path.
 @pytest.mark.parametrize("path", ["openai/no-such-model", "mistral/large", "local/ECHO", "local/echo/extra",
-                                  "local", "local/echo%00", "local/%27%20OR%20%271%27%3D%271"])
+                                  "local", "local/echo%00", "local/%27%20OR%20%271%27%3D%271",
+                                  "anthropic/claude-opus-4"])
 def test_an_unknown_model_is_not_found(client, path):
     assert_error(client.get(f"{MODELS}/{path}"), 404, "not_found")
 
@@ -725,6 +744,26 @@ def _without(entry, key):
     return {name: value for name, value in entry.items() if name != key}
 
 
+# Bad entries after local/echo, and what the refusal must name.
+BAD_NAMES_AND_FEATURES = {
+    "unknown feature": ([{**NEW_MODEL, "features": ["telepathy"]}], "models.1.features.0"),
+    "repeated feature": ([{**NEW_MODEL, "features": ["tools", "tools"]}], "models.1.features"),
+    "unknown modality": ([{**NEW_MODEL, "input_modalities": ["text", "audio"]}], "models.1.input_modalities.1"),
+    "no text modality": ([{**NEW_MODEL, "input_modalities": ["image"], "features": ["images"]}],
+                         "models.1.input_modalities"),
+    "images without the image modality": ([{**NEW_MODEL, "features": ["images"]}], "image input modality"),
+    "the image modality without images": ([{**NEW_MODEL, "input_modalities": ["text", "image"]}], "images feature"),
+    "an alias with a slash": ([{**NEW_MODEL, "aliases": ["local/echo-xl"]}], "models.1.aliases.0"),
+    "an alias that is no string": ([{**NEW_MODEL, "aliases": [5]}], "models.1.aliases.0"),
+    "aliases as one string": ([{**NEW_MODEL, "aliases": "echo-xl"}], "models.1.aliases"),
+    "repeated alias": ([{**NEW_MODEL, "aliases": ["xl", "xl"]}], "models.1.aliases"),
+    "the model's own name as an alias": ([{**NEW_MODEL, "aliases": ["echo-large"]}], 'aliases: "echo-large"'),
+    "another model's bare name as an alias": ([{**NEW_MODEL, "aliases": ["echo"]}], 'models.1.aliases: "echo"'),
+    "another model's alias": ([{**NEW_MODEL, "aliases": ["xl"]}, {**NEW_MODEL, "id": "local/echo-small",
+                                                                   "aliases": ["xl"]}], 'models.2.aliases: "xl"'),
+}
+
+
 BAD_CATALOGS = {
     "negative price": [{**NEW_MODEL, "input_price_per_mtok": "-0.01"}],
     "missing price": [_without(NEW_MODEL, "output_price_per_mtok")],
@@ -736,6 +775,7 @@ BAD_CATALOGS = {
     "unknown capability": [{**NEW_MODEL, "capabilities": ["telepathy"]}],
     "output above context": [{**NEW_MODEL, "max_output_tokens": 16385}],
     "unknown field": [{**NEW_MODEL, "secret": "x"}],
+    **{name: models for name, (models, _) in BAD_NAMES_AND_FEATURES.items()},
 }
 
 
@@ -746,6 +786,44 @@ def test_a_bad_catalog_is_refused_whole(owner_app, database, tmp_path, models):
     assert result.exit_code != 0
     assert "catalog refused" in result.output and "Traceback" not in result.output
     assert model_rows(database) == before
+
+
+@pytest.mark.parametrize("models, named", BAD_NAMES_AND_FEATURES.values(), ids=BAD_NAMES_AND_FEATURES.keys())
+def test_a_refusal_names_the_field(owner_app, tmp_path, models, named):
+    result = load(owner_app, tmp_path, [REPRICED_ECHO, *models])
+    assert result.exit_code != 0 and named in result.output, result.output
+
+
+def test_an_alias_clashing_with_a_stored_model_refuses_the_load(owner_app, database, tmp_path):
+    """The file alone is fine; the schema finds the clash with the catalog
+    already stored, and nothing of the file is loaded."""
+    before = model_rows(database)
+    for models in ([REPRICED_ECHO, {**NEW_MODEL, "aliases": ["gpt-4o"]}],
+                   [REPRICED_ECHO, {**NEW_MODEL, "aliases": ["claude-opus-4"]}],
+                   [REPRICED_ECHO, {**NEW_MODEL, "id": "local/claude-3-haiku"}]):
+        result = load(owner_app, tmp_path, models)
+        assert result.exit_code == 1, result.output
+        assert "nothing loaded: catalog refused: the alias" in result.output, result.output
+        assert "Traceback" not in result.output
+        assert model_rows(database) == before
+
+
+def test_one_load_may_move_an_alias_to_another_model(owner_app, client, tmp_path):
+    opus = next(entry for entry in CATALOG if entry["id"] == "anthropic/claude-opus-4-20250514")
+    newer = {**opus, "id": "anthropic/claude-opus-4-1-20250805", "name": "Claude Opus 4.1",
+             "aliases": ["claude-opus-4"]}
+    result = load(owner_app, tmp_path, [{**opus, "aliases": ["claude-opus-4-0"]}, newer])
+    assert result.exit_code == 0, result.output
+    models = {model["id"]: model for model in catalog(client)}
+    assert models["anthropic/claude-opus-4-1-20250805"]["aliases"] == ["claude-opus-4"]
+    assert models["anthropic/claude-opus-4-20250514"]["aliases"] == ["claude-opus-4-0"]
+
+
+def test_a_catalog_entry_without_features_takes_text_only(owner_app, client, tmp_path):
+    assert "features" not in NEW_MODEL and "input_modalities" not in NEW_MODEL
+    assert load(owner_app, tmp_path, [NEW_MODEL]).exit_code == 0
+    model = next(model for model in catalog(client) if model["id"] == NEW_MODEL["id"])
+    assert (model["features"], model["input_modalities"], model["aliases"]) == ([], ["text"], [])
 
 
 def test_catalog_load_needs_the_owner_login(settings, database, tmp_path, monkeypatch):

@@ -6,8 +6,8 @@ import typing
 
 import pytest
 from app.schemas import EMAIL_MAX_LENGTH, PreferencesBody, RatingRequest, Username
-from database.vocab import (KEY_PROVIDERS, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDERS, THEMES,
-                            TRANSACTION_TYPES, USAGE_BUCKETS)
+from database.vocab import (FEATURES, INPUT_MODALITIES, KEY_PROVIDERS, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH,
+                            MODEL_ID_PATTERN, PROVIDERS, THEMES, TRANSACTION_TYPES, USAGE_BUCKETS)
 
 CHECK = """
     SELECT pg_get_constraintdef(c.oid)
@@ -48,6 +48,8 @@ def constraint(annotated, name):
 
 @pytest.mark.parametrize("table, column, python", [
     ("models", "provider", set(PROVIDERS)),
+    ("models", "features", set(FEATURES)),
+    ("models", "input_modalities", set(INPUT_MODALITIES)),
     ("api_keys", "provider", set(KEY_PROVIDERS)),
     ("transactions", "type", set(TRANSACTION_TYPES)),
     ("user_preferences", "theme", set(THEMES)),
@@ -80,3 +82,13 @@ def test_model_id_form_agrees(database):
     definition = check_of(database, "models", "id")
     assert f"'{MODEL_ID_PATTERN}'::text" in definition
     assert f"length(id) <= {MODEL_ID_MAX_LENGTH}" in definition
+
+
+def test_an_alias_is_written_like_a_model_ids_name():
+    assert MODEL_ID_PATTERN.split("/", 1)[1] == MODEL_ALIAS_PATTERN[1:]
+
+
+def test_the_images_feature_and_the_image_modality_are_the_words_the_schema_pairs(database):
+    # models_image_input_check: a model has both or neither.
+    assert "images" in FEATURES and "image" in INPUT_MODALITIES
+    assert allowed_words(check_of(database, "models", "image_input")) == {"images", "image"}

@@ -9,7 +9,7 @@ from uuid import UUID
 from flask import request
 
 from app.api.contract import ACCOUNT_OR_KEY
-from app.errors import APIError, InvalidAccessKey, InvalidToken, ModelNotAllowed, Unauthorized
+from app.errors import APIError, InvalidAccessKey, InvalidToken, Unauthorized
 from app.extensions import db, tokens
 from app.security import ACCESS
 
@@ -28,12 +28,6 @@ class Caller:
     @property
     def access_key_id(self):
         return self.access_key and self.access_key["id"]
-
-    def check_model(self, model_id):
-        """403 when the caller's access key may not use `model_id`."""
-        allowed = self.access_key and self.access_key["allowed_models"]
-        if allowed is not None and model_id not in allowed:
-            raise ModelNotAllowed()
 
 
 def authenticate(callers):

@@ -52,7 +52,8 @@ def _model_object(row):
     return ModelObject(id=row["id"], created=int(created.timestamp()), owned_by=row["provider"],
                        context_window=row["context_window"], max_output_tokens=row["max_output_tokens"],
                        input_price_per_mtok=format_money(row["input_price_per_mtok"]),
-                       output_price_per_mtok=format_money(row["output_price_per_mtok"]))
+                       output_price_per_mtok=format_money(row["output_price_per_mtok"]),
+                       features=row["features"], input_modalities=row["input_modalities"], aliases=row["aliases"])
 
 
 def call_operation(wire_format):
@@ -60,7 +61,6 @@ def call_operation(wire_format):
     for the caller, made, and answered (whole or streamed) in that format."""
     def create(caller, request_body, idempotency):
         call = wire_format.call_of(request_body)
-        caller.check_model(call.model)
         with db.transaction(acting_user_id=caller.user_id) as tx:
             hold = billing.hold_call(caller.user_id, call.model, call.messages, call.max_tokens, call.temperature,
                                      tx, wire_format.FIELDS, access_key=caller.access_key, stream=call.stream,

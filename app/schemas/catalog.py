@@ -1,11 +1,14 @@
 """The catalog, ratings and recommendations."""
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from app.schemas.fields import Capability, MoneyText, NonNegativeAmount, Request, Response, Text
-from database.vocab import CAPABILITIES
+from database.vocab import CAPABILITIES, FEATURES, INPUT_MODALITIES
+
+Feature = Literal[FEATURES]
+InputModality = Literal[INPUT_MODALITIES]
 
 
 class RatingSummary(Response):
@@ -33,6 +36,9 @@ class CatalogEntry(Response):
     output_price_per_mtok: MoneyText
     prices_as_of: date
     capabilities: list[str]
+    features: list[Feature]                # what a call may ask of it beyond text
+    input_modalities: list[InputModality]  # what its prompt may hold
+    aliases: list[str]                     # other names the inference API knows it by
     rating: RatingSummary
     usage: ModelUsage
 

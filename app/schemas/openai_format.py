@@ -103,6 +103,9 @@ class ModelObject(BaseModel):
     max_output_tokens: int
     input_price_per_mtok: MoneyText
     output_price_per_mtok: MoneyText
+    features: list[str]           # what a call may ask beyond text: tools, structured_output, images
+    input_modalities: list[str]   # what a prompt may hold: text, image
+    aliases: list[str]            # other names a call may use for it
 
 
 class ModelListing(BaseModel):
