@@ -31,6 +31,7 @@ from app.observability import describe_error
 from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, Completion, ProviderError,
                            ProviderTimeout, ProviderUnreachable, message_tokens_upper_bound,
                            prompt_tokens_upper_bound)
+from app.providers.tools import calls_tools
 from database.errors import DatabaseUnavailable
 from database.vault import VaultError
 from database.vocab import KEY_PROVIDERS, LOCAL_PROVIDER
@@ -78,8 +79,9 @@ class Exchange:
 
 def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False):
     """Holds the most a message in a session can cost, in `tx`; raises the API
-    error that stops the call before any money moves. A streamed call may run for STREAM_TIMEOUT (its first text within
-    PROVIDER_TIMEOUT), a plain one for PROVIDER_TIMEOUT."""
+    error that stops the call before any money moves. A streamed call may run
+    for STREAM_TIMEOUT (its first text within PROVIDER_TIMEOUT), a plain one for
+    PROVIDER_TIMEOUT."""
     deadlines = _deadlines(stream)
     fixed = REQUEST_OVERHEAD_TOKENS + message_tokens_upper_bound(content)
     context = _of_active_user(db.chat_call_context(user_id, session_id, max_tokens, DEFAULT_MAX_TOKENS, fixed,
@@ -95,13 +97,15 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
 
 
 def hold_call(user_id, model_name, messages, max_tokens, temperature, tx, fields, access_key=None, stream=False,
-              stop=None):
+              stop=None, tool_use=None):
     """Holds the most a call outside any session can cost (the inference API),
     in `tx`, as `hold` does, within the limits of the access key it comes with
     (its row, or None for a user's own token). `model_name` is the model as the
     client wrote it (an id, an alias or a bare name); the hold is for the model
-    it resolves to, which the key's allowed_models must hold. `fields` names the
-    request's fields in its own format's words, for validation errors: {"max_tokens", "prompt"}."""
+    it resolves to, which the key's allowed_models must hold. `messages` and
+    `tool_use`: the conversation and its tools (app/providers/tools.py), which
+    the model must take. `fields` names the request's fields in its own
+    format's words, for validation errors: {"max_tokens", "prompt", "tools"}."""
     deadlines = _deadlines(stream)
     context = _of_active_user(db.model_call_context(user_id, model_name, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
     if context["model_id"] is None or not context["is_active"]:
@@ -109,9 +113,11 @@ def hold_call(user_id, model_name, messages, max_tokens, temperature, tx, fields
     allowed = access_key and access_key["allowed_models"]
     if allowed is not None and context["model_id"] not in allowed:
         raise ModelNotAllowed()
-    _check_size(context, prompt_tokens_upper_bound(messages), fields)
+    if (tool_use is not None or calls_tools(messages)) and "tools" not in context["features"]:
+        raise ValidationFailed(details={fields["tools"]: f"are not supported by {context['model_id']}"})
+    _check_size(context, prompt_tokens_upper_bound(messages, tool_use), fields)
     return _hold(user_id, context, messages, temperature, deadlines, tx, metadata={"kind": "api"},
-                 access_key=access_key, stop=stop)
+                 access_key=access_key, stop=stop, tool_use=tool_use)
 
 
 def _deadlines(stream):
@@ -140,11 +146,11 @@ def _check_size(context, prompt_tokens, fields):
 
 
 def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, session_id=None, content=None,
-          access_key=None, stop=None):
+          access_key=None, stop=None, tool_use=None):
     first_byte_deadline, deadline, call_timeout = deadlines
     key_source, api_key, rate = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
     model_id = context["model_id"]
-    estimate = prompt_tokens_upper_bound(messages)
+    estimate = prompt_tokens_upper_bound(messages, tool_use)
     # Each part rounded up on its own, as the settle charges them: the charge never exceeds the hold.
     most = max(charged(token_cost(estimate, context["input_price_per_mtok"]), rate)
                + charged(token_cost(context["max_tokens"], context["output_price_per_mtok"]), rate), SMALLEST_AMOUNT)
@@ -165,7 +171,8 @@ def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, sess
         raise InsufficientFunds(details={"required": format_money(most),
                                          "available": format_money(held["available"])})
     request = {"provider": context["provider"], "model_name": model_id.split("/", 1)[1], "messages": messages,
-               "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature, "stop": stop}
+               "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature, "stop": stop,
+               "tool_use": tool_use}
     return Hold(held["transaction_id"], user_id, session_id, model_id,
                 context["api_key_id"] if key_source == "byok" else None, most, context["input_price_per_mtok"],
                 context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request,
@@ -233,8 +240,8 @@ class StartedStream:
         """(the Completion a finished or cut stream is billed on, whether part
         of its usage is estimated). Each count the provider reported is billed
         as reported; one it did not is estimated: the prompt at the hold's
-        estimate, the completion at the UTF-8 bytes of all the text it sent (no
-        token is shorter than a byte), at most max_tokens."""
+        estimate, the completion at the UTF-8 bytes of all the text and tool
+        calls it sent (no token is shorter than a byte), at most max_tokens."""
         hold, stream = self.hold, self._stream
         prompt_tokens, completion_tokens = stream.prompt_tokens, stream.completion_tokens
         estimated = prompt_tokens is None or completion_tokens is None
@@ -242,9 +249,11 @@ class StartedStream:
             log.warning("stream without full usage: billed on an estimate (hold %s)", hold.id)
         if prompt_tokens is None:
             prompt_tokens = hold.prompt_estimate
+        tool_calls = stream.tool_calls
         if completion_tokens is None:
-            completion_tokens = min(len(stream.text.encode()), hold.max_tokens)
-        return Completion(stream.text, prompt_tokens, completion_tokens, ending=stream.ending), estimated
+            written = stream.text + "".join(call.id + call.name + call.arguments for call in tool_calls)
+            completion_tokens = min(len(written.encode()), hold.max_tokens)
+        return Completion(stream.text, prompt_tokens, completion_tokens, stream.ending, tool_calls), estimated
 
 
 def start_stream(hold):

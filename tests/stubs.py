@@ -1,10 +1,12 @@
 """Provider stubs: real HTTP servers on 127.0.0.1 speaking the OpenAI Chat
 Completions and Anthropic Messages wire formats, told by the test how to answer
 (normally, with an error status, after a stall, without usage, or garbled; with
-any reply text, NUL included, and any usage counts, absurd ones included; held
-until the test opens a gate; or dripping the body one byte at a time). Asked
-for a stream (`"stream": true`), they stream the reply in their real event
-formats, and can cut it short or end it with an error event."""
+any reply text, NUL included, and any usage counts, absurd ones included;
+calling tools; held until the test opens a gate; or dripping the body one byte
+at a time; each turn of a conversation its own way, from a script). Asked for a
+stream (`"stream": true`), they stream the reply in their real event formats,
+tool calls included, and can cut it short or end it with an error event."""
+import copy
 import json
 import re
 import threading
@@ -14,6 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # In a stub's stream of events: close the connection here, without the end.
 CUT = object()
+ARGUMENT_PIECES = 3
+
+
+def pieces(text, count=ARGUMENT_PIECES):
+    """`text` in `count` pieces (some maybe empty), as a provider streams a tool's arguments."""
+    size = -(-len(text) // count) or 1
+    return [text[start:start + size] for start in range(0, max(len(text), 1), size)]
 
 
 class _Server(ThreadingHTTPServer):
@@ -50,6 +59,20 @@ class Behaviour:
         self.chunk_delay_seconds = 0.0
         self.cut_after_chunks = None
         self.error_event_after_chunks = None
+        # The tools the reply calls: (id, name, arguments as JSON text), the
+        # arguments streamed in ARGUMENT_PIECES pieces.
+        self.tool_calls = []
+        # Each request's own changes to this behaviour, in order (then this one's).
+        self.script = []
+
+    def for_request(self):
+        """The behaviour of the next request: this one, changed by the script's next turn."""
+        if not self.script:
+            return self
+        turn = copy.copy(self)
+        for name, value in self.script.pop(0).items():
+            setattr(turn, name, value)
+        return turn
 
     def deltas(self):
         return self.chunks if self.chunks is not None else re.findall(r"\s*\S+|\s+", self.reply)
@@ -130,7 +153,7 @@ class StubProvider:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with stub._lock:
                     stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                behaviour = stub.behaviour
+                behaviour = stub.behaviour.for_request()
                 if behaviour.gate is not None:
                     behaviour.gate.wait()
                 if behaviour.stall_seconds:
@@ -206,10 +229,15 @@ class OpenAIStub(StubProvider):
         return headers.get("Authorization", "").startswith("Bearer sk-")
 
     def answer(self, body, behaviour):
+        message = {"role": "assistant", "content": behaviour.reply if behaviour.reply or not behaviour.tool_calls
+                   else None}
+        if behaviour.tool_calls:
+            message["tool_calls"] = [{"id": call_id, "type": "function",
+                                      "function": {"name": name, "arguments": arguments}}
+                                     for call_id, name, arguments in behaviour.tool_calls]
         reply = {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
                  "model": body["model"],
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": behaviour.reply},
-                              "finish_reason": behaviour.stop_reason or "stop"}]}
+                 "choices": [{"index": 0, "message": message, "finish_reason": self._finish_reason(behaviour)}]}
         if behaviour.with_usage:
             reply["usage"] = {"prompt_tokens": behaviour.prompt_tokens,
                               "completion_tokens": behaviour.completion_tokens,
@@ -223,7 +251,13 @@ class OpenAIStub(StubProvider):
         return self._chunk(body, {"content": text}, None)
 
     def closing_events(self, body, behaviour):
-        yield self._chunk(body, {}, behaviour.stop_reason or "stop")
+        for index, (call_id, name, arguments) in enumerate(behaviour.tool_calls):
+            first, *rest = pieces(arguments)
+            yield self._chunk(body, {"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                                     "function": {"name": name, "arguments": first}}]}, None)
+            for piece in rest:
+                yield self._chunk(body, {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None)
+        yield self._chunk(body, {}, self._finish_reason(behaviour))
         if body.get("stream_options", {}).get("include_usage") and behaviour.with_usage:
             yield _data({"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": int(time.time()),
                          "model": body["model"], "choices": [],
@@ -231,6 +265,10 @@ class OpenAIStub(StubProvider):
                                    "completion_tokens": behaviour.completion_tokens,
                                    "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}})
         yield b"data: [DONE]\n\n"
+
+    @staticmethod
+    def _finish_reason(behaviour):
+        return behaviour.stop_reason or ("tool_calls" if behaviour.tool_calls else "stop")
 
     def error_event(self):
         return _data({"error": {"message": "The server had an error while processing your request.",
@@ -251,9 +289,12 @@ class AnthropicStub(StubProvider):
         return headers.get("x-api-key", "").startswith("sk-ant-") and headers.get("anthropic-version") == "2023-06-01"
 
     def answer(self, body, behaviour):
+        content = [{"type": "text", "text": behaviour.reply}] if behaviour.reply or not behaviour.tool_calls else []
+        content += [{"type": "tool_use", "id": call_id, "name": name, "input": json.loads(arguments)}
+                    for call_id, name, arguments in behaviour.tool_calls]
         reply = {"id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
-                 "content": [{"type": "text", "text": behaviour.reply}],
-                 "stop_reason": behaviour.stop_reason or "end_turn", "stop_sequence": behaviour.stop_sequence}
+                 "content": content, "stop_reason": self._stop_reason(behaviour),
+                 "stop_sequence": behaviour.stop_sequence}
         if behaviour.with_usage:
             reply["usage"] = {"input_tokens": behaviour.prompt_tokens, "output_tokens": behaviour.completion_tokens}
         return reply
@@ -274,12 +315,23 @@ class AnthropicStub(StubProvider):
 
     def closing_events(self, body, behaviour):
         yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        delta = {"type": "message_delta", "delta": {"stop_reason": behaviour.stop_reason or "end_turn",
+        for index, (call_id, name, arguments) in enumerate(behaviour.tool_calls, start=1):
+            yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+                "type": "tool_use", "id": call_id, "name": name, "input": {}}})
+            for piece in pieces(arguments):
+                yield _event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                     "delta": {"type": "input_json_delta", "partial_json": piece}})
+            yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
+        delta = {"type": "message_delta", "delta": {"stop_reason": self._stop_reason(behaviour),
                                                     "stop_sequence": behaviour.stop_sequence}}
         if behaviour.with_usage and behaviour.usage_in_message_delta:
             delta["usage"] = {"output_tokens": behaviour.completion_tokens}
         yield _event("message_delta", delta)
         yield _event("message_stop", {"type": "message_stop"})
+
+    @staticmethod
+    def _stop_reason(behaviour):
+        return behaviour.stop_reason or ("tool_use" if behaviour.tool_calls else "end_turn")
 
     def error_event(self):
         return _event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})

@@ -77,7 +77,9 @@ def test_the_deltas_join_to_the_reply_with_the_usage_reported(providers, provide
     ("openai", ("content_filter", None), Ending("stop")),
     ("anthropic", ("max_tokens", None), Ending("length")),
     ("anthropic", ("stop_sequence", "###"), Ending("stop_sequence", "###")),
-    ("anthropic", ("tool_use", None), Ending("stop")),
+    ("openai", ("tool_calls", None), Ending("tool_calls")),
+    ("anthropic", ("tool_use", None), Ending("tool_calls")),
+    ("anthropic", ("refusal", None), Ending("stop")),
 ])
 def test_why_a_reply_ended_is_read_from_plain_and_streamed_replies(providers, stub, provider, said, ending):
     stub.behaviour.stop_reason, stub.behaviour.stop_sequence = said

@@ -130,7 +130,7 @@ class Relay:
         cut = None
         try:
             for piece in self.started.deltas():
-                self._send(self.renderer.delta(piece))
+                self._send(self.renderer.delta(piece) if isinstance(piece, str) else self.renderer.tool_delta(piece))
         except ProviderStreamCut as exc:
             cut = exc
         except Exception as exc:  # the stream's reader failed: settle on what came

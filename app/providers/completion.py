@@ -13,7 +13,8 @@ SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 class Ending:
     """Why a reply ended, in words common to the providers: "stop" (the model
     was done, or a stop sequence the provider does not name), "length"
-    (max_tokens), or "stop_sequence" (then `stop_sequence` says which)."""
+    (max_tokens), "stop_sequence" (then `stop_sequence` says which), or
+    "tool_calls" (the model called tools and waits for their results)."""
     reason: str
     stop_sequence: str | None = None
 
@@ -24,6 +25,7 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     ending: Ending | None = None  # None: the provider did not say
+    tool_calls: tuple = ()        # ToolCall (app/providers/tools.py), in the order the model made them
 
     @property
     def has_usage(self):

@@ -37,12 +37,14 @@ def _before_stop(text, stop):
 
 class Local:
     """The same `complete` as a remote format; it needs neither the transport,
-    nor a key, nor the deadline, since it answers at once."""
+    nor a key, nor the deadline, since it answers at once. Its models take no
+    tools (the catalog says so, and the hold refuses them)."""
 
     name = "local"
     base_url_setting = None
 
-    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None):
+    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
+                 tool_use=None):
         words = LOCAL_REPLIES.get(model_name, _echo)(messages[-1]["content"])
         prompt = LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"]))
                                               for m in messages)
@@ -55,7 +57,7 @@ class Local:
                           ending=ending)
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None):
+               deadline, stop=None, tool_use=None):
         """The text `complete` gives, word by word, with the same usage."""
         completion = self.complete(transport, model_name, messages, max_tokens, temperature, api_key, deadline,
                                    stop)

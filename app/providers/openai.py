@@ -1,5 +1,6 @@
 """OpenAI's Chat Completions at OPENAI_BASE_URL; any compatible server works."""
 from app.providers.completion import Ending
+from app.providers.tools import ToolCall, ToolCallDelta
 from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
 
 
@@ -11,7 +12,21 @@ class ChatCompletions(RemoteFormat):
     prompt_usage, completion_usage = "prompt_tokens", "completion_tokens"
 
     def body(self, model_name, messages, max_tokens):
-        return {"model": model_name, "messages": messages, "max_tokens": max_tokens}
+        return {"model": model_name, "messages": [_message(message) for message in messages], "max_tokens": max_tokens}
+
+    def tool_fields(self, tool_use):
+        fields = {"tools": [{"type": "function", "function": _function(tool)} for tool in tool_use.tools]}
+        if tool_use.choice in ("auto", "none", "required"):
+            fields["tool_choice"] = tool_use.choice
+        else:
+            fields["tool_choice"] = {"type": "function", "function": {"name": tool_use.choice}}
+        if tool_use.parallel is not None:
+            fields["parallel_tool_calls"] = tool_use.parallel
+        return fields
+
+    def reply_tool_calls(self, reply):
+        for call in reply["choices"][0]["message"].get("tool_calls") or ():
+            yield ToolCall(str(call["id"]), str(call["function"]["name"]), str(call["function"]["arguments"] or ""))
 
     def headers(self, api_key):
         return {"Authorization": f"Bearer {api_key}"}
@@ -25,17 +40,18 @@ class ChatCompletions(RemoteFormat):
 
     @staticmethod
     def ending(finish_reason):
-        """finish_reason "length" is max_tokens; the rest (stop, content_filter, …)
-        is a stop, since the API does not say whether a stop sequence matched."""
+        """finish_reason "length" is max_tokens, "tool_calls" (or the older
+        "function_call") a call of tools; the rest (stop, content_filter, …) is
+        a stop, since the API does not say whether a stop sequence matched."""
         if not finish_reason:
             return None
-        return Ending("length" if finish_reason == "length" else "stop")
+        return Ending(ENDINGS.get(finish_reason, "stop"))
 
     def stream_body(self, body):
         # Usage is always asked for, whatever the client wanted: it is what is billed.
         return {**body, "stream": True, "stream_options": {"include_usage": True}}
 
-    def read_event(self, name, data, stream):
+    def read_event(self, name, data, stream, state):
         """chat.completion.chunk events, the last one with usage and no choices,
         then `[DONE]`."""
         if data == "[DONE]":
@@ -50,7 +66,39 @@ class ChatCompletions(RemoteFormat):
         choice = chunk["choices"][0]
         if choice.get("finish_reason"):
             stream.ending = self.ending(choice["finish_reason"])
-        return str((choice.get("delta") or {}).get("content") or "")
+        delta = choice.get("delta") or {}
+        if delta.get("tool_calls"):
+            return [_tool_call_delta(call) for call in delta["tool_calls"]]
+        return str(delta.get("content") or "")
+
+
+ENDINGS = {"length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
+
+
+def _message(message):
+    """A message of the conversation (app/providers/tools.py) in this format."""
+    if message["role"] == "tool":
+        return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]}
+    if not message.get("tool_calls"):
+        return {"role": message["role"], "content": message["content"]}
+    return {"role": "assistant", "content": message["content"] or None,
+            "tool_calls": [{"id": call.id, "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments}}
+                           for call in message["tool_calls"]]}
+
+
+def _function(tool):
+    function = {"name": tool.name, "parameters": tool.parameters}
+    if tool.description is not None:
+        function["description"] = tool.description
+    return function
+
+
+def _tool_call_delta(call):
+    """A piece of a tool call in a chunk's delta: its index, with its id and
+    name in its first piece."""
+    function = call.get("function") or {}
+    return ToolCallDelta(int(call["index"]), call.get("id"), function.get("name"), str(function.get("arguments") or ""))
 
 
 CHAT_COMPLETIONS = ChatCompletions()

@@ -1,12 +1,14 @@
 """A reply streamed as it is written, whatever the provider: iterating a Stream
-yields its text deltas; once iteration ends it holds all the text delivered,
-the token counts the provider reported (`prompt_tokens`, `completion_tokens`,
-None where it reported none) and why it stopped (`ending`).
+yields its text deltas (strings) and the pieces of its tool calls
+(ToolCallDelta); once iteration ends it holds all the text delivered, the tool
+calls (`tool_calls`), the token counts the provider reported (`prompt_tokens`,
+`completion_tokens`, None where it reported none) and why it stopped (`ending`).
 
 Until the first delta a stream fails as `complete` does (ProviderError,
 ProviderUnreachable, ProviderTimeout), since nothing was delivered; after it,
 any failure is a ProviderStreamCut, and `text` and the token counts keep what came."""
 from app.providers.completion import ProviderError, ProviderStreamCut, ProviderTimeout, TextCleaner
+from app.providers.tools import ToolCall, ToolCallDelta
 
 
 # A long reply is thousands of small pieces, each a string object several times
@@ -46,11 +48,19 @@ class Stream:
         self._deltas = read_deltas(self)
         self._cleaner = TextCleaner(provider)
         self._pieces = []
+        self._calls = {}  # index → [id, name, pieces of the arguments]
+        self._delivered = False
 
     @property
     def text(self):
         """All the text delivered so far."""
         return "".join(self._pieces)
+
+    @property
+    def tool_calls(self):
+        """The tool calls delivered so far, in the order of their index."""
+        return tuple(ToolCall(call_id or "", name or "", "".join(pieces))
+                     for _, (call_id, name, pieces) in sorted(self._calls.items()))
 
     def note_usage(self, prompt_tokens, completion_tokens):
         """Counts from a usage event; one that lacks a count leaves the last one seen."""
@@ -66,7 +76,10 @@ class Stream:
     def __iter__(self):
         try:
             for piece in self._deltas:
-                yield from self._deliver(self._cleaner.clean(piece))
+                if isinstance(piece, ToolCallDelta):
+                    yield self._delivering_call(piece)
+                else:
+                    yield from self._deliver(self._cleaner.clean(piece))
             yield from self._deliver(self._cleaner.finish())
         except (StreamBroken, ProviderError, ProviderTimeout) as error:
             raise self._failure(error) from None
@@ -75,16 +88,29 @@ class Stream:
 
     def _deliver(self, text):
         if text:
-            if not self._pieces:
-                self._source.delivering()
+            self._note_delivery()
             self._pieces.append(text)
             if len(self._pieces) >= PIECES_KEPT_APART:
                 self._pieces = ["".join(self._pieces)]
             yield text
 
+    def _delivering_call(self, delta):
+        self._note_delivery()
+        call = self._calls.setdefault(delta.index, [None, None, []])
+        call[0], call[1] = call[0] or delta.id, call[1] or delta.name
+        call[2].append(delta.arguments)
+        if len(call[2]) >= PIECES_KEPT_APART:
+            call[2] = ["".join(call[2])]
+        return delta
+
+    def _note_delivery(self):
+        if not self._delivered:
+            self._delivered = True
+            self._source.delivering()
+
     def _failure(self, error):
-        """The error to raise: as `complete` would before any text, a cut after."""
-        if not self._pieces:
+        """The error to raise: as `complete` would before anything was delivered, a cut after."""
+        if not self._delivered:
             return ProviderError(self.provider, 200, error.reason) if isinstance(error, StreamBroken) else error
         if isinstance(error, ProviderTimeout):
             return ProviderStreamCut(self.provider, "deadline passed")

@@ -18,32 +18,36 @@ MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 class RemoteFormat:
     """A provider reached over HTTP. Subclasses set `name`, `path`, the setting
     holding the base URL, and the usage fields holding the two token counts,
-    and implement `body`, `headers`, `reply_text`, `reply_ending`, `stream_body` and
-    `read_event`."""
+    and implement `body` (the conversation, app/providers/tools.py, in its
+    words), `tool_fields`, `headers`, `reply_text`, `reply_tool_calls`,
+    `reply_ending`, `stream_body` and `read_event`."""
 
     name = path = base_url_setting = stop_field = None
     prompt_usage = completion_usage = None
 
-    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None):
-        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop)
+    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
+                 tool_use=None):
+        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use)
         return self.completion(transport.post_json(self.name, path, body, headers, deadline))
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None):
-        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop)
+               deadline, stop=None, tool_use=None):
+        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use)
         source = transport.open_stream(self.name, path, self.stream_body(body), headers, first_byte_deadline,
                                        deadline)
         return Stream(self.name, lambda stream: self._deltas(sse_events(source), stream), source)
 
-    def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None):
-        """(path, JSON body, headers). The temperature and stop sequences are
-        sent only when the caller chose them, so that the provider's own
-        defaults hold otherwise."""
+    def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None, tool_use=None):
+        """(path, JSON body, headers). The temperature, stop sequences and
+        tools are sent only when the caller chose them, so that the provider's
+        own defaults hold otherwise."""
         body = self.body(model_name, messages, max_tokens)
         if temperature is not None:
             body["temperature"] = temperature
         if stop:
             body[self.stop_field] = list(stop)
+        if tool_use is not None:
+            body.update(self.tool_fields(tool_use))
         return self.path, body, self.headers(api_key)
 
     def completion(self, reply):
@@ -51,8 +55,8 @@ class RemoteFormat:
         provider's fault, reported as such rather than as ours."""
         try:
             return Completion(clean_text(self.name, self.reply_text(reply)), *self.usage_counts(reply.get("usage")),
-                              self.reply_ending(reply))
-        except (KeyError, IndexError, TypeError, AttributeError):
+                              self.reply_ending(reply), tuple(self.reply_tool_calls(reply)))
+        except MALFORMED:
             raise ProviderError(self.name, 200, "malformed response") from None
 
     def usage_counts(self, usage):
@@ -61,19 +65,30 @@ class RemoteFormat:
         return token_count(usage.get(self.prompt_usage)), token_count(usage.get(self.completion_usage))
 
     def _deltas(self, events, stream):
-        """The text pieces of the events, until the format's end event."""
+        """The text pieces and tool-call pieces of the events, until the format's end event."""
+        state = {}  # what the format keeps from one event to the next
         for name, data in events:
             try:
-                delta = self.read_event(name, data, stream)
+                delta = self.read_event(name, data, stream, state)
             except MALFORMED:
                 raise StreamBroken("malformed event") from None
             if delta is END_OF_STREAM:
                 return
-            if delta:
+            if isinstance(delta, list):
+                yield from delta
+            elif delta:
                 yield delta
         raise StreamBroken("the connection closed before the end")
 
     def body(self, model_name, messages, max_tokens):
+        raise NotImplementedError
+
+    def tool_fields(self, tool_use):
+        """The body's fields offering a ToolUse's tools."""
+        raise NotImplementedError
+
+    def reply_tool_calls(self, reply):
+        """The ToolCalls of a whole reply."""
         raise NotImplementedError
 
     def headers(self, api_key):
@@ -86,9 +101,10 @@ class RemoteFormat:
         """The request body asking for the reply as a stream."""
         raise NotImplementedError
 
-    def read_event(self, name, data, stream):
-        """A text piece, None, or END_OF_STREAM for one event (its name and
-        data); notes usage and the finish reason on the stream, and raises
+    def read_event(self, name, data, stream, state):
+        """A text piece, a list of ToolCallDelta, None, or END_OF_STREAM for
+        one event (its name and data), with `state`, a dict the format keeps
+        for the stream's later events; notes usage and the finish reason on the stream, and raises
         StreamBroken for an error event. A malformed event may raise anything
         in MALFORMED."""
         raise NotImplementedError

@@ -1,13 +1,13 @@
 """Anthropic's Messages format, as the inference API serves it at /v1/messages.
-Unknown fields are ignored; tools and content that is not text are a 400 that
-names the field."""
+Unknown fields are ignored; content it cannot honour (a block that is neither
+text nor a tool's use or result, a server tool) is a 400 that names the field."""
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from app.schemas.fields import MoneyText, Text
-from app.schemas.openai_format import (MAX_MESSAGES, MAX_PARTS, MAX_STOP_SEQUENCES, MAX_TEXT, Lenient, MaxTokens,
-                                       ModelName, NoTools, StopText)
+from app.schemas.openai_format import (MAX_MESSAGES, MAX_PARTS, MAX_STOP_SEQUENCES, MAX_TEXT, MAX_TOOLS, Lenient,
+                                       MaxTokens, ModelName, StopText, ToolCallId, ToolName)
 
 
 class TextBlock(Lenient):
@@ -18,9 +18,39 @@ class TextBlock(Lenient):
 Content = Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[TextBlock], Field(max_length=MAX_PARTS)]
 
 
+class ToolUseBlock(Lenient):
+    type: Literal["tool_use"]
+    id: ToolCallId
+    name: ToolName
+    input: dict
+
+
+class ToolResultBlock(Lenient):
+    type: Literal["tool_result"]
+    tool_use_id: ToolCallId
+    content: Content | None = None
+    is_error: bool = False
+
+
+Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+
+
 class AnthropicMessage(Lenient):
     role: Literal["user", "assistant"]
-    content: Content
+    content: Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[Block], Field(max_length=MAX_PARTS)]
+
+
+class ToolDefinition(Lenient):
+    type: Literal["custom"] | None = None  # the server's own tools (web search, …) are not offered here
+    name: ToolName
+    description: Annotated[Text, Field(max_length=MAX_TEXT)] | None = None
+    input_schema: dict
+
+
+class ToolChoice(Lenient):
+    type: Literal["auto", "any", "tool", "none"]
+    name: ToolName | None = None
+    disable_parallel_tool_use: bool | None = None
 
 
 class MessagesRequest(Lenient):
@@ -31,7 +61,8 @@ class MessagesRequest(Lenient):
     temperature: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     stop_sequences: Annotated[list[StopText], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     stream: bool = False
-    tools: NoTools = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
 
 
 class AnthropicUsage(BaseModel):
@@ -45,12 +76,19 @@ class AnswerBlock(BaseModel):
     text: str
 
 
+class ToolUseAnswer(BaseModel):
+    type: Literal["tool_use"] = "tool_use"
+    id: str
+    name: str
+    input: dict
+
+
 class Message(BaseModel):
     id: str
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[AnswerBlock]
-    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence"]
+    content: list[AnswerBlock | ToolUseAnswer]
+    stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
     stop_sequence: str | None = None
     usage: AnthropicUsage

@@ -1,10 +1,10 @@
 """OpenAI's Chat Completions format, as the inference API serves it at /v1.
 SDKs send many fields this service has no use for: unknown fields are ignored
-here (under /api/v1 they are refused), but a field it cannot honour (tools,
-n > 1, a part that is not text) is a 400 that names it."""
+here (under /api/v1 they are refused), but a field it cannot honour (n > 1, a
+part that is not text) is a 400 that names it."""
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.schemas.fields import MoneyText, Text
 
@@ -13,18 +13,14 @@ MAX_MESSAGES = 256
 MAX_PARTS = 64
 MAX_TEXT = 100_000  # characters, as for a chat message
 MAX_STOP_SEQUENCES = 4
+MAX_TOOLS = 128
 MaxTokens = Annotated[int, Field(ge=1, le=1_000_000)]
 StopText = Annotated[Text, Field(min_length=1, max_length=200)]
 ModelName = Annotated[Text, Field(min_length=1, max_length=200)]
-
-
-def _no_tools(tools):
-    if tools:
-        raise ValueError("are not supported: this service completes text only")
-    return tools
-
-
-NoTools = Annotated[list | None, AfterValidator(_no_tools)]
+# Both providers take a tool's name as 1–64 letters, digits, _ and -.
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+ToolCallId = Annotated[Text, Field(min_length=1, max_length=256)]
+Arguments = Annotated[Text, Field(max_length=MAX_TEXT)]
 
 
 class Lenient(BaseModel):
@@ -38,9 +34,43 @@ class TextPart(Lenient):
     text: Annotated[Text, Field(max_length=MAX_TEXT)]
 
 
+class FunctionCall(Lenient):
+    name: ToolName
+    arguments: Arguments
+
+
+class ToolCallPart(Lenient):
+    id: ToolCallId
+    type: Literal["function"]
+    function: FunctionCall
+
+
 class ChatMessage(Lenient):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[TextPart], Field(max_length=MAX_PARTS)]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # None only for an assistant's message that calls tools.
+    content: Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[TextPart], Field(max_length=MAX_PARTS)] | None
+    tool_calls: Annotated[list[ToolCallPart], Field(min_length=1, max_length=MAX_TOOLS)] | None = None
+    tool_call_id: ToolCallId | None = None
+
+
+class FunctionDefinition(Lenient):
+    name: ToolName
+    description: Annotated[Text, Field(max_length=MAX_TEXT)] | None = None
+    parameters: dict | None = None  # a JSON schema; none: the function takes no arguments
+
+
+class ToolDefinition(Lenient):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(Lenient):
+    name: ToolName
+
+
+class NamedToolChoice(Lenient):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class StreamOptions(Lenient):
@@ -57,7 +87,9 @@ class ChatCompletionRequest(Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
-    tools: NoTools = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     @field_validator("n")
     @classmethod
@@ -73,15 +105,27 @@ class OpenAIUsage(BaseModel):
     cost: MoneyText
 
 
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str
+
+
+class CalledTool(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None  # None when the reply only calls tools
+    tool_calls: list[CalledTool] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
 class ChatCompletion(BaseModel):

@@ -6,7 +6,8 @@ Each is a pure renderer behind one small protocol:
 - `renderer(hold, body)`: the call's Renderer, with `status` (a whole
   answer's), `answer(hold, reply, exchange)` (the response model of a settled
   call, or the APIError to report), and the stream's text: `opening()`,
-  `delta(text)`, `closing(answer)`, `failure(error)`;
+  `delta(text)`, `tool_delta(delta)` (a ToolCallDelta; the inference formats
+  only), `closing(answer)`, `failure(error)`;
 - `replay(stored_text, body)`: a stored answer as the events of a stream.
 
 The inference formats (`openai`, `anthropic`) also turn their request into a
@@ -16,20 +17,24 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from app.errors import ValidationFailed
 from app.providers import Ending
+from app.providers.tools import TOOL_CHOICES, ToolCallDelta, ToolUse
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @dataclass(frozen=True)
 class ModelCall:
-    """What a request of an inference format asks a model for, in no format's words."""
+    """What a request of an inference format asks a model for, in no format's
+    words: the conversation and its tools as app/providers/tools.py says."""
     model: str
-    messages: list        # [{"role": "system" | "user" | "assistant", "content": text}]
+    messages: list
     max_tokens: int | None
     temperature: object
     stop: list | None
     stream: bool
+    tool_use: ToolUse | None = None
 
 
 def sse(data, event=None):
@@ -48,16 +53,66 @@ def text_of(content):
     return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
-def replay_events(renderer, answer, text):
-    """A stored answer as a stream: its opening, all its text as one delta, its end."""
-    return [renderer.opening() + renderer.delta(text) + renderer.closing(answer)]
+def replay_events(renderer, answer, text, tool_calls=()):
+    """A stored answer as a stream: its opening, all its text as one delta,
+    each tool call whole, its end."""
+    calls = "".join(renderer.tool_delta(ToolCallDelta(index, call.id, call.name, call.arguments))
+                    for index, call in enumerate(tool_calls))
+    return [renderer.opening() + renderer.delta(text) + calls + renderer.closing(answer)]
+
+
+class ToolCallsSeen:
+    """The ids of the tool calls a conversation has made so far, so that each
+    tool's result answers one of them."""
+
+    def __init__(self):
+        self.ids = set()
+
+    def add(self, call_id):
+        self.ids.add(call_id)
+
+    def check(self, call_id, field):
+        if call_id not in self.ids:
+            raise ValidationFailed(details={field: "answers no tool call made before it"})
+
+
+def tool_use_of(tools, choice, parallel, fields):
+    """The ToolUse of a request's tools (None without any), refusing two tools
+    of one name and a choice of a tool not offered. `fields`: the request's
+    field names, {"tools": …, "choice": …} ("tools" gets the tool's index)."""
+    if not tools:
+        if choice not in (None, "auto", "none"):
+            raise ValidationFailed(details={fields["choice"]: "needs tools to choose from"})
+        return None
+    names = set()
+    for index, tool in enumerate(tools):
+        if tool.name in names:
+            raise ValidationFailed(details={fields["tools"].format(index): "is the name of another tool"})
+        names.add(tool.name)
+    if choice not in (None, *TOOL_CHOICES) and choice not in names:
+        raise ValidationFailed(details={fields["choice"]: "names no tool of tools"})
+    return ToolUse(tuple(tools), choice or "auto", parallel)
+
+
+def arguments_object(text, field):
+    """A tool call's arguments, which must be a JSON object as text."""
+    try:
+        parsed = json.loads(text or "{}")
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValidationFailed(details={field: "must be a JSON object, as text"})
+    return parsed
 
 
 def ending_of(hold, reply):
     """Why the answer ended (app.providers.Ending): as its provider said, else
-    "length" when it used all of max_tokens and "stop" when not."""
+    "tool_calls" when it called tools, "length" when it used all of max_tokens
+    and "stop" when not."""
     if reply.ending is not None:
         return reply.ending
+    if reply.tool_calls:
+        return Ending("tool_calls")
     return Ending("length" if reply.has_usage and reply.completion_tokens >= hold.max_tokens else "stop")
 
 

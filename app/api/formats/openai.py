@@ -3,10 +3,13 @@
 chunk when asked for, then [DONE]) and its errors."""
 import time
 
-from app.api.formats import ModelCall, ending_of, replay_events, sentence, sse, text_of
+from app.api.formats import (ModelCall, ToolCallsSeen, arguments_object, ending_of, replay_events, sentence, sse,
+                             text_of, tool_use_of)
+from app.errors import ValidationFailed
 from app.money import format_money
-from app.schemas.openai_format import (AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice,
-                                       OpenAIUsage)
+from app.providers.tools import Tool, ToolCall
+from app.schemas.openai_format import (AssistantMessage, CalledFunction, CalledTool, ChatCompletion,
+                                       ChatCompletionRequest, Choice, OpenAIUsage)
 
 NAME = "openai"
 ENDPOINT = "chat_completions"
@@ -14,17 +17,50 @@ PATH = "/chat/completions"
 SUMMARY = "Create a chat completion (OpenAI's format), billed per token; `stream` for server-sent events"
 Request, Answer, ERROR_BODY = ChatCompletionRequest, ChatCompletion, "OpenAIError"
 # The request's fields in this format's words, for validation errors.
-FIELDS = {"max_tokens": "max_tokens", "prompt": "messages"}
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+FIELDS = {"max_tokens": "max_tokens", "prompt": "messages", "tools": "tools"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+FINISH_REASONS = {"length": "length", "tool_calls": "tool_calls"}  # any other ending is "stop"
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
                403: "permission_error", 404: "not_found_error", 409: "conflict_error", 429: "rate_limit_error"}
 
 
 def call_of(body):
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    messages = [{"role": ROLES[message.role], "content": text_of(message.content)} for message in body.messages]
+    seen = ToolCallsSeen()
+    messages = [_message(message, f"messages.{index}", seen) for index, message in enumerate(body.messages)]
+    tools = [Tool(tool.function.name, tool.function.description,
+                  tool.function.parameters if tool.function.parameters is not None else {"type": "object"})
+             for tool in body.tools or ()]
+    named = hasattr(body.tool_choice, "function")
+    choice = body.tool_choice.function.name if named else body.tool_choice
+    tool_use = tool_use_of(tools, choice, body.parallel_tool_calls, {
+        "tools": "tools.{}.function.name", "choice": "tool_choice.function.name" if named else "tool_choice"})
     return ModelCall(body.model, messages, body.max_completion_tokens or body.max_tokens,
-                     body.temperature, stop, body.stream)
+                     body.temperature, stop, body.stream, tool_use)
+
+
+def _message(message, field, seen):
+    """One message of the request, in no format's words."""
+    if message.role == "tool":
+        if message.tool_call_id is None:
+            raise ValidationFailed(details={f"{field}.tool_call_id": "is required"})
+        seen.check(message.tool_call_id, f"{field}.tool_call_id")
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": _text(message, field),
+                "is_error": False}
+    if message.role != "assistant" or not message.tool_calls:
+        return {"role": ROLES[message.role], "content": _text(message, field)}
+    calls = []
+    for index, call in enumerate(message.tool_calls):
+        arguments_object(call.function.arguments, f"{field}.tool_calls.{index}.function.arguments")
+        seen.add(call.id)
+        calls.append(ToolCall(call.id, call.function.name, call.function.arguments))
+    return {"role": "assistant", "content": text_of(message.content or ""), "tool_calls": calls}
+
+
+def _text(message, field):
+    if message.content is None:
+        raise ValidationFailed(details={f"{field}.content": "is required"})
+    return text_of(message.content)
 
 
 def asks_for_stream(body):
@@ -44,7 +80,9 @@ def renderer(hold, body):
 def replay(stored_text, body):
     answer = ChatCompletion.model_validate_json(stored_text)
     chunks = Chunks(answer.id, answer.model, answer.created, _wants_usage(body))
-    return replay_events(chunks, answer, answer.choices[0].message.content)
+    message = answer.choices[0].message
+    calls = [ToolCall(call.id, call.function.name, call.function.arguments) for call in message.tool_calls or ()]
+    return replay_events(chunks, answer, message.content or "", calls)
 
 
 def _wants_usage(body):
@@ -69,6 +107,13 @@ class Chunks:
     def delta(self, text):
         return self._chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None}]) if text else ""
 
+    def tool_delta(self, delta):
+        call = {"index": delta.index, "function": {"arguments": delta.arguments}}
+        if delta.id is not None:
+            call = {"index": delta.index, "id": delta.id, "type": "function",
+                    "function": {"name": delta.name, "arguments": delta.arguments}}
+        return self._chunk([{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}])
+
     def closing(self, answer):
         text = self._chunk([{"index": 0, "delta": {}, "finish_reason": answer.choices[0].finish_reason}])
         if self.include_usage:
@@ -79,10 +124,13 @@ class Chunks:
         return sse(error(failed.code, failed.message, failed.status, failed.details))
 
     def answer(self, hold, reply, exchange):
+        calls = [CalledTool(id=call.id, function=CalledFunction(name=call.name, arguments=call.arguments))
+                 for call in reply.tool_calls]
+        message = AssistantMessage(content=reply.content or (None if calls else ""), tool_calls=calls or None)
         return ChatCompletion(
             id=self.head["id"], created=self.head["created"], model=self.head["model"],
-            choices=[Choice(message=AssistantMessage(content=reply.content),
-                            finish_reason="length" if ending_of(hold, reply).reason == "length" else "stop")],
+            choices=[Choice(message=message,
+                            finish_reason=FINISH_REASONS.get(ending_of(hold, reply).reason, "stop"))],
             usage=OpenAIUsage(prompt_tokens=exchange.prompt_tokens, completion_tokens=exchange.completion_tokens,
                               total_tokens=exchange.prompt_tokens + exchange.completion_tokens,
                               cost=format_money(exchange.cost)))

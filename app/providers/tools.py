@@ -1,0 +1,61 @@
+"""Tools in no provider's words: what a call offers the model (`ToolUse`), the
+calls a reply makes (`ToolCall`), and the pieces a stream makes them from
+(`ToolCallDelta`).
+
+A conversation is a list of messages, each a dict with a `role`:
+- "system", "user": `content`, a text;
+- "assistant": `content`, a text (maybe empty), and `tool_calls`, a list of
+  ToolCall when it called tools;
+- "tool": the result of one call: `tool_call_id`, `content` (a text) and
+  `is_error`.
+Each provider's module turns this into its wire format and back."""
+import json
+from dataclasses import dataclass
+
+# The choices a call may make of its tools; a tool's name also chooses that tool.
+TOOL_CHOICES = ("auto", "none", "required")
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str | None
+    parameters: dict  # a JSON schema
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """The tools a call offers, whether and which one it must call (`choice`:
+    one of TOOL_CHOICES, or a tool's name), and whether it may call several at
+    once (`parallel`; None leaves the provider's default)."""
+    tools: tuple
+    choice: str = "auto"
+    parallel: bool | None = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the call's place among the reply's
+    calls (`index`), its id and name with its first piece, then pieces of its
+    arguments' JSON text."""
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+def calls_tools(messages):
+    """Whether the conversation holds a tool call or a tool's result."""
+    return any(message["role"] == "tool" or message.get("tool_calls") for message in messages)
+
+
+def arguments_text(value):
+    """A tool's input (a JSON object) as the text a tool call's arguments are."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
