@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 
 # In a stub's stream of events: close the connection here, without the end.
@@ -62,15 +63,19 @@ class Behaviour:
         # The tools the reply calls: (id, name, arguments as JSON text), the
         # arguments streamed in ARGUMENT_PIECES pieces.
         self.tool_calls = []
-        # Each request's own changes to this behaviour, in order (then this one's).
+        # Each request's own changes to this behaviour, in order (then this one's);
+        # or, when set, a function of the request's body that gives them.
         self.script = []
+        self.respond = None
 
-    def for_request(self):
-        """The behaviour of the next request: this one, changed by the script's next turn."""
-        if not self.script:
+    def for_request(self, body):
+        """The behaviour for a request with `body`: this one, changed by the
+        script's next turn or by what `respond` says."""
+        changes = self.respond(body) if self.respond else self.script.pop(0) if self.script else {}
+        if not changes:
             return self
         turn = copy.copy(self)
-        for name, value in self.script.pop(0).items():
+        for name, value in changes.items():
             setattr(turn, name, value)
         return turn
 
@@ -153,12 +158,12 @@ class StubProvider:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with stub._lock:
                     stub.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                behaviour = stub.behaviour.for_request()
+                behaviour = stub.behaviour.for_request(body)
                 if behaviour.gate is not None:
                     behaviour.gate.wait()
                 if behaviour.stall_seconds:
                     time.sleep(behaviour.stall_seconds)
-                if self.path != stub.path:
+                if urlsplit(self.path).path != stub.path:
                     return self._send(404, {"error": {"message": "no such route"}})
                 if not stub.authorised(self.headers):
                     return self._send(401, {"error": {"message": "invalid api key"}})
