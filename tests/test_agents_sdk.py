@@ -1,0 +1,64 @@
+"""OpenAI's Agents SDK runs an agent with a function tool through
+/v1/chat/completions, plain and streamed: the model (the OpenAI stub) calls
+the tool, the SDK runs it and sends its result, and the final answer, which
+the stub makes from that result, comes back. Tracing, which would call
+OpenAI, is off."""
+import asyncio
+import os
+
+import httpx
+import pytest
+from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+from openai import AsyncOpenAI
+
+from tests.support import cost, live_user
+from tests.test_sdk import assert_charged_exactly, server  # noqa: F401
+
+MODEL = "openai/gpt-4o-mini"
+os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
+set_tracing_disabled(True)
+
+
+@function_tool
+def weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny and 24 °C in {city}"
+
+
+def answers_from_the_tool(body):
+    """The stub as the model: it calls the tool, then answers with what the tool said."""
+    results = [message["content"] for message in body["messages"] if message["role"] == "tool"]
+    if results:
+        return {"reply": f"It is {results[-1]}.", "tool_calls": []}
+    return {"reply": "", "tool_calls": [("call_weather_1", "weather", '{"city":"Paris"}')]}
+
+
+async def run_agent(server, key, stream):
+    client = AsyncOpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+    agent = Agent(name="forecaster", instructions="Answer with the weather tool.", tools=[weather],
+                  model=OpenAIChatCompletionsModel(model=MODEL, openai_client=client))
+    try:
+        if not stream:
+            return (await Runner.run(agent, "What is the weather in Paris?")).final_output
+        result = Runner.run_streamed(agent, "What is the weather in Paris?")
+        kinds = {event.type async for event in result.stream_events()}
+        assert "raw_response_event" in kinds
+        return result.final_output
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_an_agent_runs_its_function_tool_through_the_service(server, openai_stub, stream):  # noqa: F811
+    openai_stub.reset()
+    openai_stub.behaviour.respond = answers_from_the_tool
+    headers, user_id = live_user(server.url, "10")
+    key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "agent"}, headers=headers).json()["key"]
+    final = asyncio.run(run_agent(server, key, stream))
+    assert final == "It is sunny and 24 °C in Paris."
+    first, second = openai_stub.requests
+    assert [tool["function"]["name"] for tool in first["body"]["tools"]] == ["weather"]
+    assert second["body"]["messages"][-1] == {"role": "tool", "tool_call_id": "call_weather_1",
+                                              "content": "sunny and 24 °C in Paris"}
+    assert first["body"].get("stream", False) is stream
+    assert_charged_exactly(server, user_id, 2 * cost(MODEL, 11, 7))
