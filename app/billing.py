@@ -107,6 +107,15 @@ def hold_call(user_id, model_name, messages, max_tokens, temperature, tx, fields
     the model must take. `fields` names the request's fields in its own
     format's words, for validation errors: {"max_tokens", "prompt", "tools"}."""
     deadlines = _deadlines(stream)
+    context = _callable_model(user_id, model_name, max_tokens, messages, tool_use, access_key, fields, tx)
+    _check_size(context, prompt_tokens_upper_bound(messages, tool_use), fields)
+    return _hold(user_id, context, messages, temperature, deadlines, tx, metadata={"kind": "api"},
+                 access_key=access_key, stop=stop, tool_use=tool_use)
+
+
+def _callable_model(user_id, model_name, max_tokens, messages, tool_use, access_key, fields, tx=None):
+    """The call's context (db.model_call_context) once the model `model_name`
+    resolves to is one the caller may call with this conversation and tools."""
     context = _of_active_user(db.model_call_context(user_id, model_name, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
     if context["model_id"] is None or not context["is_active"]:
         raise UnknownModel(details={"model": model_name})
@@ -115,9 +124,19 @@ def hold_call(user_id, model_name, messages, max_tokens, temperature, tx, fields
         raise ModelNotAllowed()
     if (tool_use is not None or calls_tools(messages)) and "tools" not in context["features"]:
         raise ValidationFailed(details={fields["tools"]: f"are not supported by {context['model_id']}"})
-    _check_size(context, prompt_tokens_upper_bound(messages, tool_use), fields)
-    return _hold(user_id, context, messages, temperature, deadlines, tx, metadata={"kind": "api"},
-                 access_key=access_key, stop=stop, tool_use=tool_use)
+    return context
+
+
+def count_prompt_tokens(user_id, model_name, messages, tool_use, access_key, fields):
+    """How many input tokens a call's prompt would be (nothing is held or
+    charged): as its provider counts them where it can (Anthropic), else as
+    app.providers estimates them; the key a call would use is used."""
+    context = _callable_model(user_id, model_name, None, messages, tool_use, access_key, fields)
+    _, api_key, _ = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
+    deadline = time.monotonic() + current_app.config["PROVIDER_TIMEOUT"]
+    with _provider_failures("nothing was counted"):
+        return providers.count_tokens(context["provider"], context["model_id"].split("/", 1)[1], messages,
+                                      api_key, deadline, tool_use)
 
 
 def _deadlines(stream):
@@ -281,21 +300,29 @@ def settle_retry_pause(hold, attempt):
 def _returned_on_failure(hold):
     """Returns the whole hold when the provider call fails, and raises the API
     error that says why."""
+    with _provider_failures(f"hold {hold.id} returned", lambda why: release(hold, why)):
+        yield
+
+
+@contextmanager
+def _provider_failures(outcome, on_failure=lambda why: None):
+    """Raises the API error that says why a provider call failed, after
+    `on_failure(why)`; `outcome` ends the log line (what became of the call)."""
     try:
         yield
     except ProviderTimeout as exc:
-        release(hold, "provider timeout")
-        log.warning("%s did not answer within PROVIDER_TIMEOUT; hold %s returned", exc.provider, hold.id)
+        on_failure("provider timeout")
+        log.warning("%s did not answer within PROVIDER_TIMEOUT; %s", exc.provider, outcome)
         raise ProviderTimedOut(details={"provider": exc.provider}) from None
     except ProviderUnreachable as exc:
-        release(hold, "provider unreachable")
-        log.warning("%s could not be reached (%s: %s); hold %s returned", exc.provider, exc.error, exc.cause, hold.id)
+        on_failure("provider unreachable")
+        log.warning("%s could not be reached (%s: %s); %s", exc.provider, exc.error, exc.cause, outcome)
         raise ProviderUnreachableError(exc.cause, details={"provider": exc.provider}) from None
     except ProviderError as exc:
-        release(hold, f"provider error {exc.status}")
+        on_failure(f"provider error {exc.status}")
         raise ProviderFailed(details={"provider": exc.provider, "provider_status": exc.status}) from None
     except BaseException:
-        release(hold, "unexpected failure")
+        on_failure("unexpected failure")
         raise
 
 

@@ -92,6 +92,7 @@ class StubProvider:
     """One stub server; `requests` records what it was sent."""
 
     path = None
+    count_path = None  # where the provider counts a prompt's tokens, if it does
     key_header = None
 
     def __init__(self, port=0):
@@ -163,10 +164,13 @@ class StubProvider:
                     behaviour.gate.wait()
                 if behaviour.stall_seconds:
                     time.sleep(behaviour.stall_seconds)
-                if urlsplit(self.path).path != stub.path:
+                path = urlsplit(self.path).path
+                if path not in (stub.path, stub.count_path):
                     return self._send(404, {"error": {"message": "no such route"}})
                 if not stub.authorised(self.headers):
                     return self._send(401, {"error": {"message": "invalid api key"}})
+                if path == stub.count_path and behaviour.status == 200:
+                    return self._send(200, {"input_tokens": behaviour.prompt_tokens})
                 if behaviour.status != 200:
                     return self._send(behaviour.status, {"error": {"message": "stub error"}})
                 if behaviour.garbled:
@@ -289,6 +293,7 @@ class OpenAIStub(StubProvider):
 
 class AnthropicStub(StubProvider):
     path = "/v1/messages"
+    count_path = "/v1/messages/count_tokens"
 
     def authorised(self, headers):
         return headers.get("x-api-key", "").startswith("sk-ant-") and headers.get("anthropic-version") == "2023-06-01"

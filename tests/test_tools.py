@@ -214,3 +214,12 @@ def test_a_large_tool_laden_call_is_billed_at_its_usage_never_above_its_hold(ser
     hold, = server.database.query("SELECT amount FROM transactions WHERE user_id = %s AND type = 'hold'",
                                   (account["user_id"],))[0]
     assert hold >= cost(GPT, 20_000, 100)
+
+
+def test_the_anthropic_sdk_counts_a_tool_laden_prompt_for_free(server, account, stubs):
+    stubs[1].behaviour.prompt_tokens = 321
+    counted = anthropic_client(server, account).messages.count_tokens(model=CLAUDE, messages=ASK,
+                                                                       tools=[ANTHROPIC_TOOL])
+    assert counted.input_tokens == 321
+    assert stubs[1].requests[0]["body"]["tools"] == [ANTHROPIC_TOOL]
+    assert_charged_exactly(server, account["user_id"], 0)

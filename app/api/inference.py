@@ -18,6 +18,7 @@ from app.api.pipeline import OperationBlueprint
 from app.errors import register_error_shape
 from app.extensions import db
 from app.money import format_money
+from app.schemas.anthropic_format import CountTokensRequest, TokenCount
 from app.schemas.openai_format import ModelListing, ModelObject
 
 # One blueprint per format, named for it: its operations' ids and tags in /openapi.json.
@@ -54,6 +55,21 @@ def _model_object(row):
                        input_price_per_mtok=format_money(row["input_price_per_mtok"]),
                        output_price_per_mtok=format_money(row["output_price_per_mtok"]),
                        features=row["features"], input_modalities=row["input_modalities"], aliases=row["aliases"])
+
+
+@blueprints[anthropic].post("/messages/count_tokens")
+@speaks_provider_format(anthropic.ERROR_BODY)
+@rate_limit(access_key_limit, access_key_subject)
+@response(TokenCount)
+@other_responses(403, 404, 502, 504)
+@caller(ACCOUNT_OR_KEY)
+@body(CountTokensRequest)
+def count_tokens(caller, request_body):
+    """Count a message's input tokens (Anthropic's format), free: the provider's own count for Anthropic models,
+    an estimate for the others"""
+    call = anthropic.call_of(request_body)
+    return TokenCount(input_tokens=billing.count_prompt_tokens(caller.user_id, call.model, call.messages,
+                                                               call.tool_use, caller.access_key, anthropic.FIELDS))
 
 
 def call_operation(wire_format):

@@ -1,11 +1,12 @@
 """Anthropic's Messages API at ANTHROPIC_BASE_URL."""
 import json
 
-from app.providers.completion import Ending
+from app.providers.completion import Ending, ProviderError, token_count
 from app.providers.tools import ToolCall, ToolCallDelta, arguments_text
 from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
 
 ANTHROPIC_VERSION = "2023-06-01"
+COUNT_TOKENS_PATH = "/messages/count_tokens"
 
 
 class Messages(RemoteFormat):
@@ -24,6 +25,17 @@ class Messages(RemoteFormat):
         if system:
             body["system"] = "\n\n".join(system)
         return body
+
+    def count_tokens(self, transport, model_name, messages, api_key, deadline, tool_use=None):
+        """The API's own count (/messages/count_tokens), which takes the
+        request's conversation and tools but no max_tokens."""
+        _, body, headers = self.request(model_name, messages, 1, None, api_key, None, tool_use)
+        del body["max_tokens"]
+        counted = transport.post_json(self.name, COUNT_TOKENS_PATH, body, headers, deadline)
+        tokens = token_count(counted.get("input_tokens"))
+        if tokens is None:
+            raise ProviderError(self.name, 200, "malformed response")
+        return tokens
 
     def tool_fields(self, tool_use):
         choice = {"type": TOOL_CHOICES.get(tool_use.choice, "tool")}

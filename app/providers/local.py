@@ -46,8 +46,7 @@ class Local:
     def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
                  tool_use=None):
         words = LOCAL_REPLIES.get(model_name, _echo)(messages[-1]["content"])
-        prompt = LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"]))
-                                              for m in messages)
+        prompt = self.count_tokens(transport, model_name, messages, api_key, deadline)
         text, stopped_at = _before_stop(" ".join(words[:max_tokens]), stop)
         if stopped_at is not None:
             ending = Ending("stop_sequence", stopped_at)
@@ -55,6 +54,10 @@ class Local:
             ending = Ending("length" if len(words) > max_tokens else "stop")
         return Completion(content=text, prompt_tokens=prompt, completion_tokens=len(local_tokens(text)),
                           ending=ending)
+
+    def count_tokens(self, transport, model_name, messages, api_key, deadline, tool_use=None):
+        """The prompt's tokens exactly, as `complete` bills them."""
+        return LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"])) for m in messages)
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
                deadline, stop=None, tool_use=None):

@@ -6,6 +6,7 @@ and how to read one of its events (`read_event`)."""
 import json
 
 from app.providers.completion import Completion, ProviderError, clean_text, token_count
+from app.providers.prompt_size import estimated_prompt_tokens
 from app.providers.sse_parser import sse_events
 from app.providers.streamed_reply import Stream, StreamBroken
 
@@ -36,6 +37,10 @@ class RemoteFormat:
         source = transport.open_stream(self.name, path, self.stream_body(body), headers, first_byte_deadline,
                                        deadline)
         return Stream(self.name, lambda stream: self._deltas(sse_events(source), stream), source)
+
+    def count_tokens(self, transport, model_name, messages, api_key, deadline, tool_use=None):
+        """The prompt's input tokens; a format whose API has no count estimates them."""
+        return estimated_prompt_tokens(messages, tool_use)
 
     def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None, tool_use=None):
         """(path, JSON body, headers). The temperature, stop sequences and

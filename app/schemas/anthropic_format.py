@@ -92,3 +92,12 @@ class Message(BaseModel):
     stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
     stop_sequence: str | None = None
     usage: AnthropicUsage
+
+
+class CountTokensRequest(MessagesRequest):
+    """What /v1/messages/count_tokens takes: a message request, max_tokens left out."""
+    max_tokens: MaxTokens | None = None
+
+
+class TokenCount(BaseModel):
+    input_tokens: int
