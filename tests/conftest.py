@@ -467,10 +467,15 @@ def _starts_a_process(item):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Marks `server` the tests that start a process (above), before `-m` selects."""
+    """Marks `server` the tests that start a process (above), before `-m` selects, and
+    runs them first: they are the long ones (seconds each, the rest milliseconds), so
+    with pytest-xdist handing out a test at a time (pytest.ini's --maxschedchunk) the
+    workers end together on short tests rather than one waiting for the other's last
+    launcher or live-server test."""
     for item in items:
         if _starts_a_process(item):
             item.add_marker(pytest.mark.server)
+    items.sort(key=lambda item: item.get_closest_marker("server") is None)
 
 
 _unmarked = None  # the test running now when it is not marked `server`
