@@ -2,6 +2,7 @@
 the schema built once into a template by migrate.py's own code, and one clone of
 it that every test starts from empty: its rows deleted after each test, and the
 whole clone replaced when a test changed more than rows."""
+import copy
 import dis
 import inspect
 import os
@@ -21,6 +22,10 @@ from psycopg2.extensions import make_dsn
 
 import migrate
 from app import close_app, create_app
+from app.config import load_config
+from app.extensions import db, limiter
+from app.observability import configure_logging
+from app.providers import Providers
 from devtools.cluster import testing_postgresql_options
 from tests.stubs import AnthropicStub, OpenAIStub
 from tests.support import ROOT, LiveServer, settings_for, stop_servers_on, user
@@ -201,30 +206,56 @@ class SharedDatabase(TestDatabase):
                           WHERE d.refobjid = ANY({}::regclass[]) AND d.deptype IN ('a', 'i')""").format(
                 sql.Literal(self.data_tables))])
         self.template_state = self._state()
+        # The connection reset works through, kept from one test to the next: on a new
+        # connection the fingerprint takes twice as long (the backend's catalog caches
+        # start cold), and the connection itself costs as much again.
+        self._kept = None
 
     def _state(self):
         return self.query(self.state_query)[0][0]
 
+    def _empty_and_compare(self, conn):
+        with conn.cursor() as cur:
+            # A connection a test left open could hold locks the DELETEs would wait for.
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            conn.autocommit = False
+            cur.execute("SET LOCAL lock_timeout = '10s'")
+            cur.execute(self.empty)
+            conn.commit()
+            conn.autocommit = True
+            cur.execute(self.state_query)
+            return cur.fetchone()[0] == self.template_state
+
     def reset(self):
         """Empties the data tables, or replaces the clone when more than rows changed."""
         stop_servers_on(self.name)
-        try:
-            with closing(self.owner()) as conn, conn.cursor() as cur:
-                # A connection a test left open could hold locks the DELETEs would wait for.
-                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                            " WHERE datname = current_database() AND pid <> pg_backend_pid()")
-                conn.autocommit = False
-                cur.execute("SET LOCAL lock_timeout = '10s'")
-                cur.execute(self.empty)
-                conn.commit()
-            if self._state() == self.template_state:
+        # The kept connection may have ended with the test (a test that ends every
+        # backend, a server restart): then once more on a new one.
+        kept, self._kept = self._kept, None
+        for conn in ([kept] if kept is not None and not kept.closed else []) + [None]:
+            try:
+                conn = conn or self.owner()
+                same = self._empty_and_compare(conn)
+            except psycopg2.Error:
+                same = None
+            if same:
+                self._kept = conn
                 return
-        except psycopg2.Error:
-            pass
+            if conn is not None:
+                conn.close()
+            if same is False or conn is not kept:
+                break
         _drop(self.server_url, self.name)
         self.__init__(self.server_url, self.template_db)
 
+    def _close_kept(self):
+        kept, self._kept = self._kept, None
+        if kept is not None and not kept.closed:
+            kept.close()
+
     def drop(self):
+        self._close_kept()
         _drop(self.server_url, self.name)
 
 
@@ -277,11 +308,52 @@ def settings(database):
     return settings_for(database.app_url)
 
 
+# Apps create_app made for earlier tests, by the settings they were made with: making one
+# costs more than most tests. A test's app is closed after it, as before, and kept for a
+# later test with equal settings only while its routes, hooks, config and extensions are
+# those it was made with (a test may add a route or change the config); the next test
+# gets what a new app would have of its own: a new pool and transport, no request seen
+# yet, and the process-wide logging and rate-limit state that create_app sets up.
+_apps = {}
+
+
+def _shape(app):
+    def filled(value):  # Flask's registries are defaultdicts, which a lookup fills with empty entries
+        if isinstance(value, dict):
+            return {key: item for key, item in ((key, filled(item)) for key, item in value.items()) if item}
+        return list(value) if isinstance(value, list) else value
+    hooks = (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs,
+             app.teardown_appcontext_funcs, app.url_value_preprocessors, app.url_default_functions,
+             app.template_context_processors, app.error_handler_spec)
+    return (copy.deepcopy(dict(app.config)), [(rule.rule, rule.endpoint, rule.methods) for rule in app.url_map.iter_rules()],
+            dict(app.view_functions), [filled(hook) for hook in hooks], app.wsgi_app, dict(app.blueprints),
+            sorted(app.extensions), app.json, dict(vars(app.json)), app.session_interface, app.test_client_class,
+            app.response_class, app.request_class)
+
+
+def _reopen(app):
+    configure_logging(app.config["LOG_LEVEL"])
+    db.init_app(app)
+    limiter.init_app(app)
+    app.extensions["providers"] = Providers(app.config)
+    app._got_first_request = False
+
+
 @pytest.fixture
 def app(settings):
-    app = create_app(settings)
+    key = repr(sorted(load_config(settings).items()))
+    app = _apps.pop(key, None)
+    if app is None:
+        app = create_app(settings)
+    else:
+        _reopen(app)
+    shape = _shape(app)
     yield app
     close_app(app)
+    if _shape(app) == shape:
+        _apps[key] = app
+        while len(_apps) > 8:
+            del _apps[next(iter(_apps))]
 
 
 @pytest.fixture
@@ -395,10 +467,15 @@ def _starts_a_process(item):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Marks `server` the tests that start a process (above), before `-m` selects."""
+    """Marks `server` the tests that start a process (above), before `-m` selects, and
+    runs them first: they are the long ones (seconds each, the rest milliseconds), so
+    with pytest-xdist handing out a test at a time (pytest.ini's --maxschedchunk) the
+    workers end together on short tests rather than one waiting for the other's last
+    launcher or live-server test."""
     for item in items:
         if _starts_a_process(item):
             item.add_marker(pytest.mark.server)
+    items.sort(key=lambda item: item.get_closest_marker("server") is None)
 
 
 _unmarked = None  # the test running now when it is not marked `server`

@@ -18,10 +18,10 @@ from app.api.contract import ACCOUNT_OR_KEY, caller, rate_limit
 from app.api.pipeline import serve
 from app.observability import JSONFormatter
 from database.vocab import SPEND_LIMIT_PERIODS
-from tests import test_secrets_in_logs
+from tests.operations import test_secrets_in_logs
+from tests.operations.test_secrets_in_logs import assert_no_secrets
+from tests.operations.test_vocabulary import allowed_words, check_of
 from tests.support import assert_error, bearer, user, user_id_of
-from tests.test_secrets_in_logs import assert_no_secrets
-from tests.test_vocabulary import allowed_words, check_of
 
 ACCESS_KEYS = "/api/v1/access-keys"
 WHOAMI = "/test/whoami"

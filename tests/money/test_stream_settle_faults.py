@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from app.money import format_money
+from tests.money.test_stream_billing import GPT_4O_MINI
+from tests.operations.test_db_restart import PrivateServer
 from tests.support import HOUSE_OPENAI, LiveServer, cost, live_user, readme_ledger_query, settings_for
-from tests.test_db_restart import PrivateServer
-from tests.test_stream_billing import GPT_4O_MINI
 
 IDEMPOTENCY_KEY = "settle-fault-1"
 

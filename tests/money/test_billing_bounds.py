@@ -15,8 +15,8 @@ from app.errors import KeySpendLimitReached
 from app.extensions import db
 from app.money import format_money
 from app.providers import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS
+from tests.money.test_billing_faults import holds_and_releases
 from tests.support import bearer, cost, new_session, readme_ledger_query, user, user_id_of
-from tests.test_billing_faults import holds_and_releases
 
 HOUSE_KEY = "sk-house-bounds-0000000000000001"
 GPT = "openai/gpt-4o-mini"
