@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from tests.support import cost
-from tests.test_sdk import (account, anthropic_client, assert_charged_exactly, close_clients,  # noqa: F401
+from tests.sdk_clients import (account, anthropic_client, assert_charged_exactly, close_clients,  # noqa: F401
                             openai_client, server)
 
 GPT = "openai/gpt-4o-mini"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.support import HOUSE_ANTHROPIC, cost, live_user
-from tests.test_sdk import assert_charged_exactly, server  # noqa: F401
+from tests.sdk_clients import assert_charged_exactly, server  # noqa: F401
 
 MODEL = "anthropic/claude-sonnet-4-20250514"
 FINAL_TEXT = "I wrote hello.txt."
@@ -90,7 +90,7 @@ def test_claude_code_completes_a_task_that_needs_a_tool(server, anthropic_stub, 
 def test_the_binarys_absence_is_said_not_hidden(monkeypatch, tmp_path):
     monkeypatch.setenv("CLAUDE_CODE_BIN", str(tmp_path / "missing"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("tests.test_claude_code.INSTALLED", str(tmp_path / "none" / "claude"))
+    monkeypatch.setattr("tests.inference.test_claude_code.INSTALLED", str(tmp_path / "none" / "claude"))
     binary, why_not = claude_binary()
     assert binary is None and "not installed" in why_not
     fake = Path(tmp_path / "claude")

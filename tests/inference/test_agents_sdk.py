@@ -12,7 +12,7 @@ from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set
 from openai import AsyncOpenAI
 
 from tests.support import cost, live_user
-from tests.test_sdk import assert_charged_exactly, server  # noqa: F401
+from tests.sdk_clients import assert_charged_exactly, server  # noqa: F401
 
 MODEL = "openai/gpt-4o-mini"
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
