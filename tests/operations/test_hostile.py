@@ -411,6 +411,8 @@ class World:
                                       "max_tokens": 16, "temperature": 0.5, "stop": "never"},
             "MessagesRequest": {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}],
                                 "max_tokens": 16, "system": "be brief", "stop_sequences": ["never"]},
+            "CountTokensRequest": {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}],
+                                   "system": "be brief"},
         }
         name = request_schema(operation)["title"]
         assert name in bodies, f"add a valid {name} body to World.valid_body"
