@@ -13,6 +13,7 @@ import json
 from app.providers.anthropic import MESSAGES
 from app.providers.completion import (Completion, Ending, ProviderError, ProviderStreamCut, ProviderTimeout,
                                       ProviderUnreachable)
+from app.providers.conversation import images, texts
 from app.providers.local import LOCAL, local_tokens
 from app.providers.openai import CHAT_COMPLETIONS
 from app.providers.streamed_reply import Stream
@@ -32,6 +33,9 @@ REQUEST_OVERHEAD_TOKENS = 16
 # say. This bounds them, and each tool's wrapping around its own schema.
 TOOL_USE_OVERHEAD_TOKENS = 1024
 TOOL_OVERHEAD_TOKENS = 32
+# An answer asked as JSON (a ResponseFormat) sends its schema too: for
+# Anthropic's models as a tool the reply must call, for OpenAI's as a schema
+# its instructions carry. It is bounded as one more tool.
 
 WIRE_FORMATS = {wire.name: wire for wire in (LOCAL, CHAT_COMPLETIONS, MESSAGES)}
 
@@ -40,21 +44,26 @@ def message_tokens_upper_bound(content):
     return len(content.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS
 
 
-def prompt_tokens_upper_bound(messages, tool_use=None):
+def prompt_tokens_upper_bound(messages, tool_use=None, response_format=None, image_tokens=None):
     """The most tokens the prompt can be: the UTF-8 bytes of everything sent
-    (texts, tool calls with their ids and arguments, tools' results, tool
-    definitions) and the overheads around them."""
+    as text (texts, tool calls with their ids and arguments, tools' results,
+    tool definitions, the answer's schema) and the overheads around them, and
+    each image at `image_tokens(image)` (an int; a conversation with images
+    needs it: see app/providers/images.py)."""
     bound = REQUEST_OVERHEAD_TOKENS + sum(message_tokens_upper_bound(_sent_text(m)) for m in messages)
-    if tool_use is not None:
-        bound += TOOL_USE_OVERHEAD_TOKENS + sum(TOOL_OVERHEAD_TOKENS + _utf8_bytes(tool.name, tool.description or "",
-                                                                                    json.dumps(tool.parameters))
-                                                for tool in tool_use.tools)
-    return bound
+    described = [(tool.name, tool.description, tool.parameters) for tool in tool_use.tools] if tool_use else []
+    if response_format is not None:
+        described.append((response_format.name, response_format.description, response_format.schema))
+    if described:
+        bound += TOOL_USE_OVERHEAD_TOKENS + sum(TOOL_OVERHEAD_TOKENS + _utf8_bytes(name, description or "",
+                                                                                   json.dumps(schema))
+                                                for name, description, schema in described)
+    return bound + sum(image_tokens(image) for image in images(messages))
 
 
 def _sent_text(message):
     calls = message.get("tool_calls") or ()
-    return "".join([message["content"], message.get("tool_call_id") or ""]
+    return "".join([*texts(message["content"]), message.get("tool_call_id") or ""]
                    + [call.id + call.name + call.arguments for call in calls])
 
 
@@ -73,19 +82,32 @@ class Providers:
         self.transport.close()
 
     def complete(self, provider, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
-                 tool_use=None):
+                 tool_use=None, response_format=None):
         """The provider's Completion; `deadline` (a time.monotonic() value) ends a
         remote call: ProviderTimeout once it passes. `stop`: sequences that end
-        the reply (not included in it). `messages` and `tool_use`: the
-        conversation and its tools, as app/providers/tools.py says."""
+        the reply (not included in it). `messages`, `tool_use` and
+        `response_format`: the conversation (app/providers/conversation.py), its
+        tools (app/providers/tools.py) and the JSON the answer must be, if any."""
         return WIRE_FORMATS[provider].complete(self.transport, model_name, messages, max_tokens, temperature,
-                                               api_key, deadline, stop, tool_use)
+                                               api_key, deadline, stop, tool_use, response_format)
 
     def stream(self, provider, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None, tool_use=None):
+               deadline, stop=None, tool_use=None, response_format=None):
         """The provider's reply as a Stream of text and tool-call deltas. Until the first
         delta (which must come by `first_byte_deadline`) it fails as `complete`
         does; after it, with ProviderStreamCut. Nothing of it outlasts
         `deadline` (both time.monotonic() values)."""
         return WIRE_FORMATS[provider].stream(self.transport, model_name, messages, max_tokens, temperature, api_key,
-                                             first_byte_deadline, deadline, stop, tool_use)
+                                             first_byte_deadline, deadline, stop, tool_use, response_format)
+
+    @staticmethod
+    def image_tokens(provider, model_name):
+        """image → ImageTokens: the most `provider` bills for one image sent
+        to `model_name`, and the most it takes of the context window."""
+        wire = WIRE_FORMATS[provider]
+        return lambda image: wire.image_tokens(model_name, image)
+
+    @staticmethod
+    def answers_json_with_tools(provider):
+        """Whether `provider` can be asked for a JSON answer while it is offered tools."""
+        return WIRE_FORMATS[provider].answers_json_with_tools

@@ -1,14 +1,7 @@
 """Tools in no provider's words: what a call offers the model (`ToolUse`), the
 calls a reply makes (`ToolCall`), and the pieces a stream makes them from
-(`ToolCallDelta`).
-
-A conversation is a list of messages, each a dict with a `role`:
-- "system", "user": `content`, a text;
-- "assistant": `content`, a text (maybe empty), and `tool_calls`, a list of
-  ToolCall when it called tools;
-- "tool": the result of one call: `tool_call_id`, `content` (a text) and
-  `is_error`.
-Each provider's module turns this into its wire format and back."""
+(`ToolCallDelta`). The conversation that carries the calls and their results
+is described in app/providers/conversation.py."""
 import json
 from dataclasses import dataclass
 
