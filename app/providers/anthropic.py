@@ -2,6 +2,7 @@
 import json
 
 from app.providers.completion import Ending
+from app.providers.conversation import ANY_OBJECT
 from app.providers.images import anthropic_image_tokens
 from app.providers.tools import ToolCall, ToolCallDelta, arguments_text
 from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
@@ -40,7 +41,8 @@ class Messages(RemoteFormat):
         """The Messages API (2023-06-01) has no response_format: the answer is
         asked as the input of a tool the reply must call, whose schema is the
         answer's (any object for "json_object"); `answer_tool` names it."""
-        tool = {"name": response_format.name, "input_schema": response_format.schema}
+        schema = response_format.schema if response_format.schema is not None else ANY_OBJECT
+        tool = {"name": response_format.name, "input_schema": schema}
         if response_format.description is not None:
             tool["description"] = response_format.description
         return {"tools": [tool], "tool_choice": {"type": "tool", "name": response_format.name}}

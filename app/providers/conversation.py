@@ -24,11 +24,12 @@ ANY_OBJECT = {"type": "object"}
 @dataclass(frozen=True)
 class ResponseFormat:
     """The answer as JSON: `kind` "json_object" (any object) or "json_schema"
-    (one following `schema`, named `name`; `strict` and `description` as the
-    client gave them, None when not)."""
+    (one following `schema`, named `name`; `schema`, `strict` and
+    `description` as the client gave them, None when not: no schema is any
+    object, ANY_OBJECT)."""
     kind: str
     name: str
-    schema: dict
+    schema: dict | None
     strict: bool | None = None
     description: str | None = None
 

@@ -39,7 +39,9 @@ class TextPart(Lenient):
 
 class ImageURL(Lenient):
     url: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS)]
-    detail: Literal["auto", "low", "high"] | None = None
+    # "auto", "low" or "high": checked where it is read, so that a 400 names it
+    # rather than the message's content as a whole.
+    detail: Annotated[str, Field(max_length=16)] | None = None
 
 
 class ImagePart(Lenient):

@@ -8,7 +8,7 @@ from app.api.formats import (ModelCall, ToolCallsSeen, arguments_object, ending_
 from app.errors import ValidationFailed
 from app.money import format_money
 from app.providers.conversation import ResponseFormat, image_part, text_part, user_content
-from app.providers.images import image_of_url
+from app.providers.images import DETAILS, image_of_url
 from app.providers.tools import Tool, ToolCall
 from app.schemas.openai_format import (AssistantMessage, CalledFunction, CalledTool, ChatCompletion,
                                        ChatCompletionRequest, Choice, OpenAIUsage)
@@ -76,6 +76,8 @@ def _message(message, field, seen):
 def _part(part, field):
     if part.type == "text":
         return text_part(part.text)
+    if part.image_url.detail not in (None, *DETAILS):
+        raise ValidationFailed(details={f"{field}.image_url.detail": f"must be one of {', '.join(DETAILS)}"})
     image = image_at(f"{field}.image_url.url", image_of_url, part.image_url.url, part.image_url.detail)
     return image_part(image)
 
