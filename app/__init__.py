@@ -1,5 +1,5 @@
 """The Q Marketplace API: `create_app(config=None)` builds the Flask app."""
-from flask import Flask
+from flask import Flask, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -14,7 +14,8 @@ from app.providers import Providers
 from app.security import TokenIssuer
 from database.vault import Vault
 
-MAX_BODY_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # every body but the inference API's (MAX_INFERENCE_BODY)
+INFERENCE_PATH = "/v1/"
 CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
 CORS_EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
 
@@ -25,6 +26,7 @@ def create_app(config=None):
     app.config.update(load_config(config))
     check_database_login(app.config)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    register_body_limits(app)
     app.json.sort_keys = False
     configure_logging(app.config["LOG_LEVEL"])
     register_extensions(app)
@@ -51,6 +53,16 @@ def register_extensions(app):
     app.extensions["tokens"] = TokenIssuer(app.config)
     app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"], app.config["FINGERPRINT_KEY"])
     app.extensions["providers"] = Providers(app.config)
+
+
+def register_body_limits(app):
+    """A body over its limit is a 413 (in the path's own error shape): the
+    inference API's may be up to MAX_INFERENCE_BODY, since a prompt carries
+    its images; any other, MAX_BODY_BYTES."""
+    @app.before_request
+    def inference_body_limit():
+        if request.path.startswith(INFERENCE_PATH):
+            request.max_content_length = app.config["MAX_INFERENCE_BODY"]
 
 
 def close_app(app):

@@ -31,6 +31,7 @@ from app.observability import describe_error
 from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, Completion, ProviderError,
                            ProviderTimeout, ProviderUnreachable, message_tokens_upper_bound,
                            prompt_tokens_upper_bound)
+from app.providers.conversation import images
 from app.providers.tools import calls_tools
 from database.errors import DatabaseUnavailable
 from database.vault import VaultError
@@ -97,33 +98,52 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
 
 
 def hold_call(user_id, model_name, messages, max_tokens, temperature, tx, fields, access_key=None, stream=False,
-              stop=None, tool_use=None):
+              stop=None, tool_use=None, response_format=None):
     """Holds the most a call outside any session can cost (the inference API),
     in `tx`, as `hold` does, within the limits of the access key it comes with
     (its row, or None for a user's own token). `model_name` is the model as the
     client wrote it (an id, an alias or a bare name); the hold is for the model
-    it resolves to, which the key's allowed_models must hold. `messages` and
-    `tool_use`: the conversation and its tools (app/providers/tools.py), which
-    the model must take. `fields` names the request's fields in its own
-    format's words, for validation errors: {"max_tokens", "prompt", "tools"}."""
+    it resolves to, which the key's allowed_models must hold. `messages`,
+    `tool_use` and `response_format`: the conversation with its images
+    (app/providers/conversation.py), its tools (app/providers/tools.py) and
+    the JSON the answer must be, which the model must take (the catalog's
+    `input_modalities` and `features`); each image is counted at the most its
+    provider bills for it (app/providers/images.py). `fields` names the
+    request's fields in its own format's words, for validation errors:
+    {"max_tokens", "prompt", "tools", "response_format" (where the format has it)}."""
     deadlines = _deadlines(stream)
-    context = _callable_model(user_id, model_name, max_tokens, messages, tool_use, access_key, fields, tx)
-    _check_size(context, prompt_tokens_upper_bound(messages, tool_use), fields)
+    context = _callable_model(user_id, model_name, max_tokens, messages, tool_use, access_key, fields, tx,
+                              response_format)
+    measure = providers.image_tokens(context["provider"], context["model_id"].split("/", 1)[1])
+    _check_size(context, prompt_tokens_upper_bound(messages, tool_use, response_format,
+                                                   lambda image: measure(image).in_context), fields)
     return _hold(user_id, context, messages, temperature, deadlines, tx, metadata={"kind": "api"},
-                 access_key=access_key, stop=stop, tool_use=tool_use)
+                 access_key=access_key, stop=stop, tool_use=tool_use, response_format=response_format,
+                 image_tokens=lambda image: measure(image).billed)
 
 
-def _callable_model(user_id, model_name, max_tokens, messages, tool_use, access_key, fields, tx=None):
+def _callable_model(user_id, model_name, max_tokens, messages, tool_use, access_key, fields, tx=None,
+                    response_format=None):
     """The call's context (db.model_call_context) once the model `model_name`
-    resolves to is one the caller may call with this conversation and tools."""
+    resolves to is one the caller may call with this conversation, its tools
+    and the answer's format."""
     context = _of_active_user(db.model_call_context(user_id, model_name, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
     if context["model_id"] is None or not context["is_active"]:
         raise UnknownModel(details={"model": model_name})
     allowed = access_key and access_key["allowed_models"]
     if allowed is not None and context["model_id"] not in allowed:
         raise ModelNotAllowed()
+    model_id = context["model_id"]
     if (tool_use is not None or calls_tools(messages)) and "tools" not in context["features"]:
-        raise ValidationFailed(details={fields["tools"]: f"are not supported by {context['model_id']}"})
+        raise ValidationFailed(details={fields["tools"]: f"are not supported by {model_id}"})
+    if images(messages) and "image" not in context["input_modalities"]:
+        raise ValidationFailed(details={fields["prompt"]: f"hold images, which {model_id} does not take"})
+    if response_format is not None:
+        if "structured_output" not in context["features"]:
+            raise ValidationFailed(details={fields["response_format"]: f"is not supported by {model_id}"})
+        if tool_use is not None and not providers.answers_json_with_tools(context["provider"]):
+            raise ValidationFailed(details={fields["response_format"]: (
+                f"cannot be combined with tools for {model_id}, whose JSON answer is itself a tool's call")})
     return context
 
 
@@ -165,11 +185,11 @@ def _check_size(context, prompt_tokens, fields):
 
 
 def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, session_id=None, content=None,
-          access_key=None, stop=None, tool_use=None):
+          access_key=None, stop=None, tool_use=None, response_format=None, image_tokens=None):
     first_byte_deadline, deadline, call_timeout = deadlines
     key_source, api_key, rate = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
     model_id = context["model_id"]
-    estimate = prompt_tokens_upper_bound(messages, tool_use)
+    estimate = prompt_tokens_upper_bound(messages, tool_use, response_format, image_tokens)
     # Each part rounded up on its own, as the settle charges them: the charge never exceeds the hold.
     most = max(charged(token_cost(estimate, context["input_price_per_mtok"]), rate)
                + charged(token_cost(context["max_tokens"], context["output_price_per_mtok"]), rate), SMALLEST_AMOUNT)
@@ -191,7 +211,7 @@ def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, sess
                                          "available": format_money(held["available"])})
     request = {"provider": context["provider"], "model_name": model_id.split("/", 1)[1], "messages": messages,
                "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature, "stop": stop,
-               "tool_use": tool_use}
+               "tool_use": tool_use, "response_format": response_format}
     return Hold(held["transaction_id"], user_id, session_id, model_id,
                 context["api_key_id"] if key_source == "byok" else None, most, context["input_price_per_mtok"],
                 context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request,

@@ -151,6 +151,9 @@ SETTINGS = {
     "RECONCILE_INTERVAL": ("60", _seconds),
     "SELF_TOPUP_ENABLED": ("true", _flag),
     "MAX_TOPUP": ("1000", _decimal),
+    # The largest request body of the inference API (/v1), in bytes: its
+    # prompts may carry images as base64. Every other body: MAX_BODY_BYTES.
+    "MAX_INFERENCE_BODY": (str(20 * 1024 * 1024), _integer(1024 * 1024, 1024 * 1024 * 1024)),
     "LOG_LEVEL": ("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
     # Unset: 1 while rate limits are counted in memory:// (see _web_workers), else 2.
     "WEB_WORKERS": ("", lambda value: _integer(1, 64)(value) if _text(value) else None),

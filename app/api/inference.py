@@ -80,7 +80,7 @@ def call_operation(wire_format):
         with db.transaction(acting_user_id=caller.user_id) as tx:
             hold = billing.hold_call(caller.user_id, call.model, call.messages, call.max_tokens, call.temperature,
                                      tx, wire_format.FIELDS, access_key=caller.access_key, stream=call.stream,
-                                     stop=call.stop, tool_use=call.tool_use)
+                                     stop=call.stop, tool_use=call.tool_use, response_format=call.response_format)
         return answer_call(hold, wire_format.renderer(hold, request_body), call.stream, idempotency)
 
     create.__name__ = create.__qualname__ = f"create_{wire_format.NAME}"  # its own rate-limit counter

@@ -36,13 +36,14 @@ class Providers:
         self.transport.close()
 
     def complete(self, provider, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
-                 tool_use=None):
+                 tool_use=None, response_format=None):
         """The provider's Completion; `deadline` (a time.monotonic() value) ends a
         remote call: ProviderTimeout once it passes. `stop`: sequences that end
-        the reply (not included in it). `messages` and `tool_use`: the
-        conversation and its tools, as app/providers/tools.py says."""
+        the reply (not included in it). `messages`, `tool_use` and
+        `response_format`: the conversation (app/providers/conversation.py), its
+        tools (app/providers/tools.py) and the JSON the answer must be, if any."""
         return WIRE_FORMATS[provider].complete(self.transport, model_name, messages, max_tokens, temperature,
-                                               api_key, deadline, stop, tool_use)
+                                               api_key, deadline, stop, tool_use, response_format)
 
     def count_tokens(self, provider, model_name, messages, api_key, deadline, tool_use=None):
         """The prompt's input tokens: the provider's own count where it has
@@ -50,10 +51,22 @@ class Providers:
         return WIRE_FORMATS[provider].count_tokens(self.transport, model_name, messages, api_key, deadline, tool_use)
 
     def stream(self, provider, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None, tool_use=None):
+               deadline, stop=None, tool_use=None, response_format=None):
         """The provider's reply as a Stream of text and tool-call deltas. Until the first
         delta (which must come by `first_byte_deadline`) it fails as `complete`
         does; after it, with ProviderStreamCut. Nothing of it outlasts
         `deadline` (both time.monotonic() values)."""
         return WIRE_FORMATS[provider].stream(self.transport, model_name, messages, max_tokens, temperature, api_key,
-                                             first_byte_deadline, deadline, stop, tool_use)
+                                             first_byte_deadline, deadline, stop, tool_use, response_format)
+
+    @staticmethod
+    def image_tokens(provider, model_name):
+        """image → ImageTokens: the most `provider` bills for one image sent
+        to `model_name`, and the most it takes of the context window."""
+        wire = WIRE_FORMATS[provider]
+        return lambda image: wire.image_tokens(model_name, image)
+
+    @staticmethod
+    def answers_json_with_tools(provider):
+        """Whether `provider` can be asked for a JSON answer while it is offered tools."""
+        return WIRE_FORMATS[provider].answers_json_with_tools

@@ -2,6 +2,8 @@
 import json
 
 from app.providers.completion import Ending, ProviderError, token_count
+from app.providers.conversation import ANY_OBJECT
+from app.providers.images import anthropic_image_tokens
 from app.providers.tools import ToolCall, ToolCallDelta, arguments_text
 from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
 
@@ -15,6 +17,8 @@ class Messages(RemoteFormat):
     base_url_setting = "ANTHROPIC_BASE_URL"
     stop_field = "stop_sequences"
     prompt_usage, completion_usage = "input_tokens", "output_tokens"
+    # A JSON answer is asked as the one tool the reply must call: no room for the client's tools.
+    answers_json_with_tools = False
 
     def body(self, model_name, messages, max_tokens):
         """The API takes system instructions apart from the conversation, as
@@ -44,6 +48,22 @@ class Messages(RemoteFormat):
         if tool_use.parallel is False and choice["type"] != "none":
             choice["disable_parallel_tool_use"] = True
         return {"tools": [_tool(tool) for tool in tool_use.tools], "tool_choice": choice}
+
+    def response_format_fields(self, response_format):
+        """The Messages API (2023-06-01) has no response_format: the answer is
+        asked as the input of a tool the reply must call, whose schema is the
+        answer's (any object for "json_object"); `answer_tool` names it."""
+        schema = response_format.schema if response_format.schema is not None else ANY_OBJECT
+        tool = {"name": response_format.name, "input_schema": schema}
+        if response_format.description is not None:
+            tool["description"] = response_format.description
+        return {"tools": [tool], "tool_choice": {"type": "tool", "name": response_format.name}}
+
+    def answer_tool(self, response_format):
+        return None if response_format is None else response_format.name
+
+    def image_tokens(self, model_name, image):
+        return anthropic_image_tokens(image)
 
     def reply_tool_calls(self, reply):
         for block in reply["content"]:
@@ -124,7 +144,8 @@ def _turns(messages):
 
 
 def _is_plain(message):
-    return message["role"] in ("user", "assistant") and not message.get("tool_calls")
+    return (message["role"] in ("user", "assistant") and not message.get("tool_calls")
+            and isinstance(message["content"], str))
 
 
 def _blocks(message):
@@ -133,9 +154,22 @@ def _blocks(message):
         if message.get("is_error"):
             result["is_error"] = True
         return [result]
+    if not isinstance(message["content"], str):
+        return [_part(part) for part in message["content"]]
     blocks = [{"type": "text", "text": message["content"]}] if message["content"] else []
     return blocks + [{"type": "tool_use", "id": call.id, "name": call.name, "input": json.loads(call.arguments or "{}")}
                      for call in message.get("tool_calls") or ()]
+
+
+def _part(part):
+    """A part of a user's content: a text block, or an image block whose
+    source is its base64 data or its URL."""
+    if part["type"] == "text":
+        return {"type": "text", "text": part["text"]}
+    image = part["image"]
+    if image.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    return {"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.data}}
 
 
 def _as_blocks(content):

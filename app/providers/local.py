@@ -3,6 +3,7 @@ counts, so that the whole billed path can run without any provider account."""
 import re
 
 from app.providers.completion import Completion, Ending
+from app.providers.images import openai_image_tokens
 from app.providers.streamed_reply import Stream
 
 WORDS = re.compile(r"\w+|[^\w\s]")
@@ -38,13 +39,19 @@ def _before_stop(text, stop):
 class Local:
     """The same `complete` as a remote format; it needs neither the transport,
     nor a key, nor the deadline, since it answers at once. Its models take no
-    tools (the catalog says so, and the hold refuses them)."""
+    tools, images or JSON answers (the catalog says so, and the hold refuses them)."""
 
     name = "local"
     base_url_setting = None
+    answers_json_with_tools = False
+
+    @staticmethod
+    def image_tokens(model_name, image):
+        """Never asked (no local model takes images): the largest bound there is."""
+        return openai_image_tokens(model_name, image)
 
     def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
-                 tool_use=None):
+                 tool_use=None, response_format=None):
         words = LOCAL_REPLIES.get(model_name, _echo)(messages[-1]["content"])
         prompt = self.count_tokens(transport, model_name, messages, api_key, deadline)
         text, stopped_at = _before_stop(" ".join(words[:max_tokens]), stop)
@@ -60,7 +67,7 @@ class Local:
         return LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"])) for m in messages)
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None, tool_use=None):
+               deadline, stop=None, tool_use=None, response_format=None):
         """The text `complete` gives, word by word, with the same usage."""
         completion = self.complete(transport, model_name, messages, max_tokens, temperature, api_key, deadline,
                                    stop)

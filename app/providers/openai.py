@@ -1,5 +1,6 @@
 """OpenAI's Chat Completions at OPENAI_BASE_URL; any compatible server works."""
 from app.providers.completion import Ending
+from app.providers.images import openai_image_tokens
 from app.providers.tools import ToolCall, ToolCallDelta
 from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
 
@@ -23,6 +24,20 @@ class ChatCompletions(RemoteFormat):
         if tool_use.parallel is not None:
             fields["parallel_tool_calls"] = tool_use.parallel
         return fields
+
+    def response_format_fields(self, response_format):
+        """OpenAI's own response_format, as the client sent it."""
+        if response_format.kind == "json_object":
+            return {"response_format": {"type": "json_object"}}
+        described = {"name": response_format.name, "schema": response_format.schema}
+        if response_format.description is not None:
+            described["description"] = response_format.description
+        if response_format.strict is not None:
+            described["strict"] = response_format.strict
+        return {"response_format": {"type": "json_schema", "json_schema": described}}
+
+    def image_tokens(self, model_name, image):
+        return openai_image_tokens(model_name, image)
 
     def reply_tool_calls(self, reply):
         for call in reply["choices"][0]["message"].get("tool_calls") or ():
@@ -76,15 +91,28 @@ ENDINGS = {"length": "length", "tool_calls": "tool_calls", "function_call": "too
 
 
 def _message(message):
-    """A message of the conversation (app/providers/tools.py) in this format."""
+    """A message of the conversation (app/providers/conversation.py) in this format."""
     if message["role"] == "tool":
         return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]}
+    if not isinstance(message["content"], str):
+        return {"role": message["role"], "content": [_part(part) for part in message["content"]]}
     if not message.get("tool_calls"):
         return {"role": message["role"], "content": message["content"]}
     return {"role": "assistant", "content": message["content"] or None,
             "tool_calls": [{"id": call.id, "type": "function",
                             "function": {"name": call.name, "arguments": call.arguments}}
                            for call in message["tool_calls"]]}
+
+
+def _part(part):
+    """A part of a user's content: a text, or an image_url part (its URL, or its data as a data: URL)."""
+    if part["type"] == "text":
+        return {"type": "text", "text": part["text"]}
+    image = part["image"]
+    sent = {"url": image.url if image.url is not None else image.data_url()}
+    if image.detail is not None:
+        sent["detail"] = image.detail
+    return {"type": "image_url", "image_url": sent}
 
 
 def _function(tool):

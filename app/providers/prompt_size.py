@@ -3,6 +3,8 @@ bound, which the hold is made from, and an estimate, for a count where no
 provider gives one."""
 import json
 
+from app.providers.conversation import images, texts
+
 # The upper bound is made offline: a byte-level tokenizer
 # never makes more tokens than the text has UTF-8 bytes, plus what each message
 # and the request add around the text.
@@ -13,22 +15,36 @@ REQUEST_OVERHEAD_TOKENS = 16
 # say. This bounds them, and each tool's wrapping around its own schema.
 TOOL_USE_OVERHEAD_TOKENS = 1024
 TOOL_OVERHEAD_TOKENS = 32
+# An answer asked as JSON (a ResponseFormat) sends its schema too: for
+# Anthropic's models as a tool the reply must call, for OpenAI's as a schema
+# its instructions carry. It is bounded as one more tool.
 
 
 def message_tokens_upper_bound(content):
     return len(content.encode("utf-8")) + MESSAGE_OVERHEAD_TOKENS
 
 
-def prompt_tokens_upper_bound(messages, tool_use=None):
+def prompt_tokens_upper_bound(messages, tool_use=None, response_format=None, image_tokens=None):
     """The most tokens the prompt can be: the UTF-8 bytes of everything sent
-    (texts, tool calls with their ids and arguments, tools' results, tool
-    definitions) and the overheads around them."""
+    as text (texts, tool calls with their ids and arguments, tools' results,
+    tool definitions, the answer's schema) and the overheads around them, and
+    each image at `image_tokens(image)` (an int; a conversation with images
+    needs it: see app/providers/images.py)."""
     bound = REQUEST_OVERHEAD_TOKENS + sum(message_tokens_upper_bound(_sent_text(m)) for m in messages)
-    if tool_use is not None:
-        bound += TOOL_USE_OVERHEAD_TOKENS + sum(TOOL_OVERHEAD_TOKENS + _utf8_bytes(tool.name, tool.description or "",
-                                                                                    json.dumps(tool.parameters))
-                                                for tool in tool_use.tools)
-    return bound
+    described = _described(tool_use, response_format)
+    if described:
+        bound += TOOL_USE_OVERHEAD_TOKENS + sum(TOOL_OVERHEAD_TOKENS + _utf8_bytes(name, description or "",
+                                                                                   json.dumps(schema))
+                                                for name, description, schema in described)
+    return bound + sum(image_tokens(image) for image in images(messages))
+
+
+def _described(tool_use, response_format=None):
+    """(name, description, schema) of each tool the call offers, the answer's schema among them."""
+    described = [(tool.name, tool.description, tool.parameters) for tool in tool_use.tools] if tool_use else []
+    if response_format is not None:
+        described.append((response_format.name, response_format.description, response_format.schema))
+    return described
 
 
 # A prompt's tokens where no provider counts them: OpenAI's rule of thumb of
@@ -39,19 +55,20 @@ ESTIMATE_BYTES_PER_TOKEN = 4
 ESTIMATE_MESSAGE_TOKENS = 3
 
 
-def estimated_prompt_tokens(messages, tool_use=None):
+def estimated_prompt_tokens(messages, tool_use=None, image_tokens=None):
+    """The estimate, each image at `image_tokens(image)` (needed when there are images)."""
     sent = sum(_utf8_bytes(_sent_text(message)) for message in messages)
-    if tool_use is not None:
-        sent += sum(_utf8_bytes(tool.name, tool.description or "", json.dumps(tool.parameters))
-                    for tool in tool_use.tools)
-    return -(-sent // ESTIMATE_BYTES_PER_TOKEN) + ESTIMATE_MESSAGE_TOKENS * (len(messages) + 1)
+    sent += sum(_utf8_bytes(name, description or "", json.dumps(schema))
+                for name, description, schema in _described(tool_use))
+    return (-(-sent // ESTIMATE_BYTES_PER_TOKEN) + ESTIMATE_MESSAGE_TOKENS * (len(messages) + 1)
+            + sum(image_tokens(image) for image in images(messages)))
 
 
 def _sent_text(message):
     calls = message.get("tool_calls") or ()
-    return "".join([message["content"], message.get("tool_call_id") or ""]
+    return "".join([*texts(message["content"]), message.get("tool_call_id") or ""]
                    + [call.id + call.name + call.arguments for call in calls])
 
 
-def _utf8_bytes(*texts):
-    return sum(len(text.encode("utf-8")) for text in texts)
+def _utf8_bytes(*parts):
+    return sum(len(part.encode("utf-8")) for part in parts)

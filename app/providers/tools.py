@@ -1,16 +1,10 @@
 """Tools in no provider's words: what a call offers the model (`ToolUse`), the
 calls a reply makes (`ToolCall`), and the pieces a stream makes them from
-(`ToolCallDelta`).
-
-A conversation is a list of messages, each a dict with a `role`:
-- "system", "user": `content`, a text;
-- "assistant": `content`, a text (maybe empty), and `tool_calls`, a list of
-  ToolCall when it called tools;
-- "tool": the result of one call: `tool_call_id`, `content` (a text) and
-  `is_error`.
-Each provider's module turns this into its wire format and back."""
+(`ToolCallDelta`). The conversation that carries the calls and their results
+is described in app/providers/conversation.py."""
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 
 # The choices a call may make of its tools; a tool's name also chooses that tool.
 TOOL_CHOICES = ("auto", "none", "required")
@@ -57,5 +51,12 @@ def calls_tools(messages):
 
 
 def arguments_text(value):
-    """A tool's input (a JSON object) as the text a tool call's arguments are."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """A tool's input (a JSON object) as the text a tool call's arguments are.
+    A request's numbers are parsed as Decimal: written back as JSON numbers."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_number)
+
+
+def _number(value):
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")

@@ -5,7 +5,7 @@ streamed reply it only adds what its streaming request sends (`stream_body`)
 and how to read one of its events (`read_event`)."""
 import json
 
-from app.providers.completion import Completion, ProviderError, clean_text, token_count
+from app.providers.completion import Completion, Ending, ProviderError, clean_text, token_count
 from app.providers.prompt_size import estimated_prompt_tokens
 from app.providers.sse_parser import sse_events
 from app.providers.streamed_reply import Stream, StreamBroken
@@ -19,33 +19,45 @@ MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 class RemoteFormat:
     """A provider reached over HTTP. Subclasses set `name`, `path`, the setting
     holding the base URL, and the usage fields holding the two token counts,
-    and implement `body` (the conversation, app/providers/tools.py, in its
-    words), `tool_fields`, `headers`, `reply_text`, `reply_tool_calls`,
-    `reply_ending`, `stream_body` and `read_event`."""
+    and implement `body` (the conversation, app/providers/conversation.py, in
+    its words), `tool_fields`, `response_format_fields`, `image_tokens`,
+    `headers`, `reply_text`, `reply_tool_calls`, `reply_ending`, `stream_body`
+    and `read_event`.
+
+    A format that has no way to ask for a JSON answer asks for a call of a
+    tool instead (`answer_tool`): that call's arguments are the answer's text,
+    and the reply ends as a stop, plain or streamed."""
 
     name = path = base_url_setting = stop_field = None
     prompt_usage = completion_usage = None
+    # Whether a JSON answer may be asked while tools are offered.
+    answers_json_with_tools = True
 
     def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
-                 tool_use=None):
-        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use)
-        return self.completion(transport.post_json(self.name, path, body, headers, deadline))
+                 tool_use=None, response_format=None):
+        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use,
+                                           response_format)
+        return self.completion(transport.post_json(self.name, path, body, headers, deadline),
+                               self.answer_tool(response_format))
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None, tool_use=None):
-        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use)
+               deadline, stop=None, tool_use=None, response_format=None):
+        path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use,
+                                           response_format)
         source = transport.open_stream(self.name, path, self.stream_body(body), headers, first_byte_deadline,
                                        deadline)
-        return Stream(self.name, lambda stream: self._deltas(sse_events(source), stream), source)
+        answer_tool = self.answer_tool(response_format)
+        return Stream(self.name, lambda stream: self._deltas(sse_events(source), stream, answer_tool), source)
 
     def count_tokens(self, transport, model_name, messages, api_key, deadline, tool_use=None):
         """The prompt's input tokens; a format whose API has no count estimates them."""
-        return estimated_prompt_tokens(messages, tool_use)
+        return estimated_prompt_tokens(messages, tool_use, lambda image: self.image_tokens(model_name, image).in_context)
 
-    def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None, tool_use=None):
-        """(path, JSON body, headers). The temperature, stop sequences and
-        tools are sent only when the caller chose them, so that the provider's
-        own defaults hold otherwise."""
+    def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None, tool_use=None,
+                response_format=None):
+        """(path, JSON body, headers). The temperature, stop sequences,
+        tools and the answer's format are sent only when the caller chose
+        them, so that the provider's own defaults hold otherwise."""
         body = self.body(model_name, messages, max_tokens)
         if temperature is not None:
             body["temperature"] = temperature
@@ -53,14 +65,25 @@ class RemoteFormat:
             body[self.stop_field] = list(stop)
         if tool_use is not None:
             body.update(self.tool_fields(tool_use))
+        if response_format is not None:
+            body.update(self.response_format_fields(response_format))
         return self.path, body, self.headers(api_key)
 
-    def completion(self, reply):
+    def answer_tool(self, response_format):
+        """The name of the tool whose call is the answer (None: the answer is the reply's text)."""
+        return None
+
+    def completion(self, reply, answer_tool=None):
         """The Completion in a reply object; a reply of another shape is the
         provider's fault, reported as such rather than as ours."""
         try:
-            return Completion(clean_text(self.name, self.reply_text(reply)), *self.usage_counts(reply.get("usage")),
-                              self.reply_ending(reply), tuple(self.reply_tool_calls(reply)))
+            text, calls = self.reply_text(reply), tuple(self.reply_tool_calls(reply))
+            ending = self.reply_ending(reply)
+            if answer_tool is not None:
+                text += "".join(call.arguments for call in calls if call.name == answer_tool)
+                calls = tuple(call for call in calls if call.name != answer_tool)
+                ending = _answered(ending, calls)
+            return Completion(clean_text(self.name, text), *self.usage_counts(reply.get("usage")), ending, calls)
         except MALFORMED:
             raise ProviderError(self.name, 200, "malformed response") from None
 
@@ -69,20 +92,31 @@ class RemoteFormat:
         usage = usage or {}
         return token_count(usage.get(self.prompt_usage)), token_count(usage.get(self.completion_usage))
 
-    def _deltas(self, events, stream):
-        """The text pieces and tool-call pieces of the events, until the format's end event."""
+    def _deltas(self, events, stream, answer_tool=None):
+        """The text pieces and tool-call pieces of the events, until the
+        format's end event; the pieces of a call of `answer_tool` as text."""
         state = {}  # what the format keeps from one event to the next
+        answer_index = None  # the answer tool's call's index among the calls
         for name, data in events:
             try:
                 delta = self.read_event(name, data, stream, state)
             except MALFORMED:
                 raise StreamBroken("malformed event") from None
             if delta is END_OF_STREAM:
+                if answer_index is not None:
+                    stream.ending = _answered(stream.ending, stream.tool_calls)
                 return
-            if isinstance(delta, list):
-                yield from delta
-            elif delta:
-                yield delta
+            if not isinstance(delta, list):
+                if delta:
+                    yield delta
+                continue
+            for piece in delta:
+                if answer_tool is not None and piece.id is not None and piece.name == answer_tool:
+                    answer_index = piece.index
+                if piece.index != answer_index:
+                    yield piece
+                elif piece.arguments:
+                    yield piece.arguments
         raise StreamBroken("the connection closed before the end")
 
     def body(self, model_name, messages, max_tokens):
@@ -90,6 +124,14 @@ class RemoteFormat:
 
     def tool_fields(self, tool_use):
         """The body's fields offering a ToolUse's tools."""
+        raise NotImplementedError
+
+    def response_format_fields(self, response_format):
+        """The body's fields asking for a ResponseFormat's JSON."""
+        raise NotImplementedError
+
+    def image_tokens(self, model_name, image):
+        """The ImageTokens of one image sent to `model_name` (app/providers/images.py)."""
         raise NotImplementedError
 
     def reply_tool_calls(self, reply):
@@ -113,6 +155,14 @@ class RemoteFormat:
         StreamBroken for an error event. A malformed event may raise anything
         in MALFORMED."""
         raise NotImplementedError
+
+
+def _answered(ending, other_calls):
+    """The ending of a reply whose answer was a call of the answer tool: a
+    stop, as a JSON answer ends, unless the reply also called other tools."""
+    if ending is not None and ending.reason == "tool_calls" and not other_calls:
+        return Ending("stop")
+    return ending
 
 
 def event_json(data):

@@ -1,13 +1,14 @@
 """Anthropic's Messages format, as the inference API serves it at /v1/messages.
 Unknown fields are ignored; content it cannot honour (a block that is neither
-text nor a tool's use or result, a server tool) is a 400 that names the field."""
+text, an image nor a tool's use or result, a server tool, an image in a tool's
+result) is a 400 that names the field."""
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from app.schemas.fields import MoneyText, Text
-from app.schemas.openai_format import (MAX_MESSAGES, MAX_PARTS, MAX_STOP_SEQUENCES, MAX_TEXT, MAX_TOOLS, Lenient,
-                                       MaxTokens, ModelName, StopText, ToolCallId, ToolName)
+from app.schemas.openai_format import (MAX_IMAGE_CHARS, MAX_MESSAGES, MAX_PARTS, MAX_STOP_SEQUENCES, MAX_TEXT,
+                                       MAX_TOOLS, Lenient, MaxTokens, ModelName, StopText, ToolCallId, ToolName)
 
 
 class TextBlock(Lenient):
@@ -16,6 +17,28 @@ class TextBlock(Lenient):
 
 
 Content = Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[TextBlock], Field(max_length=MAX_PARTS)]
+
+
+class Base64Source(Lenient):
+    type: Literal["base64"]
+    media_type: Annotated[str, Field(max_length=100)]
+    data: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS)]
+
+
+class URLSource(Lenient):
+    type: Literal["url"]
+    url: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS)]
+
+
+class ImageBlock(Lenient):
+    type: Literal["image"]
+    source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
+
+
+# A tool's result as the API takes it; an image there is refused by name (call_of).
+ResultContent = (Annotated[Text, Field(max_length=MAX_TEXT)]
+                 | Annotated[list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]],
+                             Field(max_length=MAX_PARTS)])
 
 
 class ToolUseBlock(Lenient):
@@ -28,11 +51,11 @@ class ToolUseBlock(Lenient):
 class ToolResultBlock(Lenient):
     type: Literal["tool_result"]
     tool_use_id: ToolCallId
-    content: Content | None = None
+    content: ResultContent | None = None
     is_error: bool = False
 
 
-Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+Block = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
 
 
 class AnthropicMessage(Lenient):

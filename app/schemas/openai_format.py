@@ -1,17 +1,20 @@
 """OpenAI's Chat Completions format, as the inference API serves it at /v1.
 SDKs send many fields this service has no use for: unknown fields are ignored
 here (under /api/v1 they are refused), but a field it cannot honour (n > 1, a
-part that is not text) is a 400 that names it."""
+part that is neither text nor an image) is a 400 that names it."""
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.schemas.fields import MoneyText, Text
 
-# Bounds on the work one body can ask for (the body's 1 MiB bounds it too).
+# Bounds on the work one body can ask for (MAX_INFERENCE_BODY bounds it too).
 MAX_MESSAGES = 256
 MAX_PARTS = 64
 MAX_TEXT = 100_000  # characters, as for a chat message
+# An image's URL or base64 data: a data: URL is the image itself (both
+# providers take up to 20 MB); the body's own limit is the real bound.
+MAX_IMAGE_CHARS = 64 * 1024 * 1024
 MAX_STOP_SEQUENCES = 4
 MAX_TOOLS = 128
 MaxTokens = Annotated[int, Field(ge=1, le=1_000_000)]
@@ -34,6 +37,21 @@ class TextPart(Lenient):
     text: Annotated[Text, Field(max_length=MAX_TEXT)]
 
 
+class ImageURL(Lenient):
+    url: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_CHARS)]
+    # "auto", "low" or "high": checked where it is read, so that a 400 names it
+    # rather than the message's content as a whole.
+    detail: Annotated[str, Field(max_length=16)] | None = None
+
+
+class ImagePart(Lenient):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class FunctionCall(Lenient):
     name: ToolName
     arguments: Arguments
@@ -48,7 +66,8 @@ class ToolCallPart(Lenient):
 class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     # None only for an assistant's message that calls tools.
-    content: Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[TextPart], Field(max_length=MAX_PARTS)] | None
+    # Images only in a user's message (a 400 names them elsewhere).
+    content: Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[Part], Field(max_length=MAX_PARTS)] | None
     tool_calls: Annotated[list[ToolCallPart], Field(min_length=1, max_length=MAX_TOOLS)] | None = None
     tool_call_id: ToolCallId | None = None
 
@@ -73,6 +92,29 @@ class NamedToolChoice(Lenient):
     function: FunctionName
 
 
+class JSONSchema(Lenient):
+    name: ToolName
+    description: Annotated[Text, Field(max_length=MAX_TEXT)] | None = None
+    schema_: Annotated[dict | None, Field(alias="schema")] = None  # a JSON schema; none: any JSON object
+    strict: bool | None = None
+
+
+class TextFormat(Lenient):
+    type: Literal["text"]
+
+
+class JSONObjectFormat(Lenient):
+    type: Literal["json_object"]
+
+
+class JSONSchemaFormat(Lenient):
+    type: Literal["json_schema"]
+    json_schema: JSONSchema
+
+
+ResponseFormat = Annotated[TextFormat | JSONObjectFormat | JSONSchemaFormat, Field(discriminator="type")]
+
+
 class StreamOptions(Lenient):
     include_usage: bool = False
 
@@ -90,6 +132,7 @@ class ChatCompletionRequest(Lenient):
     tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
     @field_validator("n")
     @classmethod

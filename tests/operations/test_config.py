@@ -96,6 +96,8 @@ def test_development_makes_random_secrets():
     ("MAX_TOPUP", "0"),
     ("MAX_TOPUP", "lots"),
     ("MAX_TOPUP", "Infinity"),
+    ("MAX_INFERENCE_BODY", "20 MiB"),
+    ("MAX_INFERENCE_BODY", "1000"),
     ("APP_ENV", "staging"),
     ("LOG_LEVEL", "LOUD"),
     ("BYOK_FEE_RATE", "-0.01"),

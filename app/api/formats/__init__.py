@@ -19,6 +19,8 @@ from flask import current_app
 
 from app.errors import ValidationFailed
 from app.providers import Ending
+from app.providers.conversation import ResponseFormat
+from app.providers.images import ImageRefused
 from app.providers.tools import TOOL_CHOICES, ToolCallDelta, ToolUse
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -27,7 +29,8 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 @dataclass(frozen=True)
 class ModelCall:
     """What a request of an inference format asks a model for, in no format's
-    words: the conversation and its tools as app/providers/tools.py says."""
+    words: the conversation as app/providers/conversation.py says, its tools
+    (app/providers/tools.py), and the JSON its answer must be, if any."""
     model: str
     messages: list
     max_tokens: int | None
@@ -35,6 +38,7 @@ class ModelCall:
     stop: list | None
     stream: bool
     tool_use: ToolUse | None = None
+    response_format: ResponseFormat | None = None
 
 
 def sse(data, event=None):
@@ -46,6 +50,14 @@ def sse(data, event=None):
 def event_stream(events):
     """A text/event-stream response of `events` (an iterable of text or bytes)."""
     return current_app.response_class(events, mimetype="text/event-stream", headers=HEADERS)
+
+
+def image_at(field, make, *args):
+    """The Image `make(*args)` gives, or 400 naming `field` with why it cannot be sent."""
+    try:
+        return make(*args)
+    except ImageRefused as refused:
+        raise ValidationFailed(details={field: str(refused)}) from None
 
 
 def text_of(content):

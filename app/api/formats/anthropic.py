@@ -4,9 +4,12 @@ usage, message_stop) and its errors."""
 import json
 import logging
 
-from app.api.formats import ModelCall, ToolCallsSeen, ending_of, replay_events, sentence, sse, text_of, tool_use_of
+from app.api.formats import (ModelCall, ToolCallsSeen, ending_of, image_at, replay_events, sentence, sse, text_of,
+                             tool_use_of)
 from app.errors import ValidationFailed
 from app.money import format_money
+from app.providers.conversation import image_part, text_part, user_content
+from app.providers.images import MEDIA_TYPES, image_of_base64, image_of_url
 from app.providers.tools import Tool, ToolCall, arguments_text
 from app.schemas.anthropic_format import AnswerBlock, AnthropicUsage, Message, MessagesRequest, ToolUseAnswer
 
@@ -44,8 +47,8 @@ def call_of(body):
 
 def _messages(message, field, seen):
     """A message of the request as messages in no format's words: a user's
-    turn may carry tools' results, each its own message, and text around them;
-    an assistant's turn, text and tool calls."""
+    turn may carry tools' results, each its own message, and text and images
+    around them; an assistant's turn, text and tool calls."""
     if isinstance(message.content, str):
         return [{"role": message.role, "content": message.content}]
     if message.role == "assistant":
@@ -54,21 +57,39 @@ def _messages(message, field, seen):
             if block.type == "tool_use":
                 seen.add(block.id)
                 calls.append(ToolCall(block.id, block.name, arguments_text(block.input)))
-            elif block.type == "tool_result":
+            elif block.type in ("tool_result", "image"):
                 raise _misplaced(f"{field}.content.{message.content.index(block)}")
         text = "".join(block.text for block in message.content if block.type == "text")
         return [{"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}]
-    converted, text = [], []
+    converted, parts = [], []
     for index, block in enumerate(message.content):
         if block.type == "tool_use":
             raise _misplaced(f"{field}.content.{index}")
         if block.type == "text":
-            text.append(block.text)
+            parts.append(text_part(block.text))
+            continue
+        if block.type == "image":
+            parts.append(image_part(_image(block.source, f"{field}.content.{index}.source")))
             continue
         seen.check(block.tool_use_id, f"{field}.content.{index}.tool_use_id")
+        for place, part in enumerate(block.content if isinstance(block.content, list) else ()):
+            if part.type == "image":
+                raise ValidationFailed(details={f"{field}.content.{index}.content.{place}":
+                                                "an image in a tool's result is not supported; "
+                                                "send it in the user's turn beside the result"})
         converted.append({"role": "tool", "tool_call_id": block.tool_use_id,
                           "content": text_of(block.content or ""), "is_error": block.is_error})
-    return converted + ([{"role": "user", "content": "".join(text)}] if text or not converted else [])
+    return converted + ([{"role": "user", "content": user_content(parts)}] if parts or not converted else [])
+
+
+def _image(source, field):
+    """The Image of an image block's source: base64 data of a type both
+    providers take, or an https: URL."""
+    if source.type == "url":
+        return image_at(f"{field}.url", image_of_url, source.url)
+    if source.media_type not in MEDIA_TYPES:
+        return image_at(f"{field}.media_type", image_of_base64, source.media_type, source.data)
+    return image_at(f"{field}.data", image_of_base64, source.media_type, source.data)
 
 
 def _misplaced(field):

@@ -3,10 +3,12 @@
 chunk when asked for, then [DONE]) and its errors."""
 import time
 
-from app.api.formats import (ModelCall, ToolCallsSeen, arguments_object, ending_of, replay_events, sentence, sse,
-                             text_of, tool_use_of)
+from app.api.formats import (ModelCall, ToolCallsSeen, arguments_object, ending_of, image_at, replay_events, sentence,
+                             sse, text_of, tool_use_of)
 from app.errors import ValidationFailed
 from app.money import format_money
+from app.providers.conversation import ResponseFormat, image_part, text_part, user_content
+from app.providers.images import DETAILS, image_of_url
 from app.providers.tools import Tool, ToolCall
 from app.schemas.openai_format import (AssistantMessage, CalledFunction, CalledTool, ChatCompletion,
                                        ChatCompletionRequest, Choice, OpenAIUsage)
@@ -17,7 +19,7 @@ PATH = "/chat/completions"
 SUMMARY = "Create a chat completion (OpenAI's format), billed per token; `stream` for server-sent events"
 Request, Answer, ERROR_BODY = ChatCompletionRequest, ChatCompletion, "OpenAIError"
 # The request's fields in this format's words, for validation errors.
-FIELDS = {"max_tokens": "max_tokens", "prompt": "messages", "tools": "tools"}
+FIELDS = {"max_tokens": "max_tokens", "prompt": "messages", "tools": "tools", "response_format": "response_format"}
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 FINISH_REASONS = {"length": "length", "tool_calls": "tool_calls"}  # any other ending is "stop"
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
@@ -36,11 +38,24 @@ def call_of(body):
     tool_use = tool_use_of(tools, choice, body.parallel_tool_calls, {
         "tools": "tools.{}.function.name", "choice": "tool_choice.function.name" if named else "tool_choice"})
     return ModelCall(body.model, messages, body.max_completion_tokens or body.max_tokens,
-                     body.temperature, stop, body.stream, tool_use)
+                     body.temperature, stop, body.stream, tool_use, _response_format(body.response_format))
+
+
+def _response_format(asked):
+    """The JSON the answer must be (None for text, the default)."""
+    if asked is None or asked.type == "text":
+        return None
+    if asked.type == "json_object":
+        return ResponseFormat("json_object", "json_object", None)
+    schema = asked.json_schema
+    return ResponseFormat("json_schema", schema.name, schema.schema_, schema.strict, schema.description)
 
 
 def _message(message, field, seen):
-    """One message of the request, in no format's words."""
+    """One message of the request, in no format's words; a user's may hold images."""
+    if message.role == "user" and isinstance(message.content, list):
+        return {"role": "user", "content": user_content([_part(part, f"{field}.content.{index}")
+                                                         for index, part in enumerate(message.content)])}
     if message.role == "tool":
         if message.tool_call_id is None:
             raise ValidationFailed(details={f"{field}.tool_call_id": "is required"})
@@ -54,13 +69,30 @@ def _message(message, field, seen):
         arguments_object(call.function.arguments, f"{field}.tool_calls.{index}.function.arguments")
         seen.add(call.id)
         calls.append(ToolCall(call.id, call.function.name, call.function.arguments))
+    _no_images(message.content, field)
     return {"role": "assistant", "content": text_of(message.content or ""), "tool_calls": calls}
+
+
+def _part(part, field):
+    if part.type == "text":
+        return text_part(part.text)
+    if part.image_url.detail not in (None, *DETAILS):
+        raise ValidationFailed(details={f"{field}.image_url.detail": f"must be one of {', '.join(DETAILS)}"})
+    image = image_at(f"{field}.image_url.url", image_of_url, part.image_url.url, part.image_url.detail)
+    return image_part(image)
 
 
 def _text(message, field):
     if message.content is None:
         raise ValidationFailed(details={f"{field}.content": "is required"})
+    _no_images(message.content, field)
     return text_of(message.content)
+
+
+def _no_images(content, field):
+    for index, part in enumerate(content if isinstance(content, list) else ()):
+        if part.type != "text":
+            raise ValidationFailed(details={f"{field}.content.{index}": "an image goes in a user's message only"})
 
 
 def asks_for_stream(body):
