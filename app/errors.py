@@ -110,7 +110,7 @@ class NotFound(APIError):
 
 class UnknownModel(NotFound):
     code = "model_not_found"
-    message = "No model of the catalog has this id (GET /v1/models lists them)."
+    message = "No active model of the catalog goes by this name, or more than one does (GET /v1/models lists them)."
 
 
 class SessionGone(NotFound):

@@ -1,7 +1,7 @@
 """Every word list and range that the schema's CHECKs also hold, written once
 for Python. They live beside the storage that enforces them so that both layers
-read them (database/ imports nothing from app/); tests/test_vocabulary.py holds
-each one to its CHECK."""
+read them (database/ imports nothing from app/);
+tests/operations/test_vocabulary.py holds each one to its CHECK."""
 
 LOCAL_PROVIDER = "local"
 PROVIDERS = (LOCAL_PROVIDER, "openai", "anthropic")

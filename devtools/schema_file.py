@@ -6,8 +6,8 @@ migrates a new database on a throwaway PostgreSQL and writes what pg_dump
 prints of it (--schema-only --no-owner), without pg_dump's settings and
 comments and without the `public.` before every name, under a heading per kind
 of object, in pg_dump's order: the same migrations always give the same file.
-tests/test_schema_file.py holds schema.sql to it, so a migration added without
-running this fails the suite."""
+tests/operations/test_schema_file.py holds schema.sql to it, so a migration
+added without running this fails the suite."""
 import re
 import shutil
 import subprocess

@@ -51,7 +51,8 @@ class RemoteFormat:
 
     def count_tokens(self, transport, model_name, messages, api_key, deadline, tool_use=None):
         """The prompt's input tokens; a format whose API has no count estimates them."""
-        return estimated_prompt_tokens(messages, tool_use, lambda image: self.image_tokens(model_name, image).in_context)
+        return estimated_prompt_tokens(messages, tool_use,
+                                       lambda image: self.image_tokens(model_name, image).in_context)
 
     def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None, tool_use=None,
                 response_format=None):
