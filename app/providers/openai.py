@@ -87,13 +87,16 @@ class ChatCompletions(RemoteFormat):
         return str(delta.get("content") or "")
 
 
+FAILED_TOOL = "Error: "
 ENDINGS = {"length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls"}
 
 
 def _message(message):
     """A message of the conversation (app/providers/conversation.py) in this format."""
     if message["role"] == "tool":
-        return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]}
+        # This format has no is_error: a failed tool says so in its content.
+        content = f"{FAILED_TOOL}{message['content']}" if message.get("is_error") else message["content"]
+        return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": content}
     if not isinstance(message["content"], str):
         return {"role": message["role"], "content": [_part(part) for part in message["content"]]}
     if not message.get("tool_calls"):

@@ -161,10 +161,13 @@ def test_an_anthropic_clients_tool_result_reaches_gpt_as_a_tool_message(server, 
     conversation = [*ASK,
                     {"role": "assistant", "content": [
                         {"type": "text", "text": "Checking."},
-                        {"type": "tool_use", "id": "call_9", "name": "weather", "input": {"city": "Paris"}}]},
+                        {"type": "tool_use", "id": "call_9", "name": "weather", "input": {"city": "Paris"}},
+                        {"type": "tool_use", "id": "call_10", "name": "weather", "input": {"city": "Atlantis"}}]},
                     {"role": "user", "content": [
                         {"type": "tool_result", "tool_use_id": "call_9", "content": [{"type": "text", "text": "sun"}],
                          "is_error": False},
+                        {"type": "tool_result", "tool_use_id": "call_10", "content": "no such city",
+                         "is_error": True},
                         {"type": "text", "text": "And tomorrow?"}]}]
     message = anthropic_client(server, account).messages.create(model=GPT, max_tokens=64, messages=conversation,
                                                                 tools=[ANTHROPIC_TOOL])
@@ -172,8 +175,11 @@ def test_an_anthropic_clients_tool_result_reaches_gpt_as_a_tool_message(server, 
     assert stubs[0].requests[0]["body"]["messages"] == [
         {"role": "user", "content": "Weather in Paris?"},
         {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "call_9", "type": "function", "function": {"name": "weather", "arguments": ARGUMENTS}}]},
+            {"id": "call_9", "type": "function", "function": {"name": "weather", "arguments": ARGUMENTS}},
+            {"id": "call_10", "type": "function", "function": {"name": "weather",
+                                                              "arguments": '{"city":"Atlantis"}'}}]},
         {"role": "tool", "tool_call_id": "call_9", "content": "sun"},
+        {"role": "tool", "tool_call_id": "call_10", "content": "Error: no such city"},
         {"role": "user", "content": "And tomorrow?"}]
 
 
