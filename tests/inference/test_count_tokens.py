@@ -5,21 +5,13 @@ like every /v1 route; its errors take Anthropic's shape."""
 import pytest
 
 from app.providers import estimated_prompt_tokens
-from tests.support import HOUSE_ANTHROPIC, HOUSE_OPENAI, bearer, user
+from tests.inference.refusals import settings, token  # noqa: F401
+from tests.support import HOUSE_ANTHROPIC, bearer
 
 CLAUDE = "anthropic/claude-3-5-haiku-20241022"
 COUNT = "/v1/messages/count_tokens"
 TOOL = {"name": "weather", "description": "The weather", "input_schema": {"type": "object"}}
 
-
-@pytest.fixture
-def settings(stubbed_settings):
-    return {**stubbed_settings, "OPENAI_API_KEY": HOUSE_OPENAI, "ANTHROPIC_API_KEY": HOUSE_ANTHROPIC}
-
-
-@pytest.fixture
-def token(client):
-    return user(client, funds="5")
 
 
 def count(client, token, **body):

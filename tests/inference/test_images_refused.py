@@ -6,24 +6,16 @@ import json
 
 import pytest
 
-from tests.support import HOUSE_ANTHROPIC, HOUSE_OPENAI, bearer, user
+from tests.inference.refusals import (assert_nothing_happened, assert_refused_in_anthropics_shape,  # noqa: F401
+                                      assert_refused_in_openais_shape, settings, token)
 from tests.inference.test_images import b64, data_url, gif, png
-from tests.inference.test_tools_refused import assert_nothing_happened
+from tests.support import bearer
 
 GPT = "openai/gpt-4o-mini"
 CLAUDE = "anthropic/claude-3-5-haiku-20241022"
 PICTURE = png(8, 8)
 MiB = 1024 * 1024
 
-
-@pytest.fixture
-def settings(stubbed_settings):
-    return {**stubbed_settings, "OPENAI_API_KEY": HOUSE_OPENAI, "ANTHROPIC_API_KEY": HOUSE_ANTHROPIC}
-
-
-@pytest.fixture
-def token(client):
-    return user(client, funds="5")
 
 
 def image_url(url, role="user"):
@@ -93,9 +85,7 @@ ANTHROPIC_REFUSALS = {
 @pytest.mark.parametrize("change, field", OPENAI_REFUSALS.values(), ids=OPENAI_REFUSALS.keys())
 def test_openai_format_image_refusals_name_the_field(client, token, database, stubs, change, field):
     response = client.post("/v1/chat/completions", headers=bearer(token), json={"model": GPT, **change})
-    assert response.status_code == 400, response.get_json()
-    error = response.get_json()["error"]
-    assert (error["type"], error["param"]) == ("invalid_request_error", field)
+    assert_refused_in_openais_shape(response, field)
     assert_nothing_happened(database, stubs)
 
 
@@ -104,10 +94,7 @@ def test_openai_format_image_refusals_name_the_field(client, token, database, st
 def test_anthropic_format_image_refusals_name_the_field(client, token, database, stubs, change, field, model):
     response = client.post("/v1/messages", headers={"x-api-key": token},
                            json={"model": model, "max_tokens": 64, **change})
-    assert response.status_code == 400, response.get_json()
-    body = response.get_json()
-    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
-    assert f"({field}: " in body["error"]["message"]
+    assert_refused_in_anthropics_shape(response, field)
     assert_nothing_happened(database, stubs)
 
 

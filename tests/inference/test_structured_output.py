@@ -10,10 +10,11 @@ import json
 import pydantic
 import pytest
 
-from tests.support import HOUSE_ANTHROPIC, HOUSE_OPENAI, bearer, cost, user
-from tests.sdk_clients import account, assert_charged_exactly, close_clients, openai_client, server  # noqa: F401
+from tests.inference.refusals import (assert_nothing_happened, assert_refused_in_openais_shape,  # noqa: F401
+                                      settings, token)
 from tests.inference.test_tools import OPENAI_TOOL, streamed_openai_calls
-from tests.inference.test_tools_refused import assert_nothing_happened
+from tests.sdk_clients import account, assert_charged_exactly, close_clients, openai_client, server  # noqa: F401
+from tests.support import bearer, cost
 
 GPT = "openai/gpt-4o-mini"
 CLAUDE = "anthropic/claude-3-5-haiku-20241022"
@@ -129,15 +130,6 @@ def test_a_streamed_json_answer_comes_as_several_content_deltas(server, account,
 
 # ----------------------------------------------------------------- refused
 
-@pytest.fixture
-def settings(stubbed_settings):
-    return {**stubbed_settings, "OPENAI_API_KEY": HOUSE_OPENAI, "ANTHROPIC_API_KEY": HOUSE_ANTHROPIC}
-
-
-@pytest.fixture
-def token(client):
-    return user(client, funds="5")
-
 
 REFUSALS = {
     "a schema that is no object": (
@@ -159,9 +151,7 @@ REFUSALS = {
 def test_response_format_refusals_name_the_field(client, token, database, stubs, change, field):
     response = client.post("/v1/chat/completions", headers=bearer(token),
                            json={"model": GPT, "messages": ASK, **change})
-    assert response.status_code == 400, response.get_json()
-    error = response.get_json()["error"]
-    assert (error["type"], error["param"]) == ("invalid_request_error", field)
+    assert_refused_in_openais_shape(response, field)
     assert_nothing_happened(database, stubs)
 
 

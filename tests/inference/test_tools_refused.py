@@ -2,7 +2,9 @@
 own error shape naming the field, no provider is called, and nothing is held."""
 import pytest
 
-from tests.support import HOUSE_ANTHROPIC, HOUSE_OPENAI, bearer, user
+from tests.inference.refusals import (assert_nothing_happened, assert_refused_in_anthropics_shape,  # noqa: F401
+                                      assert_refused_in_openais_shape, settings, token)
+from tests.support import bearer
 
 GPT = "openai/gpt-4o-mini"
 CLAUDE = "anthropic/claude-3-5-haiku-20241022"
@@ -15,15 +17,6 @@ CALLED = {"role": "assistant", "content": None, "tool_calls": [
 def function(name="weather", parameters=SCHEMA):
     return {"type": "function", "function": {"name": name, "parameters": parameters}}
 
-
-@pytest.fixture
-def settings(stubbed_settings):
-    return {**stubbed_settings, "OPENAI_API_KEY": HOUSE_OPENAI, "ANTHROPIC_API_KEY": HOUSE_ANTHROPIC}
-
-
-@pytest.fixture
-def token(client):
-    return user(client, funds="5")
 
 
 OPENAI_REFUSALS = {
@@ -66,18 +59,11 @@ ANTHROPIC_REFUSALS = {
 }
 
 
-def assert_nothing_happened(database, stubs):
-    assert database.query("SELECT count(*) FROM transactions WHERE type <> 'deposit'") == [(0,)]
-    assert stubs[0].requests == [] and stubs[1].requests == []
-
-
 @pytest.mark.parametrize("change, field", OPENAI_REFUSALS.values(), ids=OPENAI_REFUSALS.keys())
 def test_openai_format_refusals_name_the_field(client, token, database, stubs, change, field):
     response = client.post("/v1/chat/completions", headers=bearer(token),
                            json={"model": GPT, "messages": [ASK], **change})
-    assert response.status_code == 400, response.get_json()
-    error = response.get_json()["error"]
-    assert (error["type"], error["param"]) == ("invalid_request_error", field)
+    assert_refused_in_openais_shape(response, field)
     assert_nothing_happened(database, stubs)
 
 
@@ -86,8 +72,5 @@ def test_openai_format_refusals_name_the_field(client, token, database, stubs, c
 def test_anthropic_format_refusals_name_the_field(client, token, database, stubs, change, field, model):
     response = client.post("/v1/messages", headers={"x-api-key": token},
                            json={"model": model, "max_tokens": 64, "messages": [ASK], **change})
-    assert response.status_code == 400, response.get_json()
-    body = response.get_json()
-    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
-    assert f"({field}: " in body["error"]["message"]
+    assert_refused_in_anthropics_shape(response, field)
     assert_nothing_happened(database, stubs)
