@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent
 ENV_FILE = ROOT / ".env"
 DATA_DIR = ROOT / ".data"
 INSTANCE_FILE = DATA_DIR / "instance_id"
+# What in .data/ is a database of its own (the rest, such as the tests' screenshots, is not).
+DATABASE_LINK = DATA_DIR / "pgdata"
 LAUNCHER_FILE = DATA_DIR / "launcher.pid"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -60,7 +62,7 @@ def fresh_env_file():
 def ensure_env_file():
     if ENV_FILE.exists():
         return
-    if DATA_DIR.exists():
+    if INSTANCE_FILE.exists() or os.path.lexists(DATABASE_LINK):
         sys.exit("run: .data/ exists but .env is missing. The database in .data/ belongs with the .env "
                  "made beside it (its stored API keys are encrypted with that .env's keys). Restore that "
                  ".env from your backup, or move .data/ away to start afresh.")

@@ -21,6 +21,7 @@ import pytest
 from dotenv import dotenv_values
 
 import migrate
+import run
 from devtools.cluster import EmbeddedCluster, as_server_user, free_port, port_is_free
 from tests.processes import command_line, descendants_of, wait_until_gone
 from tests.support import PASSWORD, ROOT, wait_until_ready
@@ -283,3 +284,22 @@ def test_a_stale_postmaster_pid_is_cleared(project):
         other.wait()
     assert status == 0, output
     assert "removed a stale postmaster.pid" in output
+
+
+def test_a_data_folder_holding_no_database_gets_a_fresh_env(monkeypatch, tmp_path):
+    """`make test` leaves the console's screenshots in .data/: that is no
+    database, so a first `make run` after it writes its .env; a database
+    there (its pgdata link, even dangling) still refuses a fresh .env."""
+    data = tmp_path / ".data"
+    for name, path in {"ENV_FILE": tmp_path / ".env", "DATA_DIR": data, "INSTANCE_FILE": data / "instance_id",
+                       "DATABASE_LINK": data / "pgdata"}.items():
+        monkeypatch.setattr(run, name, path)
+    (data / "console-shots").mkdir(parents=True)
+    run.ensure_env_file()
+    assert "SECRET_KEY=" in (tmp_path / ".env").read_text()
+
+    (tmp_path / ".env").unlink()
+    (data / "pgdata").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(SystemExit, match=".data/ exists but .env is missing"):
+        run.ensure_env_file()
+    assert not (tmp_path / ".env").exists()
