@@ -53,12 +53,12 @@ def _messages(message, field, seen):
         return [{"role": message.role, "content": message.content}]
     if message.role == "assistant":
         calls = []
-        for block in message.content:
+        for index, block in enumerate(message.content):
             if block.type == "tool_use":
                 seen.add(block.id)
                 calls.append(ToolCall(block.id, block.name, arguments_text(block.input)))
             elif block.type in ("tool_result", "image"):
-                raise _misplaced(f"{field}.content.{message.content.index(block)}")
+                raise _misplaced(f"{field}.content.{index}")
         text = "".join(block.text for block in message.content if block.type == "text")
         return [{"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}]
     converted, parts = [], []
