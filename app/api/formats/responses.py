@@ -141,7 +141,8 @@ class Events:
     status = 200
 
     def __init__(self, head):
-        self.head = {**head, "tool_choice": _json(head["tool_choice"]), "tools": [_json(tool) for tool in head["tools"]]}
+        self.head = {**head, "tool_choice": _json(head["tool_choice"]),
+                     "tools": [_json(tool) for tool in head["tools"]]}
         self.base = head["id"].removeprefix("resp_")
         self.sequence = 0
         self.items = []  # the output items streamed: {"item": …, "text" or "arguments": …, "done": bool}
