@@ -1,7 +1,7 @@
 """The inference API at /v1, where the providers' SDKs look for it: the
 catalog as OpenAI's model list, and one call operation per wire format
 (OpenAI's Chat Completions at /v1/chat/completions, Anthropic's Messages at
-/v1/messages), each the same view parameterised by its format
+/v1/messages, OpenAI's Responses API at /v1/responses), each the same view parameterised by its format
 (app/api/formats). A call is billed through the same hold → call → settle as
 a chat message; no message text is stored."""
 from datetime import datetime, timezone
@@ -13,7 +13,7 @@ from app.api.answers import answer_call
 from app.api.callers import access_key_subject
 from app.api.contract import (ACCOUNT_OR_KEY, body, caller, idempotent, other_responses, rate_limit, response,
                               speaks_provider_format, streams)
-from app.api.formats import anthropic, openai
+from app.api.formats import anthropic, openai, responses
 from app.api.pipeline import OperationBlueprint
 from app.errors import register_error_shape
 from app.extensions import db
@@ -23,13 +23,13 @@ from app.schemas.openai_format import ModelListing, ModelObject
 
 # One blueprint per format, named for it: its operations' ids and tags in /openapi.json.
 blueprints = {wire_format: OperationBlueprint(wire_format.NAME, __name__, url_prefix="/v1")
-              for wire_format in (openai, anthropic)}
+              for wire_format in (openai, anthropic, responses)}
 
 
 def register(app):
     for blueprint in blueprints.values():
         app.register_blueprint(blueprint)
-    # Errors in each format's shape: Anthropic's at its path, OpenAI's at the rest of /v1.
+    # Errors in each format's shape: Anthropic's at its path, OpenAI's at the rest of /v1 (Responses too).
     register_error_shape(app, "/v1" + anthropic.PATH, anthropic.error)
     register_error_shape(app, "/v1/", openai.error)
 

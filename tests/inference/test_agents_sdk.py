@@ -1,5 +1,6 @@
 """OpenAI's Agents SDK runs an agent with a function tool through
-/v1/chat/completions, plain and streamed: the model (the OpenAI stub) calls
+/v1/chat/completions and through /v1/responses (its default model,
+OpenAIResponsesModel), plain and streamed: the model (the OpenAI stub) calls
 the tool, the SDK runs it and sends its result, and the final answer, which
 the stub makes from that result, comes back. Tracing, which would call
 OpenAI, is off."""
@@ -8,7 +9,8 @@ import os
 
 import httpx
 import pytest
-from agents import Agent, OpenAIChatCompletionsModel, Runner, function_tool, set_tracing_disabled
+from agents import (Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, function_tool,
+                    set_tracing_disabled)
 from openai import AsyncOpenAI
 
 from tests.support import cost, live_user
@@ -33,10 +35,10 @@ def answers_from_the_tool(body):
     return {"reply": "", "tool_calls": [("call_weather_1", "weather", '{"city":"Paris"}')]}
 
 
-async def run_agent(server, key, stream):
+async def run_agent(server, key, stream, model_class=OpenAIChatCompletionsModel):
     client = AsyncOpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
     agent = Agent(name="forecaster", instructions="Answer with the weather tool.", tools=[weather],
-                  model=OpenAIChatCompletionsModel(model=MODEL, openai_client=client))
+                  model=model_class(model=MODEL, openai_client=client))
     try:
         if not stream:
             return (await Runner.run(agent, "What is the weather in Paris?")).final_output
@@ -58,6 +60,24 @@ def test_an_agent_runs_its_function_tool_through_the_service(server, openai_stub
     assert final == "It is sunny and 24 °C in Paris."
     first, second = openai_stub.requests
     assert [tool["function"]["name"] for tool in first["body"]["tools"]] == ["weather"]
+    assert second["body"]["messages"][-1] == {"role": "tool", "tool_call_id": "call_weather_1",
+                                              "content": "sunny and 24 °C in Paris"}
+    assert first["body"].get("stream", False) is stream
+    assert_charged_exactly(server, user_id, 2 * cost(MODEL, 11, 7))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_an_agent_on_the_responses_api_runs_its_function_tool(server, openai_stub, stream):  # noqa: F811
+    openai_stub.reset()
+    openai_stub.behaviour.respond = answers_from_the_tool
+    headers, user_id = live_user(server.url, "10")
+    key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "agent"}, headers=headers).json()["key"]
+    final = asyncio.run(run_agent(server, key, stream, OpenAIResponsesModel))
+    assert final == "It is sunny and 24 °C in Paris."
+    first, second = openai_stub.requests
+    assert first["body"]["messages"][0] == {"role": "system", "content": "Answer with the weather tool."}
+    assert [tool["function"]["name"] for tool in first["body"]["tools"]] == ["weather"]
+    assert second["body"]["messages"][-2]["tool_calls"][0]["id"] == "call_weather_1"
     assert second["body"]["messages"][-1] == {"role": "tool", "tool_call_id": "call_weather_1",
                                               "content": "sunny and 24 °C in Paris"}
     assert first["body"].get("stream", False) is stream

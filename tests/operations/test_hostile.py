@@ -411,6 +411,8 @@ class World:
                                       "max_tokens": 16, "temperature": 0.5, "stop": "never"},
             "MessagesRequest": {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}],
                                 "max_tokens": 16, "system": "be brief", "stop_sequences": ["never"]},
+            "ResponsesRequest": {"model": "local/echo", "input": "hello", "instructions": "be brief",
+                                 "max_output_tokens": 16},
             "CountTokensRequest": {"model": "local/echo", "messages": [{"role": "user", "content": "hello"}],
                                    "system": "be brief"},
         }
@@ -552,8 +554,9 @@ def auth_probes(world, method, path, operation):
 def body_probes(world, method, path, operation):
     schema, base = request_schema(operation), world.valid_body(operation)
     url, headers = world.url(path), world.headers(operation)
-    # A provider format's prompt is its messages and system prompt together: too long a prompt names messages.
-    prompt = ("messages",) if speaks_provider_format(operation) else ()
+    # A provider format's prompt is its messages (the Responses API's input) and system prompt (instructions)
+    # together: too long a prompt names messages (input).
+    prompt = ("messages", "input") if speaks_provider_format(operation) else ()
 
     def probe(name, body, raw=None, content_type=JSON, **expect):
         return Probe(name, method, url, headers, json.dumps(body) if raw is None else raw, content_type, **expect)

@@ -1,5 +1,6 @@
 """The wire formats a call is answered in, one module each: `session` (the
-chat API's own events), `openai` (Chat Completions) and `anthropic` (Messages).
+chat API's own events), `openai` (Chat Completions), `anthropic` (Messages)
+and `responses` (OpenAI's Responses API).
 Each is a pure renderer behind one small protocol:
 
 - `asks_for_stream(body)`: whether the request wants server-sent events;
@@ -10,7 +11,7 @@ Each is a pure renderer behind one small protocol:
   only), `closing(answer)`, `failure(error)`;
 - `replay(stored_text, body)`: a stored answer as the events of a stream.
 
-The inference formats (`openai`, `anthropic`) also turn their request into a
+The inference formats (`openai`, `anthropic`, `responses`) also turn their request into a
 provider-neutral ModelCall (`call_of(body)`) and shape their errors (`error`)."""
 import json
 from dataclasses import dataclass
