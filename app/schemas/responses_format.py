@@ -9,8 +9,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Discriminator, Field, Tag
 
 from app.schemas.fields import MoneyText, Text
-from app.schemas.openai_format import (MAX_IMAGE_CHARS, MAX_PARTS, MAX_TEXT, MAX_TOOLS, Arguments, Lenient, MaxTokens,
-                                       ModelName, ToolCallId, ToolName)
+from app.schemas.openai_format import (MAX_IMAGE_CHARS, MAX_PARTS, MAX_TEXT, MAX_TOOLS, Arguments, JSONObjectFormat,
+                                       Lenient, MaxTokens, ModelName, TextFormat, ToolCallId, ToolName)
 
 # An agent's conversation grows by a call and its output per tool used: more
 # items than Chat Completions' messages (MAX_INFERENCE_BODY bounds them too).
@@ -85,14 +85,6 @@ class FunctionTool(Lenient):
 class FunctionChoice(Lenient):
     type: Literal["function"]
     name: ToolName
-
-
-class TextFormat(Lenient):
-    type: Literal["text"]
-
-
-class JSONObjectFormat(Lenient):
-    type: Literal["json_object"]
 
 
 class JSONSchemaFormat(Lenient):
