@@ -17,7 +17,9 @@ class Outbox:
     longer than that), or has taken nothing for `idle_seconds` while the
     server had something to write (it is stuck writing what it took): a client
     waiting for the provider is never idle. `deadline` (a time.monotonic()
-    value) ends every wait for the client."""
+    value) ends every wait for the client, but one: a stream that finished
+    only at or past its deadline (its last event, an error, came late) leaves
+    the client `idle_seconds` to take that last event."""
 
     def __init__(self, idle_seconds, deadline, limit=OUTBOX_BYTES):
         self.limit, self.idle_seconds, self.deadline = limit, idle_seconds, deadline
@@ -51,6 +53,9 @@ class Outbox:
         """Nothing more will be put."""
         with self._changed:
             self._finished = True
+            now = time.monotonic()
+            if now >= self.deadline:  # the last event came late: the client may still take it
+                self.deadline = now + self.idle_seconds
             self._changed.notify_all()
 
     def take(self):
