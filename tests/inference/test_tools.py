@@ -229,3 +229,26 @@ def test_the_anthropic_sdk_counts_a_tool_laden_prompt_for_free(server, account, 
     assert counted.input_tokens == 321
     assert stubs[1].requests[0]["body"]["tools"] == [ANTHROPIC_TOOL]
     assert_charged_exactly(server, account["user_id"], 0)
+
+
+@pytest.mark.parametrize("provider", [0, 1], ids=["gpt", "claude"])
+def test_a_retried_stream_with_text_and_a_tool_call_replays_both_in_order(server, account, stubs, provider):
+    """An Idempotency-Key retry of a stream is the stored answer streamed again:
+    its text block, then its tool_use block, numbered in the order they come."""
+    calls_the_weather(stubs[provider], "toolu_01R", reply="Let me look.")
+    client = anthropic_client(server, account)
+    asked = dict(model=[GPT, CLAUDE][provider], max_tokens=256, messages=ASK, tools=[ANTHROPIC_TOOL],
+                 extra_headers={"Idempotency-Key": f"replayed-tool-stream-{provider}"})
+    messages = []
+    for _ in range(2):
+        with client.messages.stream(**asked) as events:
+            kinds = [(event.type, getattr(event, "index", None)) for event in events
+                     if event.type in ("content_block_start", "content_block_stop")]
+            messages.append(events.get_final_message())
+    assert kinds == [("content_block_start", 0), ("content_block_stop", 0),
+                     ("content_block_start", 1), ("content_block_stop", 1)]
+    assert messages[1].content == messages[0].content
+    assert [block.type for block in messages[1].content] == ["text", "tool_use"]
+    assert messages[1].content[1].input == {"city": "Paris"}
+    assert len(stubs[provider].requests) == 1
+    assert_charged_exactly(server, account["user_id"], cost([GPT, CLAUDE][provider], 40, 12))

@@ -68,10 +68,12 @@ def text_of(content):
 
 def replay_events(renderer, answer, text, tool_calls=()):
     """A stored answer as a stream: its opening, all its text as one delta,
-    each tool call whole, its end."""
-    calls = "".join(renderer.tool_delta(ToolCallDelta(index, call.id, call.name, call.arguments))
-                    for index, call in enumerate(tool_calls))
-    return [renderer.opening() + renderer.delta(text) + calls + renderer.closing(answer)]
+    each tool call whole, its end. Renderers number their blocks and events
+    as they make them, so they are made in the stream's order."""
+    events = renderer.opening() + renderer.delta(text)
+    events += "".join(renderer.tool_delta(ToolCallDelta(index, call.id, call.name, call.arguments))
+                      for index, call in enumerate(tool_calls))
+    return [events + renderer.closing(answer)]
 
 
 class ToolCallsSeen:

@@ -6,13 +6,13 @@ conversation in `input`."""
 import json
 import time
 
-from app.api.formats import (ModelCall, ToolCallsSeen, arguments_object, ending_of, image_at, openai, sse, text_of,
-                             tool_use_of)
+from app.api.formats import (ModelCall, ToolCallsSeen, arguments_object, ending_of, image_at, openai, replay_events,
+                             sse, text_of, tool_use_of)
 from app.errors import ValidationFailed
 from app.money import format_money
 from app.providers.conversation import ResponseFormat, image_part, text_part, user_content
 from app.providers.images import DETAILS, image_of_url
-from app.providers.tools import Tool, ToolCall, ToolCallDelta, arguments_text
+from app.providers.tools import Tool, ToolCall, arguments_text
 from app.schemas.responses_format import (ChosenFunction, IncompleteDetails, OutputFunctionCall, OutputMessage,
                                           OutputText, Response, ResponsesRequest, ResponsesUsage, ToolSpec)
 
@@ -122,12 +122,9 @@ def replay(stored_text, body):
     events = Events(answer.model_dump(exclude={"object", "status", "error", "incomplete_details", "store", "output",
                                                "usage"}))
     text = "".join(part.text for item in answer.output if item.type == "message" for part in item.content)
-    calls = [item for item in answer.output if item.type == "function_call"]
-    # As replay_events (app/api/formats) does, but in order: each event is numbered as it is made.
-    text = events.opening() + events.delta(text)
-    text += "".join(events.tool_delta(ToolCallDelta(index, call.call_id, call.name, call.arguments))
-                    for index, call in enumerate(calls))
-    return [text + events.closing(answer)]
+    calls = [ToolCall(item.call_id, item.name, item.arguments)
+             for item in answer.output if item.type == "function_call"]
+    return replay_events(events, answer, text, calls)
 
 
 class Events:
