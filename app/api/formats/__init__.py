@@ -20,9 +20,9 @@ from flask import current_app
 
 from app.errors import ValidationFailed
 from app.providers import Ending
-from app.providers.conversation import ResponseFormat
-from app.providers.images import ImageRefused
-from app.providers.tools import TOOL_CHOICES, ToolCallDelta, ToolUse
+from app.providers.conversation import ANY_OBJECT, ResponseFormat, image_part
+from app.providers.images import DETAILS, ImageRefused, image_of_url
+from app.providers.tools import TOOL_CHOICES, Tool, ToolCall, ToolCallDelta, ToolUse
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -61,6 +61,29 @@ def image_at(field, make, *args):
         raise ValidationFailed(details={field: str(refused)}) from None
 
 
+def image_url_part(url, detail, url_field, detail_field):
+    """The image part of an image given by URL (https: or data:) with an
+    OpenAI `detail`, each named by its field for a 400."""
+    if detail not in (None, *DETAILS):
+        raise ValidationFailed(details={detail_field: f"must be one of {', '.join(DETAILS)}"})
+    return image_part(image_at(url_field, image_of_url, url, detail))
+
+
+def response_format_of(kind, name=None, schema=None, strict=None, description=None):
+    """The JSON an answer must be, from OpenAI's format `kind` and its schema's
+    parts: None for "text" (the default), any object for "json_object"."""
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat("json_object", "json_object", None)
+    return ResponseFormat("json_schema", name, schema, strict, description)
+
+
+def tool_of(name, description, parameters):
+    """A function tool offered; one that declares no parameters takes any object."""
+    return Tool(name, description, ANY_OBJECT if parameters is None else parameters)
+
+
 def text_of(content):
     """A message's text: a string, or the concatenation of its text parts."""
     return content if isinstance(content, str) else "".join(part.text for part in content)
@@ -85,6 +108,13 @@ class ToolCallsSeen:
 
     def add(self, call_id):
         self.ids.add(call_id)
+
+    def made(self, call_id, name, arguments, field):
+        """The ToolCall of a call the conversation made, whose `arguments`
+        (named `field`) must be a JSON object as text."""
+        arguments_object(arguments, field)
+        self.add(call_id)
+        return ToolCall(call_id, name, arguments)
 
     def check(self, call_id, field):
         if call_id not in self.ids:

@@ -3,13 +3,12 @@
 chunk when asked for, then [DONE]) and its errors."""
 import time
 
-from app.api.formats import (ModelCall, ToolCallsSeen, arguments_object, ending_of, image_at, replay_events, sentence,
-                             sse, text_of, tool_use_of)
+from app.api.formats import (ModelCall, ToolCallsSeen, ending_of, image_url_part, replay_events, response_format_of,
+                             sentence, sse, text_of, tool_of, tool_use_of)
 from app.errors import ValidationFailed
 from app.money import format_money
-from app.providers.conversation import ResponseFormat, image_part, text_part, user_content
-from app.providers.images import DETAILS, image_of_url
-from app.providers.tools import Tool, ToolCall
+from app.providers.conversation import text_part, user_content
+from app.providers.tools import ToolCall
 from app.schemas.openai_format import (AssistantMessage, CalledFunction, CalledTool, ChatCompletion,
                                        ChatCompletionRequest, Choice, OpenAIUsage)
 
@@ -30,8 +29,7 @@ def call_of(body):
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     seen = ToolCallsSeen()
     messages = [_message(message, f"messages.{index}", seen) for index, message in enumerate(body.messages)]
-    tools = [Tool(tool.function.name, tool.function.description,
-                  tool.function.parameters if tool.function.parameters is not None else {"type": "object"})
+    tools = [tool_of(tool.function.name, tool.function.description, tool.function.parameters)
              for tool in body.tools or ()]
     named = hasattr(body.tool_choice, "function")
     choice = body.tool_choice.function.name if named else body.tool_choice
@@ -42,13 +40,10 @@ def call_of(body):
 
 
 def _response_format(asked):
-    """The JSON the answer must be (None for text, the default)."""
-    if asked is None or asked.type == "text":
-        return None
-    if asked.type == "json_object":
-        return ResponseFormat("json_object", "json_object", None)
+    if asked is None or asked.type != "json_schema":
+        return response_format_of(asked.type if asked else "text")
     schema = asked.json_schema
-    return ResponseFormat("json_schema", schema.name, schema.schema_, schema.strict, schema.description)
+    return response_format_of("json_schema", schema.name, schema.schema_, schema.strict, schema.description)
 
 
 def _message(message, field, seen):
@@ -64,11 +59,9 @@ def _message(message, field, seen):
                 "is_error": False}
     if message.role != "assistant" or not message.tool_calls:
         return {"role": ROLES[message.role], "content": _text(message, field)}
-    calls = []
-    for index, call in enumerate(message.tool_calls):
-        arguments_object(call.function.arguments, f"{field}.tool_calls.{index}.function.arguments")
-        seen.add(call.id)
-        calls.append(ToolCall(call.id, call.function.name, call.function.arguments))
+    calls = [seen.made(call.id, call.function.name, call.function.arguments,
+                       f"{field}.tool_calls.{index}.function.arguments")
+             for index, call in enumerate(message.tool_calls)]
     _no_images(message.content, field)
     return {"role": "assistant", "content": text_of(message.content or ""), "tool_calls": calls}
 
@@ -76,10 +69,8 @@ def _message(message, field, seen):
 def _part(part, field):
     if part.type == "text":
         return text_part(part.text)
-    if part.image_url.detail not in (None, *DETAILS):
-        raise ValidationFailed(details={f"{field}.image_url.detail": f"must be one of {', '.join(DETAILS)}"})
-    image = image_at(f"{field}.image_url.url", image_of_url, part.image_url.url, part.image_url.detail)
-    return image_part(image)
+    return image_url_part(part.image_url.url, part.image_url.detail, f"{field}.image_url.url",
+                          f"{field}.image_url.detail")
 
 
 def _text(message, field):

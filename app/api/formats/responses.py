@@ -6,13 +6,12 @@ conversation in `input`."""
 import json
 import time
 
-from app.api.formats import (ModelCall, ToolCallsSeen, arguments_object, ending_of, image_at, openai, replay_events,
-                             sse, text_of, tool_use_of)
+from app.api.formats import (ModelCall, ToolCallsSeen, ending_of, image_url_part, openai, replay_events,
+                             response_format_of, sse, text_of, tool_of, tool_use_of)
 from app.errors import ValidationFailed
 from app.money import format_money
-from app.providers.conversation import ResponseFormat, image_part, text_part, user_content
-from app.providers.images import DETAILS, image_of_url
-from app.providers.tools import Tool, ToolCall, arguments_text
+from app.providers.conversation import text_part, user_content
+from app.providers.tools import ToolCall, arguments_text
 from app.schemas.responses_format import (ChosenFunction, IncompleteDetails, OutputFunctionCall, OutputMessage,
                                           OutputText, Response, ResponsesRequest, ResponsesUsage, ToolSpec)
 
@@ -33,8 +32,7 @@ def call_of(body):
         if getattr(body, field) not in (None, False):
             raise ValidationFailed(details={field: STATELESS})
     system = [] if body.instructions is None else [{"role": "system", "content": body.instructions}]
-    tools = [Tool(tool.name, tool.description, tool.parameters if tool.parameters is not None else {"type": "object"})
-             for tool in body.tools or ()]
+    tools = [tool_of(tool.name, tool.description, tool.parameters) for tool in body.tools or ()]
     named = hasattr(body.tool_choice, "name")
     tool_use = tool_use_of(tools, body.tool_choice.name if named else body.tool_choice, body.parallel_tool_calls,
                            {"tools": "tools.{}.name", "choice": "tool_choice.name" if named else "tool_choice"})
@@ -52,9 +50,7 @@ def _messages(items):
     for index, item in enumerate(items):
         field = f"input.{index}"
         if item.type == "function_call":
-            arguments_object(item.arguments, f"{field}.arguments")
-            seen.add(item.call_id)
-            call = ToolCall(item.call_id, item.name, item.arguments)
+            call = seen.made(item.call_id, item.name, item.arguments, f"{field}.arguments")
             if messages and messages[-1]["role"] == "assistant":
                 messages[-1]["tool_calls"] = [*messages[-1].get("tool_calls", ()), call]
             else:
@@ -77,9 +73,7 @@ def _messages(items):
 def _part(part, field):
     if part.type != "input_image":
         return text_part(part.text)
-    if part.detail not in (None, *DETAILS):
-        raise ValidationFailed(details={f"{field}.detail": f"must be one of {', '.join(DETAILS)}"})
-    return image_part(image_at(f"{field}.image_url", image_of_url, part.image_url, part.detail))
+    return image_url_part(part.image_url, part.detail, f"{field}.image_url", f"{field}.detail")
 
 
 def _no_images(content, field, why):
@@ -89,13 +83,10 @@ def _no_images(content, field, why):
 
 
 def _response_format(text):
-    """The JSON the answer must be (None for text, the default)."""
     asked = text.format if text is not None else None
-    if asked is None or asked.type == "text":
-        return None
-    if asked.type == "json_object":
-        return ResponseFormat("json_object", "json_object", None)
-    return ResponseFormat("json_schema", asked.name, asked.schema_, asked.strict, asked.description)
+    if asked is None or asked.type != "json_schema":
+        return response_format_of(asked.type if asked else "text")
+    return response_format_of("json_schema", asked.name, asked.schema_, asked.strict, asked.description)
 
 
 def asks_for_stream(body):
