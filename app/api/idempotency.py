@@ -6,8 +6,8 @@ same body replays that answer; another body is 422; a duplicate that arrives
 while the first runs is 409. An error answer is not kept. A record is its
 caller's: the user and, on the inference API, the access key (a user's own
 bearer token is a caller of its own); another caller sending the same key and
-body runs afresh, through its own checks, and is never shown the first answer. No lock is held while
-the request runs: the record itself says who is running, and until when it may:
+body runs afresh, through its own checks, and is never shown the first
+answer. No lock is held while the request runs: the record itself says who is running, and until when it may:
 an in-progress record is taken over by a retry (its process died) only after
 the deadline of the provider call it guards plus HOLD_GRACE_SECONDS, the time
 its settle may take, so a retry never runs beside a call still under way. A

@@ -152,9 +152,9 @@ class RemoteFormat:
     def read_event(self, name, data, stream, state):
         """A text piece, a list of ToolCallDelta, None, or END_OF_STREAM for
         one event (its name and data), with `state`, a dict the format keeps
-        for the stream's later events; notes usage and the finish reason on the stream, and raises
-        StreamBroken for an error event. A malformed event may raise anything
-        in MALFORMED."""
+        for the stream's later events; notes usage and the finish reason on
+        the stream, and raises StreamBroken for an error event. A malformed
+        event may raise anything in MALFORMED."""
         raise NotImplementedError
 
 
