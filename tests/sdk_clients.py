@@ -3,6 +3,7 @@ gunicorn, as the inference tests drive it: the module's live service on the
 provider stubs (`server`), a funded user with an access key (`account`), the
 clients (closed after each test), and the checks of what a user was charged."""
 import time
+from contextlib import contextmanager
 
 import anthropic
 import httpx
@@ -13,11 +14,20 @@ from tests.conftest import clean_database
 from tests.support import HOUSE_ANTHROPIC, HOUSE_OPENAI, live_service, live_user, readme_ledger_query
 
 
+@contextmanager
+def stubbed_service(pg_server, template_db, openai_stub, anthropic_stub, **settings):
+    """The service under gunicorn on a clean database of its own, the stubs
+    its providers with the operator's house keys for both, and `settings`."""
+    with clean_database(pg_server, template_db) as database, live_service(
+            database, **{"OPENAI_BASE_URL": f"{openai_stub.url}/v1", "ANTHROPIC_BASE_URL": f"{anthropic_stub.url}/v1",
+                         "OPENAI_API_KEY": HOUSE_OPENAI, "ANTHROPIC_API_KEY": HOUSE_ANTHROPIC, "PROVIDER_TIMEOUT": 5,
+                         **settings}) as live:
+        yield live
+
+
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, openai_stub, anthropic_stub):
-    with clean_database(pg_server, template_db) as database, live_service(
-            database, OPENAI_BASE_URL=f"{openai_stub.url}/v1", ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1",
-            OPENAI_API_KEY=HOUSE_OPENAI, ANTHROPIC_API_KEY=HOUSE_ANTHROPIC, PROVIDER_TIMEOUT=5) as live:
+    with stubbed_service(pg_server, template_db, openai_stub, anthropic_stub) as live:
         yield live
 
 

@@ -7,14 +7,13 @@ OpenAI, is off."""
 import asyncio
 import os
 
-import httpx
 import pytest
 from agents import (Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, function_tool,
                     set_tracing_disabled)
 from openai import AsyncOpenAI
 
-from tests.support import cost, live_user
-from tests.sdk_clients import assert_charged_exactly, server  # noqa: F401
+from tests.sdk_clients import account, assert_charged_exactly, server  # noqa: F401
+from tests.support import cost
 
 MODEL = "openai/gpt-4o-mini"
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
@@ -51,11 +50,9 @@ async def run_agent(server, key, stream, model_class=OpenAIChatCompletionsModel)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-def test_an_agent_runs_its_function_tool_through_the_service(server, openai_stub, stream):  # noqa: F811
-    openai_stub.reset()
+def test_an_agent_runs_its_function_tool_through_the_service(server, account, stubs, stream):  # noqa: F811
+    openai_stub, key, user_id = stubs[0], account["key"], account["user_id"]
     openai_stub.behaviour.respond = answers_from_the_tool
-    headers, user_id = live_user(server.url, "10")
-    key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "agent"}, headers=headers).json()["key"]
     final = asyncio.run(run_agent(server, key, stream))
     assert final == "It is sunny and 24 °C in Paris."
     first, second = openai_stub.requests
@@ -67,11 +64,9 @@ def test_an_agent_runs_its_function_tool_through_the_service(server, openai_stub
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
-def test_an_agent_on_the_responses_api_runs_its_function_tool(server, openai_stub, stream):  # noqa: F811
-    openai_stub.reset()
+def test_an_agent_on_the_responses_api_runs_its_function_tool(server, account, stubs, stream):  # noqa: F811
+    openai_stub, key, user_id = stubs[0], account["key"], account["user_id"]
     openai_stub.behaviour.respond = answers_from_the_tool
-    headers, user_id = live_user(server.url, "10")
-    key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "agent"}, headers=headers).json()["key"]
     final = asyncio.run(run_agent(server, key, stream, OpenAIResponsesModel))
     assert final == "It is sunny and 24 °C in Paris."
     first, second = openai_stub.requests

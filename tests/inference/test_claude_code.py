@@ -15,11 +15,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import HOUSE_ANTHROPIC, cost, live_user
-from tests.sdk_clients import assert_charged_exactly, server  # noqa: F401
+from tests.sdk_clients import account, assert_charged_exactly, server  # noqa: F401
+from tests.support import HOUSE_ANTHROPIC, cost
 
 MODEL = "anthropic/claude-sonnet-4-20250514"
 FINAL_TEXT = "I wrote hello.txt."
@@ -56,13 +55,11 @@ def plays_the_model(target):
     return respond
 
 
-def test_claude_code_completes_a_task_that_needs_a_tool(server, anthropic_stub, tmp_path):  # noqa: F811
+def test_claude_code_completes_a_task_that_needs_a_tool(server, account, stubs, tmp_path):  # noqa: F811
     binary, why_not = claude_binary()
     if binary is None:
         pytest.skip(why_not)
-    anthropic_stub.reset()
-    headers, user_id = live_user(server.url, "10")
-    key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "claude code"}, headers=headers).json()["key"]
+    anthropic_stub, key, user_id = stubs[1], account["key"], account["user_id"]
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()

@@ -11,8 +11,8 @@ import httpx2  # the SDKs' own HTTP client (an httpx fork): each takes a client 
 import openai
 import pytest
 
-from tests.conftest import clean_database
-from tests.support import HOUSE_ANTHROPIC, HOUSE_OPENAI, live_service, live_user, readme_ledger_query
+from tests.sdk_clients import account, stubbed_service  # noqa: F401
+from tests.support import readme_ledger_query
 
 RATE_LIMIT_HEADERS = ("retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 
@@ -20,18 +20,9 @@ RATE_LIMIT_HEADERS = ("retry-after", "x-ratelimit-limit", "x-ratelimit-remaining
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, openai_stub, anthropic_stub):
     # One worker, since memory:// counters are per process; rate limits on, as in production.
-    with clean_database(pg_server, template_db) as database, live_service(
-            database, workers=1, RATELIMIT_ENABLED=True, OPENAI_BASE_URL=f"{openai_stub.url}/v1", ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1",
-            OPENAI_API_KEY=HOUSE_OPENAI, ANTHROPIC_API_KEY=HOUSE_ANTHROPIC, PROVIDER_TIMEOUT=5) as live:
+    with stubbed_service(pg_server, template_db, openai_stub, anthropic_stub, workers=1,
+                         RATELIMIT_ENABLED=True) as live:
         yield live
-
-
-@pytest.fixture
-def account(server):
-    """A funded user's access key and id."""
-    headers, user_id = live_user(server.url, "10")
-    key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "sdk"}, headers=headers).json()
-    return {"key": key["key"], "user_id": user_id}
 
 
 @pytest.fixture
