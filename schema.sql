@@ -119,7 +119,46 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea, encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
+-- ---------------------------------------------------------------- tables and views
+
+CREATE TABLE call_charges (
+    hold_id bigint NOT NULL,
+    input_tokens integer NOT NULL,
+    cached_input_tokens integer NOT NULL,
+    cache_write_tokens integer NOT NULL,
+    cache_write_1h_tokens integer NOT NULL,
+    output_tokens integer NOT NULL,
+    reasoning_tokens integer,
+    input_cost numeric(20,10) NOT NULL,
+    cached_input_cost numeric(20,10) NOT NULL,
+    cache_write_cost numeric(20,10) NOT NULL,
+    output_cost numeric(20,10) NOT NULL,
+    CONSTRAINT call_charges_cache_write_1h_tokens_check CHECK ((cache_write_1h_tokens >= 0)),
+    CONSTRAINT call_charges_cache_write_cost_check CHECK ((cache_write_cost >= (0)::numeric)),
+    CONSTRAINT call_charges_cache_write_tokens_check CHECK ((cache_write_tokens >= 0)),
+    CONSTRAINT call_charges_cached_input_cost_check CHECK ((cached_input_cost >= (0)::numeric)),
+    CONSTRAINT call_charges_cached_input_tokens_check CHECK ((cached_input_tokens >= 0)),
+    CONSTRAINT call_charges_check CHECK (((reasoning_tokens >= 0) AND (reasoning_tokens <= output_tokens))),
+    CONSTRAINT call_charges_input_cost_check CHECK ((input_cost >= (0)::numeric)),
+    CONSTRAINT call_charges_input_tokens_check CHECK ((input_tokens >= 0)),
+    CONSTRAINT call_charges_output_cost_check CHECK ((output_cost >= (0)::numeric)),
+    CONSTRAINT call_charges_output_tokens_check CHECK ((output_tokens >= 0))
+);
+
+-- ---------------------------------------------------------------- functions
+
+CREATE FUNCTION charge_parts(c call_charges) RETURNS json
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE WHEN c.hold_id IS NOT NULL THEN json_build_object(
+        'input_tokens', c.input_tokens, 'cached_input_tokens', c.cached_input_tokens,
+        'cache_write_tokens', c.cache_write_tokens, 'cache_write_1h_tokens', c.cache_write_1h_tokens,
+        'output_tokens', c.output_tokens, 'reasoning_tokens', c.reasoning_tokens,
+        'input_cost', c.input_cost::text, 'cached_input_cost', c.cached_input_cost::text,
+        'cache_write_cost', c.cache_write_cost::text, 'output_cost', c.output_cost::text) END
+$$;
+
+CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea, encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
     LANGUAGE plpgsql STABLE
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -128,7 +167,8 @@ BEGIN
     RETURN QUERY
     WITH target AS (
         SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-               m.input_price_per_mtok, m.output_price_per_mtok, m.is_active,
+               m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
+               m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.is_active,
                coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens
           FROM chat_sessions s
           JOIN models m ON m.id = s.model_id
@@ -141,7 +181,8 @@ BEGIN
          WHERE h.session_id = p_session_id
     )
     SELECT u.token_generation, t.session_id, t.model_id, t.provider, t.context_window, t.max_output_tokens,
-           t.input_price_per_mtok, t.output_price_per_mtok, t.is_active, t.max_tokens,
+           t.input_price_per_mtok, t.output_price_per_mtok, t.cache_read_price_per_mtok,
+           t.cache_write_price_per_mtok, t.cache_write_1h_price_per_mtok, t.is_active, t.max_tokens,
            k.id, k.encryption_kid, k.nonce, k.encrypted_key,
            (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
               FROM history h
@@ -308,13 +349,14 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb DEFAULT '{"kind": "settle"}'::jsonb) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
+CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
 DECLARE
     released record;
     stamp timestamptz := now();
+    prompt_cost numeric;
 BEGIN
     -- Locked until this commits, so a concurrent delete of the session waits
     -- (and takes the messages with it) or has already happened (none are saved).
@@ -322,16 +364,30 @@ BEGIN
     saved := FOUND;
 
     SELECT * INTO released
-      FROM add_user_funds(p_user_id, p_hold_amount - p_input_cost - p_output_cost, 'release', p_hold_id,
-                          'Unused part of the hold', coalesce(p_release_metadata, '{"kind": "settle"}'));
+      FROM add_user_funds(p_user_id,
+                          p_hold_amount - p_input_cost - p_cached_input_cost - p_cache_write_cost - p_output_cost,
+                          'release', p_hold_id, 'Unused part of the hold',
+                          coalesce(p_release_metadata, '{"kind": "settle"}'));
     charged := released.ok;
     input_cost := CASE WHEN charged THEN p_input_cost ELSE 0 END;
+    cached_input_cost := CASE WHEN charged THEN p_cached_input_cost ELSE 0 END;
+    cache_write_cost := CASE WHEN charged THEN p_cache_write_cost ELSE 0 END;
     output_cost := CASE WHEN charged THEN p_output_cost ELSE 0 END;
+    prompt_cost := input_cost + cached_input_cost + cache_write_cost;
     created_at := stamp;
+
+    IF charged THEN
+        INSERT INTO call_charges (hold_id, input_tokens, cached_input_tokens, cache_write_tokens,
+                                  cache_write_1h_tokens, output_tokens, reasoning_tokens, input_cost,
+                                  cached_input_cost, cache_write_cost, output_cost)
+        VALUES (p_hold_id, p_prompt_tokens - p_cached_input_tokens - p_cache_write_tokens - p_cache_write_1h_tokens,
+                p_cached_input_tokens, p_cache_write_tokens, p_cache_write_1h_tokens, p_completion_tokens,
+                p_reasoning_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost);
+    END IF;
 
     IF saved THEN
         INSERT INTO chat_history (session_id, user_id, role, content, prompt_tokens, cost, transaction_id, created_at)
-        VALUES (p_session_id, p_user_id, 'user', p_question, p_prompt_tokens, input_cost, p_hold_id, stamp)
+        VALUES (p_session_id, p_user_id, 'user', p_question, p_prompt_tokens, prompt_cost, p_hold_id, stamp)
         RETURNING id INTO user_message_id;
         INSERT INTO chat_history (session_id, user_id, role, content, completion_tokens, cost, transaction_id,
                                   created_at)
@@ -342,14 +398,14 @@ BEGIN
            SET message_count = message_count + 2,
                total_prompt_tokens = total_prompt_tokens + p_prompt_tokens,
                total_completion_tokens = total_completion_tokens + p_completion_tokens,
-               total_cost = total_cost + input_cost + output_cost
+               total_cost = total_cost + prompt_cost + output_cost
          WHERE id = p_session_id;
     END IF;
 
     INSERT INTO model_usage_stats AS stats (model_id, day, bucket, request_count, prompt_tokens,
                                             completion_tokens, total_cost)
     VALUES (p_model_id, (stamp AT TIME ZONE 'UTC')::date, p_usage_bucket, 1, p_prompt_tokens,
-            p_completion_tokens, input_cost + output_cost)
+            p_completion_tokens, prompt_cost + output_cost)
     ON CONFLICT (model_id, day, bucket) DO UPDATE
        SET request_count = stats.request_count + 1,
            prompt_tokens = stats.prompt_tokens + EXCLUDED.prompt_tokens,
@@ -547,11 +603,22 @@ CREATE TABLE models (
     features text[] DEFAULT '{}'::text[] NOT NULL,
     input_modalities text[] DEFAULT '{text}'::text[] NOT NULL,
     aliases text[] DEFAULT '{}'::text[] NOT NULL,
+    cache_read_price_per_mtok numeric(20,10),
+    cache_write_price_per_mtok numeric(20,10),
+    cache_write_1h_price_per_mtok numeric(20,10),
     CONSTRAINT models_aliases_check CHECK ((NOT (split_part(id, '/'::text, 2) = ANY (aliases)))),
+    CONSTRAINT models_cache_prices_check CHECK (
+CASE
+    WHEN ('caching'::text = ANY (features)) THEN (cache_read_price_per_mtok IS NOT NULL)
+    ELSE (num_nulls(cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok) = 3)
+END),
+    CONSTRAINT models_cache_read_price_check CHECK ((cache_read_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT models_cache_write_1h_price_check CHECK ((cache_write_1h_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT models_cache_write_price_check CHECK ((cache_write_price_per_mtok >= (0)::numeric)),
     CONSTRAINT models_check CHECK ((split_part(id, '/'::text, 1) = provider)),
     CONSTRAINT models_context_window_check CHECK ((context_window > 0)),
     CONSTRAINT models_description_check CHECK ((length(description) <= 2000)),
-    CONSTRAINT models_features_check CHECK ((features <@ ARRAY['tools'::text, 'structured_output'::text, 'images'::text])),
+    CONSTRAINT models_features_check CHECK ((features <@ ARRAY['tools'::text, 'structured_output'::text, 'images'::text, 'caching'::text, 'reasoning'::text])),
     CONSTRAINT models_id_check CHECK (((id ~ '^[a-z0-9-]+/[A-Za-z0-9._:-]+$'::text) AND (length(id) <= 100))),
     CONSTRAINT models_image_input_check CHECK ((('images'::text = ANY (features)) = ('image'::text = ANY (input_modalities)))),
     CONSTRAINT models_input_modalities_check CHECK (((input_modalities <@ ARRAY['text'::text, 'image'::text]) AND ('text'::text = ANY (input_modalities)))),
@@ -619,8 +686,10 @@ CREATE VIEW recent_activity AS
     (t.metadata ->> 'session_id'::text) AS session_id,
     COALESCE(t.model_id, (t.metadata ->> 'model_id'::text)) AS model_id,
     t.access_key_id,
-    t.created_at
-   FROM transactions t
+    t.created_at,
+    charge_parts(c.*) AS charge
+   FROM (transactions t
+     LEFT JOIN call_charges c ON (((t.type = 'release'::text) AND (c.hold_id = t.related_transaction_id))))
 UNION ALL
  SELECT h.user_id,
     'message'::text AS kind,
@@ -632,7 +701,8 @@ UNION ALL
     (h.session_id)::text AS session_id,
     s.model_id,
     NULL::uuid AS access_key_id,
-    h.created_at
+    h.created_at,
+    NULL::json AS charge
    FROM (chat_history h
      JOIN chat_sessions s ON ((s.id = h.session_id)));
 
@@ -727,6 +797,9 @@ ALTER TABLE ONLY api_keys
 
 ALTER TABLE ONLY audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY call_charges
+    ADD CONSTRAINT call_charges_pkey PRIMARY KEY (hold_id);
 
 ALTER TABLE ONLY chat_history
     ADD CONSTRAINT chat_history_pkey PRIMARY KEY (id);
@@ -850,6 +923,9 @@ ALTER TABLE ONLY access_keys
 ALTER TABLE ONLY api_keys
     ADD CONSTRAINT api_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY call_charges
+    ADD CONSTRAINT call_charges_hold_id_fkey FOREIGN KEY (hold_id) REFERENCES transactions(id);
+
 ALTER TABLE ONLY chat_history
     ADD CONSTRAINT chat_history_session_id_fkey FOREIGN KEY (session_id) REFERENCES chat_sessions(id) ON DELETE CASCADE;
 
@@ -903,6 +979,8 @@ GRANT USAGE ON SCHEMA public TO analytics_user;
 REVOKE ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
 
+GRANT SELECT,INSERT ON TABLE call_charges TO app_user;
+
 REVOKE ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) TO app_user;
 
@@ -912,8 +990,8 @@ GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_de
 REVOKE ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) TO app_user;
 
-REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb) FROM PUBLIC;
-GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb) TO app_user;
+REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric) FROM PUBLIC;
+GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric) TO app_user;
 
 GRANT SELECT ON TABLE access_keys TO app_user;
 

@@ -17,7 +17,7 @@ for the settle) are past: it never touches a call that may still be running."""
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from flask import current_app
@@ -27,11 +27,13 @@ from app.errors import (InsufficientFunds, InvalidAccessKey, InvalidToken, KeySp
                         ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
 from app.extensions import db, providers, vault
 from app.money import SMALLEST_AMOUNT, charged, format_money, token_cost
+from app.pricing import Prices, charge
 from app.observability import describe_error
-from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, Completion, ProviderError,
-                           ProviderTimeout, ProviderUnreachable, message_tokens_upper_bound,
-                           prompt_tokens_upper_bound)
-from app.providers.conversation import images
+from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
+                           ProviderUnreachable, message_tokens_upper_bound, prompt_tokens_upper_bound)
+from app.providers.completion import completion_of
+from app.providers.conversation import cache_marks, images
+from app.providers.reasoning import MIN_THINKING_BUDGET, Reasoning
 from app.providers.tools import calls_tools
 from database.errors import DatabaseUnavailable
 from database.vault import VaultError
@@ -56,8 +58,8 @@ class Hold:
     model_id: str
     api_key_id: object
     amount: Decimal
-    input_price: Decimal
-    output_price: Decimal
+    prices: Prices
+    prompt_price: Decimal             # the most a prompt token may cost (Prices.prompt_bound)
     rate: Decimal                     # the share of the catalog cost charged
     prompt_estimate: int
     max_tokens: int
@@ -69,13 +71,23 @@ class Hold:
 
 @dataclass(frozen=True)
 class Exchange:
-    """What a settle charged, and saved unless the session was gone."""
+    """What a settle charged (its app.pricing.Charge), and saved unless the session was gone."""
     saved: bool
     messages: list
-    prompt_tokens: int
-    completion_tokens: int
-    cost: Decimal
+    charge: object
     balance: dict
+
+    @property
+    def prompt_tokens(self):
+        return self.charge.prompt_tokens
+
+    @property
+    def completion_tokens(self):
+        return self.charge.completion_tokens
+
+    @property
+    def cost(self):
+        return self.charge.cost
 
 
 def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False):
@@ -97,66 +109,87 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
                  metadata={"kind": "chat", "session_id": str(session_id)})
 
 
-def hold_call(user_id, model_name, messages, max_tokens, temperature, tx, fields, access_key=None, stream=False,
-              stop=None, tool_use=None, response_format=None):
+def hold_call(user_id, call, tx, fields, access_key=None):
     """Holds the most a call outside any session can cost (the inference API),
     in `tx`, as `hold` does, within the limits of the access key it comes with
-    (its row, or None for a user's own token). `model_name` is the model as the
-    client wrote it (an id, an alias or a bare name); the hold is for the model
-    it resolves to, which the key's allowed_models must hold. `messages`,
-    `tool_use` and `response_format`: the conversation with its images
-    (app/providers/conversation.py), its tools (app/providers/tools.py) and
-    the JSON the answer must be, which the model must take (the catalog's
-    `input_modalities` and `features`); each image is counted at the most its
-    provider bills for it (app/providers/images.py). `fields` names the
-    request's fields in its own format's words, for validation errors:
-    {"max_tokens", "prompt", "tools", "response_format" (where the format has it)}."""
-    deadlines = _deadlines(stream)
-    context = _callable_model(user_id, model_name, max_tokens, messages, tool_use, access_key, fields, tx,
-                              response_format)
+    (its row, or None for a user's own token). `call` is the ModelCall
+    (app/providers/conversation.py): its model as the client wrote it (an id,
+    an alias or a bare name) resolves to the model held for, which the key's
+    allowed_models must hold and which must take what the call asks (the
+    catalog's `input_modalities` and `features`: tools, a JSON answer, cache
+    marks, reasoning). Each image is counted at the most its provider bills
+    for it (app/providers/images.py), and each prompt token at the most it
+    may cost, a cache write's price where the call marks a prefix to cache.
+    `fields` names the request's fields in its own format's words, for
+    validation errors: {"max_tokens", "prompt", "tools", "response_format"
+    (where the format has it)}."""
+    deadlines = _deadlines(call.stream)
+    context = _callable_model(user_id, call, access_key, fields, tx)
     measure = providers.image_tokens(context["provider"], context["model_id"].split("/", 1)[1])
-    _check_size(context, prompt_tokens_upper_bound(messages, tool_use, response_format,
+    _check_size(context, prompt_tokens_upper_bound(call.messages, call.tool_use, call.response_format,
                                                    lambda image: measure(image).in_context), fields)
-    return _hold(user_id, context, messages, temperature, deadlines, tx, metadata={"kind": "api"},
-                 access_key=access_key, stop=stop, tool_use=tool_use, response_format=response_format,
-                 image_tokens=lambda image: measure(image).billed)
+    reasoning = _reasoning(context, call, fields)
+    return _hold(user_id, context, call.messages, call.temperature, deadlines, tx, metadata={"kind": "api"},
+                 access_key=access_key, stop=call.stop, tool_use=call.tool_use, response_format=call.response_format,
+                 image_tokens=lambda image: measure(image).billed, reasoning=reasoning,
+                 cache_marks=cache_marks(call.messages, call.tool_use))
 
 
-def _callable_model(user_id, model_name, max_tokens, messages, tool_use, access_key, fields, tx=None,
-                    response_format=None):
-    """The call's context (db.model_call_context) once the model `model_name`
-    resolves to is one the caller may call with this conversation, its tools
-    and the answer's format."""
-    context = _of_active_user(db.model_call_context(user_id, model_name, max_tokens, DEFAULT_MAX_TOKENS, tx=tx))
+def _callable_model(user_id, call, access_key, fields, tx=None):
+    """The call's context (db.model_call_context) once the model the call's
+    name resolves to is one the caller may call with what the call asks."""
+    default_max_tokens = DEFAULT_MAX_TOKENS + ((call.reasoning and call.reasoning.budget) or 0)
+    context = _of_active_user(db.model_call_context(user_id, call.model, call.max_tokens, default_max_tokens, tx=tx))
     if context["model_id"] is None or not context["is_active"]:
-        raise UnknownModel(details={"model": model_name})
+        raise UnknownModel(details={"model": call.model})
     allowed = access_key and access_key["allowed_models"]
     if allowed is not None and context["model_id"] not in allowed:
         raise ModelNotAllowed()
-    model_id = context["model_id"]
-    if (tool_use is not None or calls_tools(messages)) and "tools" not in context["features"]:
+    model_id, features = context["model_id"], context["features"]
+    if (call.tool_use is not None or calls_tools(call.messages)) and "tools" not in features:
         raise ValidationFailed(details={fields["tools"]: f"are not supported by {model_id}"})
-    if images(messages) and "image" not in context["input_modalities"]:
+    if images(call.messages) and "image" not in context["input_modalities"]:
         raise ValidationFailed(details={fields["prompt"]: f"hold images, which {model_id} does not take"})
-    if response_format is not None:
-        if "structured_output" not in context["features"]:
+    if call.cache_field is not None and "caching" not in features:
+        raise ValidationFailed(details={call.cache_field: f"is not supported by {model_id}, which has no prompt cache"})
+    if call.reasoning_field is not None and call.reasoning.asked and "reasoning" not in features:
+        raise ValidationFailed(details={call.reasoning_field: f"is not supported by {model_id}, which does not reason"})
+    if call.response_format is not None:
+        if "structured_output" not in features:
             raise ValidationFailed(details={fields["response_format"]: f"is not supported by {model_id}"})
-        if tool_use is not None and not providers.answers_json_with_tools(context["provider"]):
+        if call.tool_use is not None and not providers.answers_json_with_tools(context["provider"]):
             raise ValidationFailed(details={fields["response_format"]: (
                 f"cannot be combined with tools for {model_id}, whose JSON answer is itself a tool's call")})
     return context
 
 
-def count_prompt_tokens(user_id, model_name, messages, tool_use, access_key, fields):
+def _reasoning(context, call, fields):
+    """The Reasoning the provider gets: the call's, on a model that reasons
+    (an empty one when the call asks nothing: the provider then knows it
+    calls a reasoning model), None on one that does not. A thinking budget
+    must leave room for the answer within max_tokens."""
+    if "reasoning" not in context["features"]:
+        return None
+    reasoning = call.reasoning or Reasoning()
+    budget = reasoning.budget if reasoning.asked else None
+    if budget is not None and budget >= context["max_tokens"]:
+        field = call.reasoning_field + (".budget_tokens" if reasoning.thinking is not None else "")
+        raise ValidationFailed(details={field: (
+            f"must leave room for the answer: {budget} thinking tokens need max_tokens above {budget}"
+            if budget >= MIN_THINKING_BUDGET else f"must be at least {MIN_THINKING_BUDGET}")})
+    return reasoning
+
+
+def count_prompt_tokens(user_id, call, access_key, fields):
     """How many input tokens a call's prompt would be (nothing is held or
     charged): as its provider counts them where it can (Anthropic), else as
     app.providers estimates them; the key a call would use is used."""
-    context = _callable_model(user_id, model_name, None, messages, tool_use, access_key, fields)
+    context = _callable_model(user_id, call, access_key, fields)
     _, api_key, _ = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
     deadline = time.monotonic() + current_app.config["PROVIDER_TIMEOUT"]
     with _provider_failures("nothing was counted"):
-        return providers.count_tokens(context["provider"], context["model_id"].split("/", 1)[1], messages,
-                                      api_key, deadline, tool_use)
+        return providers.count_tokens(context["provider"], context["model_id"].split("/", 1)[1], call.messages,
+                                      api_key, deadline, call.tool_use)
 
 
 def _deadlines(stream):
@@ -185,14 +218,17 @@ def _check_size(context, prompt_tokens, fields):
 
 
 def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, session_id=None, content=None,
-          access_key=None, stop=None, tool_use=None, response_format=None, image_tokens=None):
+          access_key=None, stop=None, tool_use=None, response_format=None, image_tokens=None, reasoning=None,
+          cache_marks=()):
     first_byte_deadline, deadline, call_timeout = deadlines
     key_source, api_key, rate = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
     model_id = context["model_id"]
     estimate = prompt_tokens_upper_bound(messages, tool_use, response_format, image_tokens)
-    # Each part rounded up on its own, as the settle charges them: the charge never exceeds the hold.
-    most = max(charged(token_cost(estimate, context["input_price_per_mtok"]), rate)
-               + charged(token_cost(context["max_tokens"], context["output_price_per_mtok"]), rate), SMALLEST_AMOUNT)
+    prices = Prices.of(context)
+    prompt_price = prices.prompt_bound(cache_marks)
+    # The prompt's and the output's parts each rounded up, as the settle charges them: never more than the hold.
+    most = max(charged(token_cost(estimate, prompt_price), rate)
+               + charged(token_cost(context["max_tokens"], prices.output), rate), SMALLEST_AMOUNT)
     per_message = context["max_cost_per_message"]
     if per_message is not None and most > per_message:
         raise SpendLimitReached(
@@ -211,11 +247,10 @@ def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, sess
                                          "available": format_money(held["available"])})
     request = {"provider": context["provider"], "model_name": model_id.split("/", 1)[1], "messages": messages,
                "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature, "stop": stop,
-               "tool_use": tool_use, "response_format": response_format}
+               "tool_use": tool_use, "response_format": response_format, "reasoning": reasoning}
     return Hold(held["transaction_id"], user_id, session_id, model_id,
-                context["api_key_id"] if key_source == "byok" else None, most, context["input_price_per_mtok"],
-                context["output_price_per_mtok"], rate, estimate, context["max_tokens"], content, request,
-                first_byte_deadline, deadline)
+                context["api_key_id"] if key_source == "byok" else None, most, prices, prompt_price, rate, estimate,
+                context["max_tokens"], content, request, first_byte_deadline, deadline)
 
 
 def _spend_limit_reached(most, daily_limit, access_key):
@@ -282,17 +317,18 @@ class StartedStream:
         estimate, the completion at the UTF-8 bytes of all the text and tool
         calls it sent (no token is shorter than a byte), at most max_tokens."""
         hold, stream = self.hold, self._stream
-        prompt_tokens, completion_tokens = stream.prompt_tokens, stream.completion_tokens
-        estimated = prompt_tokens is None or completion_tokens is None
+        usage = dict(stream.usage)
+        estimated = usage["prompt_tokens"] is None or usage["completion_tokens"] is None
         if estimated:
             log.warning("stream without full usage: billed on an estimate (hold %s)", hold.id)
-        if prompt_tokens is None:
-            prompt_tokens = hold.prompt_estimate
-        tool_calls = stream.tool_calls
-        if completion_tokens is None:
+        if usage["prompt_tokens"] is None:
+            usage["prompt_tokens"] = hold.prompt_estimate
+        tool_calls, thinking = stream.tool_calls, stream.thinking
+        if usage["completion_tokens"] is None:
             written = stream.text + "".join(call.id + call.name + call.arguments for call in tool_calls)
-            completion_tokens = min(len(written.encode()), hold.max_tokens)
-        return Completion(stream.text, prompt_tokens, completion_tokens, stream.ending, tool_calls), estimated
+            written += "".join(block.text + block.signature + (block.redacted or "") for block in thinking)
+            usage["completion_tokens"] = min(len(written.encode()), hold.max_tokens)
+        return completion_of(stream.text, usage, stream.ending, tool_calls, thinking), estimated
 
 
 def start_stream(hold):
@@ -380,41 +416,42 @@ def settle(hold, completion, tx, estimated=False):
     meanwhile is still charged (the provider did the work) but keeps no
     messages: the exchange comes back unsaved. `estimated`: the usage is an
     estimate, as the release row then says."""
-    prompt_tokens, completion_tokens, input_cost, output_cost = _charges(hold, completion)
-    settled = db.settle_chat_call(
-        hold.user_id, hold.session_id, hold, hold.api_key_id,
-        {"content": hold.content, "tokens": prompt_tokens, "cost": input_cost},
-        {"content": completion.content, "tokens": completion_tokens, "cost": output_cost},
-        {"kind": "settle", **({"usage": "estimated"} if estimated else {})}, tx=tx)
+    billed = _charge(hold, completion)
+    settled = db.settle_chat_call(hold.user_id, hold.session_id, hold, hold.api_key_id, hold.content,
+                                  completion.content, billed,
+                                  {"kind": "settle", **({"usage": "estimated"} if estimated else {})}, tx=tx)
     if not settled["charged"]:
         log.error("hold %s was already returned: this answer goes unbilled", hold.id)
     if not settled["saved"] and hold.session_id is not None:
         log.warning("session %s was deleted during its call: hold %s settled, no messages saved",
                     hold.session_id, hold.id)
     common = {"created_at": settled["created_at"], "prompt_tokens": 0, "completion_tokens": 0}
+    prompt_cost = settled["input_cost"] + settled["cached_input_cost"] + settled["cache_write_cost"]
     messages = [
         {**common, "id": settled["user_message_id"], "role": "user", "content": hold.content,
-         "prompt_tokens": prompt_tokens, "cost": settled["input_cost"]},
+         "prompt_tokens": billed.prompt_tokens, "cost": prompt_cost},
         {**common, "id": settled["assistant_message_id"], "role": "assistant", "content": completion.content,
-         "completion_tokens": completion_tokens, "cost": settled["output_cost"]},
+         "completion_tokens": billed.completion_tokens, "cost": settled["output_cost"]},
     ]
-    return Exchange(settled["saved"], messages, prompt_tokens, completion_tokens,
-                    settled["input_cost"] + settled["output_cost"], settled)
+    if not settled["charged"]:
+        billed = replace(billed, input_cost=Decimal(0), cached_input_cost=Decimal(0), cache_write_cost=Decimal(0),
+                         output_cost=Decimal(0))
+    return Exchange(settled["saved"], messages, billed, settled)
 
 
-def _charges(hold, completion):
-    """(prompt tokens, completion tokens, input cost, output cost). Reported
-    usage is believed up to what the call could have used (the prompt's upper
-    bound, max_tokens), so the charge never exceeds the hold; a reply without
-    usage is billed at those bounds."""
+def _charge(hold, completion):
+    """The call's app.pricing.Charge. Reported usage is believed up to what
+    the call could have used (the prompt's upper bound, max_tokens), so the
+    charge never exceeds the hold; a reply without usage is billed at those
+    bounds, at the input price."""
     if not completion.has_usage:
         log.warning("provider reply without usage: billed at the hold's estimate (hold %s)", hold.id)
-        prompt_tokens, completion_tokens = hold.prompt_estimate, hold.max_tokens
-    else:
-        prompt_tokens = _within_bound(hold, "prompt_tokens", completion.prompt_tokens, hold.prompt_estimate)
-        completion_tokens = _within_bound(hold, "completion_tokens", completion.completion_tokens, hold.max_tokens)
-    return (prompt_tokens, completion_tokens, charged(token_cost(prompt_tokens, hold.input_price), hold.rate),
-            charged(token_cost(completion_tokens, hold.output_price), hold.rate))
+        return charge(hold.prices, hold.prompt_price, hold.rate, hold.prompt_estimate, hold.max_tokens)
+    return charge(hold.prices, hold.prompt_price, hold.rate,
+                  _within_bound(hold, "prompt_tokens", completion.prompt_tokens, hold.prompt_estimate),
+                  _within_bound(hold, "completion_tokens", completion.completion_tokens, hold.max_tokens),
+                  completion.cache_read_tokens, completion.cache_write_tokens, completion.cache_write_1h_tokens,
+                  completion.reasoning_tokens)
 
 
 def _within_bound(hold, name, reported, bound):

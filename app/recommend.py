@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from app.money import format_money
 from app.schemas import CatalogEntry, ModelUsage, RatingSummary
+from app.schemas.catalog import prices_of
 from database.vocab import LOCAL_PROVIDER
 
 # Bayesian average: each model starts with PRIOR_VOTES imaginary ratings of
@@ -58,8 +59,7 @@ def catalog_entry(row):
         **{key: row[key] for key in ("id", "provider", "name", "description", "context_window",
                                      "max_output_tokens", "prices_as_of", "capabilities", "features",
                                      "input_modalities", "aliases")},
-        input_price_per_mtok=format_money(row["input_price_per_mtok"]),
-        output_price_per_mtok=format_money(row["output_price_per_mtok"]),
+        **prices_of(row),
         rating=RatingSummary(
             count=count,
             average=None if average is None else str(round(average, 2)),

@@ -15,7 +15,8 @@ class CatalogSQL:
             return cursor.all(
                 """
                 SELECT m.id, m.provider, m.name, m.description, m.context_window, m.max_output_tokens,
-                       m.input_price_per_mtok, m.output_price_per_mtok, m.prices_as_of, m.capabilities,
+                       m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
+                       m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.prices_as_of, m.capabilities,
                        m.features, m.input_modalities, m.aliases,
                        coalesce(r.rating_count, 0) AS rating_count, r.rating_average, r.distribution,
                        p.request_count, p.prompt_tokens, p.completion_tokens, p.popularity_rank
@@ -120,7 +121,7 @@ class CatalogSQL:
             return cursor.all(
                 """
                 SELECT kind, item_id, action, amount, prompt_tokens, completion_tokens, session_id, model_id,
-                       access_key_id, created_at
+                       access_key_id, created_at, charge
                   FROM recent_activity
                  WHERE user_id = %(user_id)s
                    AND (%(created_at)s::timestamptz IS NULL

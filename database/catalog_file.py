@@ -65,6 +65,11 @@ class CatalogModel(BaseModel):
     max_output_tokens: Annotated[int, Field(gt=0, strict=True)]
     input_price_per_mtok: Price
     output_price_per_mtok: Price
+    # A prompt cache's prices: its reads, its 5-minute writes and its 1-hour
+    # writes; null where the model has none (see _consistent).
+    cache_read_price_per_mtok: Price | None = None
+    cache_write_price_per_mtok: Price | None = None
+    cache_write_1h_price_per_mtok: Price | None = None
     prices_as_of: date
     capabilities: Annotated[list[Literal[CAPABILITIES]], AfterValidator(_distinct)] = []
     features: Annotated[list[Literal[FEATURES]], AfterValidator(_distinct)] = []
@@ -82,6 +87,12 @@ class CatalogModel(BaseModel):
             raise ValueError("max_output_tokens must not exceed context_window")
         if ("images" in self.features) != ("image" in self.input_modalities):
             raise ValueError("features, input_modalities: the images feature and the image input modality go together")
+        cache_prices = (self.cache_read_price_per_mtok, self.cache_write_price_per_mtok,
+                        self.cache_write_1h_price_per_mtok)
+        if "caching" in self.features and self.cache_read_price_per_mtok is None:
+            raise ValueError("cache_read_price_per_mtok: a model with the caching feature needs its cache read price")
+        if "caching" not in self.features and any(price is not None for price in cache_prices):
+            raise ValueError("features: a model with cache prices has the caching feature")
         if self.bare_name in self.aliases:
             raise ValueError(f"aliases: \"{self.bare_name}\" is already the model's own name")
         return self
@@ -92,9 +103,22 @@ class CatalogModel(BaseModel):
         return self.id.split("/", 1)[1]
 
 
+class PricesSource(BaseModel):
+    """Where the file's prices were read: a public price list, at a commit, on a day."""
+    model_config = ConfigDict(extra="forbid")
+
+    repository: Annotated[str, Field(max_length=200)]
+    path: Annotated[str, Field(max_length=500)]
+    commit: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+    commit_date: date | None = None
+    read_on: date
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
 class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    prices_source: PricesSource | None = None
     models: Annotated[list[CatalogModel], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -138,8 +162,24 @@ def _describe(exc):
 
 # The models table's columns, by the names a validated entry gives them.
 CATALOG_COLUMNS = ["id", "provider", "name", "description", "context_window", "max_output_tokens",
-                   "input_price_per_mtok", "output_price_per_mtok", "prices_as_of", "capabilities", "features",
-                   "input_modalities", "aliases", "active"]
+                   "input_price_per_mtok", "output_price_per_mtok", "cache_read_price_per_mtok",
+                   "cache_write_price_per_mtok", "cache_write_1h_price_per_mtok", "prices_as_of", "capabilities",
+                   "features", "input_modalities", "aliases", "active"]
+# The same columns as the table names them.
+TABLE_COLUMNS = [{"active": "is_active"}.get(column, column) for column in CATALOG_COLUMNS]
+
+
+# Inserts a model, or updates it when any column differs (an unchanged row is left as it is).
+UPSERT_MODEL = f"""
+    INSERT INTO models ({", ".join(TABLE_COLUMNS)})
+    VALUES ({", ".join(f"%({column})s" for column in CATALOG_COLUMNS)})
+    ON CONFLICT (id) DO UPDATE
+       SET {", ".join(f"{column} = EXCLUDED.{column}" for column in TABLE_COLUMNS[1:])}
+     WHERE ({", ".join(f"models.{column}" for column in TABLE_COLUMNS[1:])})
+           IS DISTINCT FROM
+           ({", ".join(f"EXCLUDED.{column}" for column in TABLE_COLUMNS[1:])})
+    RETURNING (xmax = 0) AS inserted
+"""
 
 
 def load_catalog(cur, models):
@@ -149,41 +189,7 @@ def load_catalog(cur, models):
     schema's models_names_unique), so nothing is loaded."""
     inserted = updated = 0
     for model in models:
-        cur.execute(
-            """
-            INSERT INTO models (id, provider, name, description, context_window, max_output_tokens,
-                                input_price_per_mtok, output_price_per_mtok, prices_as_of, capabilities, features,
-                                input_modalities, aliases, is_active)
-            VALUES (%(id)s, %(provider)s, %(name)s, %(description)s, %(context_window)s, %(max_output_tokens)s,
-                    %(input_price_per_mtok)s, %(output_price_per_mtok)s, %(prices_as_of)s, %(capabilities)s,
-                    %(features)s, %(input_modalities)s, %(aliases)s, %(active)s)
-            ON CONFLICT (id) DO UPDATE
-               SET provider = EXCLUDED.provider,
-                   name = EXCLUDED.name,
-                   description = EXCLUDED.description,
-                   context_window = EXCLUDED.context_window,
-                   max_output_tokens = EXCLUDED.max_output_tokens,
-                   input_price_per_mtok = EXCLUDED.input_price_per_mtok,
-                   output_price_per_mtok = EXCLUDED.output_price_per_mtok,
-                   prices_as_of = EXCLUDED.prices_as_of,
-                   capabilities = EXCLUDED.capabilities,
-                   features = EXCLUDED.features,
-                   input_modalities = EXCLUDED.input_modalities,
-                   aliases = EXCLUDED.aliases,
-                   is_active = EXCLUDED.is_active
-             WHERE (models.provider, models.name, models.description, models.context_window,
-                    models.max_output_tokens, models.input_price_per_mtok, models.output_price_per_mtok,
-                    models.prices_as_of, models.capabilities, models.features, models.input_modalities,
-                    models.aliases, models.is_active)
-                   IS DISTINCT FROM
-                   (EXCLUDED.provider, EXCLUDED.name, EXCLUDED.description, EXCLUDED.context_window,
-                    EXCLUDED.max_output_tokens, EXCLUDED.input_price_per_mtok, EXCLUDED.output_price_per_mtok,
-                    EXCLUDED.prices_as_of, EXCLUDED.capabilities, EXCLUDED.features, EXCLUDED.input_modalities,
-                    EXCLUDED.aliases, EXCLUDED.is_active)
-            RETURNING (xmax = 0) AS inserted
-            """,
-            {column: model[column] for column in CATALOG_COLUMNS},
-        )
+        cur.execute(UPSERT_MODEL, {column: model[column] for column in CATALOG_COLUMNS})
         row = cur.fetchone()
         if row is not None:
             inserted += row[0]

@@ -137,7 +137,9 @@ class ChatSQL:
                        AND alike = 1
                 )
                 SELECT u.token_generation, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-                       m.input_price_per_mtok, m.output_price_per_mtok, m.is_active, m.features, m.input_modalities,
+                       m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
+                       m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.is_active, m.features,
+                       m.input_modalities,
                        coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
                        k.id AS api_key_id, k.encryption_kid, k.nonce, k.encrypted_key,
                        pref.daily_spend_limit, pref.max_cost_per_message
@@ -161,10 +163,12 @@ class ChatSQL:
         row["sealed_key"] = sealed_key(row)
         return row
 
-    def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, release_metadata, tx=None):
-        """Releases the unused part of `hold`, saves the exchange (unless the
-        session is gone, or there is none: saved = false) and counts the usage,
-        in one round trip. question/answer: {"content", "tokens", "cost"};
+    def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, charge, release_metadata,
+                         tx=None):
+        """Releases the unused part of `hold`, saves the exchange (the texts
+        `question` and `answer`; unless the session is gone, or there is none:
+        saved = false), keeps the charge by part (`charge`, an
+        app.pricing.Charge) and counts the usage, in one round trip.
         release_metadata goes on the release row."""
         with self._maybe(tx, user_id) as cursor:
             return cursor.one(
@@ -173,12 +177,17 @@ class ChatSQL:
                   FROM settle_chat_call(%(user_id)s, %(session_id)s, %(model_id)s, %(api_key_id)s, %(hold_id)s,
                                         %(hold_amount)s, %(question)s, %(prompt_tokens)s, %(input_cost)s, %(answer)s,
                                         %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint,
-                                        %(release_metadata)s)
+                                        %(release_metadata)s, %(cache_read_tokens)s, %(cache_write_tokens)s,
+                                        %(cache_write_1h_tokens)s, %(reasoning_tokens)s, %(cached_input_cost)s,
+                                        %(cache_write_cost)s)
                 """,
                 {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
-                 "hold_id": hold.id, "hold_amount": hold.amount, "question": question["content"],
-                 "prompt_tokens": question["tokens"], "input_cost": question["cost"], "answer": answer["content"],
-                 "completion_tokens": answer["tokens"], "output_cost": answer["cost"],
+                 "hold_id": hold.id, "hold_amount": hold.amount, "question": question, "answer": answer,
+                 "prompt_tokens": charge.prompt_tokens, "completion_tokens": charge.completion_tokens,
+                 "input_cost": charge.input_cost, "output_cost": charge.output_cost,
+                 "cache_read_tokens": charge.cache_read_tokens, "cache_write_tokens": charge.cache_write_tokens,
+                 "cache_write_1h_tokens": charge.cache_write_1h_tokens, "reasoning_tokens": charge.reasoning_tokens,
+                 "cached_input_cost": charge.cached_input_cost, "cache_write_cost": charge.cache_write_cost,
                  "bucket": random.randrange(USAGE_BUCKETS), "release_metadata": Json(release_metadata)},
             )
 

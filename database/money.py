@@ -4,6 +4,8 @@ from psycopg2.extras import Json
 
 TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_id, description, model_id, "
                        "access_key_id, created_at")
+# A ledger entry: its transaction, and a settle's charge by part (call_charges; null for other entries).
+LEDGER_COLUMNS = ", ".join(f"t.{column}" for column in TRANSACTION_COLUMNS.split(", ")) + ", charge_parts(c) AS charge"
 BALANCE_COLUMNS = "total_balance, spent_balance, held_balance, available_balance, currency"
 
 
@@ -82,16 +84,17 @@ class MoneySQL:
             )
 
     def list_transactions(self, user_id, limit, before_id=None, kind=None, tx=None):
-        """Newest first: up to `limit` entries older than `before_id`, of type `kind`."""
+        """Newest first: up to `limit` entries older than `before_id`, of type `kind`, each with its `charge`."""
         with self._alone(tx) as cursor:
             return cursor.all(
                 f"""
-                SELECT {TRANSACTION_COLUMNS}
-                  FROM transactions
-                 WHERE user_id = %(user_id)s
-                   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
-                   AND (%(kind)s::text IS NULL OR type = %(kind)s)
-                 ORDER BY id DESC
+                SELECT {LEDGER_COLUMNS}
+                  FROM transactions t
+                  LEFT JOIN call_charges c ON t.type = 'release' AND c.hold_id = t.related_transaction_id
+                 WHERE t.user_id = %(user_id)s
+                   AND (%(before_id)s::bigint IS NULL OR t.id < %(before_id)s)
+                   AND (%(kind)s::text IS NULL OR t.type = %(kind)s)
+                 ORDER BY t.id DESC
                  LIMIT %(limit)s
                 """,
                 {"user_id": user_id, "before_id": before_id, "kind": kind, "limit": limit},

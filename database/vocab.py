@@ -9,7 +9,7 @@ PROVIDERS = (LOCAL_PROVIDER, "openai", "anthropic")
 KEY_PROVIDERS = tuple(provider for provider in PROVIDERS if provider != LOCAL_PROVIDER)
 CAPABILITIES = ("coding", "reasoning", "long-context", "vision", "writing", "translation", "fast", "cheap")
 # What a call may ask of a model beyond plain text; a model lacking one is refused it.
-FEATURES = ("tools", "structured_output", "images")
+FEATURES = ("tools", "structured_output", "images", "caching", "reasoning")
 # What a prompt may hold. Every model takes text; it takes images exactly when it
 # has the "images" feature too (the schema's models_image_input_check).
 INPUT_MODALITIES = ("text", "image")

@@ -26,6 +26,7 @@ from app.errors import APIError, InternalError, StorageUnavailable, StreamCut
 from app.money import format_money
 from app.observability import access_log, describe_error, request_id
 from app.providers import ProviderStreamCut
+from app.providers.reasoning import ThinkingDelta
 from database.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -124,13 +125,21 @@ class Relay:
         if not self.outbox.wait_until_closed():
             self._cut_client()
 
+    def _rendered(self, piece):
+        """A piece of the provider's stream as the renderer writes it: text, a tool call's or thinking's piece."""
+        if isinstance(piece, str):
+            return self.renderer.delta(piece)
+        if isinstance(piece, ThinkingDelta):
+            return self.renderer.thinking_delta(piece)
+        return self.renderer.tool_delta(piece)
+
     def _relay_and_settle(self):
         """Relays the provider's stream to its end and settles it; the stream's last event."""
         self._send(self.renderer.opening())
         cut = None
         try:
             for piece in self.started.deltas():
-                self._send(self.renderer.delta(piece) if isinstance(piece, str) else self.renderer.tool_delta(piece))
+                self._send(self._rendered(piece))
         except ProviderStreamCut as exc:
             cut = exc
         except Exception as exc:  # the stream's reader failed: settle on what came

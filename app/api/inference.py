@@ -17,7 +17,7 @@ from app.api.formats import anthropic, openai, responses
 from app.api.pipeline import OperationBlueprint
 from app.errors import register_error_shape
 from app.extensions import db
-from app.money import format_money
+from app.schemas.catalog import prices_of
 from app.schemas.anthropic_format import CountTokensRequest, TokenCount
 from app.schemas.openai_format import ModelListing, ModelObject
 
@@ -52,9 +52,8 @@ def _model_object(row):
     created = datetime(*row["prices_as_of"].timetuple()[:3], tzinfo=timezone.utc)
     return ModelObject(id=row["id"], created=int(created.timestamp()), owned_by=row["provider"],
                        context_window=row["context_window"], max_output_tokens=row["max_output_tokens"],
-                       input_price_per_mtok=format_money(row["input_price_per_mtok"]),
-                       output_price_per_mtok=format_money(row["output_price_per_mtok"]),
-                       features=row["features"], input_modalities=row["input_modalities"], aliases=row["aliases"])
+                       **prices_of(row), features=row["features"], input_modalities=row["input_modalities"],
+                       aliases=row["aliases"])
 
 
 @blueprints[anthropic].post("/messages/count_tokens")
@@ -68,8 +67,8 @@ def count_tokens(caller, request_body):
     """Count a message's input tokens (Anthropic's format), free: the provider's own count for Anthropic models,
     an estimate for the others"""
     call = anthropic.call_of(request_body)
-    return TokenCount(input_tokens=billing.count_prompt_tokens(caller.user_id, call.model, call.messages,
-                                                               call.tool_use, caller.access_key, anthropic.FIELDS))
+    return TokenCount(input_tokens=billing.count_prompt_tokens(caller.user_id, call, caller.access_key,
+                                                               anthropic.FIELDS))
 
 
 def call_operation(wire_format):
@@ -78,9 +77,7 @@ def call_operation(wire_format):
     def create(caller, request_body, idempotency):
         call = wire_format.call_of(request_body)
         with db.transaction(acting_user_id=caller.user_id) as tx:
-            hold = billing.hold_call(caller.user_id, call.model, call.messages, call.max_tokens, call.temperature,
-                                     tx, wire_format.FIELDS, access_key=caller.access_key, stream=call.stream,
-                                     stop=call.stop, tool_use=call.tool_use, response_format=call.response_format)
+            hold = billing.hold_call(caller.user_id, call, tx, wire_format.FIELDS, access_key=caller.access_key)
         return answer_call(hold, wire_format.renderer(hold, request_body), call.stream, idempotency)
 
     create.__name__ = create.__qualname__ = f"create_{wire_format.NAME}"  # its own rate-limit counter

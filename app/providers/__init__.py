@@ -36,14 +36,16 @@ class Providers:
         self.transport.close()
 
     def complete(self, provider, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
-                 tool_use=None, response_format=None):
+                 tool_use=None, response_format=None, reasoning=None):
         """The provider's Completion; `deadline` (a time.monotonic() value) ends a
         remote call: ProviderTimeout once it passes. `stop`: sequences that end
         the reply (not included in it). `messages`, `tool_use` and
         `response_format`: the conversation (app/providers/conversation.py), its
-        tools (app/providers/tools.py) and the JSON the answer must be, if any."""
+        tools (app/providers/tools.py) and the JSON the answer must be, if any.
+        `reasoning`: a reasoning model's Reasoning (app/providers/reasoning.py),
+        None for a model that does not reason."""
         return WIRE_FORMATS[provider].complete(self.transport, model_name, messages, max_tokens, temperature,
-                                               api_key, deadline, stop, tool_use, response_format)
+                                               api_key, deadline, stop, tool_use, response_format, reasoning)
 
     def count_tokens(self, provider, model_name, messages, api_key, deadline, tool_use=None):
         """The prompt's input tokens: the provider's own count where it has
@@ -51,13 +53,14 @@ class Providers:
         return WIRE_FORMATS[provider].count_tokens(self.transport, model_name, messages, api_key, deadline, tool_use)
 
     def stream(self, provider, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None, tool_use=None, response_format=None):
-        """The provider's reply as a Stream of text and tool-call deltas. Until the first
+               deadline, stop=None, tool_use=None, response_format=None, reasoning=None):
+        """The provider's reply as a Stream of text, tool-call and thinking deltas. Until the first
         delta (which must come by `first_byte_deadline`) it fails as `complete`
         does; after it, with ProviderStreamCut. Nothing of it outlasts
         `deadline` (both time.monotonic() values)."""
         return WIRE_FORMATS[provider].stream(self.transport, model_name, messages, max_tokens, temperature, api_key,
-                                             first_byte_deadline, deadline, stop, tool_use, response_format)
+                                             first_byte_deadline, deadline, stop, tool_use, response_format,
+                                             reasoning)
 
     @staticmethod
     def image_tokens(provider, model_name):

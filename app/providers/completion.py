@@ -19,17 +19,41 @@ class Ending:
     stop_sequence: str | None = None
 
 
+# The token counts of a reply's usage, in no format's words (see Completion).
+USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens",
+                "cache_write_1h_tokens", "reasoning_tokens")
+
+
 @dataclass(frozen=True)
 class Completion:
+    """A whole reply. `prompt_tokens` counts every input token, those read
+    from the provider's prompt cache (`cache_read_tokens`) and written to it
+    (`cache_write_tokens` for 5 minutes, `cache_write_1h_tokens` for an hour)
+    included, as OpenAI counts them. `reasoning_tokens` are part of
+    `completion_tokens` (None: not reported). `thinking`: the reply's
+    ThinkingBlocks (app/providers/reasoning.py), before its text."""
     content: str
     prompt_tokens: int | None
     completion_tokens: int | None
     ending: Ending | None = None  # None: the provider did not say
     tool_calls: tuple = ()        # ToolCall (app/providers/tools.py), in the order the model made them
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int | None = None
+    thinking: tuple = ()
 
     @property
     def has_usage(self):
         return self.prompt_tokens is not None and self.completion_tokens is not None
+
+
+def completion_of(content, counts, ending=None, tool_calls=(), thinking=()):
+    """A Completion from a usage's counts ({name in USAGE_COUNTS: count or None});
+    a cache count not reported is none."""
+    caches = {name: counts.get(name) or 0 for name in USAGE_COUNTS[2:5]}
+    return Completion(content, counts.get("prompt_tokens"), counts.get("completion_tokens"), ending, tuple(tool_calls),
+                      **caches, reasoning_tokens=counts.get("reasoning_tokens"), thinking=tuple(thinking))
 
 
 class ProviderError(Exception):
@@ -112,6 +136,12 @@ def _storable(text):
 
 def _warn_removed(provider):
     log.warning("%s reply carried NUL characters or unpaired surrogates; removed", provider)
+
+
+def usage_part(usage, name):
+    """A usage object's nested object `name` ({} when absent or not an object)."""
+    part = usage.get(name) if isinstance(usage, dict) else None
+    return part if isinstance(part, dict) else {}
 
 
 def token_count(value):

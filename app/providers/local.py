@@ -39,7 +39,7 @@ def _before_stop(text, stop):
 class Local:
     """The same `complete` as a remote format; it needs neither the transport,
     nor a key, nor the deadline, since it answers at once. Its models take no
-    tools, images or JSON answers (the catalog says so, and the hold refuses them)."""
+    tools, images, JSON answers, caches or reasoning (the catalog says so, and the hold refuses them)."""
 
     name = "local"
     base_url_setting = None
@@ -51,7 +51,7 @@ class Local:
         return openai_image_tokens(model_name, image)
 
     def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
-                 tool_use=None, response_format=None):
+                 tool_use=None, response_format=None, reasoning=None):
         words = LOCAL_REPLIES.get(model_name, _echo)(messages[-1]["content"])
         prompt = self.count_tokens(transport, model_name, messages, api_key, deadline)
         text, stopped_at = _before_stop(" ".join(words[:max_tokens]), stop)
@@ -67,13 +67,14 @@ class Local:
         return LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"])) for m in messages)
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None, tool_use=None, response_format=None):
+               deadline, stop=None, tool_use=None, response_format=None, reasoning=None):
         """The text `complete` gives, word by word, with the same usage."""
         completion = self.complete(transport, model_name, messages, max_tokens, temperature, api_key, deadline,
                                    stop)
 
         def words(stream):
-            stream.note_usage(completion.prompt_tokens, completion.completion_tokens)
+            stream.note_usage({"prompt_tokens": completion.prompt_tokens,
+                               "completion_tokens": completion.completion_tokens})
             stream.ending = completion.ending
             return STREAMED_WORDS.findall(completion.content)
 

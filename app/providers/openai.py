@@ -1,5 +1,5 @@
 """OpenAI's Chat Completions at OPENAI_BASE_URL; any compatible server works."""
-from app.providers.completion import Ending
+from app.providers.completion import Ending, token_count, usage_part
 from app.providers.images import openai_image_tokens
 from app.providers.tools import ToolCall, ToolCallDelta
 from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_json
@@ -10,10 +10,34 @@ class ChatCompletions(RemoteFormat):
     path = "/chat/completions"
     base_url_setting = "OPENAI_BASE_URL"
     stop_field = "stop"
-    prompt_usage, completion_usage = "prompt_tokens", "completion_tokens"
 
     def body(self, model_name, messages, max_tokens):
         return {"model": model_name, "messages": [_message(message) for message in messages], "max_tokens": max_tokens}
+
+    def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None, tool_use=None,
+                response_format=None, reasoning=None):
+        """A reasoning model (one called with a Reasoning, even an empty one)
+        takes max_completion_tokens: OpenAI's reasoning models refuse max_tokens."""
+        path, body, headers = super().request(model_name, messages, max_tokens, temperature, api_key, stop,
+                                              tool_use, response_format, reasoning)
+        if reasoning is not None:
+            body["max_completion_tokens"] = body.pop("max_tokens")
+        return path, body, headers
+
+    def reasoning_fields(self, reasoning):
+        effort = reasoning.openai_effort()
+        return {} if effort is None else {"reasoning_effort": effort}
+
+    def usage_counts(self, usage):
+        """prompt_tokens counts the cached ones too (prompt_tokens_details.cached_tokens),
+        completion_tokens the reasoning ones (completion_tokens_details.reasoning_tokens);
+        this API writes to its cache at no extra price and does not count the writes."""
+        usage = usage if isinstance(usage, dict) else {}
+        return {"prompt_tokens": token_count(usage.get("prompt_tokens")),
+                "completion_tokens": token_count(usage.get("completion_tokens")),
+                "cache_read_tokens": token_count(usage_part(usage, "prompt_tokens_details").get("cached_tokens")),
+                "reasoning_tokens": token_count(
+                    usage_part(usage, "completion_tokens_details").get("reasoning_tokens"))}
 
     def tool_fields(self, tool_use):
         fields = {"tools": [{"type": "function", "function": _function(tool)} for tool in tool_use.tools]}
@@ -75,7 +99,7 @@ class ChatCompletions(RemoteFormat):
         if "error" in chunk:
             raise error_event(chunk["error"])
         if chunk.get("usage") is not None:
-            stream.note_usage(*self.usage_counts(chunk["usage"]))
+            stream.note_usage(self.usage_counts(chunk["usage"]))
         if not chunk.get("choices"):
             return None
         choice = chunk["choices"][0]
@@ -98,6 +122,9 @@ def _message(message):
         content = f"{FAILED_TOOL}{message['content']}" if message.get("is_error") else message["content"]
         return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": content}
     if not isinstance(message["content"], str):
+        if all(part["type"] == "text" for part in message["content"]):
+            # Parts that were kept apart only for their cache marks: this API caches by itself.
+            return _message({**message, "content": "".join(part["text"] for part in message["content"])})
         return {"role": message["role"], "content": [_part(part) for part in message["content"]]}
     if not message.get("tool_calls"):
         return {"role": message["role"], "content": message["content"]}

@@ -27,7 +27,7 @@ def message_tokens_upper_bound(content):
 def prompt_tokens_upper_bound(messages, tool_use=None, response_format=None, image_tokens=None):
     """The most tokens the prompt can be: the UTF-8 bytes of everything sent
     as text (texts, tool calls with their ids and arguments, tools' results,
-    tool definitions, the answer's schema) and the overheads around them, and
+    earlier thinking sent back, tool definitions, the answer's schema) and the overheads around them, and
     each image at `image_tokens(image)` (an int; a conversation with images
     needs it: see app/providers/images.py)."""
     bound = REQUEST_OVERHEAD_TOKENS + sum(message_tokens_upper_bound(_sent_text(m)) for m in messages)
@@ -66,8 +66,10 @@ def estimated_prompt_tokens(messages, tool_use=None, image_tokens=None):
 
 def _sent_text(message):
     calls = message.get("tool_calls") or ()
+    thinking = message.get("thinking") or ()
     return "".join([*texts(message["content"]), message.get("tool_call_id") or ""]
-                   + [call.id + call.name + call.arguments for call in calls])
+                   + [call.id + call.name + call.arguments for call in calls]
+                   + [block.text + block.signature + (block.redacted or "") for block in thinking])
 
 
 def _utf8_bytes(*parts):

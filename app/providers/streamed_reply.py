@@ -1,13 +1,16 @@
 """A reply streamed as it is written, whatever the provider: iterating a Stream
-yields its text deltas (strings) and the pieces of its tool calls
-(ToolCallDelta); once iteration ends it holds all the text delivered, the tool
-calls (`tool_calls`), the token counts the provider reported (`prompt_tokens`,
-`completion_tokens`, None where it reported none) and why it stopped (`ending`).
+yields its text deltas (strings), the pieces of its tool calls
+(ToolCallDelta) and of its thinking (ThinkingDelta); once iteration ends it
+holds all the text delivered, the tool calls (`tool_calls`), the thinking
+(`thinking`), the token counts the provider reported (`usage`, as
+Completion names them, None where it reported none) and why it stopped
+(`ending`).
 
 Until the first delta a stream fails as `complete` does (ProviderError,
 ProviderUnreachable, ProviderTimeout), since nothing was delivered; after it,
 any failure is a ProviderStreamCut, and `text` and the token counts keep what came."""
-from app.providers.completion import ProviderError, ProviderStreamCut, ProviderTimeout, TextCleaner
+from app.providers.completion import USAGE_COUNTS, ProviderError, ProviderStreamCut, ProviderTimeout, TextCleaner
+from app.providers.reasoning import ThinkingDelta, thinking_blocks
 from app.providers.tools import ToolCall, ToolCallDelta
 
 
@@ -43,12 +46,13 @@ class Stream:
     def __init__(self, provider, read_deltas, source=None):
         self.provider = provider
         self.ending = None
-        self.prompt_tokens = self.completion_tokens = None
+        self.usage = dict.fromkeys(USAGE_COUNTS)
         self._source = source or _NoConnection()
         self._deltas = read_deltas(self)
         self._cleaner = TextCleaner(provider)
         self._pieces = []
         self._calls = {}  # index → [id, name, pieces of the arguments]
+        self._thinking = []  # ThinkingDelta, as they came
         self._delivered = False
 
     @property
@@ -62,12 +66,15 @@ class Stream:
         return tuple(ToolCall(call_id or "", name or "", "".join(pieces))
                      for _, (call_id, name, pieces) in sorted(self._calls.items()))
 
-    def note_usage(self, prompt_tokens, completion_tokens):
-        """Counts from a usage event; one that lacks a count leaves the last one seen."""
-        if prompt_tokens is not None:
-            self.prompt_tokens = prompt_tokens
-        if completion_tokens is not None:
-            self.completion_tokens = completion_tokens
+    @property
+    def thinking(self):
+        """The ThinkingBlocks delivered so far."""
+        return thinking_blocks(self._thinking)
+
+    def note_usage(self, counts):
+        """Counts from a usage event ({name in USAGE_COUNTS: count or None});
+        one that lacks a count leaves the last one seen."""
+        self.usage.update({name: count for name, count in counts.items() if count is not None})
 
     def close(self):
         """Releases the connection before the end (the reply is then cut)."""
@@ -78,6 +85,10 @@ class Stream:
             for piece in self._deltas:
                 if isinstance(piece, ToolCallDelta):
                     yield self._delivering_call(piece)
+                elif isinstance(piece, ThinkingDelta):
+                    self._note_delivery()
+                    self._thinking.append(piece)
+                    yield piece
                 else:
                     yield from self._deliver(self._cleaner.clean(piece))
             yield from self._deliver(self._cleaner.finish())

@@ -14,7 +14,8 @@ TOOL_CHOICES = ("auto", "none", "required")
 class Tool:
     name: str
     description: str | None
-    parameters: dict  # a JSON schema
+    parameters: dict     # a JSON schema
+    cache: dict | None = None  # its cache mark (app/providers/conversation.py)
 
 
 @dataclass(frozen=True)

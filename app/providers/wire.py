@@ -5,8 +5,9 @@ streamed reply it only adds what its streaming request sends (`stream_body`)
 and how to read one of its events (`read_event`)."""
 import json
 
-from app.providers.completion import Completion, Ending, ProviderError, clean_text, token_count
+from app.providers.completion import Ending, ProviderError, clean_text, completion_of
 from app.providers.prompt_size import estimated_prompt_tokens
+from app.providers.reasoning import ThinkingDelta
 from app.providers.sse_parser import sse_events
 from app.providers.streamed_reply import Stream, StreamBroken
 
@@ -18,32 +19,31 @@ MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 
 class RemoteFormat:
     """A provider reached over HTTP. Subclasses set `name`, `path`, the setting
-    holding the base URL, and the usage fields holding the two token counts,
-    and implement `body` (the conversation, app/providers/conversation.py, in
+    holding the base URL, and implement `body` (the conversation, app/providers/conversation.py, in
     its words), `tool_fields`, `response_format_fields`, `image_tokens`,
-    `headers`, `reply_text`, `reply_tool_calls`, `reply_ending`, `stream_body`
-    and `read_event`.
+    `headers`, `reply_text`, `reply_tool_calls`, `reply_ending`, `usage_counts`,
+    `reasoning_fields`, `stream_body` and `read_event` (and `reply_thinking`
+    where replies show thinking).
 
     A format that has no way to ask for a JSON answer asks for a call of a
     tool instead (`answer_tool`): that call's arguments are the answer's text,
     and the reply ends as a stop, plain or streamed."""
 
     name = path = base_url_setting = stop_field = None
-    prompt_usage = completion_usage = None
     # Whether a JSON answer may be asked while tools are offered.
     answers_json_with_tools = True
 
     def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
-                 tool_use=None, response_format=None):
+                 tool_use=None, response_format=None, reasoning=None):
         path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use,
-                                           response_format)
+                                           response_format, reasoning)
         return self.completion(transport.post_json(self.name, path, body, headers, deadline),
                                self.answer_tool(response_format))
 
     def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
-               deadline, stop=None, tool_use=None, response_format=None):
+               deadline, stop=None, tool_use=None, response_format=None, reasoning=None):
         path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use,
-                                           response_format)
+                                           response_format, reasoning)
         source = transport.open_stream(self.name, path, self.stream_body(body), headers, first_byte_deadline,
                                        deadline)
         answer_tool = self.answer_tool(response_format)
@@ -55,10 +55,10 @@ class RemoteFormat:
                                        lambda image: self.image_tokens(model_name, image).in_context)
 
     def request(self, model_name, messages, max_tokens, temperature, api_key, stop=None, tool_use=None,
-                response_format=None):
+                response_format=None, reasoning=None):
         """(path, JSON body, headers). The temperature, stop sequences,
-        tools and the answer's format are sent only when the caller chose
-        them, so that the provider's own defaults hold otherwise."""
+        tools, the answer's format and reasoning are sent only when the
+        caller chose them, so that the provider's own defaults hold otherwise."""
         body = self.body(model_name, messages, max_tokens)
         if temperature is not None:
             body["temperature"] = temperature
@@ -68,6 +68,8 @@ class RemoteFormat:
             body.update(self.tool_fields(tool_use))
         if response_format is not None:
             body.update(self.response_format_fields(response_format))
+        if reasoning is not None:
+            body.update(self.reasoning_fields(reasoning))
         return self.path, body, self.headers(api_key)
 
     def answer_tool(self, response_format):
@@ -84,14 +86,22 @@ class RemoteFormat:
                 text += "".join(call.arguments for call in calls if call.name == answer_tool)
                 calls = tuple(call for call in calls if call.name != answer_tool)
                 ending = _answered(ending, calls)
-            return Completion(clean_text(self.name, text), *self.usage_counts(reply.get("usage")), ending, calls)
+            return completion_of(clean_text(self.name, text), self.usage_counts(reply.get("usage")), ending, calls,
+                                 self.reply_thinking(reply))
         except MALFORMED:
             raise ProviderError(self.name, 200, "malformed response") from None
 
     def usage_counts(self, usage):
-        """(prompt tokens, completion tokens) in a usage object, each None when absent."""
-        usage = usage or {}
-        return token_count(usage.get(self.prompt_usage)), token_count(usage.get(self.completion_usage))
+        """The counts of a usage object ({name in USAGE_COUNTS: count}, each None when absent)."""
+        raise NotImplementedError
+
+    def reasoning_fields(self, reasoning):
+        """The body's fields asking for a Reasoning."""
+        raise NotImplementedError
+
+    def reply_thinking(self, reply):
+        """The ThinkingBlocks of a whole reply."""
+        return ()
 
     def _deltas(self, events, stream, answer_tool=None):
         """The text pieces and tool-call pieces of the events, until the
@@ -112,6 +122,9 @@ class RemoteFormat:
                     yield delta
                 continue
             for piece in delta:
+                if isinstance(piece, ThinkingDelta):
+                    yield piece
+                    continue
                 if answer_tool is not None and piece.id is not None and piece.name == answer_tool:
                     answer_index = piece.index
                 if piece.index != answer_index:
@@ -150,7 +163,7 @@ class RemoteFormat:
         raise NotImplementedError
 
     def read_event(self, name, data, stream, state):
-        """A text piece, a list of ToolCallDelta, None, or END_OF_STREAM for
+        """A text piece, a list of ToolCallDelta or ThinkingDelta, None, or END_OF_STREAM for
         one event (its name and data), with `state`, a dict the format keeps
         for the stream's later events; notes usage and the finish reason on
         the stream, and raises StreamBroken for an error event. A malformed

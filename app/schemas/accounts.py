@@ -6,6 +6,7 @@ from uuid import UUID
 from pydantic import Field
 
 from app.money import format_money
+from app.schemas.charges import ChargeParts
 from app.schemas.fields import (Email, GivenPassword, ModelId, MoneyText, NewPassword, NonNegativeAmount, Provider,
                                 Request, Response, Token, Username)
 from database.vocab import PROVIDERS, THEMES
@@ -95,10 +96,12 @@ class ActivityItem(Response):
     model_id: str | None
     access_key_id: UUID | None
     created_at: datetime
+    charge: ChargeParts | None  # a settle's release: the call's charge by part (null otherwise)
 
     @classmethod
     def from_row(cls, row):
-        return cls(**{**row, "id": str(row["item_id"]), "amount": format_money(row["amount"])})
+        return cls(**{**row, "id": str(row["item_id"]), "amount": format_money(row["amount"]),
+                      "charge": ChargeParts.from_json(row["charge"])})
 
 
 class ActivityPage(Response):

@@ -4,16 +4,22 @@ text, an image nor a tool's use or result, a server tool, an image in a tool's
 result) is a 400 that names the field."""
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from app.schemas.fields import MoneyText, Text
 from app.schemas.openai_format import (MAX_IMAGE_CHARS, MAX_MESSAGES, MAX_PARTS, MAX_STOP_SEQUENCES, MAX_TEXT,
-                                       MAX_TOOLS, Lenient, MaxTokens, ModelName, StopText, ToolCallId, ToolName)
+                                       MAX_TOOLS, CacheControl, Lenient, MaxTokens, ModelName, StopText, ToolCallId,
+                                       ToolName)
+from app.providers.reasoning import MIN_THINKING_BUDGET
+
+# A thinking block's text or signature, and a redacted block's data, as an earlier reply gave them.
+MAX_THOUGHT = 1_000_000
 
 
 class TextBlock(Lenient):
     type: Literal["text"]
     text: Annotated[Text, Field(max_length=MAX_TEXT)]
+    cache_control: CacheControl | None = None
 
 
 Content = Annotated[Text, Field(max_length=MAX_TEXT)] | Annotated[list[TextBlock], Field(max_length=MAX_PARTS)]
@@ -33,6 +39,7 @@ class URLSource(Lenient):
 class ImageBlock(Lenient):
     type: Literal["image"]
     source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
+    cache_control: CacheControl | None = None
 
 
 # A tool's result as the API takes it; an image there is refused by name (call_of).
@@ -46,6 +53,7 @@ class ToolUseBlock(Lenient):
     id: ToolCallId
     name: ToolName
     input: dict
+    cache_control: CacheControl | None = None
 
 
 class ToolResultBlock(Lenient):
@@ -53,9 +61,23 @@ class ToolResultBlock(Lenient):
     tool_use_id: ToolCallId
     content: ResultContent | None = None
     is_error: bool = False
+    cache_control: CacheControl | None = None
 
 
-Block = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+class ThinkingBlock(Lenient):
+    """A thinking block of an earlier reply, sent back with its signature."""
+    type: Literal["thinking"]
+    thinking: Annotated[str, Field(max_length=MAX_THOUGHT)]
+    signature: Annotated[str, Field(max_length=MAX_THOUGHT)]
+
+
+class RedactedThinkingBlock(Lenient):
+    type: Literal["redacted_thinking"]
+    data: Annotated[str, Field(max_length=MAX_THOUGHT)]
+
+
+Block = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
+                  Field(discriminator="type")]
 
 
 class AnthropicMessage(Lenient):
@@ -68,6 +90,21 @@ class ToolDefinition(Lenient):
     name: ToolName
     description: Annotated[Text, Field(max_length=MAX_TEXT)] | None = None
     input_schema: dict
+    cache_control: CacheControl | None = None
+
+
+class Thinking(Lenient):
+    """Extended thinking: "enabled" with its budget, "adaptive" (the model
+    decides), or "disabled"; `display` as the API takes it."""
+    type: Literal["enabled", "adaptive", "disabled"]
+    budget_tokens: Annotated[int, Field(ge=MIN_THINKING_BUDGET, le=1_000_000)] | None = None
+    display: Literal["summarized", "omitted"] | None = None
+
+    @model_validator(mode="after")
+    def _budget_when_enabled(self):
+        if self.type == "enabled" and self.budget_tokens is None:
+            raise ValueError("budget_tokens is required when thinking is enabled")
+        return self
 
 
 class ToolChoice(Lenient):
@@ -86,10 +123,21 @@ class MessagesRequest(Lenient):
     stream: bool = False
     tools: Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+
+
+class CacheCreation(BaseModel):
+    ephemeral_5m_input_tokens: int
+    ephemeral_1h_input_tokens: int
 
 
 class AnthropicUsage(BaseModel):
+    """As the API counts: input_tokens are those neither read from the cache
+    nor written to it; output_tokens count the thinking too."""
     input_tokens: int
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation: CacheCreation | None = None
     output_tokens: int
     cost: MoneyText
 
@@ -97,6 +145,17 @@ class AnthropicUsage(BaseModel):
 class AnswerBlock(BaseModel):
     type: Literal["text"] = "text"
     text: str
+
+
+class ThinkingAnswer(BaseModel):
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str
+
+
+class RedactedThinkingAnswer(BaseModel):
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+    data: str
 
 
 class ToolUseAnswer(BaseModel):
@@ -111,7 +170,8 @@ class Message(BaseModel):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[AnswerBlock | ToolUseAnswer]
+    content: list[Annotated[ThinkingAnswer | RedactedThinkingAnswer | AnswerBlock | ToolUseAnswer,
+                            Field(discriminator="type")]]
     stop_reason: Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
     stop_sequence: str | None = None
     usage: AnthropicUsage

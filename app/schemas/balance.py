@@ -7,6 +7,7 @@ from pydantic import Field
 
 from app.money import format_money
 from app.schemas.accounts import Balance
+from app.schemas.charges import ChargeParts
 from app.schemas.fields import MoneyText, Request, Response, TopUpAmount
 from database.vocab import TRANSACTION_TYPES
 
@@ -25,13 +26,15 @@ class LedgerEntry(Response):
     model_id: str | None
     access_key_id: UUID | None
     created_at: datetime
+    charge: ChargeParts | None = None  # a settle's release: the call's charge by part (null before they were kept)
 
     @classmethod
     def from_row(cls, row):
         related = row["related_transaction_id"]
         return cls(**{**row, "id": str(row["id"]), "amount": format_money(row["amount"]),
                       "available_after": format_money(row["available_after"]),
-                      "related_transaction_id": None if related is None else str(related)})
+                      "related_transaction_id": None if related is None else str(related),
+                      "charge": ChargeParts.from_json(row.get("charge"))})
 
 
 class TopUpResponse(Response):

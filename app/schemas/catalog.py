@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from app.money import format_money
 from app.schemas.fields import Capability, MoneyText, NonNegativeAmount, Request, Response, Text
 from database.vocab import CAPABILITIES, FEATURES, INPUT_MODALITIES
 
@@ -25,15 +26,33 @@ class ModelUsage(Response):
     popularity_rank: int
 
 
-class CatalogEntry(Response):
+PRICE_COLUMNS = ("input_price_per_mtok", "output_price_per_mtok", "cache_read_price_per_mtok",
+                 "cache_write_price_per_mtok", "cache_write_1h_price_per_mtok")
+
+
+def prices_of(row):
+    """A catalog row's prices as the API shows them: decimal strings, null
+    for a cache price the model does not have."""
+    return {column: None if row[column] is None else format_money(row[column]) for column in PRICE_COLUMNS}
+
+
+class ModelPrices(Response):
+    """Per million tokens: input, output, and a prompt cache's reads and writes
+    (5-minute and 1-hour), null when the model has no such price."""
+    input_price_per_mtok: MoneyText
+    output_price_per_mtok: MoneyText
+    cache_read_price_per_mtok: MoneyText | None
+    cache_write_price_per_mtok: MoneyText | None
+    cache_write_1h_price_per_mtok: MoneyText | None
+
+
+class CatalogEntry(ModelPrices):
     id: str
     provider: str
     name: str
     description: str
     context_window: int
     max_output_tokens: int
-    input_price_per_mtok: MoneyText
-    output_price_per_mtok: MoneyText
     prices_as_of: date
     capabilities: list[str]
     features: list[Feature]                # what a call may ask of it beyond text
@@ -76,7 +95,7 @@ class RecommendRequest(Request):
     task: Annotated[Text, Field(min_length=1, max_length=2000)]
     max_price_per_mtok: NonNegativeAmount | None = None
     capabilities: Annotated[list[Capability], Field(max_length=len(CAPABILITIES))] = []
-    limit: Annotated[int, Field(ge=1, le=20)] = 5
+    limit: Annotated[int, Field(ge=1, le=50)] = 5
 
 
 class Recommendation(Response):

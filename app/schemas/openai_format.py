@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.providers.reasoning import EFFORTS
 from app.schemas.fields import MoneyText, Text
 
 # Bounds on the work one body can ask for (MAX_INFERENCE_BODY bounds it too).
@@ -32,9 +33,17 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
+class CacheControl(Lenient):
+    """A mark where a prompt cache's prefix ends (Anthropic's cache_control,
+    which OpenRouter also takes on OpenAI's text parts): kept 5 minutes, or an hour."""
+    type: Literal["ephemeral"]
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextPart(Lenient):
     type: Literal["text"]
     text: Annotated[Text, Field(max_length=MAX_TEXT)]
+    cache_control: CacheControl | None = None
 
 
 class ImageURL(Lenient):
@@ -133,6 +142,7 @@ class ChatCompletionRequest(Lenient):
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    reasoning_effort: Literal[EFFORTS] | None = None
 
     @field_validator("n")
     @classmethod
@@ -141,10 +151,24 @@ class ChatCompletionRequest(Lenient):
             raise ValueError("only 1 is supported")
         return n
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int  # read from the prompt cache
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int  # part of completion_tokens
+
+
 class OpenAIUsage(BaseModel):
+    """As OpenAI counts: prompt_tokens include those read from the cache
+    (prompt_tokens_details) and written to it (cache_creation_input_tokens,
+    as LiteLLM names them: OpenAI itself has no such count)."""
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
+    cache_creation_input_tokens: int = 0
     cost: MoneyText
 
 
@@ -163,6 +187,7 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None  # None when the reply only calls tools
     tool_calls: list[CalledTool] | None = None
+    reasoning_content: str | None = None  # the thinking the model showed (Claude's), as LiteLLM names it
 
 
 class Choice(BaseModel):
@@ -190,7 +215,10 @@ class ModelObject(BaseModel):
     max_output_tokens: int
     input_price_per_mtok: MoneyText
     output_price_per_mtok: MoneyText
-    features: list[str]           # what a call may ask beyond text: tools, structured_output, images
+    cache_read_price_per_mtok: MoneyText | None        # null: no prompt cache
+    cache_write_price_per_mtok: MoneyText | None       # null: writes cost nothing extra, or no cache
+    cache_write_1h_price_per_mtok: MoneyText | None    # null: no 1-hour cache
+    features: list[str]  # beyond text: tools, structured_output, images, caching, reasoning
     input_modalities: list[str]   # what a prompt may hold: text, image
     aliases: list[str]            # other names a call may use for it
 

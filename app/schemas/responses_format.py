@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Discriminator, Field, Tag
 
+from app.providers.reasoning import EFFORTS
 from app.schemas.fields import MoneyText, Text
 from app.schemas.openai_format import (MAX_IMAGE_CHARS, MAX_PARTS, MAX_TEXT, MAX_TOOLS, Arguments, JSONObjectFormat,
                                        Lenient, MaxTokens, ModelName, TextFormat, ToolCallId, ToolName)
@@ -100,6 +101,10 @@ class TextConfig(Lenient):
     format: Annotated[TextFormat | JSONObjectFormat | JSONSchemaFormat, Field(discriminator="type")] | None = None
 
 
+class ReasoningConfig(Lenient):
+    effort: Literal[EFFORTS] | None = None  # `summary` and the rest: ignored (no reasoning is shown here)
+
+
 class ResponsesRequest(Lenient):
     model: ModelName
     input: Content | Annotated[list[InputItem], Field(min_length=1, max_length=MAX_ITEMS)]
@@ -111,6 +116,7 @@ class ResponsesRequest(Lenient):
     tool_choice: Literal["auto", "none", "required"] | FunctionChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
     # Refused when they ask for what is kept between calls: nothing is.
     store: bool | None = None
     previous_response_id: Annotated[Text, Field(max_length=256)] | None = None

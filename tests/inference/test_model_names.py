@@ -8,6 +8,8 @@ modalities and aliases."""
 import json
 from contextlib import closing
 
+from decimal import Decimal
+
 import pytest
 
 from app.errors import UnknownModel
@@ -194,9 +196,9 @@ def test_the_model_list_shows_features_modalities_and_aliases(client, token):
         assert (shown["features"], shown["input_modalities"], shown["aliases"]) == (
             entry.get("features", []), entry.get("input_modalities", ["text"]), entry.get("aliases", []))
     assert listed[ECHO]["features"] == [] and listed[ECHO]["input_modalities"] == ["text"]
-    assert listed["openai/gpt-4o"]["features"] == ["tools", "structured_output", "images"]
+    assert listed["openai/gpt-4o"]["features"] == ["tools", "structured_output", "images", "caching"]
     assert listed["openai/gpt-4o"]["input_modalities"] == ["text", "image"]
-    assert listed["openai/o3-mini"]["features"] == ["tools", "structured_output"]
+    assert listed["openai/o3-mini"]["features"] == ["tools", "structured_output", "caching", "reasoning"]
     assert listed["openai/o3-mini"]["input_modalities"] == ["text"]
     assert listed[OPUS]["aliases"] == ["claude-opus-4", "claude-opus-4-0"]
 
@@ -206,5 +208,7 @@ def test_the_call_context_carries_features_and_modalities(app, token, database):
     with app.app_context():
         context = db.model_call_context(user_id, "claude-opus-4", None, 1024)
     assert context["model_id"] == OPUS
-    assert (context["features"], context["input_modalities"]) == (["tools", "structured_output", "images"],
-                                                                 ["text", "image"])
+    assert context["features"] == ["tools", "structured_output", "images", "caching", "reasoning"]
+    assert context["input_modalities"] == ["text", "image"]
+    assert (context["cache_read_price_per_mtok"], context["cache_write_price_per_mtok"],
+            context["cache_write_1h_price_per_mtok"]) == (Decimal("1.5"), Decimal("18.75"), Decimal("30"))

@@ -67,7 +67,7 @@ def test_the_deltas_join_to_the_reply_with_the_usage_reported(providers, provide
     reply = stream(providers, provider)
     deltas = list(reply)
     assert len(deltas) == len(REPLY.split()) and "".join(deltas) == REPLY == reply.text
-    assert (reply.prompt_tokens, reply.completion_tokens) == (23, 9)
+    assert (reply.usage["prompt_tokens"], reply.usage["completion_tokens"]) == (23, 9)
     assert reply.ending == Ending("stop")
     assert stub.requests[-1]["body"]["stream"] is True
 
@@ -97,7 +97,7 @@ def test_openai_is_always_asked_for_usage(providers, stubs):
 def test_a_stream_without_usage_has_none(providers, provider, stub):
     stub.behaviour.with_usage = False
     reply = stream(providers, provider)
-    assert "".join(reply) == REPLY and (reply.prompt_tokens, reply.completion_tokens) == (None, None)
+    assert "".join(reply) == REPLY and (reply.usage["prompt_tokens"], reply.usage["completion_tokens"]) == (None, None)
 
 
 def test_a_stream_cut_short_raises_after_its_deltas_and_keeps_them(providers, provider, stub):
@@ -108,7 +108,8 @@ def test_a_stream_cut_short_raises_after_its_deltas_and_keeps_them(providers, pr
     assert deltas == ["Hello", " from", " the"] and reply.text == "Hello from the"
     # As far as it was reported: Anthropic's message_start gives the input; its
     # output_tokens there (1) counts no output, so only message_delta's would.
-    assert (reply.prompt_tokens, reply.completion_tokens) == ((11, None) if provider == "anthropic" else (None, None))
+    assert (reply.usage["prompt_tokens"], reply.usage["completion_tokens"]) == (
+        (11, None) if provider == "anthropic" else (None, None))
 
 
 def test_an_error_event_cuts_the_stream(providers, provider, stub):
@@ -220,7 +221,8 @@ def test_local_models_stream_word_by_word_what_complete_gives(providers):
         reply = providers.stream("local", model_name, messages, 5, None, None, 0, 0)
         deltas = list(reply)
         assert len(deltas) == 5 and "".join(deltas) == completion.content == reply.text
-        assert (reply.prompt_tokens, reply.completion_tokens) == (completion.prompt_tokens, completion.completion_tokens)
+        assert (reply.usage["prompt_tokens"], reply.usage["completion_tokens"]) == (
+            completion.prompt_tokens, completion.completion_tokens)
 
 
 def _eventually(condition, timeout=2):

@@ -13,6 +13,7 @@ import pytest
 
 from app.billing import reconcile_holds
 from app.extensions import db
+from app.pricing import Charge
 from tests.support import bearer, live_user, new_session, readme_ledger_query, user, user_id_of
 
 ACCESS_KEYS = "/api/v1/access-keys"
@@ -132,8 +133,9 @@ def test_spent_grows_by_exactly_the_charges_on_every_path(app, client, funded, d
     with app.app_context():
         answer = db.settle_chat_call(
             user_id, session_id, SimpleNamespace(id=settled["transaction_id"], amount=Decimal("0.50"), model_id=MODEL),
-            None, {"content": "hi", "tokens": 3, "cost": Decimal("0.0000030")},
-            {"content": "You said: hi", "tokens": 4, "cost": Decimal("0.12")}, {"kind": "settle"})
+            None, "hi", "You said: hi",
+            Charge(3, 4, 0, 0, 0, None, Decimal("0.0000030"), Decimal(0), Decimal(0), Decimal("0.12")),
+            {"kind": "settle"})
     assert answer["charged"]
     assert spent(database, key["id"]) == Decimal("0.120003")
 

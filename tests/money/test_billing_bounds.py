@@ -15,6 +15,7 @@ from app.errors import KeySpendLimitReached
 from app.extensions import db
 from app.money import format_money
 from app.providers import MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS
+from app.providers.conversation import ModelCall
 from tests.money.test_billing_faults import holds_and_releases
 from tests.support import bearer, cost, new_session, readme_ledger_query, user, user_id_of
 
@@ -185,8 +186,8 @@ def test_the_running_reconcile_reaches_a_streamed_hold_past_its_deadline(setting
             held = []
             for _ in range(2):  # what a worker killed mid-stream leaves behind
                 with db.transaction(acting_user_id=user_id) as tx:
-                    held.append(hold_call(user_id, ECHO, [{"role": "user", "content": "Hi"}], 100, None, tx,
-                                          {"max_tokens": "max_tokens", "prompt": "messages"}, stream=True))
+                    call = ModelCall(ECHO, [{"role": "user", "content": "Hi"}], 100, None, None, stream=True)
+                    held.append(hold_call(user_id, call, tx, {"max_tokens": "max_tokens", "prompt": "messages"}))
             within, older = (hold.id for hold in held)
             assert database.query("SELECT DISTINCT extract(epoch FROM call_deadline - created_at) FROM transactions"
                                   " WHERE type = 'hold'") == [(Decimal(300),)]

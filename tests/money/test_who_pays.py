@@ -119,7 +119,7 @@ def test_the_service_terms_follow_the_settings(stubbed_settings):
 
 def test_recommendations_count_a_house_key_as_callable(client):
     token = user(client)
-    response = client.post("/api/v1/models/recommend", json={"task": "write an email", "limit": 20},
+    response = client.post("/api/v1/models/recommend", json={"task": "write an email", "limit": 50},
                            headers=bearer(token))
     reasons = {item["model"]["id"]: item["reasons"] for item in response.get_json()["recommendations"]}
     assert "served with this service's OpenAI key" in reasons[MODEL]

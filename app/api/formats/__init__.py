@@ -7,14 +7,14 @@ Each is a pure renderer behind one small protocol:
 - `renderer(hold, body)`: the call's Renderer, with `status` (a whole
   answer's), `answer(hold, reply, exchange)` (the response model of a settled
   call, or the APIError to report), and the stream's text: `opening()`,
-  `delta(text)`, `tool_delta(delta)` (a ToolCallDelta; the inference formats
-  only), `closing(answer)`, `failure(error)`;
+  `delta(text)`, `tool_delta(delta)` (a ToolCallDelta) and
+  `thinking_delta(delta)` (a ThinkingDelta; the inference formats only),
+  `closing(answer)`, `failure(error)`;
 - `replay(stored_text, body)`: a stored answer as the events of a stream.
 
 The inference formats (`openai`, `anthropic`, `responses`) also turn their request into a
 provider-neutral ModelCall (`call_of(body)`) and shape their errors (`error`)."""
 import json
-from dataclasses import dataclass
 
 from flask import current_app
 
@@ -22,24 +22,10 @@ from app.errors import ValidationFailed
 from app.providers import Ending
 from app.providers.conversation import ANY_OBJECT, ResponseFormat, image_part
 from app.providers.images import DETAILS, ImageRefused, image_of_url
+from app.providers.reasoning import ThinkingDelta
 from app.providers.tools import TOOL_CHOICES, Tool, ToolCall, ToolCallDelta, ToolUse
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@dataclass(frozen=True)
-class ModelCall:
-    """What a request of an inference format asks a model for, in no format's
-    words: the conversation as app/providers/conversation.py says, its tools
-    (app/providers/tools.py), and the JSON its answer must be, if any."""
-    model: str
-    messages: list
-    max_tokens: int | None
-    temperature: object
-    stop: list | None
-    stream: bool
-    tool_use: ToolUse | None = None
-    response_format: ResponseFormat | None = None
 
 
 def sse(data, event=None):
@@ -89,14 +75,34 @@ def text_of(content):
     return content if isinstance(content, str) else "".join(part.text for part in content)
 
 
-def replay_events(renderer, answer, text, tool_calls=()):
-    """A stored answer as a stream: its opening, all its text as one delta,
-    each tool call whole, its end. Renderers number their blocks and events
-    as they make them, so they are made in the stream's order."""
-    events = renderer.opening() + renderer.delta(text)
+def replay_events(renderer, answer, text, tool_calls=(), thinking=()):
+    """A stored answer as a stream: its opening, each thinking block whole,
+    all its text as one delta, each tool call whole, its end. Renderers
+    number their blocks and events as they make them, so they are made in the
+    stream's order."""
+    events = renderer.opening()
+    events += "".join(renderer.thinking_delta(ThinkingDelta(index, block.text, block.signature, block.redacted))
+                      for index, block in enumerate(thinking))
+    events += renderer.delta(text)
     events += "".join(renderer.tool_delta(ToolCallDelta(index, call.id, call.name, call.arguments))
                       for index, call in enumerate(tool_calls))
     return [events + renderer.closing(answer)]
+
+
+class CacheMarks:
+    """A request's cache marks (cache_control) as the conversation keeps them
+    (app/providers/conversation.py), the first one's field kept for the 400
+    that refuses them on a model without a prompt cache."""
+
+    def __init__(self):
+        self.first_field = None
+
+    def of(self, cache_control, field):
+        """The mark of `cache_control` (None: none), at `field` of the request."""
+        if cache_control is None:
+            return None
+        self.first_field = self.first_field or f"{field}.cache_control"
+        return cache_control.model_dump(exclude_none=True)
 
 
 class ToolCallsSeen:

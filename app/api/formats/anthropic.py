@@ -4,14 +4,16 @@ usage, message_stop) and its errors."""
 import json
 import logging
 
-from app.api.formats import (ModelCall, ToolCallsSeen, ending_of, image_at, replay_events, sentence, sse, text_of,
+from app.api.formats import (CacheMarks, ToolCallsSeen, ending_of, image_at, replay_events, sentence, sse, text_of,
                              tool_use_of)
 from app.errors import ValidationFailed
 from app.money import format_money
-from app.providers.conversation import image_part, text_part, user_content
+from app.providers.conversation import ModelCall, cached, image_part, text_part, user_content
 from app.providers.images import MEDIA_TYPES, image_of_base64, image_of_url
+from app.providers.reasoning import Reasoning, ThinkingBlock
 from app.providers.tools import Tool, ToolCall, arguments_text
-from app.schemas.anthropic_format import AnswerBlock, AnthropicUsage, Message, MessagesRequest, ToolUseAnswer
+from app.schemas.anthropic_format import (AnswerBlock, AnthropicUsage, CacheCreation, Message, MessagesRequest,
+                                          RedactedThinkingAnswer, ThinkingAnswer, ToolUseAnswer)
 
 log = logging.getLogger(__name__)
 NAME = "anthropic"
@@ -31,55 +33,87 @@ ERROR_TYPES = {401: "authentication_error", 402: "billing_error", 403: "permissi
 
 
 def call_of(body):
-    system = [] if body.system is None else [{"role": "system", "content": text_of(body.system)}]
-    seen = ToolCallsSeen()
-    messages = system + [converted for index, message in enumerate(body.messages)
-                         for converted in _messages(message, f"messages.{index}", seen)]
-    tools = [Tool(tool.name, tool.description, tool.input_schema) for tool in body.tools or ()]
+    marks, seen = CacheMarks(), ToolCallsSeen()
+    messages = _system(body.system, marks) + [
+        converted for index, message in enumerate(body.messages)
+        for converted in _messages(message, f"messages.{index}", seen, marks)]
+    tools = [Tool(tool.name, tool.description, tool.input_schema, marks.of(tool.cache_control, f"tools.{index}"))
+             for index, tool in enumerate(body.tools or ())]
     choice = body.tool_choice
     tool_use = tool_use_of(
         tools, None if choice is None else choice.name if choice.type == "tool" else TOOL_CHOICES[choice.type],
         None if choice is None or choice.disable_parallel_tool_use is None else not choice.disable_parallel_tool_use,
         {"tools": "tools.{}.name", "choice": "tool_choice.name" if choice and choice.type == "tool" else "tool_choice"})
-    return ModelCall(body.model, messages, body.max_tokens, body.temperature, body.stop_sequences,
-                     body.stream, tool_use)
+    reasoning = None if body.thinking is None else Reasoning(thinking=body.thinking.model_dump(exclude_none=True))
+    return ModelCall(body.model, messages, body.max_tokens, body.temperature, body.stop_sequences, body.stream,
+                     tool_use, reasoning=reasoning, cache_field=marks.first_field,
+                     reasoning_field=None if reasoning is None else "thinking")
 
 
-def _messages(message, field, seen):
+def _system(system, marks):
+    """The system prompt as a system message: its text, or its text parts
+    where some carry cache marks."""
+    if system is None:
+        return []
+    if isinstance(system, str):
+        return [{"role": "system", "content": system}]
+    return [{"role": "system", "content": user_content(
+        [cached(text_part(block.text), marks.of(block.cache_control, f"system.{index}"))
+         for index, block in enumerate(system)])}]
+
+
+def _messages(message, field, seen, marks):
     """A message of the request as messages in no format's words: a user's
     turn may carry tools' results, each its own message, and text and images
-    around them; an assistant's turn, text and tool calls."""
+    around them; an assistant's turn, its earlier thinking, text and tool
+    calls. A block's cache mark goes on its part, or on its message."""
     if isinstance(message.content, str):
         return [{"role": message.role, "content": message.content}]
     if message.role == "assistant":
-        calls = []
-        for index, block in enumerate(message.content):
-            if block.type == "tool_use":
-                seen.add(block.id)
-                calls.append(ToolCall(block.id, block.name, arguments_text(block.input)))
-            elif block.type in ("tool_result", "image"):
-                raise _misplaced(f"{field}.content.{index}")
-        text = "".join(block.text for block in message.content if block.type == "text")
-        return [{"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}]
+        return [_assistant(message.content, field, seen, marks)]
     converted, parts = [], []
     for index, block in enumerate(message.content):
-        if block.type == "tool_use":
-            raise _misplaced(f"{field}.content.{index}")
+        place = f"{field}.content.{index}"
+        if block.type in ("tool_use", "thinking", "redacted_thinking"):
+            raise _misplaced(place)
+        cache = marks.of(block.cache_control, place)
         if block.type == "text":
-            parts.append(text_part(block.text))
+            parts.append(cached(text_part(block.text), cache))
             continue
         if block.type == "image":
-            parts.append(image_part(_image(block.source, f"{field}.content.{index}.source")))
+            parts.append(cached(image_part(_image(block.source, f"{place}.source")), cache))
             continue
-        seen.check(block.tool_use_id, f"{field}.content.{index}.tool_use_id")
-        for place, part in enumerate(block.content if isinstance(block.content, list) else ()):
+        seen.check(block.tool_use_id, f"{place}.tool_use_id")
+        for part_index, part in enumerate(block.content if isinstance(block.content, list) else ()):
             if part.type == "image":
-                raise ValidationFailed(details={f"{field}.content.{index}.content.{place}":
+                raise ValidationFailed(details={f"{place}.content.{part_index}":
                                                 "an image in a tool's result is not supported; "
                                                 "send it in the user's turn beside the result"})
         converted.append({"role": "tool", "tool_call_id": block.tool_use_id,
-                          "content": text_of(block.content or ""), "is_error": block.is_error})
+                          "content": text_of(block.content or ""), "is_error": block.is_error,
+                          **({"cache": cache} if cache else {})})
     return converted + ([{"role": "user", "content": user_content(parts)}] if parts or not converted else [])
+
+
+def _assistant(blocks, field, seen, marks):
+    """An assistant's turn: its text, its tool calls, the thinking blocks it
+    showed (sent back as they came), and the last cache mark of its blocks."""
+    calls, thinking, cache = [], [], None
+    for index, block in enumerate(blocks):
+        if block.type in ("tool_result", "image"):
+            raise _misplaced(f"{field}.content.{index}")
+        if block.type == "thinking":
+            thinking.append(ThinkingBlock(block.thinking, block.signature))
+        elif block.type == "redacted_thinking":
+            thinking.append(ThinkingBlock(redacted=block.data))
+        else:
+            cache = marks.of(block.cache_control, f"{field}.content.{index}") or cache
+        if block.type == "tool_use":
+            seen.add(block.id)
+            calls.append(ToolCall(block.id, block.name, arguments_text(block.input)))
+    text = "".join(block.text for block in blocks if block.type == "text")
+    return {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {}),
+            **({"thinking": thinking} if thinking else {}), **({"cache": cache} if cache else {})}
 
 
 def _image(source, field):
@@ -114,20 +148,25 @@ def replay(stored_text, body):
     text = "".join(block.text for block in answer.content if block.type == "text")
     calls = [ToolCall(block.id, block.name, arguments_text(block.input))
              for block in answer.content if block.type == "tool_use"]
-    return replay_events(Events(answer.id, answer.model), answer, text, calls)
+    thinking = [ThinkingBlock(redacted=block.data) if block.type == "redacted_thinking"
+                else ThinkingBlock(block.thinking, block.signature)
+                for block in answer.content if block.type in ("thinking", "redacted_thinking")]
+    return replay_events(Events(answer.id, answer.model), answer, text, calls, thinking)
 
 
 class Events:
     """A message as Anthropic streams it: message_start; each content block
-    (text, or a tool's use with its input as pieces of JSON) opened, its
-    deltas, closed; message_delta with the usage (and its cost); then
-    message_stop. The usage is known at the end only, so message_start
-    carries zeros and message_delta the totals, as the SDKs read them."""
+    (thinking with its signature, text, or a tool's use with its input as
+    pieces of JSON) opened, its deltas, closed; message_delta with the usage
+    (and its cost); then message_stop. The usage is known at the end only, so
+    message_start carries zeros and message_delta the totals, as the SDKs
+    read them."""
     status = 200
 
     def __init__(self, message_id, model):
         self.message_id, self.model = message_id, model
         self.blocks, self.open_kind = 0, None  # blocks opened so far; the open one's type
+        self.thinking_index = None  # the open thinking block's place among the reply's thinking blocks
 
     def opening(self):
         message = {"id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
@@ -140,6 +179,18 @@ class Events:
         opened = self._open({"type": "text", "text": ""}) if self.open_kind != "text" else ""
         return opened + sse({"type": "content_block_delta", "index": self.blocks - 1,
                              "delta": {"type": "text_delta", "text": text}}, "content_block_delta")
+
+    def thinking_delta(self, delta):
+        if delta.redacted is not None:
+            return self._open({"type": "redacted_thinking", "data": delta.redacted})
+        opened = ""
+        if self.open_kind != "thinking" or self.thinking_index != delta.index:
+            opened = self._open({"type": "thinking", "thinking": "", "signature": ""})
+            self.thinking_index = delta.index
+        pieces = [("thinking_delta", "thinking", delta.text), ("signature_delta", "signature", delta.signature)]
+        return opened + "".join(sse({"type": "content_block_delta", "index": self.blocks - 1,
+                                     "delta": {"type": kind, field: piece}}, "content_block_delta")
+                                for kind, field, piece in pieces if piece)
 
     def tool_delta(self, delta):
         opened = ""
@@ -177,13 +228,25 @@ class Events:
 
     def answer(self, hold, reply, exchange):
         ending = ending_of(hold, reply)
-        content = [AnswerBlock(text=reply.content)] if reply.content or not reply.tool_calls else []
+        content = [RedactedThinkingAnswer(data=block.redacted) if block.redacted is not None
+                   else ThinkingAnswer(thinking=block.text, signature=block.signature) for block in reply.thinking]
+        content += [AnswerBlock(text=reply.content)] if reply.content or not reply.tool_calls else []
         content += [ToolUseAnswer(id=call.id, name=call.name, input=_input(call)) for call in reply.tool_calls]
-        return Message(
-            id=self.message_id, model=self.model, content=content,
-            stop_reason=STOP_REASONS[ending.reason], stop_sequence=ending.stop_sequence,
-            usage=AnthropicUsage(input_tokens=exchange.prompt_tokens, output_tokens=exchange.completion_tokens,
-                                 cost=format_money(exchange.cost)))
+        return Message(id=self.message_id, model=self.model, content=content,
+                       stop_reason=STOP_REASONS[ending.reason], stop_sequence=ending.stop_sequence,
+                       usage=usage_of(exchange.charge))
+
+
+def usage_of(charge):
+    """A Charge (app/pricing.py) as this format's usage: input_tokens without
+    the cached ones, which are counted apart."""
+    written = charge.cache_write_tokens + charge.cache_write_1h_tokens
+    return AnthropicUsage(
+        input_tokens=charge.uncached_tokens, cache_creation_input_tokens=written,
+        cache_read_input_tokens=charge.cache_read_tokens,
+        cache_creation=CacheCreation(ephemeral_5m_input_tokens=charge.cache_write_tokens,
+                                     ephemeral_1h_input_tokens=charge.cache_write_1h_tokens),
+        output_tokens=charge.completion_tokens, cost=format_money(charge.cost))
 
 
 def _input(call):

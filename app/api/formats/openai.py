@@ -3,14 +3,16 @@
 chunk when asked for, then [DONE]) and its errors."""
 import time
 
-from app.api.formats import (ModelCall, ToolCallsSeen, ending_of, image_url_part, replay_events, response_format_of,
+from app.api.formats import (CacheMarks, ToolCallsSeen, ending_of, image_url_part, replay_events, response_format_of,
                              sentence, sse, text_of, tool_of, tool_use_of)
 from app.errors import ValidationFailed
 from app.money import format_money
-from app.providers.conversation import text_part, user_content
+from app.providers.conversation import ModelCall, cached, text_part, user_content
+from app.providers.reasoning import Reasoning
 from app.providers.tools import ToolCall
 from app.schemas.openai_format import (AssistantMessage, CalledFunction, CalledTool, ChatCompletion,
-                                       ChatCompletionRequest, Choice, OpenAIUsage)
+                                       ChatCompletionRequest, Choice, CompletionTokensDetails, OpenAIUsage,
+                                       PromptTokensDetails)
 
 NAME = "openai"
 ENDPOINT = "chat_completions"
@@ -27,16 +29,19 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "
 
 def call_of(body):
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
-    seen = ToolCallsSeen()
-    messages = [_message(message, f"messages.{index}", seen) for index, message in enumerate(body.messages)]
+    seen, marks = ToolCallsSeen(), CacheMarks()
+    messages = [_message(message, f"messages.{index}", seen, marks) for index, message in enumerate(body.messages)]
     tools = [tool_of(tool.function.name, tool.function.description, tool.function.parameters)
              for tool in body.tools or ()]
     named = hasattr(body.tool_choice, "function")
     choice = body.tool_choice.function.name if named else body.tool_choice
     tool_use = tool_use_of(tools, choice, body.parallel_tool_calls, {
         "tools": "tools.{}.function.name", "choice": "tool_choice.function.name" if named else "tool_choice"})
-    return ModelCall(body.model, messages, body.max_completion_tokens or body.max_tokens,
-                     body.temperature, stop, body.stream, tool_use, _response_format(body.response_format))
+    effort = body.reasoning_effort
+    return ModelCall(body.model, messages, body.max_completion_tokens or body.max_tokens, body.temperature, stop,
+                     body.stream, tool_use, _response_format(body.response_format),
+                     None if effort is None else Reasoning(effort=effort), marks.first_field,
+                     None if effort is None else "reasoning_effort")
 
 
 def _response_format(asked):
@@ -46,11 +51,14 @@ def _response_format(asked):
     return response_format_of("json_schema", schema.name, schema.schema_, schema.strict, schema.description)
 
 
-def _message(message, field, seen):
-    """One message of the request, in no format's words; a user's may hold images."""
-    if message.role == "user" and isinstance(message.content, list):
-        return {"role": "user", "content": user_content([_part(part, f"{field}.content.{index}")
-                                                         for index, part in enumerate(message.content)])}
+def _message(message, field, seen, marks):
+    """One message of the request, in no format's words; a user's may hold
+    images, a user's or a system's text parts cache marks."""
+    if message.role in ("user", "system", "developer") and isinstance(message.content, list):
+        if message.role != "user":
+            _no_images(message.content, field)
+        return {"role": ROLES[message.role], "content": user_content(
+            [_part(part, f"{field}.content.{index}", marks) for index, part in enumerate(message.content)])}
     if message.role == "tool":
         if message.tool_call_id is None:
             raise ValidationFailed(details={f"{field}.tool_call_id": "is required"})
@@ -66,9 +74,9 @@ def _message(message, field, seen):
     return {"role": "assistant", "content": text_of(message.content or ""), "tool_calls": calls}
 
 
-def _part(part, field):
+def _part(part, field, marks):
     if part.type == "text":
-        return text_part(part.text)
+        return cached(text_part(part.text), marks.of(part.cache_control, field))
     return image_url_part(part.image_url.url, part.image_url.detail, f"{field}.image_url.url",
                           f"{field}.image_url.detail")
 
@@ -130,6 +138,12 @@ class Chunks:
     def delta(self, text):
         return self._chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None}]) if text else ""
 
+    def thinking_delta(self, delta):
+        """Thinking's text as LiteLLM streams it (its signature has no place here)."""
+        if not delta.text:
+            return ""
+        return self._chunk([{"index": 0, "delta": {"reasoning_content": delta.text}, "finish_reason": None}])
+
     def tool_delta(self, delta):
         call = {"index": delta.index, "function": {"arguments": delta.arguments}}
         if delta.id is not None:
@@ -149,11 +163,22 @@ class Chunks:
     def answer(self, hold, reply, exchange):
         calls = [CalledTool(id=call.id, function=CalledFunction(name=call.name, arguments=call.arguments))
                  for call in reply.tool_calls]
-        message = AssistantMessage(content=reply.content or (None if calls else ""), tool_calls=calls or None)
+        thinking = "".join(block.text for block in reply.thinking)
+        message = AssistantMessage(content=reply.content or (None if calls else ""), tool_calls=calls or None,
+                                   reasoning_content=thinking or None)
         return ChatCompletion(
             id=self.head["id"], created=self.head["created"], model=self.head["model"],
             choices=[Choice(message=message,
                             finish_reason=FINISH_REASONS.get(ending_of(hold, reply).reason, "stop"))],
-            usage=OpenAIUsage(prompt_tokens=exchange.prompt_tokens, completion_tokens=exchange.completion_tokens,
-                              total_tokens=exchange.prompt_tokens + exchange.completion_tokens,
-                              cost=format_money(exchange.cost)))
+            usage=usage_of(exchange.charge))
+
+
+def usage_of(charge):
+    """A Charge (app/pricing.py) as this format's usage: prompt_tokens count the cached ones too."""
+    return OpenAIUsage(
+        prompt_tokens=charge.prompt_tokens, completion_tokens=charge.completion_tokens,
+        total_tokens=charge.prompt_tokens + charge.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=charge.cache_read_tokens),
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=charge.reasoning_tokens or 0),
+        cache_creation_input_tokens=charge.cache_write_tokens + charge.cache_write_1h_tokens,
+        cost=format_money(charge.cost))

@@ -6,14 +6,16 @@ conversation in `input`."""
 import json
 import time
 
-from app.api.formats import (ModelCall, ToolCallsSeen, ending_of, image_url_part, openai, replay_events,
+from app.api.formats import (ToolCallsSeen, ending_of, image_url_part, openai, replay_events,
                              response_format_of, sse, text_of, tool_of, tool_use_of)
 from app.errors import ValidationFailed
 from app.money import format_money
-from app.providers.conversation import text_part, user_content
+from app.providers.conversation import ModelCall, text_part, user_content
+from app.providers.reasoning import Reasoning
 from app.providers.tools import ToolCall, arguments_text
-from app.schemas.responses_format import (ChosenFunction, IncompleteDetails, OutputFunctionCall, OutputMessage,
-                                          OutputText, Response, ResponsesRequest, ResponsesUsage, ToolSpec)
+from app.schemas.responses_format import (ChosenFunction, IncompleteDetails, InputTokensDetails, OutputFunctionCall,
+                                          OutputMessage, OutputText, OutputTokensDetails, Response, ResponsesRequest,
+                                          ResponsesUsage, ToolSpec)
 
 NAME = "responses"
 ENDPOINT = "create_response"
@@ -36,8 +38,11 @@ def call_of(body):
     named = hasattr(body.tool_choice, "name")
     tool_use = tool_use_of(tools, body.tool_choice.name if named else body.tool_choice, body.parallel_tool_calls,
                            {"tools": "tools.{}.name", "choice": "tool_choice.name" if named else "tool_choice"})
+    effort = body.reasoning and body.reasoning.effort
     return ModelCall(body.model, system + _messages(body.input), body.max_output_tokens, body.temperature, None,
-                     body.stream, tool_use, _response_format(body.text))
+                     body.stream, tool_use, _response_format(body.text),
+                     None if effort is None else Reasoning(effort=effort),
+                     reasoning_field=None if effort is None else "reasoning.effort")
 
 
 def _messages(items):
@@ -234,9 +239,23 @@ class Events:
         return Response(
             **self.head, status=status, output=output,
             incomplete_details=IncompleteDetails(reason="max_output_tokens") if cut else None,
-            usage=ResponsesUsage(input_tokens=exchange.prompt_tokens, output_tokens=exchange.completion_tokens,
-                                 total_tokens=exchange.prompt_tokens + exchange.completion_tokens,
-                                 cost=format_money(exchange.cost)))
+            usage=usage_of(exchange.charge))
+
+    def thinking_delta(self, delta):
+        """Thinking is not shown in this format: nothing is kept to send it back with."""
+        return ""
+
+
+def usage_of(charge):
+    """A Charge (app/pricing.py) as this format's usage: input_tokens count the cached ones too."""
+    return ResponsesUsage(
+        input_tokens=charge.prompt_tokens,
+        input_tokens_details=InputTokensDetails(cached_tokens=charge.cache_read_tokens,
+                                                cache_write_tokens=charge.cache_write_tokens
+                                                + charge.cache_write_1h_tokens),
+        output_tokens=charge.completion_tokens,
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=charge.reasoning_tokens or 0),
+        total_tokens=charge.prompt_tokens + charge.completion_tokens, cost=format_money(charge.cost))
 
 
 def _message_id(base, index):

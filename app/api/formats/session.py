@@ -34,6 +34,9 @@ class SessionEvents:
     def delta(self, text):
         return sse({"content": text}, "delta") if text else ""
 
+    def thinking_delta(self, delta):
+        return ""  # a chat session's model is called without reasoning
+
     def closing(self, answer):
         return sse(answer.model_dump(mode="json"), "done")
 
