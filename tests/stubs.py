@@ -2,10 +2,12 @@
 Completions and Anthropic Messages wire formats, told by the test how to answer
 (normally, with an error status, after a stall, without usage, or garbled; with
 any reply text, NUL included, and any usage counts, absurd ones included;
-calling tools; held until the test opens a gate; or dripping the body one byte
-at a time; each turn of a conversation its own way, from a script). Asked for a
-stream (`"stream": true`), they stream the reply in their real event formats,
-tool calls included, and can cut it short or end it with an error event."""
+calling tools; reporting prompt-cache reads and writes and reasoning tokens;
+showing thinking with its signature (Anthropic); held until the test opens a
+gate; or dripping the body one byte at a time; each turn of a conversation its
+own way, from a script). Asked for a stream (`"stream": true`), they stream the
+reply in their real event formats, tool calls and thinking included, and can
+cut it short or end it with an error event."""
 import copy
 import json
 import re
@@ -37,8 +39,18 @@ class Behaviour:
     def __init__(self):
         self.status = 200
         self.stall_seconds = 0.0
+        # The usage, each in the provider's own convention: OpenAI's
+        # prompt_tokens count the cached ones too, Anthropic's input_tokens
+        # neither those read (cache_read_tokens) nor those written (for 5
+        # minutes, cache_write_tokens, or an hour, cache_write_1h_tokens;
+        # OpenAI reports no writes). reasoning_tokens: OpenAI's count of them
+        # within completion_tokens (None: not reported).
         self.prompt_tokens = 11
         self.completion_tokens = 7
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.cache_write_1h_tokens = 0
+        self.reasoning_tokens = None
         self.with_usage = True
         # Anthropic streams: whether message_delta carries the output's usage
         # (message_start always has the input's, as the real API sends it).
@@ -63,6 +75,10 @@ class Behaviour:
         # The tools the reply calls: (id, name, arguments as JSON text), the
         # arguments streamed in ARGUMENT_PIECES pieces.
         self.tool_calls = []
+        # Anthropic: the thinking blocks before the reply's text, each
+        # (thinking, signature), or ("redacted", data); the thinking streamed
+        # in ARGUMENT_PIECES pieces, then its signature.
+        self.thinking = []
         # Each request's own changes to this behaviour, in order (then this one's);
         # or, when set, a function of the request's body that gives them.
         self.script = []
@@ -140,7 +156,7 @@ class StubProvider:
                 return
             if sent < len(deltas):
                 time.sleep(behaviour.chunk_delay_seconds)
-                yield self.delta_event(body, deltas[sent])
+                yield self.delta_event(body, behaviour, deltas[sent])
         yield from self.closing_events(body, behaviour)
 
     def _handler(self):
@@ -248,15 +264,22 @@ class OpenAIStub(StubProvider):
                  "model": body["model"],
                  "choices": [{"index": 0, "message": message, "finish_reason": self._finish_reason(behaviour)}]}
         if behaviour.with_usage:
-            reply["usage"] = {"prompt_tokens": behaviour.prompt_tokens,
-                              "completion_tokens": behaviour.completion_tokens,
-                              "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}
+            reply["usage"] = self._usage(behaviour)
         return reply
+
+    @staticmethod
+    def _usage(behaviour):
+        usage = {"prompt_tokens": behaviour.prompt_tokens, "completion_tokens": behaviour.completion_tokens,
+                 "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens,
+                 "prompt_tokens_details": {"cached_tokens": behaviour.cache_read_tokens, "audio_tokens": 0}}
+        if behaviour.reasoning_tokens is not None:
+            usage["completion_tokens_details"] = {"reasoning_tokens": behaviour.reasoning_tokens}
+        return usage
 
     def opening_events(self, body, behaviour):
         yield self._chunk(body, {"role": "assistant", "content": ""}, None)
 
-    def delta_event(self, body, text):
+    def delta_event(self, body, behaviour, text):
         return self._chunk(body, {"content": text}, None)
 
     def closing_events(self, body, behaviour):
@@ -269,10 +292,7 @@ class OpenAIStub(StubProvider):
         yield self._chunk(body, {}, self._finish_reason(behaviour))
         if body.get("stream_options", {}).get("include_usage") and behaviour.with_usage:
             yield _data({"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": int(time.time()),
-                         "model": body["model"], "choices": [],
-                         "usage": {"prompt_tokens": behaviour.prompt_tokens,
-                                   "completion_tokens": behaviour.completion_tokens,
-                                   "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens}})
+                         "model": body["model"], "choices": [], "usage": self._usage(behaviour)})
         yield b"data: [DONE]\n\n"
 
     @staticmethod
@@ -299,33 +319,44 @@ class AnthropicStub(StubProvider):
         return headers.get("x-api-key", "").startswith("sk-ant-") and headers.get("anthropic-version") == "2023-06-01"
 
     def answer(self, body, behaviour):
-        content = [{"type": "text", "text": behaviour.reply}] if behaviour.reply or not behaviour.tool_calls else []
+        content = [_thinking_block(*block) for block in behaviour.thinking]
+        content += [{"type": "text", "text": behaviour.reply}] if behaviour.reply or not behaviour.tool_calls else []
         content += [{"type": "tool_use", "id": call_id, "name": name, "input": json.loads(arguments)}
                     for call_id, name, arguments in behaviour.tool_calls]
         reply = {"id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"],
                  "content": content, "stop_reason": self._stop_reason(behaviour),
                  "stop_sequence": behaviour.stop_sequence}
         if behaviour.with_usage:
-            reply["usage"] = {"input_tokens": behaviour.prompt_tokens, "output_tokens": behaviour.completion_tokens}
+            reply["usage"] = {**self._input_usage(behaviour), "output_tokens": behaviour.completion_tokens}
         return reply
+
+    @staticmethod
+    def _input_usage(behaviour):
+        return {"input_tokens": behaviour.prompt_tokens,
+                "cache_creation_input_tokens": behaviour.cache_write_tokens + behaviour.cache_write_1h_tokens,
+                "cache_read_input_tokens": behaviour.cache_read_tokens,
+                "cache_creation": {"ephemeral_5m_input_tokens": behaviour.cache_write_tokens,
+                                   "ephemeral_1h_input_tokens": behaviour.cache_write_1h_tokens}}
 
     def opening_events(self, body, behaviour):
         message = {"id": "msg_stub", "type": "message", "role": "assistant", "model": body["model"], "content": [],
                    "stop_reason": None, "stop_sequence": None}
         if behaviour.with_usage:
-            message["usage"] = {"input_tokens": behaviour.prompt_tokens, "output_tokens": 1}
+            message["usage"] = {**self._input_usage(behaviour), "output_tokens": 1}
         yield _event("message_start", {"type": "message_start", "message": message})
-        yield _event("content_block_start", {"type": "content_block_start", "index": 0,
+        for index, block in enumerate(behaviour.thinking):
+            yield from _thinking_events(index, _thinking_block(*block))
+        yield _event("content_block_start", {"type": "content_block_start", "index": len(behaviour.thinking),
                                              "content_block": {"type": "text", "text": ""}})
         yield _event("ping", {"type": "ping"})
 
-    def delta_event(self, body, text):
-        return _event("content_block_delta", {"type": "content_block_delta", "index": 0,
+    def delta_event(self, body, behaviour, text):
+        return _event("content_block_delta", {"type": "content_block_delta", "index": len(behaviour.thinking),
                                               "delta": {"type": "text_delta", "text": text}})
 
     def closing_events(self, body, behaviour):
-        yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
-        for index, (call_id, name, arguments) in enumerate(behaviour.tool_calls, start=1):
+        yield _event("content_block_stop", {"type": "content_block_stop", "index": len(behaviour.thinking)})
+        for index, (call_id, name, arguments) in enumerate(behaviour.tool_calls, start=len(behaviour.thinking) + 1):
             yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
                 "type": "tool_use", "id": call_id, "name": name, "input": {}}})
             for piece in pieces(arguments):
@@ -345,6 +376,26 @@ class AnthropicStub(StubProvider):
 
     def error_event(self):
         return _event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+
+
+def _thinking_block(thinking, signature):
+    if thinking == "redacted":
+        return {"type": "redacted_thinking", "data": signature}
+    return {"type": "thinking", "thinking": thinking, "signature": signature}
+
+
+def _thinking_events(index, block):
+    """A thinking block as the Messages API streams it: opened empty, its
+    text in pieces, its signature, closed (a redacted one comes whole)."""
+    opened = block if block["type"] == "redacted_thinking" else {"type": "thinking", "thinking": "", "signature": ""}
+    yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened})
+    if block["type"] == "thinking":
+        for piece in pieces(block["thinking"]):
+            yield _event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                 "delta": {"type": "thinking_delta", "thinking": piece}})
+        yield _event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                             "delta": {"type": "signature_delta", "signature": block["signature"]}})
+    yield _event("content_block_stop", {"type": "content_block_stop", "index": index})
 
 
 def _data(payload):
