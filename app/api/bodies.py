@@ -115,7 +115,7 @@ def _located(item, data):
     union member's type."""
     loc, parts, value, union = item["loc"], [], data, None
     for index, part in enumerate(loc):
-        if isinstance(value, dict) and isinstance(part, str) and part in value:
+        if isinstance(value, dict) and isinstance(part, str) and part in value and not _is_tag(loc, index, value):
             value = value[part]
         elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
             value = value[part]
@@ -125,6 +125,16 @@ def _located(item, data):
         parts.append(part)
     mismatch = union == tuple(parts) and item["type"].endswith("_type")
     return ".".join(str(part) for part in parts) or "body", union, mismatch, _message(item)
+
+
+def _is_tag(loc, index, value):
+    """Whether loc[index], a key of the object `value`, is rather the tag of a
+    discriminated union that pydantic put there (a block {"type": "text",
+    "text": …} is tagged "text"): a scalar has no fields, so when the next part
+    is a key of `value` itself, the error is about `value`'s field."""
+    following = loc[index + 1] if index + 1 < len(loc) else None
+    return (following is not None and not isinstance(value[loc[index]], (dict, list))
+            and isinstance(following, str) and following in value)
 
 
 def _either(first, second):

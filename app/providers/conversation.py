@@ -60,14 +60,14 @@ def cached(part, cache):
 def user_content(parts):
     """A user's (or system's) content from its parts: a plain text when it
     holds no image and no cache mark (the texts joined), else the parts,
-    neighbouring unmarked texts joined."""
+    neighbouring texts joined where neither carries a mark (a mark ends its block)."""
     if all(part["type"] == "text" and not part.get("cache") for part in parts):
         return "".join(part["text"] for part in parts)
     content = []
     for part in parts:
         last = content[-1] if content else None
-        if part["type"] == "text" and last and last["type"] == "text" and not last.get("cache"):
-            content[-1] = cached(text_part(last["text"] + part["text"]), part.get("cache"))
+        if part["type"] == "text" and last and last["type"] == "text" and not (last.get("cache") or part.get("cache")):
+            content[-1] = text_part(last["text"] + part["text"])
         elif part["type"] != "text" or part["text"]:
             content.append(part)
     return content
