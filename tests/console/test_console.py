@@ -204,6 +204,9 @@ def test_a_user_goes_through_the_whole_console(server, page, api_as, record_prop
     chart = page.locator("svg.chart")
     expect(chart.locator("rect.bar[data-model='local/echo']").first).to_be_visible()
     expect(chart.locator("title").first).to_contain_text("Spend per day")
+    # Recent activity: a settled call's release shows its charge by part.
+    expect(page.locator(".charge-parts").first).to_contain_text(" input $")
+    expect(page.locator(".charge-parts").first).to_contain_text(" output $")
 
     # Preferences: the API's validation message beside its field, then a good value saved.
     go(page, "Preferences")

@@ -18,7 +18,18 @@ function describeActivity(item) {
     return [`${item.action === "user" ? "Prompt" : "Answer"} · `, link(`/console/chat/${item.session_id}`, item.model_id),
             ` · ${item.prompt_tokens + item.completion_tokens} tokens`];
   }
-  return [item.action, item.model_id ? ` · ${item.model_id}` : ""];
+  return [item.action, item.model_id ? ` · ${item.model_id}` : "", item.charge ? chargeParts(item.charge) : ""];
+}
+
+// A settled call's charge by part; the cache's parts only where there were any.
+function chargeParts(charge) {
+  const parts = [[`${charge.input_tokens} input`, charge.input_cost],
+                 [`${charge.cached_input_tokens} cached`, charge.cached_input_cost],
+                 [`${charge.cache_write_tokens + charge.cache_write_1h_tokens} cache writes`, charge.cache_write_cost],
+                 [`${charge.output_tokens} output`, charge.output_cost]]
+    .filter(([, cost], index) => index === 0 || index === 3 || Number(cost) > 0);
+  return h("span", { class: "charge-parts" },
+           ` · charged ${formatMoney(charge.cost)}: ` + parts.map(([what, cost]) => `${what} ${formatMoney(cost)}`).join(", "));
 }
 
 async function activity(signal) {
