@@ -1,6 +1,7 @@
 """A database made by release 1 (commit d276917, before holds had deadlines and
 top-ups a cap in the database) starts on today's code with every row kept, and
-ends with the same schema as a new one."""
+ends with the same schema as a new one. So does one at schema version 7, whose
+settled calls kept no charge by part: they read as charged, their parts null."""
 import subprocess
 import sys
 import uuid
@@ -18,21 +19,23 @@ from app.billing import reconcile_holds
 from app.security import hash_password
 from devtools.schema_file import dump_schema
 from tests.conftest import APP_PASSWORD, _admin
-from tests.support import PASSWORD, ROOT, TEST_ITERATIONS, bearer, login, settings_for
+from tests.support import PASSWORD, ROOT, TEST_ITERATIONS, bearer, login, readme_ledger_query, settings_for
 
 RELEASE_1 = "d276917"
-RELEASE_1_FILES = ["migrate.py", "schema.sql", "catalog.json", "database"]
+# A commit at schema version 7 (migrations 0001–0007): settles kept no charge by part.
+SCHEMA_7 = "9fdf0d5"
+# What an old commit's migrate.py needs: app/ too, where later ones read MAX_TOPUP's default.
+RELEASE_FILES = ["migrate.py", "schema.sql", "catalog.json", "database", "app"]
 LEDGER_TABLES = ["users", "user_balance", "transactions", "api_keys", "chat_sessions", "chat_history",
                  "model_usage_stats", "model_ratings", "user_preferences", "refresh_tokens", "audit_log"]
 
 
-@pytest.fixture
-def release_1_tree(tmp_path):
-    """The files release 1's migrate.py needs, straight from git history."""
-    have = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{RELEASE_1}^{{commit}}"], capture_output=True)
+def release_tree(tmp_path, commit):
+    """The files `commit`'s migrate.py needs, straight from git history."""
+    have = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
     if have.returncode != 0:
-        pytest.skip(f"commit {RELEASE_1} is not in this clone's history (shallow clone?)")
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", RELEASE_1, *RELEASE_1_FILES],
+        pytest.skip(f"commit {commit} is not in this clone's history (shallow clone?)")
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, *RELEASE_FILES],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True)
     return tmp_path
@@ -50,13 +53,28 @@ def scratch_database(pg_server, prefix):
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@pytest.fixture
-def release_1_database(pg_server, release_1_tree):
-    """A database made by release 1's own migrate.py."""
-    with scratch_database(pg_server, "qmarket_release1") as owner_url:
+@contextmanager
+def database_made_by(pg_server, commit, tmp_path, prefix):
+    """A database made by `commit`'s own migrate.py."""
+    tree = release_tree(tmp_path, commit)
+    with scratch_database(pg_server, prefix) as owner_url:
         subprocess.run([sys.executable, "-c",
                         "import sys, migrate; migrate.migrate(sys.argv[1], sys.argv[2], out=lambda line: None)",
-                        owner_url, APP_PASSWORD], cwd=release_1_tree, check=True, capture_output=True)
+                        owner_url, APP_PASSWORD], cwd=tree, check=True, capture_output=True)
+        yield owner_url
+
+
+@pytest.fixture
+def release_1_database(pg_server, tmp_path):
+    """A database made by release 1's own migrate.py."""
+    with database_made_by(pg_server, RELEASE_1, tmp_path, "qmarket_release1") as owner_url:
+        yield owner_url
+
+
+@pytest.fixture
+def schema_7_database(pg_server, tmp_path):
+    """A database at schema version 7, made by that commit's own migrate.py."""
+    with database_made_by(pg_server, SCHEMA_7, tmp_path, "qmarket_schema7") as owner_url:
         yield owner_url
 
 
@@ -71,14 +89,7 @@ def fill_as_release_1_did(owner_url):
     never settled, a stored key, a rating and preferences: every kind of row,
     written by release 1's own procedures. Returns the user's id."""
     with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO users (email, username, password_hash) VALUES (%s, %s, %s) RETURNING id",
-                    ("ada@example.com", "ada", hash_password(PASSWORD, TEST_ITERATIONS)))
-        user_id = cur.fetchone()[0]
-        cur.execute("SELECT ok FROM add_user_funds(%s, 25, 'deposit', NULL, 'top-up', '{}')", (user_id,))
-        assert cur.fetchone()[0]
-        cur.execute("INSERT INTO chat_sessions (user_id, model_id, title) VALUES (%s, 'local/echo', 'old') RETURNING id",
-                    (user_id,))
-        session_id = cur.fetchone()[0]
+        user_id, session_id = funded_user_with_a_session(cur)
         cur.execute("SELECT ok, transaction_id FROM deduct_user_balance(%s, 0.5, 'hold', '{}', NULL)", (user_id,))
         ok, hold_id = cur.fetchone()
         assert ok
@@ -100,6 +111,33 @@ def fill_as_release_1_did(owner_url):
     return user_id
 
 
+def funded_user_with_a_session(cur):
+    """ada, with a deposit of 25 and a session on local/echo: (her id, the session's)."""
+    cur.execute("INSERT INTO users (email, username, password_hash) VALUES (%s, %s, %s) RETURNING id",
+                ("ada@example.com", "ada", hash_password(PASSWORD, TEST_ITERATIONS)))
+    user_id = cur.fetchone()[0]
+    cur.execute("SELECT ok FROM add_user_funds(%s, 25, 'deposit', NULL, 'top-up', '{}')", (user_id,))
+    assert cur.fetchone()[0]
+    cur.execute("INSERT INTO chat_sessions (user_id, model_id, title) VALUES (%s, 'local/echo', 'old') RETURNING id",
+                (user_id,))
+    return user_id, cur.fetchone()[0]
+
+
+def settle_as_schema_7_did(owner_url):
+    """A chat call held and settled by schema 7's procedures, as its settle
+    wrote it: a hold of 0.5 and the release of 0.2 that leaves 0.3 charged,
+    and no charge by part, which nothing kept yet."""
+    with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
+        user_id, session_id = funded_user_with_a_session(cur)
+        cur.execute("SELECT ok, transaction_id FROM deduct_user_balance(%s, 0.5, 'Hold for a message to local/echo', "
+                    "'{\"kind\": \"chat\"}', NULL, 60, 'local/echo', NULL)", (user_id,))
+        ok, hold_id = cur.fetchone()
+        assert ok
+        cur.execute("SELECT charged FROM settle_chat_call(%s, %s, 'local/echo', NULL, %s, 0.5, 'hi', 3, 0.1, "
+                    "'You said: hi', 4, 0.2, 0::smallint, '{\"kind\": \"settle\"}')", (user_id, session_id, hold_id))
+        assert cur.fetchone()[0]
+
+
 def snapshot(owner_url):
     """Every row of every table release 1 had, as text, and each balance."""
     with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
@@ -114,6 +152,15 @@ def snapshot(owner_url):
     return rows
 
 
+def assert_every_row_kept(before, after):
+    """Each table of release 1 has its rows (the audit log may have gained some), each balance and ledger row."""
+    assert {table: after[table] for table in LEDGER_TABLES if table != "audit_log"} == \
+        {table: before[table] for table in LEDGER_TABLES if table != "audit_log"}
+    assert after["audit_log"] >= before["audit_log"]
+    assert after["balances"] == before["balances"]
+    assert after["ledger"] == before["ledger"]
+
+
 def test_a_release_1_database_keeps_every_row_and_serves(release_1_database):
     owner_url = release_1_database
     fill_as_release_1_did(owner_url)
@@ -122,12 +169,7 @@ def test_a_release_1_database_keeps_every_row_and_serves(release_1_database):
     migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)
     migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)  # and again: still harmless
 
-    after = snapshot(owner_url)
-    assert {table: after[table] for table in LEDGER_TABLES if table != "audit_log"} == \
-        {table: before[table] for table in LEDGER_TABLES if table != "audit_log"}
-    assert after["audit_log"] >= before["audit_log"]
-    assert after["balances"] == before["balances"]
-    assert after["ledger"] == before["ledger"]
+    assert_every_row_kept(before, snapshot(owner_url))
 
     app = create_app(settings_for(make_dsn(owner_url, user=migrate.APP_ROLE, password=APP_PASSWORD)))
     try:
@@ -151,6 +193,45 @@ def test_a_release_1_database_keeps_every_row_and_serves(release_1_database):
         assert Decimal(balance["available_balance"]) == Decimal(25) - spent
     finally:
         close_app(app)
+
+
+def test_a_schema_7_database_keeps_its_settled_call_whose_charge_reads_as_null(schema_7_database):
+    """The upgrade to 8 makes up no parts for a call settled without them: the
+    ledger and the activity feed show its release with `charge` null, beside a
+    call settled since with its parts, and README's ledger check finds nothing."""
+    owner_url = schema_7_database
+    assert recorded_versions(owner_url)[-1][0] == 7
+    settle_as_schema_7_did(owner_url)
+    before = snapshot(owner_url)
+
+    migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)
+
+    assert recorded_versions(owner_url)[-1] == (8, "prompt caching and reasoning")
+    assert_every_row_kept(before, snapshot(owner_url))
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM call_charges")
+        assert cur.fetchone()[0] == 0, "parts were made up for a call settled without them"
+
+    app = create_app(settings_for(make_dsn(owner_url, user=migrate.APP_ROLE, password=APP_PASSWORD)))
+    try:
+        client = app.test_client()
+        headers = bearer(login(client)["access_token"])
+        session = client.get("/api/v1/chat/sessions", headers=headers).get_json()["sessions"][0]
+        sent = client.post(f"/api/v1/chat/sessions/{session['id']}/messages", headers=headers,
+                           json={"content": "still here?"})
+        assert sent.status_code == 201, sent.get_json()
+        ledger = client.get("/api/v1/balance/transactions", headers=headers).get_json()["transactions"]
+        new, old = [entry for entry in ledger if entry["type"] == "release"]
+        assert (old["amount"], old["charge"]) == ("0.20", None)
+        assert new["charge"]["cost"] == sent.get_json()["cost"]
+        activity = client.get("/api/v1/activity", headers=headers).get_json()["activity"]
+        old_in_activity = [item for item in activity if item["kind"] == "transaction" and item["id"] == old["id"]]
+        assert [item["charge"] for item in old_in_activity] == [None]
+    finally:
+        close_app(app)
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute(readme_ledger_query())
+        assert cur.fetchall() == []
 
 
 def test_an_upgraded_database_has_the_schema_of_a_new_one(release_1_database, pg_server):
