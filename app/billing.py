@@ -105,8 +105,10 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
         raise ModelUnavailable()
     messages = [*context["history"], {"role": "user", "content": content}]
     _check_size(context, fixed, {"max_tokens": "max_tokens", "prompt": "content"})
+    # A chat asks nothing of a model's reasoning, but its provider is told the model reasons.
+    reasoning = Reasoning() if "reasoning" in context["features"] else None
     return _hold(user_id, context, messages, temperature, deadlines, tx, session_id=session_id, content=content,
-                 metadata={"kind": "chat", "session_id": str(session_id)})
+                 metadata={"kind": "chat", "session_id": str(session_id)}, reasoning=reasoning)
 
 
 def hold_call(user_id, call, tx, fields, access_key=None):

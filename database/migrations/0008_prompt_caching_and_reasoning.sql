@@ -10,7 +10,8 @@
 --     release. Calls settled before this release have no row: their parts are
 --     unknown, and read as null.
 --   - settle_chat_call takes the parts and writes that row with the release;
---     chat_call_context gives the cache prices with the others.
+--     chat_call_context gives the cache prices with the others, and the
+--     model's features.
 ALTER TABLE models
     ADD COLUMN cache_read_price_per_mtok numeric(20,10)
         CONSTRAINT models_cache_read_price_check CHECK (cache_read_price_per_mtok >= 0),
@@ -89,7 +90,8 @@ CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_token
 RETURNS TABLE (token_generation integer, session_id uuid, model_id text, provider text, context_window integer,
                max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric,
                cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric,
-               cache_write_1h_price_per_mtok numeric, is_active boolean, max_tokens integer, api_key_id uuid,
+               cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer,
+               api_key_id uuid,
                encryption_kid text, nonce bytea, encrypted_key bytea, history json, daily_spend_limit numeric,
                max_cost_per_message numeric)
 LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
@@ -99,7 +101,7 @@ BEGIN
     WITH target AS (
         SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
                m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
-               m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.is_active,
+               m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.features, m.is_active,
                coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens
           FROM chat_sessions s
           JOIN models m ON m.id = s.model_id
@@ -113,7 +115,7 @@ BEGIN
     )
     SELECT u.token_generation, t.session_id, t.model_id, t.provider, t.context_window, t.max_output_tokens,
            t.input_price_per_mtok, t.output_price_per_mtok, t.cache_read_price_per_mtok,
-           t.cache_write_price_per_mtok, t.cache_write_1h_price_per_mtok, t.is_active, t.max_tokens,
+           t.cache_write_price_per_mtok, t.cache_write_1h_price_per_mtok, t.features, t.is_active, t.max_tokens,
            k.id, k.encryption_kid, k.nonce, k.encrypted_key,
            (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
               FROM history h

@@ -406,3 +406,14 @@ def test_a_hold_left_by_a_killed_server_is_returned_exactly_once(settings, datab
     assert database.query("SELECT type, amount FROM transactions WHERE type <> 'deposit' ORDER BY id") == [
         ("hold", hold_amount), ("release", hold_amount)]
     assert database.query("SELECT available_balance, held_balance FROM user_with_balance") == [(Decimal(5), 0)]
+
+
+def test_a_chat_with_a_reasoning_model_asks_for_max_completion_tokens(client, token, database, openai_stub):
+    """OpenAI's reasoning models refuse max_tokens: a chat, which asks for no
+    reasoning of its own, still calls them as reasoning models."""
+    store_keys(client, token)
+    session_id = new_session(client, token, "openai/o4-mini")
+    assert send(client, token, session_id, "Hi", max_tokens=600).status_code == 201
+    sent, = openai_stub.requests
+    assert sent["body"]["max_completion_tokens"] == 600 and "max_tokens" not in sent["body"]
+    assert "reasoning_effort" not in sent["body"]
