@@ -169,11 +169,14 @@ def _reasoning(context, call, fields):
     """The Reasoning the provider gets: the call's, on a model that reasons
     (an empty one when the call asks nothing: the provider then knows it
     calls a reasoning model), None on one that does not. A thinking budget
-    must leave room for the answer within max_tokens."""
+    (the client's own, or the one an effort becomes for Anthropic's models;
+    OpenAI's take an effort as it is) must leave room for the answer within
+    max_tokens."""
     if "reasoning" not in context["features"]:
         return None
     reasoning = call.reasoning or Reasoning()
-    budget = reasoning.budget if reasoning.asked else None
+    budgeted = reasoning.asked and (reasoning.thinking is not None or context["provider"] == "anthropic")
+    budget = reasoning.budget if budgeted else None
     if budget is not None and budget >= context["max_tokens"]:
         field = call.reasoning_field + (".budget_tokens" if reasoning.thinking is not None else "")
         raise ValidationFailed(details={field: (

@@ -26,6 +26,7 @@ PRICES = {"openai/gpt-4o-mini": (Decimal("0.15"), Decimal("0.60")),
           "openai/gpt-4.1": (Decimal("2.00"), Decimal("8.00")),
           "anthropic/claude-3-5-haiku-20241022": (Decimal("0.80"), Decimal("4.00")),
           "anthropic/claude-sonnet-4-20250514": (Decimal("3.00"), Decimal("15.00")),
+          "openai/o4-mini": (Decimal("1.10"), Decimal("4.40")),
           "local/echo": (Decimal("0.01"), Decimal("0.02"))}
 
 

@@ -8,7 +8,7 @@ from app.api.formats import (CacheMarks, ToolCallsSeen, ending_of, image_url_par
 from app.errors import ValidationFailed
 from app.money import format_money
 from app.providers.conversation import ModelCall, cached, text_part, user_content
-from app.providers.reasoning import Reasoning
+from app.providers.reasoning import Reasoning, ThinkingBlock
 from app.providers.tools import ToolCall
 from app.schemas.openai_format import (AssistantMessage, CalledFunction, CalledTool, ChatCompletion,
                                        ChatCompletionRequest, Choice, CompletionTokensDetails, OpenAIUsage,
@@ -113,7 +113,8 @@ def replay(stored_text, body):
     chunks = Chunks(answer.id, answer.model, answer.created, _wants_usage(body))
     message = answer.choices[0].message
     calls = [ToolCall(call.id, call.function.name, call.function.arguments) for call in message.tool_calls or ()]
-    return replay_events(chunks, answer, message.content or "", calls)
+    thinking = [ThinkingBlock(message.reasoning_content)] if message.reasoning_content else []
+    return replay_events(chunks, answer, message.content or "", calls, thinking)
 
 
 def _wants_usage(body):
