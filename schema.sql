@@ -473,7 +473,7 @@ CREATE TABLE api_keys (
     CONSTRAINT api_keys_label_check CHECK ((length(label) <= 100)),
     CONSTRAINT api_keys_last4_check CHECK ((length(last4) <= 4)),
     CONSTRAINT api_keys_nonce_check CHECK ((length(nonce) = 12)),
-    CONSTRAINT api_keys_provider_check CHECK ((provider = ANY (ARRAY['openai'::text, 'anthropic'::text])))
+    CONSTRAINT api_keys_provider_check CHECK (((provider ~ '^[a-z0-9-]{1,32}$'::text) AND (provider <> 'local'::text)))
 );
 
 CREATE TABLE audit_log (
@@ -626,7 +626,7 @@ END),
     CONSTRAINT models_max_output_tokens_check CHECK ((max_output_tokens > 0)),
     CONSTRAINT models_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
     CONSTRAINT models_output_price_per_mtok_check CHECK ((output_price_per_mtok >= (0)::numeric)),
-    CONSTRAINT models_provider_check CHECK ((provider = ANY (ARRAY['local'::text, 'openai'::text, 'anthropic'::text])))
+    CONSTRAINT models_provider_check CHECK ((provider ~ '^[a-z0-9-]{1,32}$'::text))
 );
 
 CREATE VIEW model_popularity AS

@@ -23,7 +23,8 @@ from decimal import Decimal
 from flask import current_app
 
 from app.errors import (InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached, KeyUnusable,
-                        MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
+                        MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed,
+                        ProviderNotConfigured, ProviderTimedOut,
                         ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
 from app.extensions import db, providers, vault
 from app.money import SMALLEST_AMOUNT, charged, format_money, token_cost
@@ -37,13 +38,10 @@ from app.providers.reasoning import MIN_THINKING_BUDGET, Reasoning
 from app.providers.tools import calls_tools
 from database.errors import DatabaseUnavailable
 from database.vault import VaultError
-from database.vocab import KEY_PROVIDERS, LOCAL_PROVIDER
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 1024
-# The settings holding the operator's own key for each provider (house keys).
-HOUSE_KEY_SETTINGS = {provider: f"{provider.upper()}_API_KEY" for provider in KEY_PROVIDERS}
 FULL_PRICE = Decimal(1)
 # Pauses between settle attempts while the database is unavailable: doubling, up to the longest.
 SETTLE_FIRST_PAUSE, SETTLE_LONGEST_PAUSE = 0.25, 4.0
@@ -275,9 +273,15 @@ def _spend_limit_reached(most, daily_limit, access_key):
 
 def _key_and_rate(user_id, provider, sealed):
     """(whose key, the key, the share of the catalog cost charged): the user's
-    own key (BYOK, at BYOK_FEE_RATE), else the house key at full price; local
-    models need none. With neither, the call cannot be made."""
-    if provider == LOCAL_PROVIDER:
+    own key (BYOK, at BYOK_FEE_RATE), else the provider's next house key at
+    full price; local models, and a provider configured to need no key, need
+    none. With neither, the call cannot be made. A model whose provider is no
+    longer configured cannot be called."""
+    configured = current_app.config["PROVIDERS"].get(provider)
+    if configured is None:
+        log.error("a model's provider %s is not configured (PROVIDERS_FILE): it cannot be called", provider)
+        raise ProviderNotConfigured(details={"provider": provider})
+    if not configured.remote:
         return "local", None, FULL_PRICE
     if sealed is not None:
         try:
@@ -285,15 +289,19 @@ def _key_and_rate(user_id, provider, sealed):
         except VaultError as exc:
             log.error("a stored key of user %s is unusable: %s", user_id, exc)
             raise KeyUnusable() from None
-    house_key = house_keys(current_app.config).get(provider)
-    if house_key is None:
-        raise MissingApiKey(details={"provider": provider})
-    return "house", house_key, FULL_PRICE
+    pool = providers.house_keys[provider]
+    if pool:
+        return "house", pool.next(), FULL_PRICE
+    if not configured.needs_key:
+        return "house", None, FULL_PRICE
+    raise MissingApiKey(details={"provider": provider})
 
 
 def house_keys(config):
-    """{provider: the operator's key} for each provider it set one for."""
-    return {provider: config[setting] for provider, setting in HOUSE_KEY_SETTINGS.items() if config[setting]}
+    """The remote providers a call can use without a key of the user's own:
+    those with a house key, or configured to need none."""
+    return [name for name, provider in config["PROVIDERS"].items()
+            if provider.remote and (provider.keys or not provider.needs_key)]
 
 
 def call(hold):

@@ -98,6 +98,12 @@ def register_commands(app: Flask):
             models = read_catalog(path)
         except CatalogError as exc:
             raise click.ClickException(str(exc)) from None
+        configured = current_app.config["PROVIDERS"]
+        for index, model in enumerate(models):
+            if model["provider"] not in configured:
+                raise click.ClickException(
+                    f"catalog refused: models.{index}.provider: {model['provider']} is no configured provider "
+                    f"({', '.join(configured)}); add it to PROVIDERS_FILE first")
         try:
             with closing(owner_connection()) as conn:
                 with conn, conn.cursor() as cur:

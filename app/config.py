@@ -12,6 +12,7 @@ import psycopg2
 from dotenv import dotenv_values
 
 from app.money import MONEY_LIMIT
+from app.providers.registry import ProvidersError, configured_providers
 from database.roles import login_powers
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,9 @@ SETTINGS = {
     # of their own; unset means calls need the user's key.
     "OPENAI_API_KEY": ("", _text),
     "ANTHROPIC_API_KEY": ("", _text),
+    # A JSON file of more providers (any OpenAI-compatible server: vLLM, Ollama, …)
+    # or of the built-in ones' replacements; see app/providers/registry.py.
+    "PROVIDERS_FILE": ("", _text),
     # A call made with the user's own key (BYOK) is charged this share of its
     # catalog cost, rounded up to the ledger's 10 decimals.
     "BYOK_FEE_RATE": ("0.05", _rate),
@@ -198,9 +202,20 @@ def load_config(overrides=None, check_secrets=True):
     config["MIGRATE_DATABASE_URL"] = config["MIGRATE_DATABASE_URL"] or config["DATABASE_URL"]
     config["ENCRYPTION_KEYS"] = parse_encryption_keys(config["ENCRYPTION_KEYS"])
     config["WEB_WORKERS"] = _web_workers(config)
+    try:
+        config["PROVIDERS"] = configured_providers(config, lambda name: _setting(config, layers, name))
+    except ProvidersError as exc:
+        raise ConfigError(str(exc)) from None
     if check_secrets:
         _check_secrets(config)
     return config
+
+
+def _setting(config, layers, name):
+    """A setting's value, also for one this file does not list (a provider's key)."""
+    if name in config:
+        return config[name]
+    return next((_text(layer[name]) for layer in reversed(layers) if layer.get(name) not in (None, "")), "")
 
 
 def _web_workers(config):

@@ -226,6 +226,12 @@ class StorageUnavailable(APIError):
     code = "database_unavailable"
 
 
+class ProviderNotConfigured(APIError):
+    status = 503
+    code = "provider_not_configured"
+    message = "This model's provider is not configured on this service."
+
+
 class ProviderTimedOut(APIError):
     status = 504
     code = "provider_timeout"

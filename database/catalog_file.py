@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
 from database.vocab import (CAPABILITIES, FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH,
-                            MODEL_ID_PATTERN, PROVIDERS)
+                            MODEL_ID_PATTERN, PROVIDER_NAME_PATTERN)
 
 # A cost is tokens × price / 1,000,000 and the ledger keeps 10 decimals, so a
 # price may have at most 4: every cost is then stored exactly.
@@ -58,7 +58,7 @@ class CatalogModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: Annotated[str, Field(max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ID_PATTERN)]
-    provider: Literal[PROVIDERS]
+    provider: Annotated[str, Field(pattern=PROVIDER_NAME_PATTERN)]  # a configured one (checked where it is known)
     name: Annotated[str, Field(min_length=1, max_length=100)]
     description: Annotated[str, Field(max_length=2000)] = ""
     context_window: Annotated[int, Field(gt=0, le=100_000_000, strict=True)]

@@ -4,9 +4,12 @@ read them (database/ imports nothing from app/);
 tests/operations/test_vocabulary.py holds each one to its CHECK."""
 
 LOCAL_PROVIDER = "local"
+# The built-in providers; an operator configures more (app/providers/registry.py).
 PROVIDERS = (LOCAL_PROVIDER, "openai", "anthropic")
 # Providers whose calls need an API key (the local models need none).
 KEY_PROVIDERS = tuple(provider for provider in PROVIDERS if provider != LOCAL_PROVIDER)
+# Any provider's name, as a model id's prefix is written.
+PROVIDER_NAME_PATTERN = r"^[a-z0-9-]{1,32}$"
 CAPABILITIES = ("coding", "reasoning", "long-context", "vision", "writing", "translation", "fast", "cheap")
 # What a call may ask of a model beyond plain text; a model lacking one is refused it.
 FEATURES = ("tools", "structured_output", "images", "caching", "reasoning")

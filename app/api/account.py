@@ -1,6 +1,7 @@
 """The user's own settings and history: endpoints 21–23."""
 from datetime import datetime
 
+from app.api.bodies import configured_provider
 from app.api.contract import ACCOUNT, body, caller, query, response
 from app.api.openapi import CURSOR, LIMIT
 from app.api.pagination import decode_cursor, encode_cursor, page_size, paginate, row_id
@@ -29,6 +30,8 @@ def show_preferences(caller):
 @body(PreferencesBody)
 def replace_preferences(caller, preferences):
     """Replace your preferences (keys left out take their defaults)"""
+    for index, provider in enumerate(preferences.preferred_providers):
+        configured_provider(f"preferred_providers.{index}", provider)
     row = db.replace_preferences(caller.user_id, preferences.model_dump())
     if row is None:
         raise ValidationFailed(details={"default_model_id": "is not a model of the catalog"})

@@ -6,7 +6,7 @@ import json
 import re
 from decimal import Decimal
 
-from flask import request
+from flask import current_app, request
 from pydantic import ValidationError
 
 from app.errors import InvalidJSON, UnsupportedMediaType, ValidationFailed
@@ -181,3 +181,13 @@ def json_body(model):
         return model.model_validate(payload)
     except ValidationError as exc:
         raise ValidationFailed(details=validation_details(exc, payload)) from None
+
+
+def configured_provider(field, name, takes_keys=False):
+    """`name` when it is a configured provider (one that takes a user's key,
+    with `takes_keys`); else the 400 naming `field` that lists them."""
+    names = [provider.name for provider in current_app.config["PROVIDERS"].values()
+             if provider.remote or not takes_keys]
+    if name not in names:
+        raise ValidationFailed(details={field: f"must be one of {', '.join(names)}"})
+    return name

@@ -1,5 +1,6 @@
 """The key vault: endpoints 6–8. A stored key is never shown again, only its
 provider, label and last four characters."""
+from app.api.bodies import configured_provider
 from app.api.contract import ACCOUNT, body, caller, other_responses, response
 from app.api.guards import uuid_from_path
 from app.api.pipeline import OperationBlueprint
@@ -19,6 +20,7 @@ MAX_KEYS_PER_USER = 50
 @body(NewKeyRequest)
 def add_key(caller, new_key):
     """Store a provider API key (shown once: only its last four characters come back)"""
+    configured_provider("provider", new_key.provider, takes_keys=True)
     if db.count_api_keys(caller.user_id) >= MAX_KEYS_PER_USER:
         raise KeyLimitReached(f"An account may hold at most {MAX_KEYS_PER_USER} keys; delete one first.")
     stored = db.store_api_key(

@@ -34,7 +34,7 @@ def list_models():
     """The catalog, with prices, ratings and usage
 
     Public: the active catalog, filtered and sorted."""
-    provider = query_choice("provider", PROVIDERS)
+    provider = query_choice("provider", tuple(current_app.config["PROVIDERS"]))
     capability = query_choice("capability", CAPABILITIES)
     sort = query_choice("sort", tuple(SORTS)) or "id"
     rows = [row for row in db.catalog()

@@ -19,4 +19,4 @@ def terms():
     """What a call will use and cost"""
     config = current_app.config
     return ServiceTerms(self_topup_enabled=config["SELF_TOPUP_ENABLED"], max_topup=format_money(config["MAX_TOPUP"]),
-                        byok_fee_rate=format(config["BYOK_FEE_RATE"], "f"), house_keys=list(house_keys(config)))
+                        byok_fee_rate=format(config["BYOK_FEE_RATE"], "f"), house_keys=house_keys(config))

@@ -15,7 +15,6 @@ COUNT_TOKENS_PATH = "/messages/count_tokens"
 class Messages(RemoteFormat):
     name = "anthropic"
     path = "/messages"
-    base_url_setting = "ANTHROPIC_BASE_URL"
     stop_field = "stop_sequences"
     # A JSON answer is asked as the one tool the reply must call: no room for the client's tools.
     answers_json_with_tools = False
@@ -64,15 +63,15 @@ class Messages(RemoteFormat):
         return tuple(_thinking_block(block) for block in reply["content"]
                      if block.get("type") in ("thinking", "redacted_thinking"))
 
-    def count_tokens(self, transport, model_name, messages, api_key, deadline, tool_use=None):
+    def count_tokens(self, endpoint, model_name, messages, api_key, deadline, tool_use=None):
         """The API's own count (/messages/count_tokens), which takes the
         request's conversation and tools but no max_tokens."""
         _, body, headers = self.request(model_name, messages, 1, None, api_key, None, tool_use)
         del body["max_tokens"]
-        counted = transport.post_json(self.name, COUNT_TOKENS_PATH, body, headers, deadline)
+        counted = endpoint.post_json(COUNT_TOKENS_PATH, body, headers, deadline)
         tokens = token_count(counted.get("input_tokens"))
         if tokens is None:
-            raise ProviderError(self.name, 200, "malformed response")
+            raise ProviderError(endpoint.name, 200, "malformed response")
         return tokens
 
     def tool_fields(self, tool_use):
@@ -105,7 +104,7 @@ class Messages(RemoteFormat):
                 yield ToolCall(str(block["id"]), str(block["name"]), arguments_text(block["input"]))
 
     def headers(self, api_key):
-        return {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
+        return {**({"x-api-key": api_key} if api_key else {}), "anthropic-version": ANTHROPIC_VERSION}
 
     def reply_text(self, reply):
         """The text blocks of the reply, joined; other blocks (tool use) carry no text."""

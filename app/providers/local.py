@@ -37,12 +37,11 @@ def _before_stop(text, stop):
 
 
 class Local:
-    """The same `complete` as a remote format; it needs neither the transport,
+    """The same `complete` as a remote format; it needs neither the endpoint's transport,
     nor a key, nor the deadline, since it answers at once. Its models take no
     tools, images, JSON answers, caches or reasoning (the catalog says so, and the hold refuses them)."""
 
     name = "local"
-    base_url_setting = None
     answers_json_with_tools = False
 
     @staticmethod
@@ -50,10 +49,10 @@ class Local:
         """Never asked (no local model takes images): the largest bound there is."""
         return openai_image_tokens(model_name, image)
 
-    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
+    def complete(self, endpoint, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
                  tool_use=None, response_format=None, reasoning=None):
         words = LOCAL_REPLIES.get(model_name, _echo)(messages[-1]["content"])
-        prompt = self.count_tokens(transport, model_name, messages, api_key, deadline)
+        prompt = self.count_tokens(endpoint, model_name, messages, api_key, deadline)
         text, stopped_at = _before_stop(" ".join(words[:max_tokens]), stop)
         if stopped_at is not None:
             ending = Ending("stop_sequence", stopped_at)
@@ -62,14 +61,14 @@ class Local:
         return Completion(content=text, prompt_tokens=prompt, completion_tokens=len(local_tokens(text)),
                           ending=ending)
 
-    def count_tokens(self, transport, model_name, messages, api_key, deadline, tool_use=None):
+    def count_tokens(self, endpoint, model_name, messages, api_key, deadline, tool_use=None):
         """The prompt's tokens exactly, as `complete` bills them."""
         return LOCAL_REQUEST_OVERHEAD + sum(LOCAL_MESSAGE_OVERHEAD + len(local_tokens(m["content"])) for m in messages)
 
-    def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
+    def stream(self, endpoint, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
                deadline, stop=None, tool_use=None, response_format=None, reasoning=None):
         """The text `complete` gives, word by word, with the same usage."""
-        completion = self.complete(transport, model_name, messages, max_tokens, temperature, api_key, deadline,
+        completion = self.complete(endpoint, model_name, messages, max_tokens, temperature, api_key, deadline,
                                    stop)
 
         def words(stream):
@@ -78,7 +77,7 @@ class Local:
             stream.ending = completion.ending
             return STREAMED_WORDS.findall(completion.content)
 
-        return Stream(self.name, words)
+        return Stream(endpoint.name, words)
 
 
 LOCAL = Local()

@@ -8,7 +8,6 @@ from app.providers.wire import END_OF_STREAM, RemoteFormat, error_event, event_j
 class ChatCompletions(RemoteFormat):
     name = "openai"
     path = "/chat/completions"
-    base_url_setting = "OPENAI_BASE_URL"
     stop_field = "stop"
 
     def body(self, model_name, messages, max_tokens):
@@ -68,7 +67,8 @@ class ChatCompletions(RemoteFormat):
             yield ToolCall(str(call["id"]), str(call["function"]["name"]), str(call["function"]["arguments"] or ""))
 
     def headers(self, api_key):
-        return {"Authorization": f"Bearer {api_key}"}
+        # A self-hosted server configured to need no key gets none.
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def reply_text(self, reply):
         # A reply that is only a tool call or a refusal carries null content.

@@ -52,6 +52,10 @@ class Transport:
                     self._workers = ThreadPoolExecutor(MAX_IN_FLIGHT_CONNECTIONS, thread_name_prefix="provider-call")
         return self._workers
 
+    def endpoint(self, provider):
+        """The transport as one provider's calls use it."""
+        return Endpoint(self, provider)
+
     def close(self):
         if self._workers is not None:
             self._workers.shutdown(wait=False, cancel_futures=True)
@@ -95,6 +99,19 @@ class Transport:
             if response.status_code >= 400:
                 return response.status_code, b""
             return response.status_code, _read_before(provider, response, deadline)
+
+
+class Endpoint:
+    """One provider's side of a Transport: its name, for errors, and its calls."""
+
+    def __init__(self, transport, name):
+        self.transport, self.name = transport, name
+
+    def post_json(self, path, body, headers, deadline):
+        return self.transport.post_json(self.name, path, body, headers, deadline)
+
+    def open_stream(self, path, body, headers, first_byte_deadline, deadline):
+        return self.transport.open_stream(self.name, path, body, headers, first_byte_deadline, deadline)
 
 
 def _read_before(provider, response, deadline):

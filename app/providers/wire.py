@@ -1,5 +1,6 @@
 """The interface every remote wire format shares: `request` says what to send,
-`completion` reads the answer, and the transport does everything between
+`completion` reads the answer, and the transport (one provider's Endpoint,
+app/providers/transport.py) does everything between
 (connection, deadline, size cap, errors). A format never touches HTTP: for a
 streamed reply it only adds what its streaming request sends (`stream_body`)
 and how to read one of its events (`read_event`)."""
@@ -18,9 +19,9 @@ MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
 
 
 class RemoteFormat:
-    """A provider reached over HTTP. Subclasses set `name`, `path`, the setting
-    holding the base URL, and implement `body` (the conversation, app/providers/conversation.py, in
-    its words), `tool_fields`, `response_format_fields`, `image_tokens`,
+    """A wire format spoken over HTTP, by any provider configured with it.
+    Subclasses set `name` (the format's), `path`, and implement `body` (the
+    conversation, app/providers/conversation.py, in its words), `tool_fields`, `response_format_fields`, `image_tokens`,
     `headers`, `reply_text`, `reply_tool_calls`, `reply_ending`, `usage_counts`,
     `reasoning_fields`, `stream_body` and `read_event` (and `reply_thinking`
     where replies show thinking).
@@ -29,27 +30,26 @@ class RemoteFormat:
     tool instead (`answer_tool`): that call's arguments are the answer's text,
     and the reply ends as a stop, plain or streamed."""
 
-    name = path = base_url_setting = stop_field = None
+    name = path = stop_field = None
     # Whether a JSON answer may be asked while tools are offered.
     answers_json_with_tools = True
 
-    def complete(self, transport, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
+    def complete(self, endpoint, model_name, messages, max_tokens, temperature, api_key, deadline, stop=None,
                  tool_use=None, response_format=None, reasoning=None):
         path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use,
                                            response_format, reasoning)
-        return self.completion(transport.post_json(self.name, path, body, headers, deadline),
+        return self.completion(endpoint.name, endpoint.post_json(path, body, headers, deadline),
                                self.answer_tool(response_format))
 
-    def stream(self, transport, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
+    def stream(self, endpoint, model_name, messages, max_tokens, temperature, api_key, first_byte_deadline,
                deadline, stop=None, tool_use=None, response_format=None, reasoning=None):
         path, body, headers = self.request(model_name, messages, max_tokens, temperature, api_key, stop, tool_use,
                                            response_format, reasoning)
-        source = transport.open_stream(self.name, path, self.stream_body(body), headers, first_byte_deadline,
-                                       deadline)
+        source = endpoint.open_stream(path, self.stream_body(body), headers, first_byte_deadline, deadline)
         answer_tool = self.answer_tool(response_format)
-        return Stream(self.name, lambda stream: self._deltas(sse_events(source), stream, answer_tool), source)
+        return Stream(endpoint.name, lambda stream: self._deltas(sse_events(source), stream, answer_tool), source)
 
-    def count_tokens(self, transport, model_name, messages, api_key, deadline, tool_use=None):
+    def count_tokens(self, endpoint, model_name, messages, api_key, deadline, tool_use=None):
         """The prompt's input tokens; a format whose API has no count estimates them."""
         return estimated_prompt_tokens(messages, tool_use,
                                        lambda image: self.image_tokens(model_name, image).in_context)
@@ -76,9 +76,9 @@ class RemoteFormat:
         """The name of the tool whose call is the answer (None: the answer is the reply's text)."""
         return None
 
-    def completion(self, reply, answer_tool=None):
-        """The Completion in a reply object; a reply of another shape is the
-        provider's fault, reported as such rather than as ours."""
+    def completion(self, provider, reply, answer_tool=None):
+        """The Completion in `provider`'s reply object; a reply of another
+        shape is the provider's fault, reported as such rather than as ours."""
         try:
             text, calls = self.reply_text(reply), tuple(self.reply_tool_calls(reply))
             ending = self.reply_ending(reply)
@@ -86,10 +86,10 @@ class RemoteFormat:
                 text += "".join(call.arguments for call in calls if call.name == answer_tool)
                 calls = tuple(call for call in calls if call.name != answer_tool)
                 ending = _answered(ending, calls)
-            return completion_of(clean_text(self.name, text), self.usage_counts(reply.get("usage")), ending, calls,
+            return completion_of(clean_text(provider, text), self.usage_counts(reply.get("usage")), ending, calls,
                                  self.reply_thinking(reply))
         except MALFORMED:
-            raise ProviderError(self.name, 200, "malformed response") from None
+            raise ProviderError(provider, 200, "malformed response") from None
 
     def usage_counts(self, usage):
         """The counts of a usage object ({name in USAGE_COUNTS: count}, each None when absent)."""

@@ -9,7 +9,7 @@ from app.money import format_money
 from app.schemas.charges import ChargeParts
 from app.schemas.fields import (Email, GivenPassword, ModelId, MoneyText, NewPassword, NonNegativeAmount, Provider,
                                 Request, Response, Token, Username)
-from database.vocab import PROVIDERS, THEMES
+from database.vocab import THEMES
 
 
 class RegisterRequest(Request):
@@ -64,7 +64,7 @@ class TokenPair(Response):
 class PreferencesBody(Request):
     """The whole preferences document; a key left out takes its default."""
     default_model_id: ModelId | None = None
-    preferred_providers: Annotated[list[Provider], Field(max_length=len(PROVIDERS))] = []
+    preferred_providers: Annotated[list[Provider], Field(max_length=64)] = []
     daily_spend_limit: NonNegativeAmount | None = None
     max_cost_per_message: NonNegativeAmount | None = None
     theme: Literal[THEMES] = "system"

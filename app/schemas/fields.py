@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from app.money import MONEY_TEXT, non_negative_amount, positive_amount, whole_cents
-from database.vocab import CAPABILITIES, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDERS
+from database.vocab import CAPABILITIES, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDER_NAME_PATTERN
 
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -67,7 +67,8 @@ class Response(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 ModelId = Annotated[str, Field(min_length=3, max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ID_PATTERN)]
 Capability = Literal[CAPABILITIES]
-Provider = Literal[PROVIDERS]
+# A provider's name; which ones exist is configuration, checked where a request is served.
+Provider = Annotated[str, Field(pattern=PROVIDER_NAME_PATTERN)]
 NonNegativeAmount = Annotated[Decimal, PlainValidator(non_negative_amount), WithJsonSchema(
     {"anyOf": [{"type": "string", "pattern": MONEY_TEXT.pattern}, {"type": "number", "minimum": 0}],
      "examples": ["5.00"]})]

@@ -1,12 +1,11 @@
 """Stored provider keys, shown masked."""
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import Field
 
-from app.schemas.fields import API_KEY_PATTERN, Request, Response, Text
-from database.vocab import KEY_PROVIDERS
+from app.schemas.fields import API_KEY_PATTERN, Provider, Request, Response, Text
 
 
 ApiKeyText = Annotated[str, Field(min_length=16, max_length=256, pattern=API_KEY_PATTERN)]
@@ -14,7 +13,7 @@ Label = Annotated[Text, Field(min_length=1, max_length=100)]
 
 
 class NewKeyRequest(Request):
-    provider: Literal[KEY_PROVIDERS]
+    provider: Provider  # one of the configured providers that take a key
     api_key: ApiKeyText
     label: Label | None = None
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from app.providers.registry import configured_providers
 from app.providers import Ending, ProviderError, Providers, ProviderStreamCut, ProviderTimeout
 from app.providers.sse_parser import MAX_LINE_BYTES, sse_events
 from app.providers.streamed_reply import StreamBroken
@@ -25,8 +26,9 @@ def stubs(openai_stub, anthropic_stub):
 
 @pytest.fixture
 def providers(stubs):
-    providers = Providers({"OPENAI_BASE_URL": f"{stubs['openai'].url}/v1",
-                           "ANTHROPIC_BASE_URL": f"{stubs['anthropic'].url}/v1"})
+    providers = Providers({"PROVIDERS": configured_providers(
+        {"OPENAI_BASE_URL": f"{stubs['openai'].url}/v1", "ANTHROPIC_BASE_URL": f"{stubs['anthropic'].url}/v1",
+         "PROVIDERS_FILE": ""}, lambda name: "")})
     yield providers
     providers.close()
 

@@ -6,8 +6,8 @@ import typing
 
 import pytest
 from app.schemas import EMAIL_MAX_LENGTH, PreferencesBody, RatingRequest, Username
-from database.vocab import (FEATURES, INPUT_MODALITIES, KEY_PROVIDERS, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH,
-                            MODEL_ID_PATTERN, PROVIDERS, THEMES, TRANSACTION_TYPES, USAGE_BUCKETS)
+from database.vocab import (FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN,
+                            PROVIDER_NAME_PATTERN, PROVIDERS, THEMES, TRANSACTION_TYPES, USAGE_BUCKETS)
 
 CHECK = """
     SELECT pg_get_constraintdef(c.oid)
@@ -47,15 +47,20 @@ def constraint(annotated, name):
 
 
 @pytest.mark.parametrize("table, column, python", [
-    ("models", "provider", set(PROVIDERS)),
     ("models", "features", set(FEATURES)),
     ("models", "input_modalities", set(INPUT_MODALITIES)),
-    ("api_keys", "provider", set(KEY_PROVIDERS)),
     ("transactions", "type", set(TRANSACTION_TYPES)),
     ("user_preferences", "theme", set(THEMES)),
 ])
 def test_word_lists_agree(database, table, column, python):
     assert allowed_words(check_of(database, table, column)) == python
+
+
+@pytest.mark.parametrize("table", ["models", "api_keys"])
+def test_a_providers_name_is_written_alike(database, table):
+    """Providers are configuration: the schema holds their names' form only."""
+    assert f"'{PROVIDER_NAME_PATTERN}'::text" in check_of(database, table, "provider")
+    assert all(re.fullmatch(PROVIDER_NAME_PATTERN, name) for name in PROVIDERS)
 
 
 def test_usage_buckets_agree(database):
