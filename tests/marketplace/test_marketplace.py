@@ -880,3 +880,10 @@ def test_analytics_reads_the_views_without_secrets_or_text(client, token, databa
 def test_analytics_reads_nothing_else(database, statement):
     with pytest.raises(psycopg2.errors.InsufficientPrivilege):
         as_analytics(database, statement)
+
+
+def test_catalog_load_refuses_a_model_of_a_provider_not_configured(owner_app, client, tmp_path):
+    result = load(owner_app, tmp_path, [{**NEW_MODEL, "id": "nowhere/echo", "provider": "nowhere"}])
+    assert result.exit_code != 0
+    assert "models.0.provider: nowhere is no configured provider" in result.output
+    assert "nowhere/echo" not in {model["id"] for model in catalog(client)}
