@@ -133,6 +133,8 @@ CREATE TABLE call_charges (
     cached_input_cost numeric(20,10) NOT NULL,
     cache_write_cost numeric(20,10) NOT NULL,
     output_cost numeric(20,10) NOT NULL,
+    served_model_id text NOT NULL,
+    served_provider text NOT NULL,
     CONSTRAINT call_charges_cache_write_1h_tokens_check CHECK ((cache_write_1h_tokens >= 0)),
     CONSTRAINT call_charges_cache_write_cost_check CHECK ((cache_write_cost >= (0)::numeric)),
     CONSTRAINT call_charges_cache_write_tokens_check CHECK ((cache_write_tokens >= 0)),
@@ -155,7 +157,8 @@ CREATE FUNCTION charge_parts(c call_charges) RETURNS json
         'cache_write_tokens', c.cache_write_tokens, 'cache_write_1h_tokens', c.cache_write_1h_tokens,
         'output_tokens', c.output_tokens, 'reasoning_tokens', c.reasoning_tokens,
         'input_cost', c.input_cost::text, 'cached_input_cost', c.cached_input_cost::text,
-        'cache_write_cost', c.cache_write_cost::text, 'output_cost', c.output_cost::text) END
+        'cache_write_cost', c.cache_write_cost::text, 'output_cost', c.output_cost::text,
+        'model_id', c.served_model_id, 'provider', c.served_provider) END
 $$;
 
 CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea, encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
@@ -349,7 +352,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
+CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -379,10 +382,11 @@ BEGIN
     IF charged THEN
         INSERT INTO call_charges (hold_id, input_tokens, cached_input_tokens, cache_write_tokens,
                                   cache_write_1h_tokens, output_tokens, reasoning_tokens, input_cost,
-                                  cached_input_cost, cache_write_cost, output_cost)
+                                  cached_input_cost, cache_write_cost, output_cost, served_model_id, served_provider)
         VALUES (p_hold_id, p_prompt_tokens - p_cached_input_tokens - p_cache_write_tokens - p_cache_write_1h_tokens,
                 p_cached_input_tokens, p_cache_write_tokens, p_cache_write_1h_tokens, p_completion_tokens,
-                p_reasoning_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost);
+                p_reasoning_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost, p_model_id,
+                p_served_provider);
     END IF;
 
     IF saved THEN
@@ -606,6 +610,7 @@ CREATE TABLE models (
     cache_read_price_per_mtok numeric(20,10),
     cache_write_price_per_mtok numeric(20,10),
     cache_write_1h_price_per_mtok numeric(20,10),
+    deployments jsonb DEFAULT '[]'::jsonb NOT NULL,
     CONSTRAINT models_aliases_check CHECK ((NOT (split_part(id, '/'::text, 2) = ANY (aliases)))),
     CONSTRAINT models_cache_prices_check CHECK (
 CASE
@@ -617,6 +622,7 @@ END),
     CONSTRAINT models_cache_write_price_check CHECK ((cache_write_price_per_mtok >= (0)::numeric)),
     CONSTRAINT models_check CHECK ((split_part(id, '/'::text, 1) = provider)),
     CONSTRAINT models_context_window_check CHECK ((context_window > 0)),
+    CONSTRAINT models_deployments_check CHECK ((jsonb_typeof(deployments) = 'array'::text)),
     CONSTRAINT models_description_check CHECK ((length(description) <= 2000)),
     CONSTRAINT models_features_check CHECK ((features <@ ARRAY['tools'::text, 'structured_output'::text, 'images'::text, 'caching'::text, 'reasoning'::text])),
     CONSTRAINT models_id_check CHECK (((id ~ '^[a-z0-9-]+/[A-Za-z0-9._:-]+$'::text) AND (length(id) <= 100))),
@@ -753,6 +759,7 @@ CREATE TABLE user_preferences (
     max_cost_per_message numeric(20,10),
     theme text DEFAULT 'system'::text NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    house_key_fallback boolean DEFAULT false NOT NULL,
     CONSTRAINT user_preferences_daily_spend_limit_check CHECK ((daily_spend_limit >= (0)::numeric)),
     CONSTRAINT user_preferences_max_cost_per_message_check CHECK ((max_cost_per_message >= (0)::numeric)),
     CONSTRAINT user_preferences_theme_check CHECK ((theme = ANY (ARRAY['system'::text, 'light'::text, 'dark'::text])))
@@ -990,8 +997,8 @@ GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_de
 REVOKE ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) TO app_user;
 
-REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric) FROM PUBLIC;
-GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric) TO app_user;
+REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) FROM PUBLIC;
+GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) TO app_user;
 
 GRANT SELECT ON TABLE access_keys TO app_user;
 

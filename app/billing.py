@@ -22,49 +22,79 @@ from decimal import Decimal
 
 from flask import current_app
 
-from app.errors import (InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached, KeyUnusable,
-                        MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed,
-                        ProviderNotConfigured, ProviderTimedOut,
+from app import routing
+from app.errors import (PROVIDER_REJECTIONS, InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached,
+                        ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
                         ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
-from app.extensions import db, providers, vault
-from app.money import SMALLEST_AMOUNT, charged, format_money, token_cost
-from app.pricing import Prices, charge
+from app.extensions import db, providers
+from app.money import SMALLEST_AMOUNT, format_money
 from app.observability import describe_error
+from app.pricing import Prices, charge
 from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
                            ProviderUnreachable, message_tokens_upper_bound, prompt_tokens_upper_bound)
 from app.providers.completion import completion_of
 from app.providers.conversation import cache_marks, images
 from app.providers.reasoning import MIN_THINKING_BUDGET, Reasoning
 from app.providers.tools import calls_tools
+from app.routing import Route
 from database.errors import DatabaseUnavailable
-from database.vault import VaultError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 1024
-FULL_PRICE = Decimal(1)
 # Pauses between settle attempts while the database is unavailable: doubling, up to the longest.
 SETTLE_FIRST_PAUSE, SETTLE_LONGEST_PAUSE = 0.25, 4.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Hold:
-    """A held call: what it may cost, and what to send."""
+    """A held call: what it may cost, and its routes (app/routing.py), the
+    one serving it (`route`) first among them until a call is made. The
+    served route's model, prices and request are the hold's."""
     id: int
     user_id: object
     session_id: object
-    model_id: str
-    api_key_id: object
     amount: Decimal
-    prices: Prices
-    prompt_price: Decimal             # the most a prompt token may cost (Prices.prompt_bound)
-    rate: Decimal                     # the share of the catalog cost charged
-    prompt_estimate: int
-    max_tokens: int
     content: str
-    request: dict = field(repr=False)  # the provider call's arguments, the decrypted key among them
+    routes: tuple = field(repr=False)
     first_byte_deadline: float = 0.0   # time.monotonic() values
     deadline: float = 0.0
+    route: Route = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.route = self.route or self.routes[0]
+
+    @property
+    def model_id(self):
+        return self.route.model_id
+
+    @property
+    def api_key_id(self):
+        return self.route.api_key_id
+
+    @property
+    def prices(self):
+        return self.route.prices
+
+    @property
+    def prompt_price(self):
+        return self.route.prompt_price
+
+    @property
+    def rate(self):
+        return self.route.rate
+
+    @property
+    def prompt_estimate(self):
+        return self.route.prompt_estimate
+
+    @property
+    def max_tokens(self):
+        return self.route.max_tokens
+
+    @property
+    def request(self):
+        return self.route.request
 
 
 @dataclass(frozen=True)
@@ -104,44 +134,81 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
     messages = [*context["history"], {"role": "user", "content": content}]
     _check_size(context, fixed, {"max_tokens": "max_tokens", "prompt": "content"})
     # A chat asks nothing of a model's reasoning, but its provider is told the model reasons.
-    reasoning = Reasoning() if "reasoning" in context["features"] else None
-    return _hold(user_id, context, messages, temperature, deadlines, tx, session_id=session_id, content=content,
-                 metadata={"kind": "chat", "session_id": str(session_id)}, reasoning=reasoning)
+    request = {"messages": messages, "max_tokens": context["max_tokens"], "temperature": temperature,
+               "reasoning": Reasoning() if "reasoning" in context["features"] else None}
+    sealed = context.pop("sealed_key")
+    stored = [] if sealed is None else [{"id": context["api_key_id"], "provider": context["provider"],
+                                         **dict(zip(("encryption_kid", "nonce", "encrypted_key"), sealed))}]
+    found = routing.routes(user_id, [context], lambda *_: (prompt_tokens_upper_bound(messages),
+                                                           Prices.of(context).input, request), stored, False)
+    return _hold(user_id, context, found, deadlines, tx, {"kind": "chat", "session_id": str(session_id)},
+                 session_id=session_id, content=content)
 
 
 def hold_call(user_id, call, tx, fields, access_key=None):
     """Holds the most a call outside any session can cost (the inference API),
     in `tx`, as `hold` does, within the limits of the access key it comes with
     (its row, or None for a user's own token). `call` is the ModelCall
-    (app/providers/conversation.py): its model as the client wrote it (an id,
-    an alias or a bare name) resolves to the model held for, which the key's
-    allowed_models must hold and which must take what the call asks (the
-    catalog's `input_modalities` and `features`: tools, a JSON answer, cache
-    marks, reasoning). Each image is counted at the most its provider bills
-    for it (app/providers/images.py), and each prompt token at the most it
-    may cost, a cache write's price where the call marks a prefix to cache.
+    (app/providers/conversation.py): its model, and each fallback it names,
+    as the client wrote them (an id, an alias or a bare name), resolve to the
+    models it may be served by, which the key's allowed_models must hold and
+    which must take what the call asks (the catalog's `input_modalities` and
+    `features`: tools, a JSON answer, cache marks, reasoning). The hold is for
+    the most expensive of its routes (app/routing.py): each image counted at
+    the most its provider bills for it (app/providers/images.py), and each
+    prompt token at the most it may cost, a cache write's price where the call
+    marks a prefix to cache. A fallback too small for the call is left out.
     `fields` names the request's fields in its own format's words, for
     validation errors: {"max_tokens", "prompt", "tools", "response_format"
     (where the format has it)}."""
     deadlines = _deadlines(call.stream)
-    context = _callable_model(user_id, call, access_key, fields, tx)
-    measure = providers.image_tokens(context["provider"], context["model_id"].split("/", 1)[1])
-    _check_size(context, prompt_tokens_upper_bound(call.messages, call.tool_use, call.response_format,
+    contexts = _candidates(user_id, call, access_key, fields, tx)
+    primary = contexts[0]
+    measure = providers.image_tokens(primary["provider"], primary["model_id"].split("/", 1)[1])
+    _check_size(primary, prompt_tokens_upper_bound(call.messages, call.tool_use, call.response_format,
                                                    lambda image: measure(image).in_context), fields)
-    reasoning = _reasoning(context, call, fields)
-    return _hold(user_id, context, call.messages, call.temperature, deadlines, tx, metadata={"kind": "api"},
-                 access_key=access_key, stop=call.stop, tool_use=call.tool_use, response_format=call.response_format,
-                 image_tokens=lambda image: measure(image).billed, reasoning=reasoning,
-                 cache_marks=cache_marks(call.messages, call.tool_use))
+    reasoning = {context["model_id"]: _reasoning(context, call, fields) for context in contexts}
+    marks = cache_marks(call.messages, call.tool_use)
+
+    def shape(context, provider, model_name):
+        measured = providers.image_tokens(provider, model_name)
+        in_context = prompt_tokens_upper_bound(call.messages, call.tool_use, call.response_format,
+                                               lambda image: measured(image).in_context)
+        if (context["max_tokens"] > context["max_output_tokens"]
+                or in_context + context["max_tokens"] > context["context_window"]):
+            return None
+        request = {"messages": call.messages, "max_tokens": context["max_tokens"], "temperature": call.temperature,
+                   "stop": call.stop, "tool_use": call.tool_use, "response_format": call.response_format,
+                   "reasoning": reasoning[context["model_id"]]}
+        return (prompt_tokens_upper_bound(call.messages, call.tool_use, call.response_format,
+                                          lambda image: measured(image).billed),
+                Prices.of(context).prompt_bound(marks), request)
+
+    found = routing.routes(user_id, contexts, shape, primary["user_keys"], primary["house_key_fallback"])
+    return _hold(user_id, primary, found, deadlines, tx, {"kind": "api"}, access_key=access_key)
 
 
-def _callable_model(user_id, call, access_key, fields, tx=None):
+def _candidates(user_id, call, access_key, fields, tx=None):
+    """The contexts of the call's model and of each fallback it names, in
+    order (each named once), each callable as `_callable_model` says."""
+    names = list(dict.fromkeys([call.model, *call.fallbacks]))
+    contexts = []
+    for index, name in enumerate(names):
+        context = _callable_model(user_id, replace(call, model=name), access_key, fields, tx,
+                                  field="model" if index == 0 else f"models.{call.fallbacks.index(name)}")
+        if context["model_id"] not in (known["model_id"] for known in contexts):
+            contexts.append(context)
+    return contexts
+
+
+def _callable_model(user_id, call, access_key, fields, tx=None, field="model"):
     """The call's context (db.model_call_context) once the model the call's
-    name resolves to is one the caller may call with what the call asks."""
+    name resolves to is one the caller may call with what the call asks;
+    `field` names the name in the request, for the 404 of an unknown one."""
     default_max_tokens = DEFAULT_MAX_TOKENS + ((call.reasoning and call.reasoning.budget) or 0)
     context = _of_active_user(db.model_call_context(user_id, call.model, call.max_tokens, default_max_tokens, tx=tx))
     if context["model_id"] is None or not context["is_active"]:
-        raise UnknownModel(details={"model": call.model})
+        raise UnknownModel(details={field: call.model})
     allowed = access_key and access_key["allowed_models"]
     if allowed is not None and context["model_id"] not in allowed:
         raise ModelNotAllowed()
@@ -185,14 +252,16 @@ def _reasoning(context, call, fields):
 
 def count_prompt_tokens(user_id, call, access_key, fields):
     """How many input tokens a call's prompt would be (nothing is held or
-    charged): as its provider counts them where it can (Anthropic), else as
-    app.providers estimates them; the key a call would use is used."""
+    charged): as its first route's provider counts them where it can
+    (Anthropic), else as app.providers estimates them, with the key a call
+    would use."""
     context = _callable_model(user_id, call, access_key, fields)
-    _, api_key, _ = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
+    route = routing.routes(user_id, [context], lambda *_: (0, Decimal(0), {}), context["user_keys"],
+                           context["house_key_fallback"])[0]
     deadline = time.monotonic() + current_app.config["PROVIDER_TIMEOUT"]
     with _provider_failures("nothing was counted"):
-        return providers.count_tokens(context["provider"], context["model_id"].split("/", 1)[1], call.messages,
-                                      api_key, deadline, call.tool_use)
+        return providers.count_tokens(route.provider, route.request["model_name"], call.messages,
+                                      route.request["api_key"], deadline, call.tool_use)
 
 
 def _deadlines(stream):
@@ -220,25 +289,18 @@ def _check_size(context, prompt_tokens, fields):
         raise ValidationFailed(details={fields["prompt"]: "is too long for this model's context window"})
 
 
-def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, session_id=None, content=None,
-          access_key=None, stop=None, tool_use=None, response_format=None, image_tokens=None, reasoning=None,
-          cache_marks=()):
+def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, content=None, access_key=None):
+    """Holds the most the call can cost on any of its `routes`; `context` is its first model's."""
     first_byte_deadline, deadline, call_timeout = deadlines
-    key_source, api_key, rate = _key_and_rate(user_id, context["provider"], context.pop("sealed_key", None))
     model_id = context["model_id"]
-    estimate = prompt_tokens_upper_bound(messages, tool_use, response_format, image_tokens)
-    prices = Prices.of(context)
-    prompt_price = prices.prompt_bound(cache_marks)
-    # The prompt's and the output's parts each rounded up, as the settle charges them: never more than the hold.
-    most = max(charged(token_cost(estimate, prompt_price), rate)
-               + charged(token_cost(context["max_tokens"], prices.output), rate), SMALLEST_AMOUNT)
+    most = max(max(route.most for route in routes), SMALLEST_AMOUNT)
     per_message = context["max_cost_per_message"]
     if per_message is not None and most > per_message:
         raise SpendLimitReached(
             "This message could cost more than your max_cost_per_message; lower max_tokens or the limit.",
             details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
     held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
-                         {**metadata, "model_id": model_id, "key": key_source},
+                         {**metadata, "model_id": model_id, "key": routes[0].key_source},
                          daily_limit=context["daily_spend_limit"], call_timeout=call_timeout,
                          model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx)
     if held["reason"] == "invalid_access_key":
@@ -248,12 +310,8 @@ def _hold(user_id, context, messages, temperature, deadlines, tx, metadata, sess
     if not held["ok"]:
         raise InsufficientFunds(details={"required": format_money(most),
                                          "available": format_money(held["available"])})
-    request = {"provider": context["provider"], "model_name": model_id.split("/", 1)[1], "messages": messages,
-               "max_tokens": context["max_tokens"], "api_key": api_key, "temperature": temperature, "stop": stop,
-               "tool_use": tool_use, "response_format": response_format, "reasoning": reasoning}
-    return Hold(held["transaction_id"], user_id, session_id, model_id,
-                context["api_key_id"] if key_source == "byok" else None, most, prices, prompt_price, rate, estimate,
-                context["max_tokens"], content, request, first_byte_deadline, deadline)
+    return Hold(held["transaction_id"], user_id, session_id, most, content, tuple(routes), first_byte_deadline,
+                deadline)
 
 
 def _spend_limit_reached(most, daily_limit, access_key):
@@ -271,32 +329,6 @@ def _spend_limit_reached(most, daily_limit, access_key):
                              details=details)
 
 
-def _key_and_rate(user_id, provider, sealed):
-    """(whose key, the key, the share of the catalog cost charged): the user's
-    own key (BYOK, at BYOK_FEE_RATE), else the provider's next house key at
-    full price; local models, and a provider configured to need no key, need
-    none. With neither, the call cannot be made. A model whose provider is no
-    longer configured cannot be called."""
-    configured = current_app.config["PROVIDERS"].get(provider)
-    if configured is None:
-        log.error("a model's provider %s is not configured (PROVIDERS_FILE): it cannot be called", provider)
-        raise ProviderNotConfigured(details={"provider": provider})
-    if not configured.remote:
-        return "local", None, FULL_PRICE
-    if sealed is not None:
-        try:
-            return "byok", vault.decrypt(*sealed, user_id, provider), current_app.config["BYOK_FEE_RATE"]
-        except VaultError as exc:
-            log.error("a stored key of user %s is unusable: %s", user_id, exc)
-            raise KeyUnusable() from None
-    pool = providers.house_keys[provider]
-    if pool:
-        return "house", pool.next(), FULL_PRICE
-    if not configured.needs_key:
-        return "house", None, FULL_PRICE
-    raise MissingApiKey(details={"provider": provider})
-
-
 def house_keys(config):
     """The remote providers a call can use without a key of the user's own:
     those with a house key, or configured to need none."""
@@ -305,10 +337,12 @@ def house_keys(config):
 
 
 def call(hold):
-    """The provider's completion. A failed call returns the whole hold and
-    raises the API error that says why."""
+    """The completion of the first of the hold's routes that answers
+    (app/routing.py). A failed call returns the whole hold and raises the
+    API error that says why."""
     with _returned_on_failure(hold):
-        return providers.complete(**hold.request, deadline=hold.deadline)
+        return routing.routed(hold, lambda route, deadline: providers.complete(**route.request, deadline=deadline),
+                              hold.first_byte_deadline)
 
 
 class StartedStream:
@@ -348,10 +382,13 @@ def start_stream(hold):
     """The provider's stream, once its first text has come (by
     PROVIDER_TIMEOUT). Until then it fails as `call` does, returning the whole
     hold; the caller reads the rest and settles on its `reply()`."""
-    stream = providers.stream(**hold.request, first_byte_deadline=hold.first_byte_deadline, deadline=hold.deadline)
-    rest = iter(stream)
+    def first_piece(route, first_byte_deadline):
+        stream = providers.stream(**route.request, first_byte_deadline=first_byte_deadline, deadline=hold.deadline)
+        rest = iter(stream)
+        return stream, rest, next(rest, "")
+
     with _returned_on_failure(hold):
-        first = next(rest, "")
+        stream, rest, first = routing.routed(hold, first_piece, hold.first_byte_deadline)
     return StartedStream(hold, stream, rest, first)
 
 
@@ -389,7 +426,10 @@ def _provider_failures(outcome, on_failure=lambda why: None):
         raise ProviderUnreachableError(exc.cause, details={"provider": exc.provider}) from None
     except ProviderError as exc:
         on_failure(f"provider error {exc.status}")
-        raise ProviderFailed(details={"provider": exc.provider, "provider_status": exc.status}) from None
+        details = {"provider": exc.provider, "provider_status": exc.status}
+        if exc.status in PROVIDER_REJECTIONS:  # about the request itself: the client can act on it
+            raise PROVIDER_REJECTIONS[exc.status](exc.message, details) from None
+        raise ProviderFailed(details=details) from None
     except BaseException:
         on_failure("unexpected failure")
         raise

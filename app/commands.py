@@ -100,10 +100,13 @@ def register_commands(app: Flask):
             raise click.ClickException(str(exc)) from None
         configured = current_app.config["PROVIDERS"]
         for index, model in enumerate(models):
-            if model["provider"] not in configured:
-                raise click.ClickException(
-                    f"catalog refused: models.{index}.provider: {model['provider']} is no configured provider "
-                    f"({', '.join(configured)}); add it to PROVIDERS_FILE first")
+            named = [("provider", model["provider"])] + [(f"deployments.{place}.provider", deployment["provider"])
+                                                          for place, deployment in enumerate(model["deployments"])]
+            for field, provider in named:
+                if provider not in configured:
+                    raise click.ClickException(
+                        f"catalog refused: models.{index}.{field}: {provider} is no configured provider "
+                        f"({', '.join(configured)}); add it to PROVIDERS_FILE first")
         try:
             with closing(owner_connection()) as conn:
                 with conn, conn.cursor() as cur:

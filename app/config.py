@@ -142,6 +142,10 @@ SETTINGS = {
     # catalog cost, rounded up to the ledger's 10 decimals.
     "BYOK_FEE_RATE": ("0.05", _rate),
     "PROVIDER_TIMEOUT": ("60", _seconds),
+    # Rounds more over a call's routes once every one failed in a way that
+    # moves on (app/routing.py), each after a jittered, doubling pause or the
+    # Retry-After asked, all before the first byte's PROVIDER_TIMEOUT.
+    "PROVIDER_RETRIES": ("2", _integer(0, 10)),
     "STREAM_TIMEOUT": ("600", _seconds),
     # A streaming client that takes nothing this long while something waits for
     # it, or holds its stream back this long in all, is cut off; its call is

@@ -217,6 +217,18 @@ class ProviderUnreachableError(ProviderFailed):
                          "Try again later.", details)
 
 
+class ProviderRejected(APIError):
+    """A provider's 4xx about the request itself (PROVIDER_REJECTIONS), passed
+    on with its status and the provider's own message."""
+    message = "The model's provider refused the request; nothing was charged."
+
+
+# The statuses a provider's refusal of the request keeps, each its own class so that /openapi.json lists it.
+PROVIDER_REJECTIONS = {status: type(f"ProviderRejected{status}", (ProviderRejected,),
+                                    {"status": status, "code": "provider_rejected_request"})
+                       for status in (400, 404, 413, 422)}
+
+
 class StreamCut(ProviderFailed):
     message = "The provider's stream broke off; what was delivered was billed (and saved)."
 

@@ -7,6 +7,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Literal
 
+from psycopg2.extras import Json
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
 from database.vocab import (CAPABILITIES, FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH,
@@ -54,6 +55,14 @@ Price = Annotated[Decimal, PlainValidator(_price)]
 Alias = Annotated[str, Field(max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ALIAS_PATTERN)]
 
 
+class Deployment(BaseModel):
+    """Where a model is served: a configured provider, and the model's name there."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Annotated[str, Field(pattern=PROVIDER_NAME_PATTERN)]
+    model: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
+
+
 class CatalogModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +86,8 @@ class CatalogModel(BaseModel):
                                 AfterValidator(_with_text)] = ["text"]
     # Other names the inference API knows the model by (see CatalogFile._names_unique).
     aliases: Annotated[list[Alias], AfterValidator(_distinct)] = []
+    # Where calls go, in the order they are tried (none: the model's own provider, under its id's name).
+    deployments: Annotated[list[Deployment], Field(max_length=16), AfterValidator(_distinct)] = []
     active: Annotated[bool, Field(strict=True)] = True
 
     @model_validator(mode="after")
@@ -164,7 +175,7 @@ def _describe(exc):
 CATALOG_COLUMNS = ["id", "provider", "name", "description", "context_window", "max_output_tokens",
                    "input_price_per_mtok", "output_price_per_mtok", "cache_read_price_per_mtok",
                    "cache_write_price_per_mtok", "cache_write_1h_price_per_mtok", "prices_as_of", "capabilities",
-                   "features", "input_modalities", "aliases", "active"]
+                   "features", "input_modalities", "aliases", "deployments", "active"]
 # The same columns as the table names them.
 TABLE_COLUMNS = [{"active": "is_active"}.get(column, column) for column in CATALOG_COLUMNS]
 
@@ -189,7 +200,8 @@ def load_catalog(cur, models):
     schema's models_names_unique), so nothing is loaded."""
     inserted = updated = 0
     for model in models:
-        cur.execute(UPSERT_MODEL, {column: model[column] for column in CATALOG_COLUMNS})
+        cur.execute(UPSERT_MODEL, {**{column: model[column] for column in CATALOG_COLUMNS},
+                                   "deployments": Json(model["deployments"])})
         row = cur.fetchone()
         if row is not None:
             inserted += row[0]

@@ -1,5 +1,6 @@
 """Chat sessions and their messages, and the two round trips of a billed call."""
 import random
+from base64 import b64decode
 
 from psycopg2.extras import Json
 
@@ -108,10 +109,11 @@ class ChatSQL:
     def model_call_context(self, user_id, model_name, max_tokens, default_max_tokens, tx=None):
         """What a call outside any session needs, in one round trip: the user's
         token generation (None: no such active user), the model `model_name`
-        resolves to (`model_id` None: none) with its prices, limits, features
-        and input modalities, the call's max tokens (asked for, else the
-        model's default), the user's newest key for the provider, sealed
-        (`sealed_key`), and the user's spending limits.
+        resolves to (`model_id` None: none) with its prices, limits, features,
+        input modalities and deployments, the call's max tokens (asked for,
+        else the model's default), every key the user stored, sealed, newest
+        first (`user_keys`: id, provider, encryption_kid, nonce,
+        encrypted_key), and the user's spending limits and preferences.
 
         A name resolves to the model whose id it is; else the model it is an
         alias of; else the one active model whose bare name (the id after the
@@ -139,19 +141,20 @@ class ChatSQL:
                 SELECT u.token_generation, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
                        m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
                        m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.is_active, m.features,
-                       m.input_modalities,
+                       m.input_modalities, m.deployments,
                        coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
-                       k.id AS api_key_id, k.encryption_kid, k.nonce, k.encrypted_key,
-                       pref.daily_spend_limit, pref.max_cost_per_message
+                       pref.daily_spend_limit, pref.max_cost_per_message,
+                       coalesce(pref.house_key_fallback, false) AS house_key_fallback,
+                       (SELECT coalesce(json_agg(json_build_object(
+                                   'id', a.id, 'provider', a.provider, 'encryption_kid', a.encryption_kid,
+                                   'nonce', encode(a.nonce, 'base64'),
+                                   'encrypted_key', encode(a.encrypted_key, 'base64'))
+                                   ORDER BY a.created_at DESC, a.id), '[]')
+                          FROM api_keys a
+                         WHERE a.user_id = u.id) AS user_keys
                   FROM users u
                   LEFT JOIN models m ON m.id = (SELECT id FROM resolved)
                   LEFT JOIN user_preferences pref ON pref.user_id = u.id
-                  LEFT JOIN LATERAL (SELECT a.id, a.encryption_kid, a.nonce, a.encrypted_key
-                                       FROM api_keys a
-                                      WHERE a.user_id = u.id
-                                        AND a.provider = m.provider
-                                      ORDER BY a.created_at DESC, a.id
-                                      LIMIT 1) k ON true
                  WHERE u.id = %(user_id)s
                    AND u.is_active
                 """,
@@ -160,7 +163,8 @@ class ChatSQL:
             )
         if row is None:
             return {"token_generation": None, "model_id": None}
-        row["sealed_key"] = sealed_key(row)
+        row["user_keys"] = [{**stored, "nonce": b64decode(stored["nonce"]),
+                             "encrypted_key": b64decode(stored["encrypted_key"])} for stored in row["user_keys"]]
         return row
 
     def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, charge, release_metadata,
@@ -179,7 +183,7 @@ class ChatSQL:
                                         %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint,
                                         %(release_metadata)s, %(cache_read_tokens)s, %(cache_write_tokens)s,
                                         %(cache_write_1h_tokens)s, %(reasoning_tokens)s, %(cached_input_cost)s,
-                                        %(cache_write_cost)s)
+                                        %(cache_write_cost)s, %(served_provider)s)
                 """,
                 {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
                  "hold_id": hold.id, "hold_amount": hold.amount, "question": question, "answer": answer,
@@ -188,6 +192,7 @@ class ChatSQL:
                  "cache_read_tokens": charge.cache_read_tokens, "cache_write_tokens": charge.cache_write_tokens,
                  "cache_write_1h_tokens": charge.cache_write_1h_tokens, "reasoning_tokens": charge.reasoning_tokens,
                  "cached_input_cost": charge.cached_input_cost, "cache_write_cost": charge.cache_write_cost,
+                 "served_provider": hold.route.provider,
                  "bucket": random.randrange(USAGE_BUCKETS), "release_metadata": Json(release_metadata)},
             )
 

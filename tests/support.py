@@ -50,6 +50,8 @@ def settings_for(database_url, **overrides):
         "DB_POOL_TIMEOUT": 2,
         # Tests register and log in far faster than any person; the limits have tests of their own.
         "RATELIMIT_ENABLED": False,
+        # One try of each route, so that a test's failing stub is asked once; routing's tests set their own.
+        "PROVIDER_RETRIES": 0,
     }
     settings.update(overrides)
     return settings

@@ -32,20 +32,27 @@ from database.errors import DatabaseUnavailable
 log = logging.getLogger(__name__)
 
 
-def answer_call(hold, renderer, stream, idempotency):
-    """A held call's answer. Streamed: server-sent events through `renderer`,
-    settled as the provider's stream ends, which completes or releases the
-    request's `idempotency` record. Else the call is made, then settled and
-    answered (renderer.answer, with renderer.status) in one transaction with
-    that record; an answer that is an APIError (a session deleted meanwhile)
-    is raised once the charge has committed."""
+def answer_call(hold, renderer_of, stream, idempotency):
+    """A held call's answer, rendered by `renderer_of(hold)` once the route
+    that serves it is known, and named by its X-Served-By header (the
+    provider's name). Streamed: server-sent events, settled as the provider's
+    stream ends, which completes or releases the request's `idempotency`
+    record. Else the call is made, then settled and answered (renderer.answer,
+    with renderer.status) in one transaction with that record; an answer that
+    is an APIError (a session deleted meanwhile) is raised once the charge has
+    committed."""
     if stream:
-        return event_stream(Relay(hold, billing.start_stream(hold), renderer, idempotency.hand_over()))
-    reply = billing.call(hold)
-    answer, _ = settled(hold, reply, renderer, idempotency)
-    if isinstance(answer, APIError):
-        raise answer
-    return json_answer(answer, renderer.status)
+        started = billing.start_stream(hold)
+        response = event_stream(Relay(hold, started, renderer_of(hold), idempotency.hand_over()))
+    else:
+        reply = billing.call(hold)
+        renderer = renderer_of(hold)
+        answer, _ = settled(hold, reply, renderer, idempotency)
+        if isinstance(answer, APIError):
+            raise answer
+        response = json_answer(answer, renderer.status)
+    response.headers["X-Served-By"] = hold.route.provider
+    return response
 
 
 def settled(hold, completion, renderer, record, estimated=False):

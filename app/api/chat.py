@@ -86,4 +86,4 @@ def send_message(caller, message, idempotency, session_id):
     with db.transaction(acting_user_id=caller.user_id) as tx:
         hold = billing.hold(caller.user_id, session_id, message.content, message.max_tokens, message.temperature, tx,
                             stream=stream)
-    return answer_call(hold, session_format.renderer(hold, message), stream, idempotency)
+    return answer_call(hold, lambda served: session_format.renderer(served, message), stream, idempotency)

@@ -78,7 +78,7 @@ def call_operation(wire_format):
         call = wire_format.call_of(request_body)
         with db.transaction(acting_user_id=caller.user_id) as tx:
             hold = billing.hold_call(caller.user_id, call, tx, wire_format.FIELDS, access_key=caller.access_key)
-        return answer_call(hold, wire_format.renderer(hold, request_body), call.stream, idempotency)
+        return answer_call(hold, lambda served: wire_format.renderer(served, request_body), call.stream, idempotency)
 
     create.__name__ = create.__qualname__ = f"create_{wire_format.NAME}"  # its own rate-limit counter
     create.__doc__ = wire_format.SUMMARY

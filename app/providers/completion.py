@@ -1,5 +1,6 @@
 """What a provider call gives back, and how it fails, whatever the wire format:
 billing charges from a Completion and maps each error to its answer."""
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -57,11 +58,44 @@ def completion_of(content, counts, ending=None, tool_calls=(), thinking=()):
 
 
 class ProviderError(Exception):
-    """The provider answered with an error status or an unusable body."""
+    """The provider answered with an error status or an unusable body. For an
+    error status: `retry_after`, the seconds its Retry-After header asked
+    (None: none), and `message`, what its error body said (None: nothing
+    readable), cut to MAX_PROVIDER_MESSAGE characters."""
 
-    def __init__(self, provider, status, reason):
+    def __init__(self, provider, status, reason, retry_after=None, message=None):
         super().__init__(f"{provider} answered {status}: {reason}")
         self.provider, self.status, self.reason = provider, status, reason
+        self.retry_after, self.message = retry_after, message
+
+
+# The most of a provider's error message passed on; its body is read up to MAX_ERROR_BODY bytes.
+MAX_PROVIDER_MESSAGE = 500
+MAX_ERROR_BODY = 64 * 1024
+# The longest Retry-After honoured, in seconds: a call's deadline bounds it anyway.
+MAX_RETRY_AFTER = 3600
+
+
+def error_status(provider, status, headers, body):
+    """The ProviderError of an error answer: its status, Retry-After (delta
+    seconds; an HTTP date is not honoured) and the message of its JSON error
+    body in either format ({"error": {"message"}} or {"error": "…"})."""
+    retry_after = None
+    try:
+        retry_after = min(max(float(headers.get("retry-after", "")), 0.0), MAX_RETRY_AFTER)
+    except ValueError:
+        pass
+    message = None
+    try:
+        error = json.loads(body).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError):
+        pass
+    if isinstance(message, str) and message.strip():
+        message = _storable(" ".join(message.split()))[:MAX_PROVIDER_MESSAGE]
+    else:
+        message = None
+    return ProviderError(provider, status, "error status", retry_after, message)
 
 
 class ProviderUnreachable(ProviderError):

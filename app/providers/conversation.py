@@ -115,3 +115,4 @@ class ModelCall:
     reasoning: Reasoning | None = None
     cache_field: str | None = None
     reasoning_field: str | None = None
+    fallbacks: tuple = ()  # the models to try, in order, when the model's routes all fail (`models`)

@@ -12,9 +12,9 @@ llama.cpp's server, Groq, Together, …) or replaces a built-in one by its name:
 
 A key setting that is unset means no house key (logged, never fatal: a fresh
 machine has none). Several keys make a pool, taken in turn by weight."""
-import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -126,18 +126,45 @@ def _read(path):
 
 class KeyPool:
     """A provider's house keys taken in turn, each as often as its weight,
-    spread out rather than in runs (smooth weighted round-robin, per process)."""
+    spread out rather than in runs (smooth weighted round-robin, per process).
+    A key answered 429 sits out its Retry-After (`cool_down`); one refused
+    (401, 403) leaves the pool until the service restarts (`disable`), logged
+    by its setting's name, never its value."""
 
     def __init__(self, keys):
-        self._turns = itertools.cycle(_smooth_order(keys)) if keys else None
+        self._order = _smooth_order(keys)
+        self._names = {value: name for name, value, _ in keys}
+        self._position, self._cooling, self._disabled = 0, {}, set()
         self._lock = threading.Lock()
 
     def __bool__(self):
-        return self._turns is not None
+        return bool(self._order)
 
     def next(self):
+        """The next key in turn that is neither cooling down nor disabled;
+        when all that are left cool down, the one back soonest; None when
+        none is left."""
         with self._lock:
-            return next(self._turns)
+            now = time.monotonic()
+            for step in range(len(self._order)):
+                place = (self._position + step) % len(self._order)
+                key = self._order[place]
+                if key not in self._disabled and self._cooling.get(key, 0) <= now:
+                    self._position = place + 1
+                    return key
+            left = [key for key in self._names if key not in self._disabled]
+            return min(left, key=lambda key: self._cooling.get(key, 0)) if left else None
+
+    def cool_down(self, key, seconds):
+        with self._lock:
+            self._cooling[key] = max(self._cooling.get(key, 0), time.monotonic() + seconds)
+
+    def disable(self, key):
+        with self._lock:
+            if key in self._names and key not in self._disabled:
+                self._disabled.add(key)
+                log.error("the house key in %s was refused: out of its pool until the service restarts",
+                          self._names[key])
 
 
 def _smooth_order(keys):

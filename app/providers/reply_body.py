@@ -5,7 +5,7 @@ import threading
 import time
 from contextlib import suppress
 
-from app.providers.completion import ProviderError, ProviderTimeout
+from app.providers.completion import MAX_ERROR_BODY, ProviderError, ProviderTimeout, error_status
 from app.providers.network import MAX_REPLY_BYTES, network_errors, time_left
 
 # Chunks read ahead of the caller; each is what one socket read gave (at most 64 KiB).
@@ -66,7 +66,8 @@ class ReplyBody:
                     "POST", url, json=body, headers=headers,
                     timeout=time_left(self.provider, self._wait_until)) as response:
                 if response.status_code >= 400:
-                    raise ProviderError(self.provider, response.status_code, "error status")
+                    raise error_status(self.provider, response.status_code, response.headers,
+                                       _error_body(response, self._wait_until))
                 self._read_body(response)
             self._put(None)
         except Exception as error:  # all of them, for the caller to raise
@@ -99,3 +100,14 @@ class ReplyBody:
         finally:
             with self._lock:
                 self._socket = None  # back to the pool: never to be shut from here again
+
+
+def _error_body(response, deadline):
+    """Up to MAX_ERROR_BODY bytes of an error answer's body, read by `deadline`."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_ERROR_BODY or time.monotonic() >= deadline:
+            break
+    return b"".join(chunks)[:MAX_ERROR_BODY]

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from app.providers.completion import ProviderError, ProviderTimeout
+from app.providers.completion import MAX_ERROR_BODY, ProviderError, ProviderTimeout, error_status
 from app.providers.network import MAX_REPLY_BYTES, network_errors, time_left
 from app.providers.reply_body import ReplyBody
 
@@ -70,12 +70,12 @@ class Transport:
         exchange = self.workers().submit(self._exchange, provider, self.base_urls[provider] + path, body, headers,
                                          deadline)
         try:
-            status, data = exchange.result(timeout=max(deadline - time.monotonic(), 0))
+            status, data, headers = exchange.result(timeout=max(deadline - time.monotonic(), 0))
         except TimeoutError:
             exchange.cancel()  # if it never started; else it stops at its next read
             raise ProviderTimeout(provider) from None
         if status >= 400:
-            raise ProviderError(provider, status, "error status")
+            raise error_status(provider, status, headers, data)
         try:
             reply = json.loads(data)
         except ValueError:
@@ -91,14 +91,14 @@ class Transport:
                            first_byte_deadline, deadline)
 
     def _exchange(self, provider, url, body, headers, deadline):
-        """On a worker thread: (status, body bytes; empty for an error status).
-        Each network operation may wait only the time left, and the body is read
-        in chunks with the deadline checked between them."""
+        """On a worker thread: (status, body bytes, headers; for an error
+        status, at most MAX_ERROR_BODY bytes of its body). Each network
+        operation may wait only the time left, and the body is read in chunks
+        with the deadline checked between them."""
         with network_errors(provider), self.client().stream("POST", url, json=body, headers=headers,
                                                             timeout=time_left(provider, deadline)) as response:
-            if response.status_code >= 400:
-                return response.status_code, b""
-            return response.status_code, _read_before(provider, response, deadline)
+            limit = MAX_ERROR_BODY if response.status_code >= 400 else MAX_REPLY_BYTES
+            return response.status_code, _read_before(provider, response, deadline, limit), response.headers
 
 
 class Endpoint:
@@ -114,13 +114,17 @@ class Endpoint:
         return self.transport.open_stream(self.name, path, body, headers, first_byte_deadline, deadline)
 
 
-def _read_before(provider, response, deadline):
+def _read_before(provider, response, deadline, limit):
+    """The body, read by `deadline`: a reply over `limit` bytes is refused,
+    an error's body cut there (only its message is wanted)."""
     chunks, size = [], 0
     for chunk in response.iter_bytes():
         if time.monotonic() >= deadline:
             raise ProviderTimeout(provider)
         size += len(chunk)
-        if size > MAX_REPLY_BYTES:
+        if size > limit:
+            if response.status_code >= 400:
+                break
             raise ProviderError(provider, response.status_code, "reply too large")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join(chunks)[:limit]

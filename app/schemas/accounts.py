@@ -68,6 +68,9 @@ class PreferencesBody(Request):
     daily_spend_limit: NonNegativeAmount | None = None
     max_cost_per_message: NonNegativeAmount | None = None
     theme: Literal[THEMES] = "system"
+    # Whether a call made with your own key may fall back to another provider's
+    # house key, at the catalog price (off: your keys only).
+    house_key_fallback: Annotated[bool, Field(strict=True)] = False
 
 
 class Preferences(Response):
@@ -76,6 +79,7 @@ class Preferences(Response):
     daily_spend_limit: MoneyText | None
     max_cost_per_message: MoneyText | None
     theme: str
+    house_key_fallback: bool
     updated_at: datetime | None
 
     @classmethod

@@ -11,7 +11,7 @@ class ChargeParts(Response):
     written (`cache_write_tokens` for 5 minutes, `cache_write_1h_tokens` for
     an hour). `reasoning_tokens` are part of `output_tokens`, never billed
     again (null: not reported). `cost` is the parts' costs added up: what the
-    call was charged."""
+    call was charged, at the price of `model_id`, which served it on `provider`."""
     input_tokens: int
     cached_input_tokens: int
     cache_write_tokens: int
@@ -23,6 +23,8 @@ class ChargeParts(Response):
     cache_write_cost: MoneyText
     output_cost: MoneyText
     cost: MoneyText
+    model_id: str  # the model that served the call: a fallback's, when the call fell back
+    provider: str  # the provider that served it
 
     @classmethod
     def from_json(cls, parts):

@@ -8,7 +8,9 @@
 --     (reasoning tokens are part of it, counted apart for the reader). The
 --     parts' costs add up to what the call was charged: its hold less its
 --     release. Calls settled before this release have no row: their parts are
---     unknown, and read as null.
+--     unknown, and read as null. The row also names the model and the
+--     provider that served the call, which a call that fell back to another
+--     model or provider makes differ from the hold's.
 --   - settle_chat_call takes the parts and writes that row with the release;
 --     chat_call_context gives the cache prices with the others, and the
 --     model's features.
@@ -38,7 +40,9 @@ CREATE TABLE call_charges (
     input_cost numeric(20,10) NOT NULL CHECK (input_cost >= 0),
     cached_input_cost numeric(20,10) NOT NULL CHECK (cached_input_cost >= 0),
     cache_write_cost numeric(20,10) NOT NULL CHECK (cache_write_cost >= 0),
-    output_cost numeric(20,10) NOT NULL CHECK (output_cost >= 0)
+    output_cost numeric(20,10) NOT NULL CHECK (output_cost >= 0),
+    served_model_id text NOT NULL,
+    served_provider text NOT NULL
 );
 
 -- A charge's parts as the ledger and the activity feed show them (null: none kept);
@@ -50,7 +54,8 @@ LANGUAGE sql IMMUTABLE AS $$
         'cache_write_tokens', c.cache_write_tokens, 'cache_write_1h_tokens', c.cache_write_1h_tokens,
         'output_tokens', c.output_tokens, 'reasoning_tokens', c.reasoning_tokens,
         'input_cost', c.input_cost::text, 'cached_input_cost', c.cached_input_cost::text,
-        'cache_write_cost', c.cache_write_cost::text, 'output_cost', c.output_cost::text) END
+        'cache_write_cost', c.cache_write_cost::text, 'output_cost', c.output_cost::text,
+        'model_id', c.served_model_id, 'provider', c.served_provider) END
 $$;
 
 CREATE OR REPLACE VIEW recent_activity AS
@@ -160,7 +165,8 @@ CREATE FUNCTION settle_chat_call(
     p_cache_write_1h_tokens integer,
     p_reasoning_tokens      integer,
     p_cached_input_cost     numeric,
-    p_cache_write_cost      numeric
+    p_cache_write_cost      numeric,
+    p_served_provider       text
 )
 RETURNS TABLE (charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint,
                created_at timestamptz, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric,
@@ -193,10 +199,11 @@ BEGIN
     IF charged THEN
         INSERT INTO call_charges (hold_id, input_tokens, cached_input_tokens, cache_write_tokens,
                                   cache_write_1h_tokens, output_tokens, reasoning_tokens, input_cost,
-                                  cached_input_cost, cache_write_cost, output_cost)
+                                  cached_input_cost, cache_write_cost, output_cost, served_model_id, served_provider)
         VALUES (p_hold_id, p_prompt_tokens - p_cached_input_tokens - p_cache_write_tokens - p_cache_write_1h_tokens,
                 p_cached_input_tokens, p_cache_write_tokens, p_cache_write_1h_tokens, p_completion_tokens,
-                p_reasoning_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost);
+                p_reasoning_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost, p_model_id,
+                p_served_provider);
     END IF;
 
     IF saved THEN
@@ -243,10 +250,10 @@ REVOKE ALL ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, 
 GRANT EXECUTE ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) TO app_user;
 REVOKE ALL ON FUNCTION settle_chat_call(uuid, uuid, text, uuid, bigint, numeric, text, integer, numeric, text,
                                        integer, numeric, smallint, jsonb, integer, integer, integer, integer,
-                                       numeric, numeric) FROM PUBLIC;
+                                       numeric, numeric, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION settle_chat_call(uuid, uuid, text, uuid, bigint, numeric, text, integer, numeric, text,
                                            integer, numeric, smallint, jsonb, integer, integer, integer, integer,
-                                           numeric, numeric) TO app_user;
+                                           numeric, numeric, text) TO app_user;
 REVOKE ALL ON call_charges FROM PUBLIC;
 GRANT SELECT, INSERT ON call_charges TO app_user;
 GRANT SELECT ON recent_activity TO app_user, analytics_user;

@@ -8,3 +8,15 @@ ALTER TABLE models
 ALTER TABLE api_keys
     DROP CONSTRAINT api_keys_provider_check,
     ADD CONSTRAINT api_keys_provider_check CHECK (provider ~ '^[a-z0-9-]{1,32}$' AND provider <> 'local');
+
+-- A model's deployments: where it is served, in the order calls try them,
+-- each a configured provider and the model's name there. Empty: one, its own
+-- provider under its id's name.
+ALTER TABLE models
+    ADD COLUMN deployments jsonb NOT NULL DEFAULT '[]'
+        CONSTRAINT models_deployments_check CHECK (jsonb_typeof(deployments) = 'array');
+
+-- Whether a call made with the user's own key may fall back to another
+-- provider's house key, which the user then pays the catalog price for.
+ALTER TABLE user_preferences
+    ADD COLUMN house_key_fallback boolean NOT NULL DEFAULT false;

@@ -217,11 +217,17 @@ def test_the_history_is_trimmed_oldest_first_to_the_context_window(client, token
 
 @pytest.mark.parametrize("status", [400, 401, 404, 429, 500, 503])
 def test_a_provider_error_returns_the_hold_and_leaves_history_alone(client, token, database, openai_stub, status):
+    """A refusal of the request itself (400, 404) keeps its status and the
+    provider's message; any other failure is the provider's: 502."""
     store_keys(client, token)
     session_id = new_session(client, token, "openai/gpt-4o-mini")
     before = available(client, token)
     openai_stub.behaviour.status = status
-    error = assert_error(send(client, token, session_id), 502, "provider_error")
+    if status in (400, 404):
+        error = assert_error(send(client, token, session_id), status, "provider_rejected_request")
+        assert error["message"] == "stub error"
+    else:
+        error = assert_error(send(client, token, session_id), 502, "provider_error")
     assert error["details"] == {"provider": "openai", "provider_status": status}
     _assert_nothing_charged(client, token, database, before)
 

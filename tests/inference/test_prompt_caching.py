@@ -110,7 +110,8 @@ def test_claudes_cache_marks_pass_through_and_each_part_is_billed_at_its_price(s
         assert Decimal(usage.model_extra["cost"]) == expected
     parts = {"input_tokens": 50, "cached_input_tokens": 2000, "cache_write_tokens": 300, "cache_write_1h_tokens": 100,
              "output_tokens": 40, "reasoning_tokens": None, "input_cost": "0.00015", "cached_input_cost": "0.0006",
-             "cache_write_cost": "0.001725", "output_cost": "0.0006", "cost": "0.003075"}
+             "cache_write_cost": "0.001725", "output_cost": "0.0006", "cost": "0.003075", "model_id": SONNET,
+             "provider": "anthropic"}
     assert settled_charge(server, account) == parts
     activity = httpx.get(f"{server.url}/api/v1/activity", headers=account["headers"]).json()["activity"]
     assert [item["charge"] for item in activity if item["charge"] is not None] == [parts]

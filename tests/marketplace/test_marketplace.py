@@ -26,7 +26,7 @@ TICK = Decimal("0.0000000001")  # the ledger's smallest step
 CATALOG = json.loads((ROOT / "catalog.json").read_text())["models"]
 ECHO_PRICES = (Decimal("0.01"), Decimal("0.02"))  # local/echo in catalog.json, per million tokens
 DEFAULT_PREFERENCES = {"default_model_id": None, "preferred_providers": [], "daily_spend_limit": None,
-                       "max_cost_per_message": None, "theme": "system"}
+                       "max_cost_per_message": None, "theme": "system", "house_key_fallback": False}
 
 
 # ----------------------------------------------------------------- helpers
@@ -459,7 +459,7 @@ def test_preferences_need_a_token(client):
 
 def test_put_replaces_the_whole_document(client, token, database):
     full = {"default_model_id": "openai/gpt-4o", "preferred_providers": ["anthropic", "local"],
-            "daily_spend_limit": "2.5", "max_cost_per_message": 0.25, "theme": "dark"}
+            "daily_spend_limit": "2.5", "max_cost_per_message": 0.25, "theme": "dark", "house_key_fallback": True}
     response = put_preferences(client, token, **full)
     assert response.status_code == 200
     stored = {**full, "daily_spend_limit": "2.50", "max_cost_per_message": "0.25"}
