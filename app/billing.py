@@ -24,7 +24,7 @@ from flask import current_app
 
 from app import routing
 from app.errors import (PROVIDER_REJECTIONS, InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached,
-                        ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
+                        MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
                         ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
 from app.extensions import db, providers
 from app.money import SMALLEST_AMOUNT, format_money
@@ -256,8 +256,10 @@ def count_prompt_tokens(user_id, call, access_key, fields):
     (Anthropic), else as app.providers estimates them, with the key a call
     would use."""
     context = _callable_model(user_id, call, access_key, fields)
-    route = routing.routes(user_id, [context], lambda *_: (0, Decimal(0), {}), context["user_keys"],
-                           context["house_key_fallback"])[0]
+    route = routing.keyed(routing.routes(user_id, [context], lambda *_: (0, Decimal(0), {}), context["user_keys"],
+                                         context["house_key_fallback"])[0])
+    if route is None:
+        raise MissingApiKey(details={"provider": context["provider"]})
     deadline = time.monotonic() + current_app.config["PROVIDER_TIMEOUT"]
     with _provider_failures("nothing was counted"):
         return providers.count_tokens(route.provider, route.request["model_name"], call.messages,

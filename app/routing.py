@@ -19,7 +19,7 @@ allows."""
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from flask import current_app
@@ -137,11 +137,8 @@ def _key(user_id, provider, own, byok_call, house_key_fallback):
         return "byok", api_key, current_app.config["BYOK_FEE_RATE"], own["id"]
     if byok_call and not house_key_fallback:
         return None
-    house_key = providers.house_keys[provider.name].next()
-    if house_key is not None:
-        return "house", house_key, FULL_PRICE, None
-    if not provider.needs_key:
-        return "house", None, FULL_PRICE, None
+    if providers.house_keys[provider.name].available() or not provider.needs_key:
+        return "house", None, FULL_PRICE, None  # the pool's key is taken as each attempt is made (`keyed`)
     return None
 
 
@@ -155,7 +152,10 @@ def routed(hold, attempt, first_byte_deadline):
     rounds = 1 + config["PROVIDER_RETRIES"]
     for round_number in range(rounds):
         failure = None
-        for index, route in enumerate(hold.routes):
+        for index, held in enumerate(hold.routes):
+            route = keyed(held)
+            if route is None:
+                continue
             deadline = _attempt_deadline(route, first_byte_deadline, len(hold.routes) - index)
             try:
                 result = attempt(route, deadline)
@@ -167,6 +167,8 @@ def routed(hold, attempt, first_byte_deadline):
                 continue
             hold.route = route
             return result
+        if failure is None:  # no route had a key left to try
+            raise MissingApiKey(details={"provider": hold.routes[0].provider})
         pause = _pause(round_number, failure)
         if round_number + 1 == rounds or time.monotonic() + pause >= first_byte_deadline:
             raise failure
@@ -174,6 +176,16 @@ def routed(hold, attempt, first_byte_deadline):
                     pause)
         time.sleep(pause)
     raise AssertionError("unreachable")
+
+
+def keyed(route):
+    """The route with its provider's next house key, taken for each attempt
+    so that a retry uses another key of the pool than one just refused or
+    cooling down; None when its pool has none left."""
+    if route.key_source != "house" or not providers.house_keys[route.provider]:
+        return route
+    api_key = providers.house_keys[route.provider].next()
+    return None if api_key is None else replace(route, request={**route.request, "api_key": api_key})
 
 
 def moves_on(error, route):

@@ -38,6 +38,9 @@ class _Server(ThreadingHTTPServer):
 class Behaviour:
     def __init__(self):
         self.status = 200
+        # An error answer's message and Retry-After header (None: none sent).
+        self.error_message = "stub error"
+        self.retry_after = None
         self.stall_seconds = 0.0
         # The usage, each in the provider's own convention: OpenAI's
         # prompt_tokens count the cached ones too, Anthropic's input_tokens
@@ -188,18 +191,21 @@ class StubProvider:
                 if path == stub.count_path and behaviour.status == 200:
                     return self._send(200, {"input_tokens": behaviour.prompt_tokens})
                 if behaviour.status != 200:
-                    return self._send(behaviour.status, {"error": {"message": "stub error"}})
+                    retry_after = {} if behaviour.retry_after is None else {"Retry-After": str(behaviour.retry_after)}
+                    return self._send(behaviour.status, {"error": {"message": behaviour.error_message}}, retry_after)
                 if behaviour.garbled:
                     return self._send(200, b"{not json")
                 if body.get("stream") is True:
                     return self._stream(body, behaviour)
                 return self._send(200, stub.answer(body, behaviour))
 
-            def _send(self, status, payload):
+            def _send(self, status, payload, headers=None):
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 if not stub.behaviour.drip_seconds:
                     self.wfile.write(data)

@@ -155,6 +155,11 @@ class KeyPool:
             left = [key for key in self._names if key not in self._disabled]
             return min(left, key=lambda key: self._cooling.get(key, 0)) if left else None
 
+    def available(self):
+        """Whether any key is left in the pool (cooling down or not)."""
+        with self._lock:
+            return any(key not in self._disabled for key in self._names)
+
     def cool_down(self, key, seconds):
         with self._lock:
             self._cooling[key] = max(self._cooling.get(key, 0), time.monotonic() + seconds)

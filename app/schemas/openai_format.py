@@ -21,6 +21,9 @@ MAX_TOOLS = 128
 MaxTokens = Annotated[int, Field(ge=1, le=1_000_000)]
 StopText = Annotated[Text, Field(min_length=1, max_length=200)]
 ModelName = Annotated[Text, Field(min_length=1, max_length=200)]
+# `models`: the fallbacks a call names, tried in order when its model's routes all fail (as OpenRouter takes them).
+MAX_FALLBACK_MODELS = 5
+Fallbacks = Annotated[list[ModelName], Field(min_length=1, max_length=MAX_FALLBACK_MODELS)]
 # Both providers take a tool's name as 1–64 letters, digits, _ and -.
 ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 ToolCallId = Annotated[Text, Field(min_length=1, max_length=256)]
@@ -130,6 +133,7 @@ class StreamOptions(Lenient):
 
 class ChatCompletionRequest(Lenient):
     model: ModelName
+    models: Fallbacks | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
