@@ -215,9 +215,11 @@ def test_a_user_goes_through_the_whole_console(server, page, api_as, record_prop
     expect(page.locator("[data-field=daily_spend_limit] .field-error")).to_contain_text("decimal")
     page.get_by_label("Daily spend limit in USD").fill("3.5")
     page.get_by_label("Theme").select_option("dark")
+    page.get_by_label("When a provider you hold a key for fails").select_option("true")
     page.get_by_role("button", name="Save preferences").click()
     expect(page.get_by_role("alert")).to_contain_text("Preferences saved.")
-    assert Decimal(client.get("/preferences").json()["daily_spend_limit"]) == Decimal("3.5")
+    saved = client.get("/preferences").json()
+    assert Decimal(saved["daily_spend_limit"]) == Decimal("3.5") and saved["house_key_fallback"] is True
     expect(page.locator("html")).to_have_attribute("data-theme", "dark")
 
     # A deep link reloads into its page; a page that cannot load says so, with the navigation kept.

@@ -3,6 +3,7 @@ import { PROVIDERS } from "../catalog.js";
 import { applyTheme, checkboxes, field, formAlert, h, section, select, sendingForm } from "../ui.js";
 
 const THEMES = [["system", "Same as the system"], ["light", "Light"], ["dark", "Dark"]];
+const FALLBACK = [["false", "Fail the call: my own keys only"], ["true", "Fall back to the service's keys"]];
 
 export async function render({ signal }) {
   const [preferences, { models }] = await Promise.all([get("/api/v1/preferences", signal), get("/api/v1/models?sort=id", signal)]);
@@ -16,6 +17,9 @@ export async function render({ signal }) {
     max_cost_per_message: field("Highest cost of one message in USD", { name: "max_cost_per_message", inputmode: "decimal",
       autocomplete: "off", value: preferences.max_cost_per_message ?? "", hint: "Empty: no limit." }),
     theme: field("Theme", { name: "theme", control: select(THEMES, preferences.theme) }),
+    house_key_fallback: field("When a provider you hold a key for fails", { name: "house_key_fallback",
+      control: select(FALLBACK, String(preferences.house_key_fallback)),
+      hint: "Another provider's key of this service costs the catalog price, not the fee for your own keys." }),
   };
   const alert = formAlert();
   const amount = (name) => fields[name].input.value.trim() || null;
@@ -26,6 +30,7 @@ export async function render({ signal }) {
       daily_spend_limit: amount("daily_spend_limit"),
       max_cost_per_message: amount("max_cost_per_message"),
       theme: fields.theme.input.value,
+      house_key_fallback: fields.house_key_fallback.input.value === "true",
     });
     applyTheme(saved.theme);
     alert.show("Preferences saved.", "ok");
