@@ -10,6 +10,7 @@ from app.config import check_database_login, load_config
 from app.errors import register_error_handlers
 from app.extensions import db, limiter
 from app.observability import configure_logging, register_request_hooks
+from app.breakers import Breakers
 from app.providers import Providers
 from app.security import TokenIssuer
 from database.vault import Vault
@@ -53,6 +54,7 @@ def register_extensions(app):
     app.extensions["tokens"] = TokenIssuer(app.config)
     app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"], app.config["FINGERPRINT_KEY"])
     app.extensions["providers"] = Providers(app.config)
+    app.extensions["breakers"] = Breakers(app.config)
 
 
 def register_body_limits(app):

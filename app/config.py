@@ -146,6 +146,13 @@ SETTINGS = {
     # moves on (app/routing.py), each after a jittered, doubling pause or the
     # Retry-After asked, all before the first byte's PROVIDER_TIMEOUT.
     "PROVIDER_RETRIES": ("2", _integer(0, 10)),
+    # Circuit breakers per deployment (app/breakers.py): failures in a row that
+    # open one, or half the calls of a window once it saw BREAKER_MIN_CALLS;
+    # seconds it stays open before one call probes it.
+    "BREAKER_FAILURES": ("5", _integer(1, 1000)),
+    "BREAKER_WINDOW": ("60", _seconds),
+    "BREAKER_MIN_CALLS": ("20", _integer(1, 100_000)),
+    "BREAKER_COOLDOWN": ("30", _seconds),
     "STREAM_TIMEOUT": ("600", _seconds),
     # A streaming client that takes nothing this long while something waits for
     # it, or holds its stream back this long in all, is cut off; its call is

@@ -238,6 +238,13 @@ class StorageUnavailable(APIError):
     code = "database_unavailable"
 
 
+class ProvidersUnavailable(APIError):
+    status = 503
+    code = "providers_unavailable"
+    message = ("Every provider that serves this model has been failing; none is tried until its pause is over. "
+               "Try again after Retry-After seconds; nothing was charged.")
+
+
 class ProviderNotConfigured(APIError):
     status = 503
     code = "provider_not_configured"

@@ -11,12 +11,14 @@ charged for the one that served, at its model's price.
 
 What moves on to the next route: no connection, a timeout before the first
 byte, a 408, 429 or 5xx, and a house key's 401 or 403 (that key leaves its
-pool; a 429 cools it down for its Retry-After). Nothing else does: a provider's
+pool; a 429 cools it down for its Retry-After), and a deployment whose
+circuit is open (app/breakers.py) is passed over without a try. Nothing else does: a provider's
 4xx about the request reaches the client as it is. Once every route was tried,
 the list is tried again (PROVIDER_RETRIES rounds more) after a jittered,
 doubling pause, or the Retry-After asked, while the first byte's deadline
 allows."""
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -24,8 +26,8 @@ from decimal import Decimal
 
 from flask import current_app
 
-from app.errors import KeyUnusable, MissingApiKey, ProviderNotConfigured
-from app.extensions import providers, vault
+from app.errors import KeyUnusable, MissingApiKey, ProviderNotConfigured, ProvidersUnavailable
+from app.extensions import breakers, providers, vault
 from app.money import charged, token_cost
 from app.pricing import Prices
 from app.providers import ProviderError, ProviderTimeout, ProviderUnreachable
@@ -153,7 +155,7 @@ def routed(hold, attempt, first_byte_deadline):
     for round_number in range(rounds):
         failure = None
         for index, held in enumerate(hold.routes):
-            route = keyed(held)
+            route = keyed(held) if breakers.allows(deployment(held)) else None
             if route is None:
                 continue
             deadline = _attempt_deadline(route, first_byte_deadline, len(hold.routes) - index)
@@ -161,13 +163,20 @@ def routed(hold, attempt, first_byte_deadline):
                 result = attempt(route, deadline)
             except (ProviderError, ProviderTimeout, ProviderUnreachable) as error:
                 if not moves_on(error, route):
+                    breakers.succeeded(deployment(route))  # it answered: the fault is the request's
                     raise
+                breakers.failed(deployment(route))
                 _note_failure(route, error)
                 failure = error
                 continue
+            breakers.succeeded(deployment(route))
             hold.route = route
             return result
-        if failure is None:  # no route had a key left to try
+        if failure is None:  # every route's circuit is open, or has no key left
+            waited = breakers.retry_in([deployment(route) for route in hold.routes])
+            if waited:
+                raise ProvidersUnavailable(headers={"Retry-After": str(math.ceil(waited))},
+                                           details={"retry_after": math.ceil(waited)})
             raise MissingApiKey(details={"provider": hold.routes[0].provider})
         pause = _pause(round_number, failure)
         if round_number + 1 == rounds or time.monotonic() + pause >= first_byte_deadline:
@@ -176,6 +185,11 @@ def routed(hold, attempt, first_byte_deadline):
                     pause)
         time.sleep(pause)
     raise AssertionError("unreachable")
+
+
+def deployment(route):
+    """A route's deployment, as its circuit breaker knows it: provider/model."""
+    return f"{route.provider}/{route.request['model_name']}"
 
 
 def keyed(route):

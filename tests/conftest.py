@@ -22,6 +22,7 @@ from psycopg2.extensions import make_dsn
 
 import migrate
 from app import close_app, create_app
+from app.breakers import Breakers
 from app.config import load_config
 from app.extensions import db, limiter
 from app.observability import configure_logging
@@ -336,6 +337,7 @@ def _reopen(app):
     db.init_app(app)
     limiter.init_app(app)
     app.extensions["providers"] = Providers(app.config)
+    app.extensions["breakers"] = Breakers(app.config)
     app._got_first_request = False
 
 
