@@ -50,8 +50,11 @@ def settings_for(database_url, **overrides):
         "DB_POOL_TIMEOUT": 2,
         # Tests register and log in far faster than any person; the limits have tests of their own.
         "RATELIMIT_ENABLED": False,
-        # One try of each route, so that a test's failing stub is asked once; routing's tests set their own.
+        # One try of each route, so that a test's failing stub is asked once, and no circuit opened by a
+        # module's failures in a row; routing's and the breakers' tests set their own.
         "PROVIDER_RETRIES": 0,
+        "BREAKER_FAILURES": 1000,
+        "BREAKER_MIN_CALLS": 100_000,
     }
     settings.update(overrides)
     return settings
