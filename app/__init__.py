@@ -11,6 +11,7 @@ from app.errors import register_error_handlers
 from app.extensions import db, limiter
 from app.observability import configure_logging, register_request_hooks
 from app.breakers import Breakers
+from app.health import Health
 from app.providers import Providers
 from app.security import TokenIssuer
 from database.vault import Vault
@@ -55,6 +56,7 @@ def register_extensions(app):
     app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"], app.config["FINGERPRINT_KEY"])
     app.extensions["providers"] = Providers(app.config)
     app.extensions["breakers"] = Breakers(app.config)
+    app.extensions["health"] = Health()
 
 
 def register_body_limits(app):

@@ -26,7 +26,7 @@ from app import routing
 from app.errors import (PROVIDER_REJECTIONS, InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached,
                         MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
                         ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
-from app.extensions import db, providers
+from app.extensions import db, health, providers
 from app.money import SMALLEST_AMOUNT, format_money
 from app.observability import describe_error
 from app.pricing import Prices, charge
@@ -60,6 +60,7 @@ class Hold:
     first_byte_deadline: float = 0.0   # time.monotonic() values
     deadline: float = 0.0
     route: Route = field(default=None, repr=False)
+    began: float = 0.0  # when the serving route's attempt began (time.monotonic())
 
     def __post_init__(self):
         self.route = self.route or self.routes[0]
@@ -185,7 +186,8 @@ def hold_call(user_id, call, tx, fields, access_key=None):
                 Prices.of(context).prompt_bound(marks), request)
 
     found = routing.routes(user_id, contexts, shape, primary["user_keys"], primary["house_key_fallback"])
-    return _hold(user_id, primary, found, deadlines, tx, {"kind": "api"}, access_key=access_key)
+    return _hold(user_id, primary, routing.ordered(found, call.sort), deadlines, tx, {"kind": "api"},
+                 access_key=access_key)
 
 
 def _candidates(user_id, call, access_key, fields, tx=None):
@@ -472,6 +474,8 @@ def settle(hold, completion, tx, estimated=False):
     messages: the exchange comes back unsaved. `estimated`: the usage is an
     estimate, as the release row then says."""
     billed = _charge(hold, completion)
+    if hold.began:
+        health.generated(routing.deployment(hold.route), billed.completion_tokens, time.monotonic() - hold.began)
     settled = db.settle_chat_call(hold.user_id, hold.session_id, hold, hold.api_key_id, hold.content,
                                   completion.content, billed,
                                   {"kind": "settle", **({"usage": "estimated"} if estimated else {})}, tx=tx)

@@ -66,6 +66,10 @@ class Breakers:
             return False
         return self._claim_probe(key, now)
 
+    def is_open(self, key):
+        """Whether calls pass the deployment over now (read only: it claims no probe)."""
+        return self._open_until(key, time.time()) > time.time()
+
     def succeeded(self, key):
         self._record(key, ok=True)
 

@@ -1,5 +1,5 @@
 """The process's shared services, each made once and imported by name. Those
-built from the settings (tokens, vault, providers, breakers) are made by create_app and
+built from the settings (tokens, vault, providers, breakers, health) are made by create_app and
 kept in app.extensions; the names here find the current app's."""
 from flask import current_app
 from flask_limiter import Limiter
@@ -16,3 +16,4 @@ tokens = LocalProxy(lambda: current_app.extensions["tokens"])
 vault = LocalProxy(lambda: current_app.extensions["vault"])
 providers = LocalProxy(lambda: current_app.extensions["providers"])
 breakers = LocalProxy(lambda: current_app.extensions["breakers"])
+health = LocalProxy(lambda: current_app.extensions["health"])

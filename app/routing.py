@@ -27,7 +27,7 @@ from decimal import Decimal
 from flask import current_app
 
 from app.errors import KeyUnusable, MissingApiKey, ProviderNotConfigured, ProvidersUnavailable
-from app.extensions import breakers, providers, vault
+from app.extensions import breakers, health, providers, vault
 from app.money import charged, token_cost
 from app.pricing import Prices
 from app.providers import ProviderError, ProviderTimeout, ProviderUnreachable
@@ -159,6 +159,7 @@ def routed(hold, attempt, first_byte_deadline):
             if route is None:
                 continue
             deadline = _attempt_deadline(route, first_byte_deadline, len(hold.routes) - index)
+            began = time.monotonic()
             try:
                 result = attempt(route, deadline)
             except (ProviderError, ProviderTimeout, ProviderUnreachable) as error:
@@ -166,11 +167,13 @@ def routed(hold, attempt, first_byte_deadline):
                     breakers.succeeded(deployment(route))  # it answered: the fault is the request's
                     raise
                 breakers.failed(deployment(route))
+                health.attempted(deployment(route), ok=False)
                 _note_failure(route, error)
                 failure = error
                 continue
             breakers.succeeded(deployment(route))
-            hold.route = route
+            health.attempted(deployment(route), ok=True, first_token_seconds=time.monotonic() - began)
+            hold.route, hold.began = route, began
             return result
         if failure is None:  # every route's circuit is open, or has no key left
             waited = breakers.retry_in([deployment(route) for route in hold.routes])
@@ -187,9 +190,25 @@ def routed(hold, attempt, first_byte_deadline):
     raise AssertionError("unreachable")
 
 
+SORTS = {"price": lambda route: route.most,
+         "latency": lambda route: health.latency(deployment(route)),
+         "throughput": lambda route: health.throughput(deployment(route))}
+
+
+def ordered(found, sort):
+    """The routes as `provider.sort` asks: cheapest first, fastest first token
+    or most tokens per second over the last 5 minutes (unmeasured last); None
+    keeps the declared order. Ties keep it too."""
+    return found if sort is None else sorted(found, key=SORTS[sort])
+
+
 def deployment(route):
-    """A route's deployment, as its circuit breaker knows it: provider/model."""
-    return f"{route.provider}/{route.request['model_name']}"
+    """A route's deployment, as its circuit breaker and its health know it."""
+    return deployment_key(route.provider, route.request["model_name"])
+
+
+def deployment_key(provider, model_name):
+    return f"{provider}/{model_name}"
 
 
 def keyed(route):

@@ -18,7 +18,7 @@ class CatalogSQL:
                 SELECT m.id, m.provider, m.name, m.description, m.context_window, m.max_output_tokens,
                        m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
                        m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.prices_as_of, m.capabilities,
-                       m.features, m.input_modalities, m.aliases,
+                       m.features, m.input_modalities, m.aliases, m.deployments,
                        coalesce(r.rating_count, 0) AS rating_count, r.rating_average, r.distribution,
                        p.request_count, p.prompt_tokens, p.completion_tokens, p.popularity_rank
                   FROM models m

@@ -24,6 +24,7 @@ import migrate
 from app import close_app, create_app
 from app.breakers import Breakers
 from app.config import load_config
+from app.health import Health
 from app.extensions import db, limiter
 from app.observability import configure_logging
 from app.providers import Providers
@@ -338,6 +339,7 @@ def _reopen(app):
     limiter.init_app(app)
     app.extensions["providers"] = Providers(app.config)
     app.extensions["breakers"] = Breakers(app.config)
+    app.extensions["health"] = Health()
     app._got_first_request = False
 
 

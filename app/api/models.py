@@ -1,16 +1,18 @@
 """The catalog, ratings and recommendations: endpoints 17–20."""
 from flask import current_app
 
+from app import routing
 from app.api.bodies import query_choice
 from app.api.contract import ACCOUNT, body, caller, query, response
 from app.api.openapi import query_enum
 from app.api.pipeline import OperationBlueprint
 from app.billing import house_keys
 from app.errors import NotFound
-from app.extensions import db
+from app.extensions import breakers, db, health
 from app.recommend import bayesian_average, blended_price, catalog_entry, rank
 from app.schemas import (DailyUsage, ModelDetail, ModelList, Rating, RatingRequest, Recommendation,
                          RecommendationList, RecommendRequest)
+from app.schemas.catalog import DeploymentHealth
 from database.vocab import CAPABILITIES, PROVIDERS
 
 bp = OperationBlueprint("models", __name__, url_prefix="/models")
@@ -56,7 +58,13 @@ def show_model(provider, name):
     model_id = rows[0]["id"]
     usage = [DailyUsage.model_validate(day) for day in db.model_usage_by_day(model_id, USAGE_DAYS)]
     entry = catalog_entry(rows[0])
-    return ModelDetail(**entry.model_dump(), usage_by_day=usage)
+    served = routing.deployments({"provider": rows[0]["provider"], "model_id": model_id,
+                                  "deployments": rows[0]["deployments"]})
+    return ModelDetail(**entry.model_dump(), usage_by_day=usage, deployments=[
+        DeploymentHealth(provider=served_by, model=upstream,
+                         health=health.figures(routing.deployment_key(served_by, upstream)),
+                         circuit="open" if breakers.is_open(routing.deployment_key(served_by, upstream)) else "closed")
+        for served_by, upstream in served])
 
 
 @bp.put("/<provider>/<name>/rating")

@@ -116,3 +116,4 @@ class ModelCall:
     cache_field: str | None = None
     reasoning_field: str | None = None
     fallbacks: tuple = ()  # the models to try, in order, when the model's routes all fail (`models`)
+    sort: str | None = None  # how routes are ordered (`provider.sort`; None: as declared)

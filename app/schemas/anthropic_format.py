@@ -8,8 +8,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from app.schemas.fields import MoneyText, Text
 from app.schemas.openai_format import (MAX_IMAGE_CHARS, MAX_MESSAGES, MAX_PARTS, MAX_STOP_SEQUENCES, MAX_TEXT,
-                                       MAX_TOOLS, CacheControl, Fallbacks, Lenient, MaxTokens, ModelName, StopText,
-                                       ToolCallId, ToolName)
+                                       MAX_TOOLS, CacheControl, Fallbacks, Lenient, MaxTokens, ModelName,
+                                       ProviderPreferences, StopText, ToolCallId, ToolName)
 from app.providers.reasoning import MIN_THINKING_BUDGET
 
 # A thinking block's text or signature, and a redacted block's data, as an earlier reply gave them.
@@ -116,6 +116,7 @@ class ToolChoice(Lenient):
 class MessagesRequest(Lenient):
     model: ModelName
     models: Fallbacks | None = None
+    provider: ProviderPreferences | None = None
     messages: Annotated[list[AnthropicMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: MaxTokens
     system: Content | None = None

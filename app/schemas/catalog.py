@@ -69,8 +69,25 @@ class DailyUsage(Response):
     completion_tokens: int
 
 
+class HealthFigures(Response):
+    attempts: int
+    errors: int
+    first_token_p50_ms: float | None  # None: nothing measured in the window
+    first_token_p95_ms: float | None
+    output_tokens_per_second: float | None
+
+
+class DeploymentHealth(Response):
+    """Where the model is served, and how that has gone, as the worker that answered measured it."""
+    provider: str
+    model: str
+    circuit: Literal["closed", "open"]
+    health: dict[Literal["5m", "1h"], HealthFigures]
+
+
 class ModelDetail(CatalogEntry):
     usage_by_day: list[DailyUsage]
+    deployments: list[DeploymentHealth]
 
 
 class ModelList(Response):

@@ -24,6 +24,7 @@ ModelName = Annotated[Text, Field(min_length=1, max_length=200)]
 # `models`: the fallbacks a call names, tried in order when its model's routes all fail (as OpenRouter takes them).
 MAX_FALLBACK_MODELS = 5
 Fallbacks = Annotated[list[ModelName], Field(min_length=1, max_length=MAX_FALLBACK_MODELS)]
+ROUTE_SORTS = ("price", "latency", "throughput")
 # Both providers take a tool's name as 1–64 letters, digits, _ and -.
 ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
 ToolCallId = Annotated[Text, Field(min_length=1, max_length=256)]
@@ -34,6 +35,11 @@ class Lenient(BaseModel):
     """A body of a provider's format: unknown fields ignored, as SDKs expect;
     the types of known ones as strict as anywhere (true is no number)."""
     model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ProviderPreferences(Lenient):
+    """How a call's routes are ordered, as OpenRouter's `provider` takes it (its other keys: ignored)."""
+    sort: Literal[ROUTE_SORTS] | None = None
 
 
 class CacheControl(Lenient):
@@ -134,6 +140,7 @@ class StreamOptions(Lenient):
 class ChatCompletionRequest(Lenient):
     model: ModelName
     models: Fallbacks | None = None
+    provider: ProviderPreferences | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None

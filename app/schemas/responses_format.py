@@ -11,7 +11,8 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 from app.providers.reasoning import EFFORTS
 from app.schemas.fields import MoneyText, Text
 from app.schemas.openai_format import (MAX_IMAGE_CHARS, MAX_PARTS, MAX_TEXT, MAX_TOOLS, Arguments, JSONObjectFormat,
-                                       Fallbacks, Lenient, MaxTokens, ModelName, TextFormat, ToolCallId, ToolName)
+                                       Fallbacks, Lenient, MaxTokens, ModelName, ProviderPreferences, TextFormat,
+                                       ToolCallId, ToolName)
 
 # An agent's conversation grows by a call and its output per tool used: more
 # items than Chat Completions' messages (MAX_INFERENCE_BODY bounds them too).
@@ -108,6 +109,7 @@ class ReasoningConfig(Lenient):
 class ResponsesRequest(Lenient):
     model: ModelName
     models: Fallbacks | None = None
+    provider: ProviderPreferences | None = None
     input: Content | Annotated[list[InputItem], Field(min_length=1, max_length=MAX_ITEMS)]
     instructions: Content | None = None
     max_output_tokens: MaxTokens | None = None

@@ -149,6 +149,7 @@ def test_a_user_goes_through_the_whole_console(server, page, api_as, record_prop
     expect(page).to_have_url(f"{url}/models")
     page.get_by_role("link", name="local/echo", exact=True).click()
     expect(page).to_have_url(f"{url}/models/local/echo")
+    expect(page.locator("tr[data-deployment='local/echo'] td").nth(1)).to_have_text("closed")
     page.get_by_label("★★★★ 4").check()
     page.get_by_role("button", name="Save rating").click()
     expect(page.get_by_role("alert")).to_contain_text("Saved: 4 stars.")

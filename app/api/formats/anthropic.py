@@ -47,7 +47,8 @@ def call_of(body):
     reasoning = None if body.thinking is None else Reasoning(thinking=body.thinking.model_dump(exclude_none=True))
     return ModelCall(body.model, messages, body.max_tokens, body.temperature, body.stop_sequences, body.stream,
                      tool_use, reasoning=reasoning, cache_field=marks.first_field,
-                     reasoning_field=None if reasoning is None else "thinking", fallbacks=tuple(body.models or ()))
+                     reasoning_field=None if reasoning is None else "thinking", fallbacks=tuple(body.models or ()),
+                     sort=body.provider and body.provider.sort)
 
 
 def _system(system, marks):

@@ -41,7 +41,8 @@ def call_of(body):
     return ModelCall(body.model, messages, body.max_completion_tokens or body.max_tokens, body.temperature, stop,
                      body.stream, tool_use, _response_format(body.response_format),
                      None if effort is None else Reasoning(effort=effort), marks.first_field,
-                     None if effort is None else "reasoning_effort", tuple(body.models or ()))
+                     None if effort is None else "reasoning_effort", tuple(body.models or ()),
+                     body.provider and body.provider.sort)
 
 
 def _response_format(asked):

@@ -42,7 +42,8 @@ def call_of(body):
     return ModelCall(body.model, system + _messages(body.input), body.max_output_tokens, body.temperature, None,
                      body.stream, tool_use, _response_format(body.text),
                      None if effort is None else Reasoning(effort=effort),
-                     reasoning_field=None if effort is None else "reasoning.effort", fallbacks=tuple(body.models or ()))
+                     reasoning_field=None if effort is None else "reasoning.effort", fallbacks=tuple(body.models or ()),
+                     sort=body.provider and body.provider.sort)
 
 
 def _messages(items):

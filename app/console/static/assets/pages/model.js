@@ -27,6 +27,21 @@ async function yourUsage(model, signal) {
             h("td", {}, row.day), h("td", { class: "number" }, row.requests), h("td", { class: "number" }, formatMoney(row.cost)))))];
 }
 
+// Where the model is served, and how each deployment has done lately (as the answering worker measured it).
+function deploymentHealth(model) {
+  const shown = (value, unit) => (value === null ? "—" : `${value.toLocaleString()}${unit}`);
+  return table(["Deployment", "Circuit", ["Calls, 5 min", "number"], ["Errors", "number"],
+                ["First token p50 / p95", "number"], ["Tokens/s", "number"]],
+    model.deployments.map((deployment) => {
+      const recent = deployment.health["5m"];
+      return h("tr", { "data-deployment": `${deployment.provider}/${deployment.model}` },
+        h("td", {}, `${deployment.provider}: ${deployment.model}`), h("td", {}, deployment.circuit),
+        h("td", { class: "number" }, recent.attempts), h("td", { class: "number" }, recent.errors),
+        h("td", { class: "number" }, `${shown(recent.first_token_p50_ms, " ms")} / ${shown(recent.first_token_p95_ms, " ms")}`),
+        h("td", { class: "number" }, shown(recent.output_tokens_per_second, "")));
+    }), "Deployments, in the order calls try them");
+}
+
 function ratingForm(model) {
   const choices = [5, 4, 3, 2, 1].map((value) => {
     const id = `rating-${value}`;
@@ -53,6 +68,7 @@ export async function render({ params, signal }) {
     h("p", {}, model.description),
     h("section", { class: "panel" }, h("h2", {}, model.id), facts(model),
       h("p", {}, link(`/console/chat?model=${encodeURIComponent(model.id)}`, `Chat with ${model.id}`))),
+    h("section", { class: "panel" }, h("h2", {}, "Where it is served"), deploymentHealth(model)),
     lazySection("Your usage by day", "your usage", () => yourUsage(model, signal)),
     h("section", { class: "panel" }, h("h2", {}, "Rate this model"), ratingForm(model)),
   ];

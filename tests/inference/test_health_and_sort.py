@@ -1,0 +1,92 @@
+"""Each deployment's measured health, shown on the model's page, and
+`provider.sort` ordering a call's routes by it (or by price), through the
+service under gunicorn (one worker: health is kept by each) with a slow and a
+fast OpenAI-format stub at their own base URLs."""
+import json
+from contextlib import closing
+
+import httpx
+import pytest
+
+from database.catalog_file import CatalogFile, load_catalog
+from tests.conftest import clean_database
+from tests.inference.test_routing import LLAMA_PRICES, PREMIUM_PRICES, PROMPT, model, priced
+from tests.sdk_clients import assert_charged_exactly
+from tests.stubs import OpenAIStub
+from tests.support import live_service, live_user
+
+BOTH, FAST_ONLY, PREMIUM = "slow/llama", "fast/llama", "fast/premium"
+STALL = 0.3
+KEYS = {"SLOW_KEY": "sk-slow-000000000001", "FAST_KEY": "sk-fast-000000000001"}
+
+
+@pytest.fixture(scope="module")
+def stubs():
+    stubs = {"slow": OpenAIStub(), "fast": OpenAIStub()}
+    stubs["slow"].behaviour.stall_seconds = STALL
+    yield stubs
+    for stub in stubs.values():
+        stub.stop()
+
+
+@pytest.fixture(scope="module")
+def server(pg_server, template_db, stubs, tmp_path_factory):
+    providers_file = tmp_path_factory.mktemp("health") / "providers.json"
+    providers_file.write_text(json.dumps({"providers": [
+        {"name": name, "format": "openai", "base_url": f"{stub.url}/v1", "keys": [{"env": f"{name.upper()}_KEY"}]}
+        for name, stub in stubs.items()]}))
+    with clean_database(pg_server, template_db) as database, live_service(
+            database, workers=1, PROVIDERS_FILE=str(providers_file), PROVIDER_TIMEOUT=5, **KEYS) as live:
+        entries = [model(BOTH, LLAMA_PRICES, ("slow", "llama"), ("fast", "llama")),
+                   model(FAST_ONLY, LLAMA_PRICES, ("fast", "llama")), model(PREMIUM, PREMIUM_PRICES)]
+        with closing(database.owner()) as conn, conn, conn.cursor() as cur:
+            load_catalog(cur, [entry.model_dump() for entry in CatalogFile.model_validate({"models": entries}).models])
+        yield live
+
+
+@pytest.fixture
+def account(server):
+    headers, user_id = live_user(server.url, "10")
+    key = httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "sort"}, headers=headers).json()["key"]
+    return {"user_id": user_id, "key": key}
+
+
+def chat(server, account, model_id, **extra):
+    return httpx.post(f"{server.url}/v1/chat/completions", headers={"Authorization": f"Bearer {account['key']}"},
+                      json={"model": model_id, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 50,
+                            **extra}, timeout=30)
+
+
+def test_latency_picks_the_faster_deployment_once_health_has_data(server, account):
+    assert [chat(server, account, BOTH).headers["X-Served-By"] for _ in range(3)] == ["slow"] * 3  # as declared
+    assert [chat(server, account, FAST_ONLY).headers["X-Served-By"] for _ in range(3)] == ["fast"] * 3
+
+    detail = httpx.get(f"{server.url}/api/v1/models/{BOTH}").json()
+    slow, fast = detail["deployments"]
+    assert [(slow["provider"], slow["model"]), (fast["provider"], fast["model"])] == [("slow", "llama"),
+                                                                                      ("fast", "llama")]
+    # At least this test's calls: another test of the module may have run on this service before.
+    assert slow["health"]["5m"]["attempts"] >= 3 and fast["health"]["5m"]["attempts"] >= 3
+    assert slow["health"]["5m"]["errors"] == 0 and slow["circuit"] == "closed"
+    assert slow["health"]["5m"]["first_token_p50_ms"] >= STALL * 1000 > fast["health"]["5m"]["first_token_p95_ms"]
+    assert fast["health"]["5m"]["output_tokens_per_second"] > slow["health"]["5m"]["output_tokens_per_second"] > 0
+    assert slow["health"]["1h"]["attempts"] == slow["health"]["5m"]["attempts"]
+
+    assert chat(server, account, BOTH, provider={"sort": "latency"}).headers["X-Served-By"] == "fast"
+    assert chat(server, account, BOTH, provider={"sort": "throughput"}).headers["X-Served-By"] == "fast"
+    assert chat(server, account, BOTH).headers["X-Served-By"] == "slow"
+    assert_charged_exactly(server, account["user_id"], 9 * priced(LLAMA_PRICES))
+
+
+def test_price_tries_the_cheapest_model_named_first(server, account):
+    response = chat(server, account, PREMIUM, models=[BOTH], provider={"sort": "price"})
+    assert response.status_code == 200 and response.json()["model"] == BOTH
+    assert chat(server, account, PREMIUM, models=[BOTH]).json()["model"] == PREMIUM
+    assert_charged_exactly(server, account["user_id"], priced(LLAMA_PRICES) + priced(PREMIUM_PRICES))
+
+
+def test_an_unknown_sort_is_refused_by_name(server, account, stubs):
+    before = len(stubs["slow"].requests) + len(stubs["fast"].requests)
+    response = chat(server, account, BOTH, provider={"sort": "random"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "provider.sort"
+    assert len(stubs["slow"].requests) + len(stubs["fast"].requests) == before
