@@ -240,8 +240,11 @@ def test_one_model_with_its_rating_summary_and_usage_by_day(client, token, datab
     assert model["usage_by_day"] == [{"day": today, "request_count": 2, "prompt_tokens": prompt_tokens,
                                       "completion_tokens": completion_tokens}]
     assert model["usage"]["request_count"] == 2
-    assert {key: value for key, value in model.items() if key != "usage_by_day"} == next(
+    assert {key: value for key, value in model.items() if key not in ("usage_by_day", "deployments")} == next(
         entry for entry in catalog(client) if entry["id"] == "local/echo")
+    served, = model["deployments"]  # the two chats, as this worker measured them
+    assert (served["provider"], served["model"], served["circuit"]) == ("local", "echo", "closed")
+    assert (served["health"]["5m"]["attempts"], served["health"]["5m"]["errors"]) == (2, 0)
 
 
 def test_a_model_id_with_dots_and_dashes_is_found(client):
