@@ -26,15 +26,17 @@ log = logging.getLogger(__name__)
 READ_TTL = 1.0
 PREFIX = "qm:breaker:"
 FAILING_SHARE = 0.5
+# What `allows` answers for the call that probes a breaker after its cooldown.
+PROBE = "probe"
 
 
 @dataclass
 class State:
     """A breaker: failures in a row, when it reopens for a probe (0: closed),
-    whether a probe is out, and the current window's calls and failures."""
+    since when a probe is out (0: none), and the current window's calls and failures."""
     failures: int = 0
     open_until: float = 0.0
-    probing: bool = False
+    probing: float = 0.0
     window_start: float = 0.0
     window_calls: int = 0
     window_failures: int = 0
@@ -56,15 +58,16 @@ class Breakers:
         self._shared_down_logged = False
 
     def allows(self, key):
-        """Whether a call may go to the deployment: its breaker is closed, or
-        its cooldown is over and no other call is its probe."""
+        """Whether a call may go to the deployment: True while its breaker is
+        closed; PROBE when its cooldown is over and this call is its one probe
+        (which `release` gives back if the call makes no attempt after all)."""
         now = time.time()
         open_until = self._open_until(key, now)
         if not open_until:
             return True
         if open_until > now:
             return False
-        return self._claim_probe(key, now)
+        return PROBE if self._claim_probe(key, now) else False
 
     def is_open(self, key):
         """Whether calls pass the deployment over now (read only: it claims no probe)."""
@@ -77,9 +80,10 @@ class Breakers:
         self._record(key, ok=False)
 
     def retry_in(self, keys):
-        """Seconds until the soonest of `keys` lets a probe through (0: one may now)."""
+        """Seconds until the soonest of `keys` lets a probe through, at least
+        one (a probe may be out now: its answer decides)."""
         now = time.time()
-        return max(min(self._open_until(key, now) for key in keys) - now, 0.0)
+        return max(min(self._open_until(key, now) for key in keys) - now, 1.0)
 
     # ------------------------------------------------------------ state, local or shared
 
@@ -105,10 +109,21 @@ class Breakers:
                 self._shared_down(exc)
         with self._lock:
             state = self._local.setdefault(key, State())
-            if state.probing:
+            if state.probing and now - state.probing < self.cooldown:  # one out; a lost one expires as Redis's does
                 return False
-            state.probing = True
+            state.probing = now
             return True
+
+    def release(self, key):
+        """Gives back a probe claimed by a call that made no attempt after all."""
+        if self._redis is not None:
+            try:
+                self._redis.delete(PREFIX + key + ":probe")
+                return
+            except redis.RedisError as exc:
+                self._shared_down(exc)
+        with self._lock:
+            self._local.setdefault(key, State()).probing = 0.0
 
     def _record(self, key, ok):
         now = time.time()
@@ -119,7 +134,7 @@ class Breakers:
                 self._shared_down(exc)
         with self._lock:
             state = self._local.setdefault(key, State())
-            state.probing = False
+            state.probing = 0.0
             state.open_until = self._next_open_until(key, state, ok, now)
 
     def _next_open_until(self, key, state, ok, now):
@@ -149,7 +164,7 @@ class Breakers:
                 try:
                     pipe.watch(name)
                     stored = {field.decode(): float(value) for field, value in pipe.hgetall(name).items()}
-                    state = State(int(stored.get("failures", 0)), stored.get("open_until", 0.0), False,
+                    state = State(int(stored.get("failures", 0)), stored.get("open_until", 0.0), 0.0,
                                   stored.get("window_start", 0.0), int(stored.get("window_calls", 0)),
                                   int(stored.get("window_failures", 0)))
                     if ok and not state.failures and not state.open_until:

@@ -26,6 +26,7 @@ from decimal import Decimal
 
 from flask import current_app
 
+from app.breakers import PROBE
 from app.errors import KeyUnusable, MissingApiKey, ProviderNotConfigured, ProvidersUnavailable
 from app.extensions import breakers, health, providers, vault
 from app.money import charged, token_cost
@@ -153,16 +154,26 @@ def routed(hold, attempt, first_byte_deadline):
     config = current_app.config
     rounds = 1 + config["PROVIDER_RETRIES"]
     for round_number in range(rounds):
-        failure = None
+        failure, passed_over = None, False
         for index, held in enumerate(hold.routes):
-            route = keyed(held) if breakers.allows(deployment(held)) else None
+            allowed = breakers.allows(deployment(held))
+            if not allowed:
+                passed_over = True
+                continue
+            route = keyed(held)
             if route is None:
+                if allowed == PROBE:
+                    breakers.release(deployment(held))
                 continue
             deadline = _attempt_deadline(route, first_byte_deadline, len(hold.routes) - index)
             began = time.monotonic()
             try:
                 result = attempt(route, deadline)
-            except (ProviderError, ProviderTimeout, ProviderUnreachable) as error:
+            except BaseException as error:
+                if not isinstance(error, (ProviderError, ProviderTimeout, ProviderUnreachable)):
+                    if allowed == PROBE:
+                        breakers.release(deployment(route))  # no answer either way: the next call may probe
+                    raise
                 if not moves_on(error, route):
                     breakers.succeeded(deployment(route))  # it answered: the fault is the request's
                     raise
@@ -175,11 +186,10 @@ def routed(hold, attempt, first_byte_deadline):
             health.attempted(deployment(route), ok=True, first_token_seconds=time.monotonic() - began)
             hold.route, hold.began = route, began
             return result
-        if failure is None:  # every route's circuit is open, or has no key left
-            waited = breakers.retry_in([deployment(route) for route in hold.routes])
-            if waited:
-                raise ProvidersUnavailable(headers={"Retry-After": str(math.ceil(waited))},
-                                           details={"retry_after": math.ceil(waited)})
+        if failure is None and passed_over:  # every route left has its circuit open, or a probe out
+            waited = math.ceil(breakers.retry_in([deployment(route) for route in hold.routes]))
+            raise ProvidersUnavailable(headers={"Retry-After": str(waited)}, details={"retry_after": waited})
+        if failure is None:  # no route had a key left to try
             raise MissingApiKey(details={"provider": hold.routes[0].provider})
         pause = _pause(round_number, failure)
         if round_number + 1 == rounds or time.monotonic() + pause >= first_byte_deadline:

@@ -6,6 +6,7 @@ its success; and, kept in a real redis-server, one worker's failures open it
 for the other."""
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 
 import httpx
@@ -20,6 +21,7 @@ from tests.stubs import OpenAIStub
 from tests.support import live_service, live_user
 
 LLAMA, SOLO = "primary/llama", "solo/llama"
+PROBED = "solo/probed"  # on the solo stub too, under a name (a breaker) of its own
 THRESHOLD, COOLDOWN = 3, 2
 KEYS = {"PRIMARY_KEY": "sk-primary-0000000001", "BACKUP_KEY": "sk-backup-0000000001",
         "SOLO_KEY": "sk-solo-000000000001"}
@@ -50,7 +52,8 @@ def service(pg_server, template_db, stubs_by_name, directory, workers=1, cooldow
     with clean_database(pg_server, template_db) as database, live_service(
             database, workers=workers, PROVIDERS_FILE=str(providers_file), PROVIDER_TIMEOUT=5, PROVIDER_RETRIES=0,
             BREAKER_FAILURES=THRESHOLD, BREAKER_COOLDOWN=cooldown, **KEYS, **settings) as live:
-        entries = [model(LLAMA, LLAMA_PRICES, ("primary", "llama"), ("backup", "llama")), model(SOLO, LLAMA_PRICES)]
+        entries = [model(LLAMA, LLAMA_PRICES, ("primary", "llama"), ("backup", "llama")), model(SOLO, LLAMA_PRICES),
+                   model(PROBED, LLAMA_PRICES)]
         with closing(database.owner()) as conn, conn, conn.cursor() as cur:
             load_catalog(cur, [entry.model_dump() for entry in CatalogFile.model_validate({"models": entries}).models])
         yield live
@@ -107,6 +110,26 @@ def test_with_every_circuit_open_a_call_is_refused_at_once_with_retry_after(one_
     assert 1 <= int(refused.headers["Retry-After"]) <= COOLDOWN
     assert len(stubs["solo"].requests) == THRESHOLD
     assert_charged_exactly(live, user_id, 0)
+
+
+def test_while_a_probe_is_out_other_calls_are_told_to_wait_not_to_add_a_key(one_worker, stubs):
+    live = one_worker
+    user_id, key = new_user(live)
+    stubs["solo"].behaviour.status = 500
+    assert [chat(live, key, PROBED).status_code for _ in range(THRESHOLD)] == [502] * THRESHOLD
+    stubs["solo"].behaviour.status = 200
+    gate = stubs["solo"].behaviour.hold_answers()
+    time.sleep(COOLDOWN + 0.2)
+    with ThreadPoolExecutor(1) as pool:
+        probe = pool.submit(chat, live, key, PROBED)
+        assert stubs["solo"].wait_for_requests(THRESHOLD + 1)
+        waiting = chat(live, key, PROBED)
+        gate.set()
+        assert probe.result().status_code == 200
+    assert waiting.status_code == 503 and waiting.json()["error"]["code"] == "providers_unavailable"
+    assert int(waiting.headers["Retry-After"]) >= 1
+    assert chat(live, key, PROBED).status_code == 200  # the probe closed it
+    assert_charged_exactly(live, user_id, 2 * priced(LLAMA_PRICES))
 
 
 def test_a_provider_refusing_a_request_opens_no_circuit(one_worker, stubs):
