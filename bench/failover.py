@@ -23,7 +23,8 @@ One run measures:
    closed (tried the dead primary first), after the circuit opened (primary
    passed over without a try), and the probes. Reported: failed calls (any
    answer but 200), the last one's time after the kill, when the circuit
-   opened, and p50/p99 of each window.
+   opened, p50/p99 of each window, and the CPU each process group used
+   before and after the kill (/proc; "other" is the rest of the machine).
 2. The p99 (and p50) added while the circuit is open: window "circuit open"
    against window "before the kill", same load.
 3. What an open circuit costs a call, sequential calls: the model (its
@@ -37,9 +38,10 @@ One run measures:
 It ends with checks: README's ledger query returns no rows, nothing is held,
 and the user was charged exactly the successful calls times the per-call price
 (the stubs' usage, 11 prompt and 7 completion tokens, at the model's prices),
-each call's charge recorded against the provider its X-Served-By named.
+each call's charge recorded against the provider its X-Served-By named; it
+exits 1 if any of them fails.
 
-    .venv/bin/python bench/failover.py            # about 1.5 minutes
+    .venv/bin/python bench/failover.py            # about 70 s on 2 cores
     .venv/bin/python bench/failover.py --threads 8 --interval 0.1 --before 10 --after 40 --pairs 200
 
 Everything runs on 127.0.0.1, with a throwaway PostgreSQL committing durably
