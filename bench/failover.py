@@ -72,9 +72,9 @@ sys.path.insert(0, str(ROOT))
 from app.config import SETTINGS  # noqa: E402
 from bench.harness import UNREACHED_LIMIT, MakeRunService, Stub, durable_database, percentile, timed  # noqa: E402
 from bench.money import cpu_by_group, machine_cpu  # noqa: E402
-from database.catalog_file import CatalogFile, load_catalog  # noqa: E402
 from tests.inference.test_routing import PROMPT, model  # noqa: E402
-from tests.support import live_user, readme_ledger_query, settings_for  # noqa: E402
+from tests.support import (add_models, live_user, openai_provider, providers_file, readme_ledger_query,  # noqa: E402
+                           settings_for)
 
 MODEL, HEALTHY = "primary/llama", "backup/llama"
 PRIMARY, BACKUP = ("primary", "llama"), ("backup", "llama-b")
@@ -110,18 +110,13 @@ def body(model_id):
     return {"model": model_id, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS}
 
 
-def providers_file(folder, stubs):
-    path = Path(folder) / "providers.json"
-    path.write_text(json.dumps({"providers": [
-        {"name": name, "format": "openai", "base_url": f"{stubs[name].url}/v1", "keys": [{"env": key}]}
-        for name, key in (("primary", "PRIMARY_KEY"), ("backup", "BACKUP_KEY"))]}))
-    return path
+def declared_providers(folder, stubs):
+    return providers_file(folder, *(openai_provider(name, f"{stubs[name].url}/v1", key)
+                                    for name, key in (("primary", "PRIMARY_KEY"), ("backup", "BACKUP_KEY"))))
 
 
 def load_models(owner_url):
-    entries = [model(MODEL, PRICES, PRIMARY, BACKUP), model(HEALTHY, PRICES, BACKUP, PRIMARY)]
-    with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
-        load_catalog(cur, [entry.model_dump() for entry in CatalogFile.model_validate({"models": entries}).models])
+    add_models(owner_url, model(MODEL, PRICES, PRIMARY, BACKUP), model(HEALTHY, PRICES, BACKUP, PRIMARY))
 
 
 def send(client, model_id, request_id):
@@ -329,7 +324,7 @@ def main():
         for stub in stubs.values():
             stack.callback(stub.stop)
         load_models(owner_url)
-        settings = settings_for(app_url, PROVIDERS_FILE=providers_file(folder, stubs), RATE_LIMIT_AUTH=UNREACHED_LIMIT,
+        settings = settings_for(app_url, PROVIDERS_FILE=declared_providers(folder, stubs), RATE_LIMIT_AUTH=UNREACHED_LIMIT,
                                 RATE_LIMIT_CHAT=UNREACHED_LIMIT, RATE_LIMIT_ACCESS_KEY=UNREACHED_LIMIT, **KEYS)
         for name in TEST_ONLY:
             del settings[name]

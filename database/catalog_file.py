@@ -157,10 +157,15 @@ class CatalogFile(BaseModel):
 def read_catalog(path):
     """The file's models as dicts, or CatalogError saying what is wrong where."""
     try:
-        document = json.loads(Path(path).read_text(), parse_float=Decimal)
-        return [model.model_dump() for model in CatalogFile.model_validate(document).models]
+        return validated(json.loads(Path(path).read_text(), parse_float=Decimal))
     except (OSError, ValueError) as exc:
         raise CatalogError(_describe(exc)) from None
+
+
+def validated(document):
+    """A catalog document's models (its parsed JSON), validated whole, as the dicts load_catalog takes;
+    pydantic's ValidationError when it is refused."""
+    return [model.model_dump() for model in CatalogFile.model_validate(document).models]
 
 
 def _describe(exc):

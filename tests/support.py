@@ -1,18 +1,21 @@
 """Helpers shared by the tests: settings, a live server process, users."""
 import base64
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 
 import httpx
+import psycopg2
 from psycopg2.extensions import parse_dsn
 
+from database.catalog_file import load_catalog, validated
 from devtools.cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,3 +229,22 @@ def assert_error(response, status, code):
 
 def user_id_of(database, email="ada@example.com"):
     return database.query("SELECT id FROM users WHERE email = %s", (email,))[0][0]
+
+
+def add_models(owner_url, *entries):
+    """Adds or updates catalog entries, validated as `flask catalog load` does, as the database's owner."""
+    with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
+        load_catalog(cur, validated({"models": list(entries)}))
+
+
+def openai_provider(name, base_url, *key_settings, **extra):
+    """A PROVIDERS_FILE entry for a server speaking OpenAI's format, its house keys named by their settings."""
+    return {"name": name, "format": "openai", "base_url": base_url, "keys": [{"env": key} for key in key_settings],
+            **extra}
+
+
+def providers_file(directory, *providers):
+    """A PROVIDERS_FILE in `directory` declaring `providers`; its path."""
+    path = Path(directory) / "providers.json"
+    path.write_text(json.dumps({"providers": list(providers)}))
+    return path

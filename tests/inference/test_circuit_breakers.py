@@ -4,21 +4,19 @@ threshold, is passed over without a try, answers 503 with Retry-After when
 nothing else is left, lets one probe through after its cooldown and closes on
 its success; and, kept in a real redis-server, one worker's failures open it
 for the other."""
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from database.catalog_file import CatalogFile, load_catalog
 from tests.conftest import clean_database
 from tests.inference.test_routing import LLAMA_PRICES, PROMPT, model, priced
 from tests.operations.test_limits_shared import redis_url  # noqa: F401
 from tests.sdk_clients import assert_charged_exactly
 from tests.stubs import OpenAIStub
-from tests.support import live_service, live_user
+from tests.support import add_models, live_service, live_user, openai_provider, providers_file
 
 LLAMA, SOLO = "primary/llama", "solo/llama"
 PROBED = "solo/probed"  # on the solo stub too, under a name (a breaker) of its own
@@ -45,17 +43,13 @@ def stubs(stubs_by_name):
 @contextmanager
 def service(pg_server, template_db, stubs_by_name, directory, workers=1, cooldown=COOLDOWN, **settings):
     """The service with a model served by primary then backup, and one served by solo alone."""
-    providers_file = directory / "providers.json"
-    providers_file.write_text(json.dumps({"providers": [
-        {"name": name, "format": "openai", "base_url": f"{stubs_by_name[name].url}/v1",
-         "keys": [{"env": f"{name.upper()}_KEY"}]} for name in ("primary", "backup", "solo")]}))
+    declared = providers_file(directory, *(openai_provider(name, f"{stubs_by_name[name].url}/v1", f"{name.upper()}_KEY")
+                                           for name in ("primary", "backup", "solo")))
     with clean_database(pg_server, template_db) as database, live_service(
-            database, workers=workers, PROVIDERS_FILE=str(providers_file), PROVIDER_TIMEOUT=5, PROVIDER_RETRIES=0,
+            database, workers=workers, PROVIDERS_FILE=str(declared), PROVIDER_TIMEOUT=5, PROVIDER_RETRIES=0,
             BREAKER_FAILURES=THRESHOLD, BREAKER_COOLDOWN=cooldown, **KEYS, **settings) as live:
-        entries = [model(LLAMA, LLAMA_PRICES, ("primary", "llama"), ("backup", "llama")), model(SOLO, LLAMA_PRICES),
-                   model(PROBED, LLAMA_PRICES)]
-        with closing(database.owner()) as conn, conn, conn.cursor() as cur:
-            load_catalog(cur, [entry.model_dump() for entry in CatalogFile.model_validate({"models": entries}).models])
+        add_models(database.owner_url, model(LLAMA, LLAMA_PRICES, ("primary", "llama"), ("backup", "llama")),
+                   model(SOLO, LLAMA_PRICES), model(PROBED, LLAMA_PRICES))
         yield live
 
 

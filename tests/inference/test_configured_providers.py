@@ -5,7 +5,6 @@ exactly; a pool of house keys taken in turn by weight; a user's own key for a
 configured provider; and the file's mistakes, each named, stopping start-up."""
 import json
 import logging
-from contextlib import closing
 from decimal import Decimal
 
 import httpx
@@ -13,11 +12,10 @@ import pytest
 
 from app.config import ConfigError, load_config
 from app.providers.registry import KeyPool
-from database.catalog_file import CatalogFile, load_catalog
 from tests.sdk_clients import anthropic_client, assert_charged_exactly, close_clients, openai_client  # noqa: F401
 from tests.sdk_clients import stubbed_service
 from tests.stubs import OpenAIStub
-from tests.support import live_user, settings_for
+from tests.support import add_models, live_user, openai_provider, providers_file, settings_for
 
 LLAMA = "vllm/llama-3.1-8b"
 POOLED = "pooled/gpt-oss"
@@ -43,16 +41,13 @@ def vllm_stub():
 
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, openai_stub, anthropic_stub, vllm_stub, tmp_path_factory):
-    providers_file = tmp_path_factory.mktemp("providers") / "providers.json"
-    providers_file.write_text(json.dumps({"providers": [
-        {"name": "vllm", "format": "openai", "base_url": f"{vllm_stub.url}/v1", "needs_key": False},
-        {"name": "pooled", "format": "openai", "base_url": f"{vllm_stub.url}/v1",
-         "keys": [{"env": "POOL_KEY_A", "weight": 2}, {"env": "POOL_KEY_B"}, {"env": "POOL_KEY_UNSET"}]}]}))
-    with stubbed_service(pg_server, template_db, openai_stub, anthropic_stub, PROVIDERS_FILE=str(providers_file),
+    declared = providers_file(
+        tmp_path_factory.mktemp("providers"), openai_provider("vllm", f"{vllm_stub.url}/v1", needs_key=False),
+        {**openai_provider("pooled", f"{vllm_stub.url}/v1"),
+         "keys": [{"env": "POOL_KEY_A", "weight": 2}, {"env": "POOL_KEY_B"}, {"env": "POOL_KEY_UNSET"}]})
+    with stubbed_service(pg_server, template_db, openai_stub, anthropic_stub, PROVIDERS_FILE=str(declared),
                          **POOL_KEYS) as live:
-        models = [model.model_dump() for model in CatalogFile.model_validate({"models": MODELS}).models]
-        with closing(live.database.owner()) as conn, conn, conn.cursor() as cur:
-            load_catalog(cur, models)
+        add_models(live.database.owner_url, *MODELS)
         yield live
 
 

@@ -5,24 +5,21 @@ the model's first provider killed once it has taken about a third of them,
 with a few taken and not yet answered. Every call is answered, those in flight
 on it and those made after the crash by the other provider, and the user pays
 exactly what the providers' usage says, nothing left held."""
-import json
 import socket
 import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from decimal import ROUND_CEILING, Decimal
 
 import httpx
 import pytest
 
-from database.catalog_file import CatalogFile, load_catalog
 from tests.conftest import clean_database
 from tests.inference.test_routing import PROMPT, model
 from tests.sdk_clients import assert_charged_exactly
 from tests.stubs import OpenAIStub
-from tests.support import live_service, live_user
+from tests.support import add_models, live_service, live_user, openai_provider, providers_file
 
 LLAMA, PRICES = "primary/llama", (Decimal("0.10"), Decimal("0.20"))
 KEYS = {"PRIMARY_KEY": "sk-primary-0000000001", "BACKUP_KEY": "sk-backup-0000000001"}
@@ -95,17 +92,13 @@ def stubs():
 
 @pytest.fixture
 def server(pg_server, template_db, stubs, tmp_path):
-    providers_file = tmp_path / "providers.json"
-    providers_file.write_text(json.dumps({"providers": [
-        {"name": name, "format": "openai", "base_url": f"{stubs[name].url}/v1", "keys": [{"env": key}]}
-        for name, key in (("primary", "PRIMARY_KEY"), ("backup", "BACKUP_KEY"))]}))
+    declared = providers_file(tmp_path, *(openai_provider(name, f"{stubs[name].url}/v1", key)
+                                          for name, key in (("primary", "PRIMARY_KEY"), ("backup", "BACKUP_KEY"))))
     with clean_database(pg_server, template_db) as database, live_service(
-            database, PROVIDERS_FILE=str(providers_file), PROVIDER_TIMEOUT=5, **KEYS,
+            database, PROVIDERS_FILE=str(declared), PROVIDER_TIMEOUT=5, **KEYS,
             # Not each call's "moving on" warning: nothing reads the service's output while it runs.
             LOG_LEVEL="ERROR") as live:
-        entries = [model(LLAMA, PRICES, ("primary", "llama"), ("backup", "llama-b"))]
-        with closing(database.owner()) as conn, conn, conn.cursor() as cur:
-            load_catalog(cur, [entry.model_dump() for entry in CatalogFile.model_validate({"models": entries}).models])
+        add_models(database.owner_url, model(LLAMA, PRICES, ("primary", "llama"), ("backup", "llama-b")))
         yield live
 
 

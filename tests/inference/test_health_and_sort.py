@@ -2,18 +2,15 @@
 `provider.sort` ordering a call's routes by it (or by price), through the
 service under gunicorn (one worker: health is kept by each) with a slow and a
 fast OpenAI-format stub at their own base URLs."""
-import json
-from contextlib import closing
 
 import httpx
 import pytest
 
-from database.catalog_file import CatalogFile, load_catalog
 from tests.conftest import clean_database
 from tests.inference.test_routing import LLAMA_PRICES, PREMIUM_PRICES, PROMPT, model, priced
 from tests.sdk_clients import assert_charged_exactly
 from tests.stubs import OpenAIStub
-from tests.support import live_service, live_user
+from tests.support import add_models, live_service, live_user, openai_provider, providers_file
 
 BOTH, FAST_ONLY, PREMIUM = "slow/llama", "fast/llama", "fast/premium"
 STALL = 0.3
@@ -31,16 +28,12 @@ def stubs():
 
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, stubs, tmp_path_factory):
-    providers_file = tmp_path_factory.mktemp("health") / "providers.json"
-    providers_file.write_text(json.dumps({"providers": [
-        {"name": name, "format": "openai", "base_url": f"{stub.url}/v1", "keys": [{"env": f"{name.upper()}_KEY"}]}
-        for name, stub in stubs.items()]}))
+    declared = providers_file(tmp_path_factory.mktemp("health"), *(
+        openai_provider(name, f"{stub.url}/v1", f"{name.upper()}_KEY") for name, stub in stubs.items()))
     with clean_database(pg_server, template_db) as database, live_service(
-            database, workers=1, PROVIDERS_FILE=str(providers_file), PROVIDER_TIMEOUT=5, **KEYS) as live:
-        entries = [model(BOTH, LLAMA_PRICES, ("slow", "llama"), ("fast", "llama")),
-                   model(FAST_ONLY, LLAMA_PRICES, ("fast", "llama")), model(PREMIUM, PREMIUM_PRICES)]
-        with closing(database.owner()) as conn, conn, conn.cursor() as cur:
-            load_catalog(cur, [entry.model_dump() for entry in CatalogFile.model_validate({"models": entries}).models])
+            database, workers=1, PROVIDERS_FILE=str(declared), PROVIDER_TIMEOUT=5, **KEYS) as live:
+        add_models(database.owner_url, model(BOTH, LLAMA_PRICES, ("slow", "llama"), ("fast", "llama")),
+                   model(FAST_ONLY, LLAMA_PRICES, ("fast", "llama")), model(PREMIUM, PREMIUM_PRICES))
         yield live
 
 

@@ -6,7 +6,6 @@ A name that resolves to no model, or to more than one, is each format's 404,
 before anything is held. /v1/models shows each model's features, input
 modalities and aliases."""
 import json
-from contextlib import closing
 
 from decimal import Decimal
 
@@ -14,8 +13,7 @@ import pytest
 
 from app.errors import UnknownModel
 from app.extensions import db
-from database.catalog_file import CatalogFile, load_catalog
-from tests.support import HOUSE_ANTHROPIC, ROOT, bearer, readme_ledger_query, user
+from tests.support import HOUSE_ANTHROPIC, ROOT, add_models, bearer, readme_ledger_query, user
 
 CATALOG = {entry["id"]: entry for entry in json.loads((ROOT / "catalog.json").read_text())["models"]}
 ECHO = "local/echo"
@@ -40,13 +38,6 @@ def call(client, credential, model, wire_format="openai"):
     path, extra = FORMATS[wire_format]
     return client.post(path, headers=bearer(credential),
                        json={"model": model, "messages": [{"role": "user", "content": "Hi"}], **extra})
-
-
-def add_models(database, *entries):
-    """Adds or updates catalog entries, as `flask catalog load` does."""
-    models = [model.model_dump() for model in CatalogFile.model_validate({"models": list(entries)}).models]
-    with closing(database.owner()) as conn, conn, conn.cursor() as cur:
-        load_catalog(cur, models)
 
 
 def ledger(database):
@@ -105,7 +96,7 @@ def test_the_providers_own_name_of_a_dated_model_resolves(client, token, databas
 
 
 def test_an_alias_added_by_a_catalog_load_resolves(client, token, database):
-    add_models(database, {**CATALOG[ECHO], "aliases": ["echo-latest"]})
+    add_models(database.owner_url, {**CATALOG[ECHO], "aliases": ["echo-latest"]})
     response = call(client, token, "echo-latest")
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["model"] == ECHO
@@ -126,7 +117,7 @@ def test_an_unknown_name_is_the_formats_404_and_holds_nothing(client, token, dat
 
 @pytest.mark.parametrize("wire_format", FORMATS)
 def test_a_bare_name_two_active_models_share_is_refused(client, token, database, wire_format):
-    add_models(database, TWIN)
+    add_models(database.owner_url, TWIN)
     assert_not_found(call(client, token, "echo", wire_format), wire_format, "echo")
     assert ledger(database) == []
     # Each still answers to its full id.
@@ -136,14 +127,14 @@ def test_a_bare_name_two_active_models_share_is_refused(client, token, database,
 
 
 def test_a_bare_name_counts_only_active_models(client, token, database):
-    add_models(database, {**TWIN, "active": False})
+    add_models(database.owner_url, {**TWIN, "active": False})
     response = call(client, token, "echo")
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["model"] == ECHO
 
 
 def test_an_inactive_model_is_unknown_by_any_name(client, token, database):
-    add_models(database, {**CATALOG[ECHO], "aliases": ["echo-latest"], "active": False})
+    add_models(database.owner_url, {**CATALOG[ECHO], "aliases": ["echo-latest"], "active": False})
     for name in (ECHO, "echo-latest", "echo"):
         assert_not_found(call(client, token, name), "openai", name)
     assert ledger(database) == []
@@ -153,7 +144,7 @@ def test_an_inactive_model_is_unknown_by_any_name(client, token, database):
 
 @pytest.mark.parametrize("wire_format", FORMATS)
 def test_a_keys_allowed_models_are_checked_against_the_resolved_id(client, token, database, wire_format):
-    add_models(database, {**CATALOG[ECHO], "aliases": ["echo-latest"]})
+    add_models(database.owner_url, {**CATALOG[ECHO], "aliases": ["echo-latest"]})
     narrow = new_key(client, token, allowed_models=[ECHO])
     for name in (ECHO, "echo", "echo-latest"):
         response = call(client, narrow, name, wire_format)

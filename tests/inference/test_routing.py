@@ -8,17 +8,16 @@ for the model that served, at its price."""
 import json
 import socket
 import time
-from contextlib import closing
 from decimal import Decimal
 
 import httpx
 import pytest
 
-from database.catalog_file import CatalogFile, load_catalog
 from tests.conftest import clean_database
 from tests.sdk_clients import assert_charged_exactly, ledger
 from tests.stubs import OpenAIStub
-from tests.support import HOUSE_ANTHROPIC, cost, live_service, live_user
+from tests.support import (HOUSE_ANTHROPIC, add_models, cost, live_service, live_user, openai_provider,
+                           providers_file)
 
 LLAMA, DEAD, SLOW, SOLO, KEYED = "primary/llama", "dead/llama", "slow/llama", "solo/llama", "keyed/llama"
 PREMIUM = "secondary/premium"
@@ -55,26 +54,21 @@ def stubs_by_name():
 
 @pytest.fixture(scope="module")
 def server(pg_server, template_db, anthropic_stub, stubs_by_name, tmp_path_factory):
-    def provider(name, base_url, *keys, **extra):
-        return {"name": name, "format": "openai", "base_url": base_url, "keys": [{"env": key} for key in keys],
-                **extra}
-    providers_file = tmp_path_factory.mktemp("routing") / "providers.json"
-    providers_file.write_text(json.dumps({"providers": [
-        provider("primary", f"{stubs_by_name['primary'].url}/v1", "PRIMARY_KEY"),
-        provider("secondary", f"{stubs_by_name['secondary'].url}/v1", "SECONDARY_KEY"),
-        provider("dead", f"http://127.0.0.1:{closed_port()}/v1", "DEAD_KEY"),
-        provider("slow", f"{stubs_by_name['slow'].url}/v1", "SLOW_KEY", timeout=0.5),
-        provider("solo", f"{stubs_by_name['solo'].url}/v1", "SOLO_KEY"),
-        provider("keyed", f"{stubs_by_name['keyed'].url}/v1", "KEYED_KEY_A", "KEYED_KEY_B")]}))
+    declared = providers_file(
+        tmp_path_factory.mktemp("routing"),
+        openai_provider("primary", f"{stubs_by_name['primary'].url}/v1", "PRIMARY_KEY"),
+        openai_provider("secondary", f"{stubs_by_name['secondary'].url}/v1", "SECONDARY_KEY"),
+        openai_provider("dead", f"http://127.0.0.1:{closed_port()}/v1", "DEAD_KEY"),
+        openai_provider("slow", f"{stubs_by_name['slow'].url}/v1", "SLOW_KEY", timeout=0.5),
+        openai_provider("solo", f"{stubs_by_name['solo'].url}/v1", "SOLO_KEY"),
+        openai_provider("keyed", f"{stubs_by_name['keyed'].url}/v1", "KEYED_KEY_A", "KEYED_KEY_B"))
     with clean_database(pg_server, template_db) as database, live_service(
-            database, workers=1, PROVIDERS_FILE=str(providers_file), PROVIDER_TIMEOUT=5, PROVIDER_RETRIES=1,
+            database, workers=1, PROVIDERS_FILE=str(declared), PROVIDER_TIMEOUT=5, PROVIDER_RETRIES=1,
             ANTHROPIC_BASE_URL=f"{anthropic_stub.url}/v1", ANTHROPIC_API_KEY=HOUSE_ANTHROPIC, **KEYS) as live:
-        entries = [model(LLAMA, LLAMA_PRICES, ("primary", "llama"), ("secondary", "llama-b")),
+        add_models(database.owner_url, model(LLAMA, LLAMA_PRICES, ("primary", "llama"), ("secondary", "llama-b")),
                    model(DEAD, LLAMA_PRICES, ("dead", "llama"), ("secondary", "llama-b")),
                    model(SLOW, LLAMA_PRICES, ("slow", "llama"), ("secondary", "llama-b")),
-                   model(SOLO, LLAMA_PRICES), model(KEYED, LLAMA_PRICES), model(PREMIUM, PREMIUM_PRICES)]
-        with closing(database.owner()) as conn, conn, conn.cursor() as cur:
-            load_catalog(cur, [entry.model_dump() for entry in CatalogFile.model_validate({"models": entries}).models])
+                   model(SOLO, LLAMA_PRICES), model(KEYED, LLAMA_PRICES), model(PREMIUM, PREMIUM_PRICES))
         yield live
 
 
