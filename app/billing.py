@@ -32,6 +32,7 @@ from app.observability import describe_error
 from app.pricing import Prices, charge
 from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
                            ProviderUnreachable, message_tokens_upper_bound, prompt_tokens_upper_bound)
+from app.providers.prompt_size import text_tokens_upper_bound
 from app.providers.completion import completion_of
 from app.providers.conversation import cache_marks, images
 from app.providers.reasoning import MIN_THINKING_BUDGET, Reasoning
@@ -165,25 +166,30 @@ def hold_call(user_id, call, tx, fields, access_key=None):
     deadlines = _deadlines(call.stream)
     contexts = _candidates(user_id, call, access_key, fields, tx)
     primary = contexts[0]
-    measure = providers.image_tokens(primary["provider"], primary["model_id"].split("/", 1)[1])
-    _check_size(primary, prompt_tokens_upper_bound(call.messages, call.tool_use, call.response_format,
-                                                   lambda image: measure(image).in_context), fields)
+    text_bound = text_tokens_upper_bound(call.messages, call.tool_use, call.response_format)
+    pictured = images(call.messages)
+
+    def prompt_bounds(provider, model_name):
+        """(the most the prompt takes of the context window, the most it is billed for) on a deployment,
+        whose provider measures its images."""
+        measure = providers.image_tokens(provider, model_name)
+        measured = [measure(image) for image in pictured]
+        return (text_bound + sum(size.in_context for size in measured),
+                text_bound + sum(size.billed for size in measured))
+
+    _check_size(primary, prompt_bounds(primary["provider"], primary["model_id"].split("/", 1)[1])[0], fields)
     reasoning = {context["model_id"]: _reasoning(context, call, fields) for context in contexts}
     marks = cache_marks(call.messages, call.tool_use)
 
     def shape(context, provider, model_name):
-        measured = providers.image_tokens(provider, model_name)
-        in_context = prompt_tokens_upper_bound(call.messages, call.tool_use, call.response_format,
-                                               lambda image: measured(image).in_context)
+        in_context, billed = prompt_bounds(provider, model_name)
         if (context["max_tokens"] > context["max_output_tokens"]
                 or in_context + context["max_tokens"] > context["context_window"]):
             return None
         request = {"messages": call.messages, "max_tokens": context["max_tokens"], "temperature": call.temperature,
                    "stop": call.stop, "tool_use": call.tool_use, "response_format": call.response_format,
                    "reasoning": reasoning[context["model_id"]]}
-        return (prompt_tokens_upper_bound(call.messages, call.tool_use, call.response_format,
-                                          lambda image: measured(image).billed),
-                Prices.of(context).prompt_bound(marks), request)
+        return billed, Prices.of(context).prompt_bound(marks), request
 
     found = routing.routes(user_id, contexts, shape, primary["user_keys"], primary["house_key_fallback"])
     return _hold(user_id, primary, routing.ordered(found, call.sort), deadlines, tx, {"kind": "api"},

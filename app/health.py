@@ -54,13 +54,13 @@ class Health:
         return {name: self._window(deployment, seconds) for name, seconds in WINDOWS.items()}
 
     def latency(self, deployment):
-        """The last 5 minutes' median time to first token (None: unmeasured)."""
-        p50 = self.figures(deployment)["5m"]["first_token_p50_ms"]
+        """The last 5 minutes' median time to first token (inf: unmeasured), for an ascending sort."""
+        p50 = self._window(deployment, WINDOWS["5m"])["first_token_p50_ms"]
         return math.inf if p50 is None else p50
 
     def throughput(self, deployment):
         """The last 5 minutes' output tokens per second, negated for an ascending sort (0: unmeasured)."""
-        return -(self.figures(deployment)["5m"]["output_tokens_per_second"] or 0)
+        return -(self._window(deployment, WINDOWS["5m"])["output_tokens_per_second"] or 0)
 
     def _bucket(self, deployment):
         minute = int(time.time() // BUCKET_SECONDS)

@@ -60,11 +60,11 @@ def show_model(provider, name):
     entry = catalog_entry(rows[0])
     served = routing.deployments({"provider": rows[0]["provider"], "model_id": model_id,
                                   "deployments": rows[0]["deployments"]})
+    keys = [(served_by, upstream, routing.deployment_key(served_by, upstream)) for served_by, upstream in served]
     return ModelDetail(**entry.model_dump(), usage_by_day=usage, deployments=[
-        DeploymentHealth(provider=served_by, model=upstream,
-                         health=health.figures(routing.deployment_key(served_by, upstream)),
-                         circuit="open" if breakers.is_open(routing.deployment_key(served_by, upstream)) else "closed")
-        for served_by, upstream in served])
+        DeploymentHealth(provider=served_by, model=upstream, health=health.figures(key),
+                         circuit="open" if breakers.is_open(key) else "closed")
+        for served_by, upstream, key in keys])
 
 
 @bp.put("/<provider>/<name>/rating")

@@ -25,18 +25,25 @@ def message_tokens_upper_bound(content):
 
 
 def prompt_tokens_upper_bound(messages, tool_use=None, response_format=None, image_tokens=None):
-    """The most tokens the prompt can be: the UTF-8 bytes of everything sent
-    as text (texts, tool calls with their ids and arguments, tools' results,
-    earlier thinking sent back, tool definitions, the answer's schema) and the overheads around them, and
-    each image at `image_tokens(image)` (an int; a conversation with images
-    needs it: see app/providers/images.py)."""
+    """The most tokens the prompt can be: its text's (text_tokens_upper_bound)
+    and each image at `image_tokens(image)` (an int; a conversation with
+    images needs it: see app/providers/images.py)."""
+    return (text_tokens_upper_bound(messages, tool_use, response_format)
+            + sum(image_tokens(image) for image in images(messages)))
+
+
+def text_tokens_upper_bound(messages, tool_use=None, response_format=None):
+    """The most tokens the prompt's text can be, whichever provider reads it:
+    the UTF-8 bytes of everything sent as text (texts, tool calls with their
+    ids and arguments, tools' results, earlier thinking sent back, tool
+    definitions, the answer's schema) and the overheads around them."""
     bound = REQUEST_OVERHEAD_TOKENS + sum(message_tokens_upper_bound(_sent_text(m)) for m in messages)
     described = _described(tool_use, response_format)
     if described:
         bound += TOOL_USE_OVERHEAD_TOKENS + sum(TOOL_OVERHEAD_TOKENS + _utf8_bytes(name, description or "",
                                                                                    json.dumps(schema))
                                                 for name, description, schema in described)
-    return bound + sum(image_tokens(image) for image in images(messages))
+    return bound
 
 
 def _described(tool_use, response_format=None):
