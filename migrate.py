@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
@@ -30,7 +31,10 @@ MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 CATALOG_FILE = ROOT / "catalog.json"
 APP_ROLE = "app_user"
 ANALYTICS_ROLE = "analytics_user"
-# Serialises concurrent runs of this script against one database.
+# Serialises concurrent runs of this script against one database: a session-level
+# advisory lock, so MIGRATE_DATABASE_URL must reach PostgreSQL itself, never
+# through PgBouncer in transaction mode (which would hand each transaction to any
+# server connection, and leave the lock held on one of them).
 MIGRATION_LOCK_ID = 0x514D4B54
 
 EXPECTED = {
@@ -56,7 +60,11 @@ def ensure_database(owner_url):
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone():
                 return False
-            cur.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(sql.Identifier(name)))
+            try:
+                cur.execute(sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+                    sql.Identifier(name)))
+            except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+                return False  # a run beside this one made it first; the migration lock orders the rest
             return True
     finally:
         conn.close()
