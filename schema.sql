@@ -86,6 +86,37 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION alias_lists_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    problem text;
+BEGIN
+    SELECT CASE WHEN m.id IS NULL THEN format('the alias list %s names %s, which is no model', l.alias, listed.id)
+                ELSE format('the alias list %s names %s twice', l.alias, listed.id) END
+      INTO problem
+      FROM alias_lists l
+     CROSS JOIN LATERAL unnest(l.models) WITH ORDINALITY AS listed(id, place)
+      LEFT JOIN models m ON m.id = listed.id
+     WHERE l.alias = NEW.alias
+       AND (m.id IS NULL OR listed.id = ANY (l.models[:listed.place - 1]))
+     LIMIT 1;
+    IF problem IS NULL THEN
+        SELECT format('the alias list %s is also a name of %s', l.alias, m.id)
+          INTO problem
+          FROM alias_lists l
+          JOIN models m ON l.alias IN (m.id, split_part(m.id, '/', 2)) OR l.alias = ANY (m.aliases)
+         WHERE l.alias = NEW.alias
+         LIMIT 1;
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'catalog refused: %', problem USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION audit_row_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
@@ -327,6 +358,25 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION models_list_names_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    clash text;
+BEGIN
+    SELECT l.alias INTO clash
+      FROM alias_lists l
+     WHERE l.alias IN (NEW.id, split_part(NEW.id, '/', 2)) OR l.alias = ANY (NEW.aliases)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'catalog refused: % is the name of an alias list, and also a name of %', clash, NEW.id
+              USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION models_names_check() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
@@ -460,6 +510,14 @@ CREATE TABLE access_keys (
     CONSTRAINT access_keys_spend_limit_check CHECK ((spend_limit > (0)::numeric)),
     CONSTRAINT access_keys_spend_limit_period_check CHECK ((spend_limit_period = ANY (ARRAY['day'::text, 'month'::text, 'total'::text]))),
     CONSTRAINT access_keys_spent_check CHECK ((spent >= (0)::numeric))
+);
+
+CREATE TABLE alias_lists (
+    alias text NOT NULL,
+    models text[] NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT alias_lists_alias_check CHECK (((alias ~ '^[A-Za-z0-9._:-]+$'::text) AND (length(alias) <= 100))),
+    CONSTRAINT alias_lists_models_check CHECK (((cardinality(models) >= 1) AND (cardinality(models) <= 6)))
 );
 
 CREATE TABLE api_keys (
@@ -799,6 +857,9 @@ ALTER TABLE ONLY access_keys
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY alias_lists
+    ADD CONSTRAINT alias_lists_pkey PRIMARY KEY (alias);
+
 ALTER TABLE ONLY api_keys
     ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
 
@@ -894,6 +955,8 @@ CREATE UNIQUE INDEX users_username_key ON users USING btree (lower(username));
 
 -- ---------------------------------------------------------------- triggers
 
+CREATE CONSTRAINT TRIGGER alias_lists_valid AFTER INSERT OR UPDATE ON alias_lists DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION alias_lists_check();
+
 CREATE TRIGGER audit_access_keys AFTER INSERT OR DELETE OR UPDATE ON access_keys FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
 
 CREATE TRIGGER audit_api_keys AFTER INSERT OR DELETE OR UPDATE ON api_keys FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
@@ -907,6 +970,8 @@ CREATE TRIGGER audit_user_balance AFTER INSERT OR DELETE OR UPDATE ON user_balan
 CREATE TRIGGER audit_user_preferences AFTER INSERT OR DELETE OR UPDATE ON user_preferences FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
 
 CREATE TRIGGER audit_users AFTER INSERT OR DELETE OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE CONSTRAINT TRIGGER models_list_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_list_names_check();
 
 CREATE CONSTRAINT TRIGGER models_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_names_check();
 
@@ -1021,6 +1086,8 @@ GRANT INSERT(expires_at) ON TABLE access_keys TO app_user;
 GRANT UPDATE(last_used_at) ON TABLE access_keys TO app_user;
 
 GRANT UPDATE(revoked_at) ON TABLE access_keys TO app_user;
+
+GRANT SELECT ON TABLE alias_lists TO app_user;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE api_keys TO app_user;
 

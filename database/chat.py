@@ -118,7 +118,8 @@ class ChatSQL:
         A name resolves to the model whose id it is; else the model it is an
         alias of; else the one active model whose bare name (the id after the
         slash: gpt-4o) it is. When two active models share the bare name it
-        resolves to none, as an unknown name does."""
+        resolves to none, as an unknown name does. A name that is an alias
+        list's resolves to no model; `listed_models` are the list's (else None)."""
         with self._maybe(tx) as cursor:
             row = cursor.one(
                 """
@@ -145,6 +146,7 @@ class ChatSQL:
                        coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
                        pref.daily_spend_limit, pref.max_cost_per_message,
                        coalesce(pref.house_key_fallback, false) AS house_key_fallback,
+                       (SELECT l.models FROM alias_lists l WHERE l.alias = %(model_name)s) AS listed_models,
                        (SELECT coalesce(json_agg(json_build_object(
                                    'id', a.id, 'provider', a.provider, 'encryption_kid', a.encryption_kid,
                                    'nonce', encode(a.nonce, 'base64'),

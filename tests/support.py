@@ -231,10 +231,11 @@ def user_id_of(database, email="ada@example.com"):
     return database.query("SELECT id FROM users WHERE email = %s", (email,))[0][0]
 
 
-def add_models(owner_url, *entries):
-    """Adds or updates catalog entries, validated as `flask catalog load` does, as the database's owner."""
+def add_models(owner_url, *entries, alias_lists=()):
+    """Adds or updates catalog entries (and alias lists), validated as `flask catalog load` does, as the
+    database's owner."""
     with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
-        load_catalog(cur, validated({"models": list(entries)}))
+        load_catalog(cur, validated({"models": list(entries), "alias_lists": list(alias_lists)}))
 
 
 def openai_provider(name, base_url, *key_settings, **extra):
