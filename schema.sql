@@ -192,7 +192,7 @@ CREATE FUNCTION charge_parts(c call_charges) RETURNS json
         'model_id', c.served_model_id, 'provider', c.served_provider) END
 $$;
 
-CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea, encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
+CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, deployments jsonb, user_keys json, house_key_fallback boolean, history json, daily_spend_limit numeric, max_cost_per_message numeric)
     LANGUAGE plpgsql STABLE
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -203,7 +203,8 @@ BEGIN
         SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
                m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
                m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.features, m.is_active,
-               coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens
+               coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens,
+               m.deployments
           FROM chat_sessions s
           JOIN models m ON m.id = s.model_id
          WHERE s.id = p_session_id
@@ -217,7 +218,14 @@ BEGIN
     SELECT u.token_generation, t.session_id, t.model_id, t.provider, t.context_window, t.max_output_tokens,
            t.input_price_per_mtok, t.output_price_per_mtok, t.cache_read_price_per_mtok,
            t.cache_write_price_per_mtok, t.cache_write_1h_price_per_mtok, t.features, t.is_active, t.max_tokens,
-           k.id, k.encryption_kid, k.nonce, k.encrypted_key,
+           t.deployments,
+           (SELECT coalesce(json_agg(json_build_object(
+                       'id', a.id, 'provider', a.provider, 'encryption_kid', a.encryption_kid,
+                       'nonce', encode(a.nonce, 'base64'), 'encrypted_key', encode(a.encrypted_key, 'base64'))
+                       ORDER BY a.created_at DESC, a.id), '[]')
+              FROM api_keys a
+             WHERE a.user_id = u.id),
+           coalesce(pref.house_key_fallback, false),
            (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
               FROM history h
              WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens),
@@ -225,12 +233,6 @@ BEGIN
       FROM users u
       LEFT JOIN target t ON true
       LEFT JOIN user_preferences pref ON pref.user_id = u.id
-      LEFT JOIN LATERAL (SELECT a.id, a.encryption_kid, a.nonce, a.encrypted_key
-                           FROM api_keys a
-                          WHERE a.user_id = u.id
-                            AND a.provider = t.provider
-                          ORDER BY a.created_at DESC, a.id
-                          LIMIT 1) k ON true
      WHERE u.id = p_user_id
        AND u.is_active;
 END;

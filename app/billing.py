@@ -138,11 +138,9 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
     # A chat asks nothing of a model's reasoning, but its provider is told the model reasons.
     request = {"messages": messages, "max_tokens": context["max_tokens"], "temperature": temperature,
                "reasoning": Reasoning() if "reasoning" in context["features"] else None}
-    sealed = context.pop("sealed_key")
-    stored = [] if sealed is None else [{"id": context["api_key_id"], "provider": context["provider"],
-                                         **dict(zip(("encryption_kid", "nonce", "encrypted_key"), sealed))}]
     found = routing.routes(user_id, [context], lambda *_: (prompt_tokens_upper_bound(messages),
-                                                           Prices.of(context).input, request), stored, False)
+                                                           Prices.of(context).input, request),
+                           context["user_keys"], context["house_key_fallback"])
     return _hold(user_id, context, found, deadlines, tx, {"kind": "chat", "session_id": str(session_id)},
                  session_id=session_id, content=content)
 

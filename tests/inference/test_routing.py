@@ -263,6 +263,23 @@ def test_an_alias_list_answers_in_each_format(server, account, stubs):
     assert_charged_exactly(server, account["user_id"], 2 * priced(LLAMA_PRICES))
 
 
+# ----------------------------------------------------------------- chat sessions
+
+def test_a_chat_sessions_message_is_routed_as_a_v1_call_is(server, account, stubs):
+    """A session's model with two deployments: the first failing, the
+    message is served by the second, under its name there, and billed once."""
+    stubs["primary"].behaviour.status = 503
+    session = httpx.post(f"{server.url}/api/v1/chat/sessions", json={"model_id": LLAMA},
+                         headers=account["headers"]).json()
+    sent = httpx.post(f"{server.url}/api/v1/chat/sessions/{session['id']}/messages",
+                      json={"content": PROMPT, "max_tokens": 50}, headers=account["headers"], timeout=30)
+    assert sent.status_code == 201, sent.text
+    assert len(stubs["primary"].requests) == 1 and stubs["secondary"].requests[0]["body"]["model"] == "llama-b"
+    assert served_charge(server, account)["provider"] == "secondary"
+    assert Decimal(sent.json()["cost"]) == priced(LLAMA_PRICES)
+    assert_charged_exactly(server, account["user_id"], priced(LLAMA_PRICES))
+
+
 # ----------------------------------------------------------------- streams
 
 def test_a_stream_that_fails_before_its_first_byte_falls_back(server, account, stubs):
