@@ -14,7 +14,7 @@ from tests.operations.test_run import Launcher, embedded_port, project  # noqa: 
 from tests.processes import command_line, descendants_of, wait_until_gone
 from tests.support import PASSWORD
 
-INSTANCES = 2
+INSTANCES = 1  # the launcher is what is tested here; many instances, in test_cluster_money.py
 ACCOUNT = {"email": "ada@example.com", "username": "ada", "password": PASSWORD}
 
 
