@@ -129,11 +129,6 @@ class LocalCluster:
             raise
         return self
 
-    def restart_instance(self, instance):
-        """Starts a stopped or killed instance again on its port."""
-        instance.start()
-        instance.wait_until_ready()
-
     def stop(self, grace_seconds=None):
         """nginx first (no new requests), then the instances, each let finish
         its calls in flight (gunicorn's graceful timeout, or `grace_seconds`),
