@@ -1,6 +1,7 @@
 """A PgBouncer (Debian's `pgbouncer`) in front of a running PostgreSQL, for the
 local cluster and the tests: on 127.0.0.1, a port of its own, transaction
-pooling by default.
+pooling by default, configured from deploy/pgbouncer/pgbouncer.ini.template
+as compose.yaml's is.
 
 Like postgres, pgbouncer refuses to run as root: it then runs as the `postgres`
 user through setpriv (devtools.cluster.as_server_user), so its folder must be
@@ -8,22 +9,18 @@ one that user can enter. It runs in the foreground as our child; stop() ends it.
 
 Clients authenticate with SCRAM against an auth_file holding the passwords
 given; pgbouncer logs in to the server with the same password, so the file
-keeps them in clear text (mode 0600, the server account's). psycopg2 sends
-only parameters pgbouncer tracks itself (application_name, and DateStyle when
-the server's is not ISO), so no startup parameter is ignored: one it does not
-know (`options` in a URL, say) is refused, never silently dropped."""
+keeps them in clear text (mode 0600, the server account's)."""
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from psycopg2.extensions import make_dsn
 
 from devtools.cluster import ClusterError, as_server_user, free_port, make_server_dir, server_account
+from devtools.deploy_config import PGBOUNCER_TEMPLATE, render
+from devtools.launcher import end_process, log_tail, wait_until_listening
 
 LISTEN_HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 20
@@ -69,23 +66,15 @@ class PgBouncer:
     def log_file(self):
         return self.work_dir / "pgbouncer.log"
 
+    def template_values(self):
+        """deploy/pgbouncer/pgbouncer.ini.template's placeholders, as this pgbouncer fills them."""
+        return {"PGBOUNCER_SERVER_HOST": self.server_host, "PGBOUNCER_SERVER_PORT": self.server_port,
+                "PGBOUNCER_LISTEN_ADDR": LISTEN_HOST, "PGBOUNCER_PORT": self.port,
+                "PGBOUNCER_AUTH_FILE": self.auth_file, "PGBOUNCER_POOL_MODE": self.pool_mode,
+                "PGBOUNCER_POOL_SIZE": self.pool_size, "PGBOUNCER_MAX_CLIENT_CONN": self.max_client_conn}
+
     def config_text(self):
-        return "\n".join([
-            "[databases]",
-            f"* = host={self.server_host} port={self.server_port}",
-            "",
-            "[pgbouncer]",
-            f"listen_addr = {LISTEN_HOST}",
-            f"listen_port = {self.port}",
-            "unix_socket_dir =",
-            "auth_type = scram-sha-256",
-            f"auth_file = {self.auth_file}",
-            f"pool_mode = {self.pool_mode}",
-            f"default_pool_size = {self.pool_size}",
-            f"max_client_conn = {self.max_client_conn}",
-            # A server restart fails logins for a moment; retry soon, not after the default 15 s.
-            "server_login_retry = 1",
-            "", ""])
+        return render(PGBOUNCER_TEMPLATE, self.template_values())
 
     def _write_files(self):
         make_server_dir(self.work_dir)
@@ -113,42 +102,17 @@ class PgBouncer:
             self.process = subprocess.Popen(as_server_user([binary, self.config_file]), cwd="/",
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                             start_new_session=True, preexec_fn=self.preexec_fn)
-        self._wait_until_listening()
-        return self
-
-    def _wait_until_listening(self):
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            if self.process.poll() is not None:
-                self.process = None
-                raise ClusterError(f"pgbouncer exited at start: {self.log_tail()}")
-            try:
-                with socket.create_connection((LISTEN_HOST, self.port), timeout=1):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise ClusterError(f"pgbouncer did not listen on port {self.port} "
-                                       f"within {START_TIMEOUT_SECONDS}s: {self.log_tail()}") from None
-                time.sleep(0.05)
-
-    def log_tail(self, lines=5):
         try:
-            return " | ".join(self.log_file.read_text(errors="replace").strip().splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+            wait_until_listening(self.process, self.port, START_TIMEOUT_SECONDS, lambda: log_tail(self.log_file))
+        except RuntimeError as exc:
+            self.stop()
+            raise ClusterError(f"pgbouncer {exc}") from None
+        return self
 
     def stop(self):
         """Ends pgbouncer at once (SIGTERM: its clients' connections close)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end_process(process, STOP_TIMEOUT_SECONDS)
 
     def restart(self):
         """Stops and starts again on the same port."""

@@ -727,9 +727,9 @@ def owner_app(settings, database):
     close_app(app)
 
 
-def load(app, tmp_path, models):
+def load(app, tmp_path, models, alias_lists=()):
     path = tmp_path / "models.json"
-    path.write_text(json.dumps({"models": models}))
+    path.write_text(json.dumps({"models": models, "alias_lists": list(alias_lists)}))
     return app.test_cli_runner().invoke(args=["catalog", "load", str(path)])
 
 
@@ -822,6 +822,55 @@ def test_one_load_may_move_an_alias_to_another_model(owner_app, client, tmp_path
     models = {model["id"]: model for model in catalog(client)}
     assert models["anthropic/claude-opus-4-1-20250805"]["aliases"] == ["claude-opus-4"]
     assert models["anthropic/claude-opus-4-20250514"]["aliases"] == ["claude-opus-4-0"]
+
+
+def alias_lists(database):
+    return database.query("SELECT alias, models FROM alias_lists ORDER BY alias")
+
+
+def test_an_alias_list_is_loaded_and_may_be_rewritten(owner_app, database, tmp_path):
+    listed = {"alias": "echoes", "models": [NEW_MODEL["id"], "local/echo"]}
+    result = load(owner_app, tmp_path, [NEW_MODEL], [listed])
+    assert result.exit_code == 0 and result.output.endswith("; 1 alias lists written\n"), result.output
+    assert alias_lists(database) == [("echoes", [NEW_MODEL["id"], "local/echo"])]
+    assert load(owner_app, tmp_path, [NEW_MODEL], [{**listed, "models": ["local/echo"]}]).exit_code == 0
+    assert alias_lists(database) == [("echoes", ["local/echo"])]
+
+
+# Alias lists refused, and what the refusal must say: by the file's validation, or by the schema at commit
+# (a name or model only the stored catalog knows).
+BAD_ALIAS_LISTS = {
+    "a model named twice": ([], [{"alias": "echoes", "models": ["local/echo", "local/echo"]}], "alias_lists.0.models"),
+    "too many models": ([], [{"alias": "echoes", "models": [f"local/echo-{n}" for n in range(7)]}],
+                        "alias_lists.0.models"),
+    "no models": ([], [{"alias": "echoes", "models": []}], "alias_lists.0.models"),
+    "a slash in its name": ([], [{"alias": "local/echoes", "models": ["local/echo"]}], "alias_lists.0.alias"),
+    "a model's bare name in the file": ([], [{"alias": "echo", "models": ["local/echo"]}],
+                                        'alias_lists.0.alias: "echo"'),
+    "a model that is none": ([], [{"alias": "echoes", "models": ["local/echo", "local/nope"]}],
+                             "nothing loaded: catalog refused: the alias list echoes names local/nope, which is no"),
+    "a stored model's alias": ([], [{"alias": "gpt-4o", "models": ["local/echo"]}],
+                               "nothing loaded: catalog refused: the alias list gpt-4o is also a name of openai/gpt-4o"),
+}
+
+
+@pytest.mark.parametrize("models, lists, named", BAD_ALIAS_LISTS.values(), ids=BAD_ALIAS_LISTS.keys())
+def test_a_bad_alias_list_refuses_the_load_naming_it(owner_app, database, tmp_path, models, lists, named):
+    before = model_rows(database)
+    result = load(owner_app, tmp_path, [REPRICED_ECHO, *models], lists)
+    assert result.exit_code != 0 and named in result.output, result.output
+    assert "Traceback" not in result.output
+    assert model_rows(database) == before and alias_lists(database) == []
+
+
+def test_a_model_may_not_take_a_stored_alias_lists_name(owner_app, database, tmp_path):
+    assert load(owner_app, tmp_path, [REPRICED_ECHO], [{"alias": "echoes", "models": ["local/echo"]}]).exit_code == 0
+    before = model_rows(database)
+    for model in ({**NEW_MODEL, "aliases": ["echoes"]}, {**NEW_MODEL, "id": "local/echoes"}):
+        result = load(owner_app, tmp_path, [model])
+        assert result.exit_code == 1, result.output
+        assert "nothing loaded: catalog refused: echoes is the name of an alias list" in result.output, result.output
+        assert model_rows(database) == before
 
 
 def test_a_catalog_entry_without_features_takes_text_only(owner_app, client, tmp_path):
