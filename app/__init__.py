@@ -20,6 +20,7 @@ MAX_BODY_BYTES = 1024 * 1024  # every body but the inference API's (MAX_INFERENC
 INFERENCE_PATH = "/v1/"
 CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
 CORS_EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
+REDIS_TIMEOUT_SECONDS = 0.2  # as the breakers' and health's own Redis clients
 
 
 def create_app(config=None):
@@ -46,6 +47,10 @@ def register_extensions(app):
     # SDKs) wait out a Retry-After even on a 5xx. A 429 says when to come back
     # (guards.over_rate_limit).
     app.config["RATELIMIT_HEADERS_ENABLED"] = False
+    # A Redis that does not answer costs a request this long, not the kernel's
+    # connect timeout, before its worker counts in memory instead (app/extensions.py).
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                                               "socket_timeout": REDIS_TIMEOUT_SECONDS}
     limiter.init_app(app)
     CORS(app, origins=app.config["CORS_ORIGINS"], allow_headers=CORS_ALLOWED_HEADERS,
          expose_headers=CORS_EXPOSED_HEADERS, max_age=600)
