@@ -15,7 +15,6 @@ import json  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
 from gunicorn import util  # noqa: E402
 
@@ -121,29 +120,29 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """While the service runs, each worker returns every RECONCILE_INTERVAL the
-    holds of calls that died with a worker (each at most once, whoever runs it),
-    and forgets the idempotency records past their 24 hours: a stored answer
-    (a /v1 answer's text among them) lives no longer than that, restart or not."""
+    """While the service runs, each worker offers every RECONCILE_INTERVAL to
+    return the holds of calls that died with a worker, and to forget the
+    idempotency records past their 24 hours (a stored answer, a /v1 answer's
+    text among them, lives no longer than that, restart or not). One worker of
+    all the instances takes each run (app.billing.reconcile_on_schedule)."""
     gevent.spawn(_keep_reconciling, worker.wsgi, worker.log)
 
 
 def _keep_reconciling(app, log):
-    from app.billing import reconcile_holds
+    from app.billing import reconcile_on_schedule
     from app.extensions import db
     from app.observability import describe_error
 
     interval = app.config["RECONCILE_INTERVAL"]
-    last_worked = time.monotonic()  # start-up reconciled the whole ledger
     gevent.sleep(random.uniform(0, interval))  # workers and instances spread out
     while True:
         try:
             with app.app_context():
-                returned = reconcile_holds(app.config, recent=True, missed_seconds=time.monotonic() - last_worked)
-                db.prune_idempotency_keys()
-            last_worked = time.monotonic()
+                returned = reconcile_on_schedule(app.config)
+                if returned is not None:
+                    db.prune_idempotency_keys()
             if returned:
                 log.info("reconcile: returned %s stale holds", returned)
-        except Exception as exc:  # the next run tries again; start-up reads the whole ledger
+        except Exception as exc:  # the run is claimed again next interval, from where the last that worked began
             log.warning("reconcile failed: %s", describe_error(exc))
         gevent.sleep(interval)

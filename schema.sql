@@ -772,6 +772,13 @@ UNION ALL
    FROM (chat_history h
      JOIN chat_sessions s ON ((s.id = h.session_id)));
 
+CREATE TABLE reconcile_schedule (
+    only_row boolean DEFAULT true NOT NULL,
+    next_run_at timestamp with time zone NOT NULL,
+    reconciled_until timestamp with time zone,
+    CONSTRAINT reconcile_schedule_only_row_check CHECK (only_row)
+);
+
 CREATE TABLE refresh_tokens (
     jti uuid NOT NULL,
     user_id uuid NOT NULL,
@@ -894,6 +901,9 @@ ALTER TABLE ONLY model_usage_stats
 
 ALTER TABLE ONLY models
     ADD CONSTRAINT models_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY reconcile_schedule
+    ADD CONSTRAINT reconcile_schedule_pkey PRIMARY KEY (only_row);
 
 ALTER TABLE ONLY refresh_tokens
     ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
@@ -1114,6 +1124,8 @@ GRANT SELECT ON TABLE transactions TO app_user;
 
 GRANT SELECT ON TABLE recent_activity TO app_user;
 GRANT SELECT ON TABLE recent_activity TO analytics_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE reconcile_schedule TO app_user;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE refresh_tokens TO app_user;
 

@@ -557,7 +557,7 @@ def reconcile_holds(config, recent=False, missed_seconds=0.0):
     `recent`: only holds made within the longest call, the grace and three
     RECONCILE_INTERVALs, so that a run every interval sees each such hold, even
     past a failed run or two, without reading the whole ledger; and within
-    `missed_seconds` more, the time since the caller's last run that worked, so
+    `missed_seconds` more, the time since the last run that worked began, so
     that holds that came due while the database was down are reached too."""
     made_within = None
     if recent:
@@ -571,4 +571,19 @@ def reconcile_holds(config, recent=False, missed_seconds=0.0):
         if released["ok"]:
             returned += 1
             log.warning("returned hold %s (%s USD) of a call that never settled", stale["id"], stale["amount"])
+    return returned
+
+
+def reconcile_on_schedule(config):
+    """This RECONCILE_INTERVAL's run of reconcile, if no worker of any instance
+    has claimed it (the schedule is in PostgreSQL): the holds that could have
+    come due since the last run that worked began, whoever ran it (the whole
+    ledger before the first). Returns how many it returned; None when the run
+    was another worker's."""
+    run = db.claim_reconcile_run(config["RECONCILE_INTERVAL"])
+    if run is None:
+        return None
+    since = run["seconds_since_reconciled"]
+    returned = reconcile_holds(config, recent=since is not None, missed_seconds=since or 0.0)
+    db.mark_reconciled(run["started"])
     return returned

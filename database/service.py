@@ -1,6 +1,6 @@
 """DatabaseService: the process's one connection pool and every SQL statement,
 one mixin per area (accounts, keys, access keys, money, chat, catalog,
-idempotency).
+idempotency, the reconcile schedule).
 
 Every query method takes `tx=None`: given the caller's transaction it joins it,
 so that several steps commit together; without one it runs its own. No method
@@ -17,9 +17,11 @@ from database.chat import ChatSQL
 from database.idempotency import IdempotencySQL
 from database.keys import KeysSQL
 from database.money import MoneySQL
+from database.reconcile import ReconcileScheduleSQL
 
 
-class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, CatalogSQL, IdempotencySQL):
+class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, CatalogSQL, IdempotencySQL,
+                      ReconcileScheduleSQL):
     """Made once (`db = DatabaseService(current_state)`), bound to an app with
     `init_app`; its state lives in `app.extensions["database"]`.
 
