@@ -1,7 +1,11 @@
 """A throwaway PostgreSQL for the run (TEST_DATABASE_URL, else testing.postgresql),
 the schema built once into a template by migrate.py's own code, and one clone of
 it that every test starts from empty: its rows deleted after each test, and the
-whole clone replaced when a test changed more than rows."""
+whole clone replaced when a test changed more than rows.
+
+TEST_THROUGH_PGBOUNCER=1 puts a PgBouncer in transaction mode in front of that
+server: the service's login (`database.app_url`) goes through it, as deployed;
+the owner, who arranges and inspects rows and migrates, connects directly."""
 import copy
 import dis
 import inspect
@@ -18,7 +22,7 @@ import psycopg2
 import pytest
 import testing.postgresql
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn
+from psycopg2.extensions import make_dsn, parse_dsn
 
 import migrate
 from app import close_app, create_app
@@ -29,6 +33,7 @@ from app.extensions import db, limiter
 from app.observability import configure_logging
 from app.providers import Providers
 from devtools.cluster import testing_postgresql_options
+from devtools.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.stubs import AnthropicStub, OpenAIStub
 from tests.support import ROOT, LiveServer, settings_for, stop_servers_on, user
 
@@ -36,6 +41,10 @@ from tests.support import ROOT, LiveServer, settings_for, stop_servers_on, user
 os.environ["ENV_FILE"] = os.devnull
 APP_PASSWORD = "app-user-test-password"
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+THROUGH_PGBOUNCER = os.environ.get("TEST_THROUGH_PGBOUNCER") == "1"
+# Server URL → the PgBouncer the service's login reaches it through (TEST_THROUGH_PGBOUNCER).
+_bouncers = {}
+_pgbouncer_logins = []  # how many of the service's logins each took, for the summary
 
 
 def _admin(server_url):
@@ -48,15 +57,50 @@ def _admin(server_url):
 def pg_server():
     """The owner's URL of a server the tests may create databases on."""
     if os.environ.get("TEST_DATABASE_URL"):
-        yield os.environ["TEST_DATABASE_URL"]
+        with service_route(os.environ["TEST_DATABASE_URL"]):
+            yield os.environ["TEST_DATABASE_URL"]
         return
     base_dir = tempfile.mkdtemp(prefix="qmarket-test-pg-", dir="/tmp")
     server = testing.postgresql.Postgresql(**testing_postgresql_options(base_dir))
     try:
-        yield server.url()
+        with service_route(server.url()):
+            yield server.url()
     finally:
         server.stop()
         shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@contextmanager
+def service_route(server_url, app_password=APP_PASSWORD):
+    """With TEST_THROUGH_PGBOUNCER=1, a PgBouncer in transaction mode in front of
+    `server_url` for the service's login while the block runs; the summary
+    says how many of the service's logins it took."""
+    if not THROUGH_PGBOUNCER:
+        yield
+        return
+    if pgbouncer_binary() is None:
+        pytest.exit("TEST_THROUGH_PGBOUNCER=1 needs pgbouncer (Debian: apt-get install pgbouncer)", returncode=4)
+    params = parse_dsn(server_url)
+    # Under /tmp: the postgres account must enter it when we are root.
+    work_dir = tempfile.mkdtemp(prefix="qmarket-test-pgbouncer-", dir="/tmp")
+    bouncer = PgBouncer(work_dir, params.get("host", "127.0.0.1"), params.get("port", 5432),
+                        {migrate.APP_ROLE: app_password})
+    try:
+        with bouncer:
+            _bouncers[server_url] = bouncer
+            yield
+            _pgbouncer_logins.append(len(re.findall(rf" login attempt: db=\S+ user={migrate.APP_ROLE} ",
+                                                    bouncer.log_file.read_text())))
+    finally:
+        _bouncers.pop(server_url, None)
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def service_url(server_url, url):
+    """`url`, a login on `server_url`, as the service reaches it: through the
+    PgBouncer service_route put in front of that server, if any."""
+    bouncer = _bouncers.get(server_url)
+    return url if bouncer is None else bouncer.url_for(url)
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +124,8 @@ class TestDatabase:
     def __init__(self, server_url, name):
         self.name = name
         self.owner_url = make_dsn(server_url, dbname=name)
-        self.app_url = make_dsn(server_url, dbname=name, user=migrate.APP_ROLE, password=APP_PASSWORD)
+        self.app_url = service_url(server_url, make_dsn(server_url, dbname=name, user=migrate.APP_ROLE,
+                                                        password=APP_PASSWORD))
 
     def owner(self):
         """A connection as the owner, for arranging and inspecting rows."""
@@ -385,13 +430,30 @@ def pytest_make_parametrize_id(config, val, argname):
     return None
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """An xdist worker, its session fixtures ended, tells the controller how many
+    logins its PgBouncer took (TEST_THROUGH_PGBOUNCER)."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["pgbouncer_logins"] = sum(_pgbouncer_logins)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _pgbouncer_logins.append(getattr(node, "workeroutput", {}).get("pgbouncer_logins", 0))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Prints where a test said it wrote files to look at (`record_property("written_to", path)`),
-    also from xdist workers, whose own output is not shown."""
+    also from xdist workers, whose own output is not shown; and how many logins
+    PgBouncer took (TEST_THROUGH_PGBOUNCER)."""
     folders = {value for reports in terminalreporter.stats.values() for report in reports
                for name, value in getattr(report, "user_properties", ()) if name == "written_to"}
     for folder in sorted(folders):
         terminalreporter.write_line(f"written to {folder}")
+    if THROUGH_PGBOUNCER:
+        terminalreporter.write_line(f"the service's login reached PostgreSQL through PgBouncer in transaction mode: "
+                                    f"{sum(_pgbouncer_logins)} logins")
 
 
 # The `server` marker, found rather than written: a test is marked when it, a fixture

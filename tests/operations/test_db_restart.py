@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import ExitStack, closing
 from decimal import Decimal
 
 import httpx
@@ -18,6 +18,7 @@ from psycopg2.extensions import make_dsn
 
 import migrate
 from devtools import cluster
+from tests.conftest import service_route, service_url
 from tests.processes import children_of, wait_until_gone
 from tests.support import PASSWORD, LiveServer, bearer, settings_for
 
@@ -33,7 +34,10 @@ class PrivateServer:
         self.server = testing.postgresql.Postgresql(**cluster.testing_postgresql_options(self.base_dir))
         self.owner_url = self.server.url()
         migrate.migrate(self.owner_url, APP_PASSWORD, out=lambda line: None)
-        self.app_url = make_dsn(self.owner_url, user=migrate.APP_ROLE, password=APP_PASSWORD)
+        self._route = ExitStack()
+        self._route.enter_context(service_route(self.owner_url, APP_PASSWORD))
+        self.app_url = service_url(self.owner_url, make_dsn(self.owner_url, user=migrate.APP_ROLE,
+                                                            password=APP_PASSWORD))
 
     def kill(self):
         """SIGKILL to the postmaster, as an OOM kill would; returns once its
@@ -54,6 +58,7 @@ class PrivateServer:
             return cur.fetchall()
 
     def stop(self):
+        self._route.close()
         self.server.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
