@@ -9,7 +9,8 @@ import pytest
 from tests.support import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / ".data" / "console-shots"
+# Test artefacts live apart from .data/ (the service's data, which README says to back up).
+SHOTS = ROOT / ".test-artifacts" / "console-shots"
 WIDTHS = (1280, 360)
 # Chromium logs every 4xx answer as "Failed to load resource"; the console
 # expects some (no session cookie yet, a refused call it then explains), and
