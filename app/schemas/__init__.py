@@ -5,8 +5,9 @@ from app.schemas.access_keys import AccessKey, AccessKeyPage, NewAccessKey, NewA
 from app.schemas.accounts import (ActivityItem, ActivityPage, Balance, CallActivity, LoginRequest, Preferences,
                                   PreferencesBody, Profile, RefreshRequest, RegisterRequest, TokenPair, User)
 from app.schemas.balance import LedgerEntry, ServiceTerms, TopUpRequest, TopUpResponse, TransactionPage
-from app.schemas.catalog import (CatalogEntry, DailyUsage, ModelDetail, ModelList, ModelUsage, Rating, RatingRequest,
-                                 RatingSummary, Recommendation, RecommendationList, RecommendRequest)
+from app.schemas.catalog import (CatalogEntry, DailyUsage, ModelAccess, ModelAccessList, ModelDetail, ModelList,
+                                 ModelUsage, Rating, RatingRequest, RatingSummary, Recommendation, RecommendationList,
+                                 RecommendRequest)
 from app.schemas.chat import (Message, MessageExchange, NewMessageRequest, NewSessionRequest, Session, SessionPage,
                               SessionWithMessages, Usage)
 from app.schemas.fields import EMAIL_MAX_LENGTH, PATTERN_MESSAGES, Email, Request, Response, Username
@@ -17,7 +18,8 @@ __all__ = [
     "AccessKey", "AccessKeyPage", "NewAccessKey", "NewAccessKeyRequest",
     "ActivityItem", "ActivityPage", "Balance", "CallActivity", "CatalogEntry", "DailyUsage", "EMAIL_MAX_LENGTH",
     "Email", "KeyList",
-    "LedgerEntry", "LoginRequest", "Message", "MessageExchange", "ModelDetail", "ModelList", "ModelUsage",
+    "LedgerEntry", "LoginRequest", "Message", "MessageExchange", "ModelAccess", "ModelAccessList", "ModelDetail",
+    "ModelList", "ModelUsage",
     "NewKeyRequest", "NewMessageRequest", "NewSessionRequest", "PATTERN_MESSAGES", "Preferences", "PreferencesBody",
     "Profile", "Rating", "RatingRequest", "RatingSummary", "Recommendation", "RecommendationList",
     "RecommendRequest", "RefreshRequest", "RegisterRequest", "Request", "Response", "ServiceTerms", "Session",
