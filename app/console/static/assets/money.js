@@ -51,7 +51,8 @@ export function formatMoney(amount, { sign = false } = {}) {
     value = (value + divisor / 2n) / divisor;
   }
   const digits = value.toString().padStart(decimals + 1, "0");
-  return `${signOf(negative, value === 0n, sign)}$${grouped(digits.slice(0, -decimals))}.${digits.slice(-decimals)}`;
+  const shown = digits.slice(-decimals).replace(/0+$/, "").padEnd(2, "0");  // 0.000000090 reads 0.00000009
+  return `${signOf(negative, value === 0n, sign)}$${grouped(digits.slice(0, -decimals))}.${shown}`;
 }
 
 // The rounded amount as an element whose tooltip and data-amount hold the exact one.
