@@ -106,7 +106,8 @@ def test_the_chat_shows_each_bubbles_own_figures_and_the_total_live_and_after_a_
         page.get_by_label("Message").fill(text)
         page.get_by_role("button", name="Send").click()
         expect(page.locator(".conversation-total")).to_have_attribute("data-messages", str(2 * turn))
-        expect(page.locator("li[data-role=assistant]").nth(turn - 1)).to_have_attribute("data-tokens", re.compile(r"\d"))
+        answer = page.locator("li[data-role=assistant]").nth(turn - 1)
+        expect(answer).to_have_attribute("data-tokens", re.compile(r"\d"))
         live = header_and_bubbles(page)
         assert live == api_figures(client, session_id)
         # Each bubble's words are its own figures: a prompt's tokens, or an answer's.
