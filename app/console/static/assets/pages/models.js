@@ -41,8 +41,8 @@ export async function render({ search, signal, navigate }) {
     h("p", { class: "hint" }, "Prices are in USD per million tokens. “Needs a key”: add one for its provider on ",
       link("/console/keys", "Provider keys"), " first."),
     models.length
-      ? table([sortHeading("Model", "id"), "Provider", "Can you call it?", [sortHeading("Input $/M tokens", "price"), "number"],
-               ["Output $/M tokens", "number"], ["Context", "number"], "Capabilities", sortHeading("Rating", "rating"),
+      ? table([sortHeading("Model", "id"), "Provider", "Can you call it?", [sortHeading("Input price", "price"), "number"],
+               ["Output price", "number"], ["Context", "number"], "Capabilities", sortHeading("Rating", "rating"),
                [sortHeading("Popularity", "popularity"), "number"]], rows, `${models.length} models`)
       : empty("No model matches these filters.", link("/console/models", "Show all models")),
   ];
