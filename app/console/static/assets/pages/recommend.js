@@ -21,6 +21,7 @@ export function render() {
     max_price_per_mtok: field("Budget: highest price per million tokens, in USD (optional)",
                               { name: "max_price_per_mtok", inputmode: "decimal", autocomplete: "off" }),
     capabilities: checkboxes("Needs (optional)", "capabilities", CAPABILITIES.map((c) => [c, c])),
+    callable_first: checkboxes("Order", "callable_first", [["yes", "Models I can call now first"]], ["yes"]),
   };
   const alert = formAlert();
   const out = h("div", {});
@@ -30,6 +31,7 @@ export function render() {
       task: fields.task.input.value.trim(),
       max_price_per_mtok: fields.max_price_per_mtok.input.value.trim() || null,
       capabilities: fields.capabilities.values(),
+      callable_first: fields.callable_first.values().length > 0,
     });
     replace(out, section("Ranked for this task", results(answer)));
   } });
