@@ -190,6 +190,14 @@ def test_what_needs_a_key_is_marked_and_no_chat_is_made_for_it(server, context, 
         item["model"]["id"] for item in ranked["recommendations"]]
     marks = shown.locator("[data-access]").evaluate_all("marks => marks.map(mark => mark.dataset.access)")
     assert marks[0] != "needs_key" and marks == sorted(marks, key=lambda via: via == "needs_key")
+    # Asked otherwise, the order is the fit's alone, as the API ranks it.
+    page.get_by_label("Models I can call now first").uncheck()
+    page.get_by_role("button", name="Recommend").click()
+    by_fit = client.post("/models/recommend", json={"task": "Fix a bug in my Python function",
+                                                    "callable_first": False}).json()
+    page.wait_for_function("ids => JSON.stringify([...document.querySelectorAll('ol.recommendations > li')]"
+                           ".map(item => item.dataset.model)) === JSON.stringify(ids)",
+                           arg=[item["model"]["id"] for item in by_fit["recommendations"]])
 
     page.goto(f"{server.url}/console/chat")
     settled(page)
