@@ -86,6 +86,160 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_action text, p_from timestamp with time zone, p_to timestamp with time zone, p_before_id bigint, p_limit integer) RETURNS TABLE(id bigint, admin_id uuid, admin_email text, action text, target_user_id uuid, target_email text, target_model text, reason text, details jsonb, created_at timestamp with time zone)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    SELECT a.id, a.admin_id, actor.email, a.action, a.target_user_id, target.email, a.target_model, a.reason,
+           a.details, a.created_at
+      FROM admin_actions a
+      LEFT JOIN users actor ON actor.id = a.admin_id
+      LEFT JOIN users target ON target.id = a.target_user_id
+     WHERE EXISTS (SELECT 1 FROM admins ad JOIN users u ON u.id = ad.user_id
+                    WHERE ad.user_id = p_admin AND u.is_active)
+       AND (p_user IS NULL OR a.target_user_id = p_user)
+       AND (p_actor IS NULL OR a.admin_id = p_actor)
+       AND (p_action IS NULL OR a.action = p_action)
+       AND (p_from IS NULL OR a.created_at >= p_from)
+       AND (p_to IS NULL OR a.created_at < p_to)
+       AND (p_before_id IS NULL OR a.id < p_before_id)
+     ORDER BY a.id DESC
+     LIMIT p_limit;
+$$;
+
+CREATE FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    metadata jsonb := coalesce(p_details, '{}') || jsonb_build_object('source', 'admin', 'admin_id', p_admin,
+                                                                      'reason', p_reason);
+BEGIN
+    reason := admin_refusal(p_admin, p_user, p_reason);
+    IF reason IS NOT NULL THEN
+        ok := false;
+        RETURN;
+    END IF;
+    IF p_action = 'credit' THEN
+        SELECT f.ok, f.reason, f.transaction_id, f.available INTO ok, reason, transaction_id, available
+          FROM add_user_funds(p_user, p_amount, 'deposit', NULL, left('Admin credit: ' || p_reason, 500), metadata) f;
+    ELSIF p_action = 'debit' THEN
+        SELECT f.ok, f.reason, f.transaction_id, f.available INTO ok, reason, transaction_id, available
+          FROM debit_user_balance(p_user, p_amount, left('Admin debit: ' || p_reason, 500), metadata) f;
+    ELSE
+        RAISE EXCEPTION 'admin_move_money: unknown action %', p_action USING ERRCODE = 'check_violation';
+    END IF;
+    IF ok THEN
+        INSERT INTO admin_actions (admin_id, action, target_user_id, reason, details)
+        VALUES (p_admin, p_action, p_user, p_reason,
+                coalesce(p_details, '{}') || jsonb_build_object('amount', p_amount, 'transaction_id', transaction_id))
+        RETURNING id INTO action_id;
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION admin_put_model(p_admin uuid, p_action text, p_model jsonb, p_reason text, OUT ok boolean, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    entry models%ROWTYPE := jsonb_populate_record(NULL::models, p_model);
+    before jsonb;
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    SELECT to_jsonb(m) INTO before FROM models m WHERE m.id = entry.id FOR UPDATE;
+    IF (before IS NULL) <> (p_action = 'add_model') THEN
+        ok := false;
+        reason := CASE WHEN before IS NULL THEN 'no_such_model' ELSE 'model_exists' END;
+        RETURN;
+    END IF;
+    INSERT INTO models (id, provider, name, description, context_window, max_output_tokens, input_price_per_mtok,
+                        output_price_per_mtok, cache_read_price_per_mtok, cache_write_price_per_mtok,
+                        cache_write_1h_price_per_mtok, prices_as_of, capabilities, features, input_modalities,
+                        aliases, deployments, is_active)
+    VALUES (entry.id, entry.provider, entry.name, entry.description, entry.context_window, entry.max_output_tokens,
+            entry.input_price_per_mtok, entry.output_price_per_mtok, entry.cache_read_price_per_mtok,
+            entry.cache_write_price_per_mtok, entry.cache_write_1h_price_per_mtok, entry.prices_as_of,
+            entry.capabilities, entry.features, entry.input_modalities, entry.aliases, entry.deployments,
+            entry.is_active)
+    ON CONFLICT (id) DO UPDATE
+       SET provider = EXCLUDED.provider, name = EXCLUDED.name, description = EXCLUDED.description,
+           context_window = EXCLUDED.context_window, max_output_tokens = EXCLUDED.max_output_tokens,
+           input_price_per_mtok = EXCLUDED.input_price_per_mtok, output_price_per_mtok = EXCLUDED.output_price_per_mtok,
+           cache_read_price_per_mtok = EXCLUDED.cache_read_price_per_mtok,
+           cache_write_price_per_mtok = EXCLUDED.cache_write_price_per_mtok,
+           cache_write_1h_price_per_mtok = EXCLUDED.cache_write_1h_price_per_mtok,
+           prices_as_of = EXCLUDED.prices_as_of, capabilities = EXCLUDED.capabilities,
+           features = EXCLUDED.features, input_modalities = EXCLUDED.input_modalities, aliases = EXCLUDED.aliases,
+           deployments = EXCLUDED.deployments, is_active = EXCLUDED.is_active;
+    INSERT INTO admin_actions (admin_id, action, target_model, reason, details)
+    VALUES (p_admin, p_action, entry.id, p_reason,
+            jsonb_build_object('before', before, 'after', (SELECT to_jsonb(m) FROM models m WHERE m.id = entry.id)));
+END;
+$$;
+
+CREATE FUNCTION admin_record(p_admin uuid, p_action text, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT action_id bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    ok := reason IS NULL;
+    IF ok THEN
+        INSERT INTO admin_actions (admin_id, action, reason, details)
+        VALUES (p_admin, p_action, p_reason, coalesce(p_details, '{}'))
+        RETURNING id INTO action_id;
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION admin_refusal(p_admin uuid, p_user uuid, p_reason text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM admins a JOIN users u ON u.id = a.user_id WHERE a.user_id = p_admin AND u.is_active)
+    THEN
+        RETURN 'not_admin';
+    END IF;
+    PERFORM set_config('app.user_id', p_admin::text, true);
+    IF p_reason IS NULL OR length(btrim(p_reason)) NOT BETWEEN 1 AND 400 THEN
+        RETURN 'reason_required';
+    END IF;
+    IF p_user IS NOT NULL THEN
+        IF p_user = p_admin THEN
+            RETURN 'self_action';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user) THEN
+            RETURN 'no_such_user';
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    reason := admin_refusal(p_admin, p_user, p_reason);
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    UPDATE users SET is_active = p_active, updated_at = now() WHERE id = p_user AND is_active <> p_active;
+    changed := FOUND;
+    INSERT INTO admin_actions (admin_id, action, target_user_id, reason, details)
+    VALUES (p_admin, CASE WHEN p_active THEN 'enable_user' ELSE 'disable_user' END, p_user, p_reason,
+            jsonb_build_object('changed', changed));
+END;
+$$;
+
 CREATE FUNCTION alias_lists_check() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
@@ -245,6 +399,39 @@ CREATE FUNCTION create_user_balance() RETURNS trigger
 BEGIN
     INSERT INTO user_balance (user_id) VALUES (NEW.id);
     RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION debit_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    balance user_balance%ROWTYPE;
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 OR p_amount <> round(p_amount, 10) THEN
+        RAISE EXCEPTION 'debit_user_balance: amount must be positive with at most 10 decimals, got %', p_amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        ok := false; available := 0; reason := 'no_such_user';
+        RETURN;
+    END IF;
+    available := balance.total_balance - balance.spent_balance;
+    IF available < p_amount THEN
+        ok := false; reason := 'insufficient_funds';
+        RETURN;
+    END IF;
+    UPDATE user_balance
+       SET total_balance = total_balance - p_amount,
+           updated_at = now()
+     WHERE user_id = p_user_id;
+    available := available - p_amount;
+    INSERT INTO transactions (user_id, type, amount, available_after, description, metadata)
+    VALUES (p_user_id, 'debit', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'))
+    RETURNING id INTO transaction_id;
+    ok := true;
 END;
 $$;
 
@@ -514,6 +701,33 @@ CREATE TABLE access_keys (
     CONSTRAINT access_keys_spent_check CHECK ((spent >= (0)::numeric))
 );
 
+CREATE TABLE admin_actions (
+    id bigint NOT NULL,
+    admin_id uuid,
+    action text NOT NULL,
+    target_user_id uuid,
+    target_model text,
+    reason text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT admin_actions_action_check CHECK ((action = ANY (ARRAY['grant_admin'::text, 'revoke_admin'::text, 'credit'::text, 'debit'::text, 'disable_user'::text, 'enable_user'::text, 'add_model'::text, 'change_model'::text, 'disable_model'::text, 'enable_model'::text, 'reconcile'::text]))),
+    CONSTRAINT admin_actions_reason_check CHECK (((length(btrim(reason)) >= 1) AND (length(btrim(reason)) <= 400)))
+);
+
+ALTER TABLE admin_actions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME admin_actions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE admins (
+    user_id uuid NOT NULL,
+    granted_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE alias_lists (
     alias text NOT NULL,
     models text[] NOT NULL,
@@ -738,7 +952,7 @@ CREATE TABLE transactions (
     CONSTRAINT transactions_check CHECK (((type = 'release'::text) OR (amount > (0)::numeric))),
     CONSTRAINT transactions_check1 CHECK (((type = 'release'::text) = (related_transaction_id IS NOT NULL))),
     CONSTRAINT transactions_description_check CHECK ((length(description) <= 500)),
-    CONSTRAINT transactions_type_check CHECK ((type = ANY (ARRAY['deposit'::text, 'hold'::text, 'release'::text])))
+    CONSTRAINT transactions_type_check CHECK ((type = ANY (ARRAY['deposit'::text, 'hold'::text, 'release'::text, 'debit'::text])))
 );
 
 CREATE VIEW recent_activity AS
@@ -859,6 +1073,12 @@ ALTER TABLE ONLY access_keys
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY admin_actions
+    ADD CONSTRAINT admin_actions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY admins
+    ADD CONSTRAINT admins_pkey PRIMARY KEY (user_id);
+
 ALTER TABLE ONLY alias_lists
     ADD CONSTRAINT alias_lists_pkey PRIMARY KEY (alias);
 
@@ -916,6 +1136,12 @@ ALTER TABLE ONLY users
 -- ---------------------------------------------------------------- indexes
 
 CREATE INDEX access_keys_user_live_idx ON access_keys USING btree (user_id, created_at DESC, id DESC) WHERE (revoked_at IS NULL);
+
+CREATE INDEX admin_actions_by_admin ON admin_actions USING btree (admin_id, id DESC);
+
+CREATE INDEX admin_actions_by_target ON admin_actions USING btree (target_user_id, id DESC) WHERE (target_user_id IS NOT NULL);
+
+CREATE INDEX admin_actions_newest ON admin_actions USING btree (id DESC);
 
 CREATE UNIQUE INDEX api_keys_user_fingerprint_key ON api_keys USING btree (user_id, key_fingerprint);
 
@@ -994,6 +1220,15 @@ CREATE TRIGGER users_create_balance AFTER INSERT ON users FOR EACH ROW EXECUTE F
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY admin_actions
+    ADD CONSTRAINT admin_actions_admin_id_fkey FOREIGN KEY (admin_id) REFERENCES users(id);
+
+ALTER TABLE ONLY admin_actions
+    ADD CONSTRAINT admin_actions_target_user_id_fkey FOREIGN KEY (target_user_id) REFERENCES users(id);
+
+ALTER TABLE ONLY admins
+    ADD CONSTRAINT admins_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
+
 ALTER TABLE ONLY api_keys
     ADD CONSTRAINT api_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
 
@@ -1053,10 +1288,29 @@ GRANT USAGE ON SCHEMA public TO analytics_user;
 REVOKE ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
 
+REVOKE ALL ON FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_action text, p_from timestamp with time zone, p_to timestamp with time zone, p_before_id bigint, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_action text, p_from timestamp with time zone, p_to timestamp with time zone, p_before_id bigint, p_limit integer) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_put_model(p_admin uuid, p_action text, p_model jsonb, p_reason text, OUT ok boolean, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_put_model(p_admin uuid, p_action text, p_model jsonb, p_reason text, OUT ok boolean, OUT reason text) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_record(p_admin uuid, p_action text, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT action_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_record(p_admin uuid, p_action text, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT action_id bigint) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_refusal(p_admin uuid, p_user uuid, p_reason text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) TO app_user;
+
 GRANT SELECT,INSERT ON TABLE call_charges TO app_user;
 
 REVOKE ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) TO app_user;
+
+REVOKE ALL ON FUNCTION debit_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
@@ -1088,6 +1342,8 @@ GRANT INSERT(expires_at) ON TABLE access_keys TO app_user;
 GRANT UPDATE(last_used_at) ON TABLE access_keys TO app_user;
 
 GRANT UPDATE(revoked_at) ON TABLE access_keys TO app_user;
+
+GRANT SELECT ON TABLE admins TO app_user;
 
 GRANT SELECT ON TABLE alias_lists TO app_user;
 

@@ -102,6 +102,18 @@ class ModelNotAllowed(APIError):
     message = "This access key may not use this model (see its allowed_models)."
 
 
+class AdminRequired(APIError):
+    status = 403
+    code = "admin_required"
+    message = "Only an admin may do this (an access key never may)."
+
+
+class SelfActionForbidden(APIError):
+    status = 403
+    code = "self_action_forbidden"
+    message = "An admin may not act on their own account; ask another admin."
+
+
 class NotFound(APIError):
     status = 404
     code = "not_found"
