@@ -95,7 +95,7 @@ def _configured(entry, field):
 def _put(caller, action, entry, reason, field):
     """Writes the entry through admin_put_model; a name another model or alias
     list holds (the schema's checks at commit) is a 400 naming the aliases."""
-    written = entry.model_dump(mode="json")
+    written = entry.model_dump()  # Decimals and dates, which the function receives as text
     try:
         with db.transaction(acting_user_id=caller.user_id) as tx:
             put = db.admin_put_model(caller.user_id, action, written, reason, tx=tx)
