@@ -165,12 +165,20 @@ class ModelUnavailable(Conflict):
     message = "This session's model is no longer offered."
 
 
-# ----------------------------------------------------------------- 413, 415, 422, 429
+# ----------------------------------------------------------------- 413, 414, 415, 422, 429
 
 class PayloadTooLarge(APIError):
     status = 413
     code = "payload_too_large"
     message = "The request body is larger than the limit."
+
+
+class URITooLong(APIError):
+    """Answered by gunicorn (gunicorn.conf.py), before any view; declared
+    here so that an operation whose query can grow long documents it."""
+    status = 414
+    code = "uri_too_long"
+    message = "The request line is too long."
 
 
 class UnsupportedMediaType(APIError):

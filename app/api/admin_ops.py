@@ -89,7 +89,7 @@ def _user_filter(name):
 
 @bp.get("/audit")
 @response(AuditPage)
-@other_responses(403)
+@other_responses(403, 414)
 @query(query_parameter("user_id", {"type": "string", "format": "uuid"}, "Only actions on this user."),
        query_parameter("admin_id", {"type": "string", "format": "uuid"}, "Only actions of this admin."),
        query_enum("action", ADMIN_ACTIONS, "Only this action."),

@@ -25,7 +25,7 @@ MAX_QUERY_LENGTH = 254
 
 @bp.get("")
 @response(AdminUserPage)
-@other_responses(403)
+@other_responses(403, 414)
 @query(query_parameter("q", {"type": "string", "maxLength": MAX_QUERY_LENGTH},
                        "Part of an email or username (any case); absent: every user."), LIMIT, CURSOR)
 @caller(ADMIN)
