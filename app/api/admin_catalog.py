@@ -12,7 +12,8 @@ from app.api.contract import ADMIN, body, caller, other_responses, response
 from app.api.pipeline import OperationBlueprint
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
-from app.schemas.admin import AdminModel, ModelChangeRequest, NewModelRequest, ReasonRequest
+from app.schemas.admin import (AdminModel, AdminModelList, AdminModelSummary, ModelChangeRequest, NewModelRequest,
+                               ReasonRequest)
 from database.catalog_file import CatalogModel
 
 bp = OperationBlueprint("admin_catalog", __name__, url_prefix="/admin/models")
@@ -21,6 +22,24 @@ bp = OperationBlueprint("admin_catalog", __name__, url_prefix="/admin/models")
 class ModelExists(Conflict):
     code = "model_exists"
     message = "The catalog already has a model with this id; change it instead."
+
+
+@bp.get("")
+@response(AdminModelList)
+@other_responses(403)
+@caller(ADMIN)
+def list_models(caller):
+    """Every catalog model, disabled ones too (admins only)"""
+    return AdminModelList(models=[AdminModelSummary.from_row(row) for row in db.admin_models()])
+
+
+@bp.get("/<provider>/<name>")
+@response(AdminModel)
+@other_responses(403)
+@caller(ADMIN)
+def show_model(caller, provider, name):
+    """One catalog model's whole entry, as catalog.json writes it (admins only)"""
+    return AdminModel(model=_current(provider, name))
 
 
 @bp.post("")

@@ -104,6 +104,23 @@ class AdminModel(Response):
     model: dict[str, Any]
 
 
+class AdminModelSummary(Response):
+    id: str
+    name: str
+    active: bool
+    input_price_per_mtok: MoneyText
+    output_price_per_mtok: MoneyText
+
+    @classmethod
+    def from_row(cls, row):
+        return cls(**{**row, "input_price_per_mtok": format_money(row["input_price_per_mtok"]),
+                      "output_price_per_mtok": format_money(row["output_price_per_mtok"])})
+
+
+class AdminModelList(Response):
+    models: list[AdminModelSummary]
+
+
 class OverdueHold(Response):
     id: str
     user_id: UUID
