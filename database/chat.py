@@ -90,7 +90,7 @@ class ChatSQL:
         provider, sealed (`sealed_key`), and the newest history that fits the
         context window beside `fixed_tokens` (the request's overhead and the new
         message)."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 SELECT *
@@ -119,7 +119,7 @@ class ChatSQL:
         alias of; else the one active model whose bare name (the id after the
         slash: gpt-4o) it is. When two active models share the bare name it
         resolves to none, as an unknown name does."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 WITH named AS (
@@ -183,7 +183,7 @@ class ChatSQL:
                                         %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint,
                                         %(release_metadata)s, %(cache_read_tokens)s, %(cache_write_tokens)s,
                                         %(cache_write_1h_tokens)s, %(reasoning_tokens)s, %(cached_input_cost)s,
-                                        %(cache_write_cost)s, %(served_provider)s)
+                                        %(cache_write_cost)s, %(served_provider)s, %(hold_token)s)
                 """,
                 {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
                  "hold_id": hold.id, "hold_amount": hold.amount, "question": question, "answer": answer,
@@ -192,7 +192,7 @@ class ChatSQL:
                  "cache_read_tokens": charge.cache_read_tokens, "cache_write_tokens": charge.cache_write_tokens,
                  "cache_write_1h_tokens": charge.cache_write_1h_tokens, "reasoning_tokens": charge.reasoning_tokens,
                  "cached_input_cost": charge.cached_input_cost, "cache_write_cost": charge.cache_write_cost,
-                 "served_provider": hold.route.provider,
+                 "served_provider": hold.route.provider, "hold_token": hold.token,
                  "bucket": random.randrange(USAGE_BUCKETS), "release_metadata": Json(release_metadata)},
             )
 
