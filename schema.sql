@@ -342,6 +342,24 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION live_access_key(p_key_hash bytea) RETURNS TABLE(user_id uuid, id uuid, name text, last4 text, allowed_models text[], spend_limit numeric, spend_limit_period text, spent numeric, expires_at timestamp with time zone, created_at timestamp with time zone, last_used_at timestamp with time zone)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT k.user_id, k.id, k.name, k.last4, k.allowed_models, k.spend_limit::numeric, k.spend_limit_period,
+           k.spent::numeric, k.expires_at, k.created_at, k.last_used_at
+      FROM access_keys k
+      JOIN users u ON u.id = k.user_id
+     WHERE k.key_hash = p_key_hash
+       AND k.revoked_at IS NULL
+       AND (k.expires_at IS NULL OR k.expires_at > now())
+       AND u.is_active;
+END;
+$$;
+
 CREATE FUNCTION models_names_check() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
@@ -1015,6 +1033,9 @@ GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_de
 
 REVOKE ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) TO app_user;
+
+REVOKE ALL ON FUNCTION live_access_key(p_key_hash bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION live_access_key(p_key_hash bytea) TO app_user;
 
 REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid) TO app_user;

@@ -10,6 +10,9 @@
 --     and closes nothing (the call goes unbilled, as it was never held).
 --   Reconcile still releases a hold by its id alone: it reads the hold it
 --   releases from the ledger.
+-- And live_access_key: the lookup each /v1 call starts with, in PL/pgSQL, so
+-- its plan is made once per connection instead of once per call (a pooler in
+-- transaction mode cannot keep prepared statements for us).
 
 ALTER TABLE transactions ADD COLUMN hold_token uuid
     CONSTRAINT transactions_hold_token_check CHECK (hold_token IS NULL OR type = 'hold');
@@ -271,6 +274,27 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION live_access_key(p_key_hash bytea)
+RETURNS TABLE (user_id uuid, id uuid, name text, last4 text, allowed_models text[], spend_limit numeric,
+               spend_limit_period text, spent numeric, expires_at timestamptz, created_at timestamptz,
+               last_used_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT k.user_id, k.id, k.name, k.last4, k.allowed_models, k.spend_limit::numeric, k.spend_limit_period,
+           k.spent::numeric, k.expires_at, k.created_at, k.last_used_at
+      FROM access_keys k
+      JOIN users u ON u.id = k.user_id
+     WHERE k.key_hash = p_key_hash
+       AND k.revoked_at IS NULL
+       AND (k.expires_at IS NULL OR k.expires_at > now())
+       AND u.is_active;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION live_access_key(bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION live_access_key(bytea) TO app_user;
 REVOKE ALL ON FUNCTION add_user_funds(uuid, numeric, text, bigint, text, jsonb, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION add_user_funds(uuid, numeric, text, bigint, text, jsonb, uuid) TO app_user;
 REVOKE ALL ON FUNCTION deduct_user_balance(uuid, numeric, text, jsonb, numeric, numeric, text, uuid, uuid) FROM PUBLIC;
