@@ -89,7 +89,7 @@ class ChatSQL:
         user stored and their preferences (as model_call_context gives them),
         and the newest history that fits the context window beside
         `fixed_tokens` (the request's overhead and the new message)."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 SELECT *
@@ -118,7 +118,7 @@ class ChatSQL:
         slash: gpt-4o) it is. When two active models share the bare name it
         resolves to none, as an unknown name does. A name that is an alias
         list's resolves to no model; `listed_models` are the list's (else None)."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 WITH named AS (
@@ -181,7 +181,7 @@ class ChatSQL:
                                         %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint,
                                         %(release_metadata)s, %(cache_read_tokens)s, %(cache_write_tokens)s,
                                         %(cache_write_1h_tokens)s, %(reasoning_tokens)s, %(cached_input_cost)s,
-                                        %(cache_write_cost)s, %(served_provider)s)
+                                        %(cache_write_cost)s, %(served_provider)s, %(hold_token)s)
                 """,
                 {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
                  "hold_id": hold.id, "hold_amount": hold.amount, "question": question, "answer": answer,
@@ -190,7 +190,7 @@ class ChatSQL:
                  "cache_read_tokens": charge.cache_read_tokens, "cache_write_tokens": charge.cache_write_tokens,
                  "cache_write_1h_tokens": charge.cache_write_1h_tokens, "reasoning_tokens": charge.reasoning_tokens,
                  "cached_input_cost": charge.cached_input_cost, "cache_write_cost": charge.cache_write_cost,
-                 "served_provider": hold.route.provider,
+                 "served_provider": hold.route.provider, "hold_token": hold.token,
                  "bucket": random.randrange(USAGE_BUCKETS), "release_metadata": Json(release_metadata)},
             )
 
