@@ -154,6 +154,17 @@ class AdminSQL:
 
     # ------------------------------------------------------------- the catalog
 
+    def admin_models(self, tx=None):
+        """Every catalog model, disabled ones too, by id: what an admin edits."""
+        with self._alone(tx) as cursor:
+            return cursor.all(
+                """
+                SELECT id, name, is_active AS active, input_price_per_mtok, output_price_per_mtok
+                  FROM models
+                 ORDER BY id
+                """
+            )
+
     def admin_model_row(self, model_id, tx=None):
         """A catalog model's row as catalog.json writes an entry (`active`, not
         is_active; prices as decimal text, never a float); None if unknown."""
