@@ -226,6 +226,41 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION admin_schedule_price(p_admin uuid, p_model text, p_effective_from timestamp with time zone, p_prices jsonb, p_reason text, OUT ok boolean, OUT reason text, OUT version_id bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    priced model_prices%ROWTYPE := jsonb_populate_record(NULL::model_prices, p_prices);
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    IF reason IS NULL AND NOT EXISTS (SELECT 1 FROM models WHERE id = p_model) THEN
+        reason := 'no_such_model';
+    END IF;
+    IF reason IS NULL AND p_effective_from <= now() THEN
+        reason := 'not_future';
+    END IF;
+    IF reason IS NULL AND EXISTS (SELECT 1 FROM model_prices WHERE model_id = p_model
+                                                               AND effective_from = p_effective_from) THEN
+        reason := 'version_exists';
+    END IF;
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    INSERT INTO model_prices (model_id, effective_from, input_price_per_mtok, output_price_per_mtok,
+                              cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok,
+                              admin_id)
+    VALUES (p_model, p_effective_from, priced.input_price_per_mtok, priced.output_price_per_mtok,
+            priced.cache_read_price_per_mtok, priced.cache_write_price_per_mtok, priced.cache_write_1h_price_per_mtok,
+            p_admin)
+    RETURNING id INTO version_id;
+    INSERT INTO admin_actions (admin_id, action, target_model, reason, details)
+    VALUES (p_admin, 'schedule_price', p_model, p_reason,
+            p_prices || jsonb_build_object('version_id', version_id, 'effective_from', p_effective_from));
+END;
+$$;
+
 CREATE FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
@@ -350,7 +385,7 @@ CREATE FUNCTION charge_parts(c call_charges) RETURNS json
         'model_id', c.served_model_id, 'provider', c.served_provider) END
 $$;
 
-CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, deployments jsonb, user_keys json, house_key_fallback boolean, history json, daily_spend_limit numeric, max_cost_per_message numeric)
+CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, deployments jsonb, user_keys json, house_key_fallback boolean, history json, daily_spend_limit numeric, max_cost_per_message numeric, price_version_id bigint)
     LANGUAGE plpgsql STABLE
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -359,12 +394,13 @@ BEGIN
     RETURN QUERY
     WITH target AS (
         SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-               m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
-               m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.features, m.is_active,
+               p.input_price_per_mtok, p.output_price_per_mtok, p.cache_read_price_per_mtok,
+               p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok, m.features, m.is_active,
                coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens,
-               m.deployments
+               m.deployments, p.id AS price_version_id
           FROM chat_sessions s
           JOIN models m ON m.id = s.model_id
+          LEFT JOIN LATERAL price_in_force(m.id, now()) p ON true
          WHERE s.id = p_session_id
            AND s.user_id = p_user_id
     ), history AS (
@@ -387,7 +423,7 @@ BEGIN
            (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
               FROM history h
              WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens),
-           pref.daily_spend_limit, pref.max_cost_per_message
+           pref.daily_spend_limit, pref.max_cost_per_message, t.price_version_id
       FROM users u
       LEFT JOIN target t ON true
       LEFT JOIN user_preferences pref ON pref.user_id = u.id
@@ -580,6 +616,15 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION model_prices_unchangeable() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'a price version never changes: add a new one' USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+
 CREATE FUNCTION models_list_names_check() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
@@ -622,6 +667,61 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
+$$;
+
+CREATE FUNCTION models_price_version() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM price_in_force(NEW.id, now()) p
+                    WHERE (p.input_price_per_mtok, p.output_price_per_mtok, p.cache_read_price_per_mtok,
+                           p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok)
+                          IS NOT DISTINCT FROM
+                          (NEW.input_price_per_mtok, NEW.output_price_per_mtok, NEW.cache_read_price_per_mtok,
+                           NEW.cache_write_price_per_mtok, NEW.cache_write_1h_price_per_mtok)) THEN
+        INSERT INTO model_prices (model_id, effective_from, input_price_per_mtok, output_price_per_mtok,
+                                  cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok,
+                                  admin_id)
+        VALUES (NEW.id, now(), NEW.input_price_per_mtok, NEW.output_price_per_mtok, NEW.cache_read_price_per_mtok,
+                NEW.cache_write_price_per_mtok, NEW.cache_write_1h_price_per_mtok,
+                nullif(current_setting('app.user_id', true), '')::uuid)
+        ON CONFLICT (model_id, effective_from) DO NOTHING;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- ---------------------------------------------------------------- tables and views
+
+CREATE TABLE model_prices (
+    id bigint NOT NULL,
+    model_id text NOT NULL,
+    effective_from timestamp with time zone NOT NULL,
+    input_price_per_mtok numeric(20,10) NOT NULL,
+    output_price_per_mtok numeric(20,10) NOT NULL,
+    cache_read_price_per_mtok numeric(20,10),
+    cache_write_price_per_mtok numeric(20,10),
+    cache_write_1h_price_per_mtok numeric(20,10),
+    admin_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT model_prices_cache_read_price_per_mtok_check CHECK ((cache_read_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT model_prices_cache_write_1h_price_per_mtok_check CHECK ((cache_write_1h_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT model_prices_cache_write_price_per_mtok_check CHECK ((cache_write_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT model_prices_input_price_per_mtok_check CHECK ((input_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT model_prices_output_price_per_mtok_check CHECK ((output_price_per_mtok >= (0)::numeric))
+);
+
+-- ---------------------------------------------------------------- functions
+
+CREATE FUNCTION price_in_force(p_model text, p_at timestamp with time zone) RETURNS SETOF model_prices
+    LANGUAGE sql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    SELECT * FROM model_prices
+     WHERE model_id = p_model AND effective_from <= p_at
+     ORDER BY effective_from DESC
+     LIMIT 1;
 $$;
 
 CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid DEFAULT NULL::uuid) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
@@ -743,7 +843,7 @@ CREATE TABLE admin_actions (
     reason text NOT NULL,
     details jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT admin_actions_action_check CHECK ((action = ANY (ARRAY['grant_admin'::text, 'revoke_admin'::text, 'credit'::text, 'debit'::text, 'disable_user'::text, 'enable_user'::text, 'add_model'::text, 'change_model'::text, 'disable_model'::text, 'enable_model'::text, 'reconcile'::text]))),
+    CONSTRAINT admin_actions_action_check CHECK ((action = ANY (ARRAY['grant_admin'::text, 'revoke_admin'::text, 'credit'::text, 'debit'::text, 'disable_user'::text, 'enable_user'::text, 'add_model'::text, 'change_model'::text, 'disable_model'::text, 'enable_model'::text, 'schedule_price'::text, 'reconcile'::text]))),
     CONSTRAINT admin_actions_reason_check CHECK (((length(btrim(reason)) >= 1) AND (length(btrim(reason)) <= 400)))
 );
 
@@ -956,6 +1056,15 @@ CREATE VIEW model_popularity AS
      LEFT JOIN model_usage_stats s ON ((s.model_id = m.id)))
   GROUP BY m.id, m.provider, m.name;
 
+ALTER TABLE model_prices ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME model_prices_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE model_ratings (
     user_id uuid NOT NULL,
     model_id text NOT NULL,
@@ -1141,6 +1250,12 @@ ALTER TABLE ONLY idempotency_keys
 ALTER TABLE ONLY login_attempts
     ADD CONSTRAINT login_attempts_pkey PRIMARY KEY (email);
 
+ALTER TABLE ONLY model_prices
+    ADD CONSTRAINT model_prices_model_id_effective_from_key UNIQUE (model_id, effective_from);
+
+ALTER TABLE ONLY model_prices
+    ADD CONSTRAINT model_prices_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY model_ratings
     ADD CONSTRAINT model_ratings_pkey PRIMARY KEY (user_id, model_id);
 
@@ -1236,9 +1351,13 @@ CREATE TRIGGER audit_user_preferences AFTER INSERT OR DELETE OR UPDATE ON user_p
 
 CREATE TRIGGER audit_users AFTER INSERT OR DELETE OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
 
+CREATE TRIGGER model_prices_unchangeable BEFORE DELETE OR UPDATE OR TRUNCATE ON model_prices FOR EACH STATEMENT EXECUTE FUNCTION model_prices_unchangeable();
+
 CREATE CONSTRAINT TRIGGER models_list_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_list_names_check();
 
 CREATE CONSTRAINT TRIGGER models_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_names_check();
+
+CREATE TRIGGER models_price_version AFTER INSERT OR UPDATE OF input_price_per_mtok, output_price_per_mtok, cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok ON models FOR EACH ROW EXECUTE FUNCTION models_price_version();
 
 CREATE TRIGGER touch_chat_sessions BEFORE UPDATE ON chat_sessions FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
@@ -1286,6 +1405,12 @@ ALTER TABLE ONLY chat_sessions
 
 ALTER TABLE ONLY idempotency_keys
     ADD CONSTRAINT idempotency_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY model_prices
+    ADD CONSTRAINT model_prices_admin_id_fkey FOREIGN KEY (admin_id) REFERENCES users(id);
+
+ALTER TABLE ONLY model_prices
+    ADD CONSTRAINT model_prices_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
 
 ALTER TABLE ONLY model_ratings
     ADD CONSTRAINT model_ratings_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
@@ -1339,6 +1464,9 @@ GRANT ALL ON FUNCTION admin_record(p_admin uuid, p_action text, p_reason text, p
 
 REVOKE ALL ON FUNCTION admin_refusal(p_admin uuid, p_user uuid, p_reason text) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION admin_schedule_price(p_admin uuid, p_model text, p_effective_from timestamp with time zone, p_prices jsonb, p_reason text, OUT ok boolean, OUT reason text, OUT version_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_schedule_price(p_admin uuid, p_model text, p_effective_from timestamp with time zone, p_prices jsonb, p_reason text, OUT ok boolean, OUT reason text, OUT version_id bigint) TO app_user;
+
 REVOKE ALL ON FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) TO app_user;
 
@@ -1357,6 +1485,10 @@ GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_d
 
 REVOKE ALL ON FUNCTION live_access_key(p_key_hash bytea) FROM PUBLIC;
 GRANT ALL ON FUNCTION live_access_key(p_key_hash bytea) TO app_user;
+
+GRANT SELECT ON TABLE model_prices TO app_user;
+
+GRANT ALL ON FUNCTION price_in_force(p_model text, p_at timestamp with time zone) TO app_user;
 
 REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid) TO app_user;

@@ -27,8 +27,9 @@ from flask import current_app
 
 from app import routing
 from app.errors import (PROVIDER_REJECTIONS, InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached,
-                        MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
-                        ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
+                        MissingApiKey, ModelNotAllowed, ModelUnavailable, ModelUnpriced, NotFound, ProviderFailed,
+                        ProviderTimedOut, ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel,
+                        ValidationFailed)
 from app.extensions import db, health, providers
 from app.money import SMALLEST_AMOUNT, format_money
 from app.observability import describe_error
@@ -138,6 +139,7 @@ def hold(user_id, session_id, content, max_tokens, temperature, stream=False, tx
         raise NotFound()
     if not context["is_active"]:
         raise ModelUnavailable()
+    _priced(context)
     messages = [*context["history"], {"role": "user", "content": content}]
     _check_size(context, fixed, {"max_tokens": "max_tokens", "prompt": "content"})
     # A chat asks nothing of a model's reasoning, but its provider is told the model reasons.
@@ -245,6 +247,7 @@ def _callable(context, call, access_key, fields, field="model"):
     for the 404 of an unknown one."""
     if context["model_id"] is None or not context["is_active"]:
         raise UnknownModel(details={field: call.model})
+    _priced(context)
     allowed = access_key and access_key["allowed_models"]
     if allowed is not None and context["model_id"] not in allowed:
         raise ModelNotAllowed()
@@ -264,6 +267,12 @@ def _callable(context, call, access_key, fields, field="model"):
             raise ValidationFailed(details={fields["response_format"]: (
                 f"cannot be combined with tools for {model_id}, whose JSON answer is itself a tool's call")})
     return context
+
+
+def _priced(context):
+    """A model with no price in force is never served, nor at $0."""
+    if context["price_version_id"] is None:
+        raise ModelUnpriced(details={"model": context["model_id"]})
 
 
 def _reasoning(context, call, fields):
@@ -339,7 +348,8 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
             details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
     token = uuid.uuid4()
     held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
-                         {**metadata, "model_id": model_id, "key": routes[0].key_source},
+                         {**metadata, "model_id": model_id, "key": routes[0].key_source,
+                          "price_version_id": context["price_version_id"]},
                          daily_limit=context["daily_spend_limit"], call_timeout=call_timeout,
                          model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx, hold_token=token)
     if held["reason"] == "invalid_access_key":
@@ -514,7 +524,8 @@ def settle(hold, completion, tx, estimated=False):
         health.generated(routing.deployment(hold.route), billed.completion_tokens, time.monotonic() - hold.began)
     settled = db.settle_chat_call(hold.user_id, hold.session_id, hold, hold.api_key_id, hold.content,
                                   completion.content, billed,
-                                  {"kind": "settle", **({"usage": "estimated"} if estimated else {})}, tx=tx)
+                                  {"kind": "settle", "price_version_id": hold.prices.version_id,
+                                   **({"usage": "estimated"} if estimated else {})}, tx=tx)
     if not settled["charged"]:
         log.error("hold %s was already returned: this answer goes unbilled", hold.id)
     if not settled["saved"] and hold.session_id is not None:

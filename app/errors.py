@@ -265,6 +265,12 @@ class ProvidersUnavailable(APIError):
                "Try again after Retry-After seconds; nothing was charged.")
 
 
+class ModelUnpriced(APIError):
+    status = 503
+    code = "model_unpriced"
+    message = "This model has no price in force, so it cannot be served; an operator must price it."
+
+
 class ProviderNotConfigured(APIError):
     status = 503
     code = "provider_not_configured"

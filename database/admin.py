@@ -198,6 +198,18 @@ class AdminSQL:
                 {"admin": admin_id, "action": action, "entry": Json(row, dumps=_json_text), "reason": reason},
             )
 
+    def admin_schedule_price(self, admin_id, model_id, effective_from, prices, reason, tx=None):
+        """A price version in force from `effective_from`: (ok, reason, version_id)."""
+        with self._maybe(tx, admin_id) as cursor:
+            return cursor.one(
+                """
+                SELECT ok, reason, version_id
+                  FROM admin_schedule_price(%(admin)s, %(model)s, %(effective_from)s, %(prices)s, %(reason)s)
+                """,
+                {"admin": admin_id, "model": model_id, "effective_from": effective_from,
+                 "prices": Json(prices, dumps=_json_text), "reason": reason},
+            )
+
     # ------------------------------------------------------------- operations
 
     def admin_record(self, admin_id, action, reason, details, tx=None):

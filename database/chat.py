@@ -107,7 +107,8 @@ class ChatSQL:
     def model_call_context(self, user_id, model_name, max_tokens, default_max_tokens, tx=None):
         """What a call outside any session needs, in one round trip: the user's
         token generation (None: no such active user), the model `model_name`
-        resolves to (`model_id` None: none) with its prices, limits, features,
+        resolves to (`model_id` None: none) with its prices (the price book's
+        version in force: `price_version_id`, None when none is), limits, features,
         input modalities and deployments, the call's max tokens (asked for,
         else the model's default), every key the user stored, sealed, newest
         first (`user_keys`: id, provider, encryption_kid, nonce,
@@ -138,8 +139,9 @@ class ChatSQL:
                        AND alike = 1
                 )
                 SELECT u.token_generation, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-                       m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
-                       m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.is_active, m.features,
+                       p.id AS price_version_id, p.input_price_per_mtok, p.output_price_per_mtok,
+                       p.cache_read_price_per_mtok, p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok,
+                       m.is_active, m.features,
                        m.input_modalities, m.deployments,
                        coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
                        pref.daily_spend_limit, pref.max_cost_per_message,
@@ -154,6 +156,7 @@ class ChatSQL:
                          WHERE a.user_id = u.id) AS user_keys
                   FROM users u
                   LEFT JOIN models m ON m.id = (SELECT id FROM resolved)
+                  LEFT JOIN LATERAL price_in_force(m.id, now()) p ON true
                   LEFT JOIN user_preferences pref ON pref.user_id = u.id
                  WHERE u.id = %(user_id)s
                    AND u.is_active

@@ -13,7 +13,7 @@ from app.api.pipeline import OperationBlueprint
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.extensions import db
 from app.schemas.admin import (AdminModel, AdminModelList, AdminModelSummary, ModelChangeRequest, NewModelRequest,
-                               ReasonRequest)
+                               PriceScheduleRequest, ReasonRequest, ScheduledPrice)
 from database.catalog_file import CatalogModel
 
 bp = OperationBlueprint("admin_catalog", __name__, url_prefix="/admin/models")
@@ -89,6 +89,32 @@ def disable_model(caller, why, provider, name):
 def enable_model(caller, why, provider, name):
     """Offer a disabled model again (admins only)"""
     return _set_active(caller, why, provider, name, True)
+
+
+@bp.post("/<provider>/<name>/prices")
+@response(ScheduledPrice, 201)
+@other_responses(403)
+@caller(ADMIN)
+@body(PriceScheduleRequest)
+def schedule_price(caller, change, provider, name):
+    """Schedule a new version of a model's prices, in force from a time still to come (admins only)"""
+    model_id = f"{provider}/{name}"
+    entry = {**_current(provider, name), **change.model_dump(exclude={"effective_from", "reason"})}
+    try:
+        CatalogModel.model_validate(entry)  # the cache prices as the model's features want them
+    except ValidationError as exc:
+        raise ValidationFailed(details=validation_details(exc, entry)) from None
+    prices = change.model_dump(exclude={"effective_from", "reason"})
+    with db.transaction(acting_user_id=caller.user_id) as tx:
+        scheduled = db.admin_schedule_price(caller.user_id, model_id, change.effective_from, prices, change.reason,
+                                            tx=tx)
+        if scheduled["reason"] == "not_future":
+            raise ValidationFailed(details={"effective_from": "must be in the future"})
+        if scheduled["reason"] == "version_exists":
+            raise ValidationFailed(details={"effective_from": "another version starts at this time"})
+        if not scheduled["ok"]:
+            refused(scheduled["reason"])
+    return ScheduledPrice(version_id=str(scheduled["version_id"]), effective_from=change.effective_from), 201
 
 
 def _set_active(caller, why, provider, name, active):

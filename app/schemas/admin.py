@@ -10,7 +10,8 @@ from app.schemas.access_keys import AccessKey
 from app.schemas.accounts import Balance
 from app.schemas.balance import LedgerEntry
 from app.schemas.fields import MoneyText, PositiveAmount, Request, Response, Text
-from database.catalog_file import CatalogModel
+from app.schemas.access_keys import FutureTime
+from database.catalog_file import CatalogModel, Price
 from database.vocab import ADMIN_ACTIONS
 
 
@@ -36,6 +37,23 @@ class MoneyAdjustmentRequest(Request):
 class NewModelRequest(Request):
     model: CatalogModel
     reason: Reason
+
+
+class PriceScheduleRequest(Request):
+    """A new version of a model's prices, in force from `effective_from` (still to come)."""
+    input_price_per_mtok: Price
+    output_price_per_mtok: Price
+    cache_read_price_per_mtok: Price | None = None
+    cache_write_price_per_mtok: Price | None = None
+    cache_write_1h_price_per_mtok: Price | None = None
+    effective_from: FutureTime
+    reason: Reason
+
+
+class ScheduledPrice(Response):
+    version_id: str
+    effective_from: datetime
+    audit_id: str | None = None
 
 
 class ModelChangeRequest(Request):

@@ -16,7 +16,7 @@ CREATE TABLE admin_actions (
     admin_id       uuid REFERENCES users (id),
     action         text NOT NULL CHECK (action IN ('grant_admin', 'revoke_admin', 'credit', 'debit', 'disable_user',
                                                    'enable_user', 'add_model', 'change_model', 'disable_model',
-                                                   'enable_model', 'reconcile')),
+                                                   'enable_model', 'schedule_price', 'reconcile')),
     target_user_id uuid REFERENCES users (id),
     target_model   text,
     reason         text NOT NULL CHECK (length(btrim(reason)) BETWEEN 1 AND 400),
@@ -254,3 +254,178 @@ $$;
 REVOKE ALL ON FUNCTION admin_audit_log(uuid, uuid, uuid, text, timestamptz, timestamptz, bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION admin_audit_log(uuid, uuid, uuid, text, timestamptz, timestamptz, bigint, integer)
     TO app_user;
+
+-- ---------------------------------------------------------------- the price book
+-- Prices are versions: one row per change of a model's prices, in force from
+-- `effective_from` until the next one's. A call is priced by the version in
+-- force when its hold is taken; its hold and its charge (the release) name
+-- that version (metadata `price_version_id`). A version never changes and is
+-- never deleted, by anyone: a change is a new row. A model with no version in
+-- force is not served (503 model_unpriced), never at $0.
+CREATE TABLE model_prices (
+    id                            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    model_id                      text NOT NULL REFERENCES models (id),
+    effective_from                timestamptz NOT NULL,
+    input_price_per_mtok          numeric(20,10) NOT NULL CHECK (input_price_per_mtok >= 0),
+    output_price_per_mtok         numeric(20,10) NOT NULL CHECK (output_price_per_mtok >= 0),
+    cache_read_price_per_mtok     numeric(20,10) CHECK (cache_read_price_per_mtok >= 0),
+    cache_write_price_per_mtok    numeric(20,10) CHECK (cache_write_price_per_mtok >= 0),
+    cache_write_1h_price_per_mtok numeric(20,10) CHECK (cache_write_1h_price_per_mtok >= 0),
+    -- NULL: written by the owner (a catalog load, this upgrade).
+    admin_id                      uuid REFERENCES users (id),
+    created_at                    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (model_id, effective_from)
+);
+GRANT SELECT ON model_prices TO app_user;
+
+CREATE FUNCTION model_prices_unchangeable() RETURNS trigger
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'a price version never changes: add a new one' USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+CREATE TRIGGER model_prices_unchangeable BEFORE UPDATE OR DELETE OR TRUNCATE ON model_prices
+    FOR EACH STATEMENT EXECUTE FUNCTION model_prices_unchangeable();
+
+-- The version of `p_model` in force at `p_at`; no row when none is.
+CREATE FUNCTION price_in_force(p_model text, p_at timestamptz) RETURNS SETOF model_prices
+LANGUAGE sql STABLE SET search_path = public, pg_temp AS $$
+    SELECT * FROM model_prices
+     WHERE model_id = p_model AND effective_from <= p_at
+     ORDER BY effective_from DESC
+     LIMIT 1;
+$$;
+GRANT EXECUTE ON FUNCTION price_in_force(text, timestamptz) TO app_user;
+
+-- Every write of a model's prices (a catalog load, an admin's change) that
+-- differs from the version in force adds a version, in force at once. The
+-- models table's price columns keep the last prices written, as catalog.json
+-- has them; what a call pays is the book's.
+CREATE FUNCTION models_price_version() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM price_in_force(NEW.id, now()) p
+                    WHERE (p.input_price_per_mtok, p.output_price_per_mtok, p.cache_read_price_per_mtok,
+                           p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok)
+                          IS NOT DISTINCT FROM
+                          (NEW.input_price_per_mtok, NEW.output_price_per_mtok, NEW.cache_read_price_per_mtok,
+                           NEW.cache_write_price_per_mtok, NEW.cache_write_1h_price_per_mtok)) THEN
+        INSERT INTO model_prices (model_id, effective_from, input_price_per_mtok, output_price_per_mtok,
+                                  cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok,
+                                  admin_id)
+        VALUES (NEW.id, now(), NEW.input_price_per_mtok, NEW.output_price_per_mtok, NEW.cache_read_price_per_mtok,
+                NEW.cache_write_price_per_mtok, NEW.cache_write_1h_price_per_mtok,
+                nullif(current_setting('app.user_id', true), '')::uuid)
+        ON CONFLICT (model_id, effective_from) DO NOTHING;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER models_price_version AFTER INSERT OR UPDATE OF input_price_per_mtok, output_price_per_mtok,
+    cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok ON models
+    FOR EACH ROW EXECUTE FUNCTION models_price_version();
+
+-- An existing database: each model's current prices become its first
+-- version, in force from the model's creation, so past charges read against
+-- the prices of their day.
+INSERT INTO model_prices (model_id, effective_from, input_price_per_mtok, output_price_per_mtok,
+                          cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok)
+SELECT id, created_at, input_price_per_mtok, output_price_per_mtok, cache_read_price_per_mtok,
+       cache_write_price_per_mtok, cache_write_1h_price_per_mtok
+  FROM models;
+
+-- A price change an admin schedules: a version in force from a time still to
+-- come (ok = false, reason 'not_future' otherwise). (ok, reason, version_id).
+CREATE FUNCTION admin_schedule_price(p_admin uuid, p_model text, p_effective_from timestamptz, p_prices jsonb,
+                                     p_reason text, OUT ok boolean, OUT reason text, OUT version_id bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    priced model_prices%ROWTYPE := jsonb_populate_record(NULL::model_prices, p_prices);
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    IF reason IS NULL AND NOT EXISTS (SELECT 1 FROM models WHERE id = p_model) THEN
+        reason := 'no_such_model';
+    END IF;
+    IF reason IS NULL AND p_effective_from <= now() THEN
+        reason := 'not_future';
+    END IF;
+    IF reason IS NULL AND EXISTS (SELECT 1 FROM model_prices WHERE model_id = p_model
+                                                               AND effective_from = p_effective_from) THEN
+        reason := 'version_exists';
+    END IF;
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    INSERT INTO model_prices (model_id, effective_from, input_price_per_mtok, output_price_per_mtok,
+                              cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok,
+                              admin_id)
+    VALUES (p_model, p_effective_from, priced.input_price_per_mtok, priced.output_price_per_mtok,
+            priced.cache_read_price_per_mtok, priced.cache_write_price_per_mtok, priced.cache_write_1h_price_per_mtok,
+            p_admin)
+    RETURNING id INTO version_id;
+    INSERT INTO admin_actions (admin_id, action, target_model, reason, details)
+    VALUES (p_admin, 'schedule_price', p_model, p_reason,
+            p_prices || jsonb_build_object('version_id', version_id, 'effective_from', p_effective_from));
+END;
+$$;
+REVOKE ALL ON FUNCTION admin_schedule_price(uuid, text, timestamptz, jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION admin_schedule_price(uuid, text, timestamptz, jsonb, text) TO app_user;
+
+
+-- A chat session's call context, as 0010 made it, with its model's prices
+-- from the version in force (none: NULL prices and price_version_id).
+DROP FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer);
+CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer,
+                                  p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer)
+RETURNS TABLE (token_generation integer, session_id uuid, model_id text, provider text, context_window integer,
+               max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric,
+               cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric,
+               cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer,
+               deployments jsonb, user_keys json, house_key_fallback boolean, history json,
+               daily_spend_limit numeric, max_cost_per_message numeric, price_version_id bigint)
+LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH target AS (
+        SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
+               p.input_price_per_mtok, p.output_price_per_mtok, p.cache_read_price_per_mtok,
+               p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok, m.features, m.is_active,
+               coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens,
+               m.deployments, p.id AS price_version_id
+          FROM chat_sessions s
+          JOIN models m ON m.id = s.model_id
+          LEFT JOIN LATERAL price_in_force(m.id, now()) p ON true
+         WHERE s.id = p_session_id
+           AND s.user_id = p_user_id
+    ), history AS (
+        SELECT h.id, h.role, h.content,
+               sum(octet_length(h.content) + p_message_overhead) OVER (ORDER BY h.id DESC) AS running
+          FROM chat_history h
+         WHERE h.session_id = p_session_id
+    )
+    SELECT u.token_generation, t.session_id, t.model_id, t.provider, t.context_window, t.max_output_tokens,
+           t.input_price_per_mtok, t.output_price_per_mtok, t.cache_read_price_per_mtok,
+           t.cache_write_price_per_mtok, t.cache_write_1h_price_per_mtok, t.features, t.is_active, t.max_tokens,
+           t.deployments,
+           (SELECT coalesce(json_agg(json_build_object(
+                       'id', a.id, 'provider', a.provider, 'encryption_kid', a.encryption_kid,
+                       'nonce', encode(a.nonce, 'base64'), 'encrypted_key', encode(a.encrypted_key, 'base64'))
+                       ORDER BY a.created_at DESC, a.id), '[]')
+              FROM api_keys a
+             WHERE a.user_id = u.id),
+           coalesce(pref.house_key_fallback, false),
+           (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
+              FROM history h
+             WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens),
+           pref.daily_spend_limit, pref.max_cost_per_message, t.price_version_id
+      FROM users u
+      LEFT JOIN target t ON true
+      LEFT JOIN user_preferences pref ON pref.user_id = u.id
+     WHERE u.id = p_user_id
+       AND u.is_active;
+END;
+$$;
+REVOKE ALL ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION chat_call_context(uuid, uuid, integer, integer, integer, integer) TO app_user;

@@ -3,7 +3,7 @@ import { ADMIN } from "../admin.js";
 import { empty, field, formatDate, h, pagedList, section, select, table } from "../ui.js";
 
 const ACTIONS = ["", "grant_admin", "revoke_admin", "credit", "debit", "disable_user", "enable_user", "add_model",
-                 "change_model", "disable_model", "enable_model", "reconcile"];
+                 "change_model", "disable_model", "enable_model", "schedule_price", "reconcile"];
 
 export async function render({ signal }) {
   const action = field("Action", { name: "action", control: select(ACTIONS.map((name) => [name, name || "All actions"]), "") });
