@@ -118,6 +118,18 @@ def test_an_admin_works_through_every_admin_page(server, page):
     edit.get_by_label("Reason (kept in the audit log)").fill("typo")
     edit.get_by_role("button", name="Change").click()
     expect(edit.get_by_role("alert")).to_contain_text("changes.input_price_per_mtok")
+    schedule = page.locator("form").filter(has=page.get_by_role("button", name="Schedule"))
+    schedule.get_by_label("Model").select_option("local/echo")
+    schedule.get_by_label("Input price per million tokens").fill("0.02")
+    schedule.get_by_label("Output price per million tokens").fill("0.04")
+    schedule.get_by_label("Reason (kept in the audit log)").fill("new year")
+    schedule.get_by_role("button", name="Schedule").click()  # no time given: refused, naming the field
+    expect(schedule.locator("[data-field=effective_from] .field-error")).not_to_be_empty()
+    schedule.get_by_label("In force from").fill("2031-01-01T00:00")
+    schedule.get_by_role("button", name="Schedule").click()
+    expect(schedule.get_by_role("alert")).to_contain_text("Scheduled version")
+    assert database.query("SELECT count(*) FROM model_prices WHERE model_id = 'local/echo'"
+                          " AND effective_from > now()") == [(1,)]
 
     go(page, "Holds")
     expect(page.get_by_text("No hold is past its deadline.")).to_be_visible()
@@ -128,13 +140,13 @@ def test_an_admin_works_through_every_admin_page(server, page):
     expect(page.locator("tr[data-house-key=OPENAI_API_KEY]")).to_contain_text("unset")
 
     go(page, "Audit log")
-    for reason in ("ticket 12: refund", "abuse report", "retired", "weekly check"):
+    for reason in ("ticket 12: refund", "abuse report", "retired", "new year", "weekly check"):
         expect(page.locator("tr[data-audit]").filter(has_text=reason)).to_have_count(1)
     page.get_by_label("Action").select_option("credit")
     page.get_by_role("button", name="Filter").click()
     expect(page.locator("tr[data-audit]")).to_have_count(1)
     assert database.query("SELECT action FROM admin_actions ORDER BY id") == [
-        ("credit",), ("disable_user",), ("disable_model",), ("reconcile",)]
+        ("credit",), ("disable_user",), ("disable_model",), ("schedule_price",), ("reconcile",)]
     assert not re.search(r"sk-[A-Za-z0-9]", page.content())
     assert page.errors == []
     for name in ("users", "models", "holds", "audit"):

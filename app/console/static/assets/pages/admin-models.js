@@ -36,6 +36,19 @@ export async function render({ signal }) {
     await show();
     return `${edited.input.value} changed.`;
   });
+
+  const priced = choice();
+  const input = field("Input price per million tokens", { name: "input_price_per_mtok", inputmode: "decimal", autocomplete: "off" });
+  const output = field("Output price per million tokens", { name: "output_price_per_mtok", inputmode: "decimal", autocomplete: "off" });
+  const starts = field("In force from", { name: "effective_from", type: "datetime-local" });
+  const schedule = actionForm("Schedule", { model: priced, input_price_per_mtok: input, output_price_per_mtok: output,
+                                            effective_from: starts }, async ({ reason }) => {
+    const when = starts.input.value;
+    const done = await post(`${ADMIN}/models/${priced.input.value}/prices`, {
+      input_price_per_mtok: input.input.value.trim(), output_price_per_mtok: output.input.value.trim(),
+      effective_from: when ? new Date(when).toISOString() : "", reason });
+    return `Scheduled version ${done.version_id} of ${priced.input.value}.`;
+  });
   return [h("h1", {}, "Catalog admin"), section("Models", holder), section("Disable or enable a model", toggle),
-          section("Change a model", edit)];
+          section("Change a model", edit), section("Schedule a price", schedule)];
 }
