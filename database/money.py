@@ -4,8 +4,10 @@ from psycopg2.extras import Json
 
 TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_id, description, model_id, "
                        "access_key_id, created_at")
-# A ledger entry: its transaction, and a settle's charge by part (call_charges; null for other entries).
-LEDGER_COLUMNS = ", ".join(f"t.{column}" for column in TRANSACTION_COLUMNS.split(", ")) + ", charge_parts(c) AS charge"
+# A ledger entry: its transaction, a settle's charge by part (call_charges; null for other entries) and the
+# price book's version a hold or its charge was priced by (null for other entries, and those made before it).
+LEDGER_COLUMNS = (", ".join(f"t.{column}" for column in TRANSACTION_COLUMNS.split(", "))
+                  + ", charge_parts(c) AS charge, (t.metadata ->> 'price_version_id')::bigint AS price_version_id")
 BALANCE_COLUMNS = "total_balance, spent_balance, held_balance, available_balance, currency"
 # Sent before a statement run on its own (no BEGIN): the audit triggers' acting
 # user, for the implicit transaction that the two share.

@@ -100,6 +100,10 @@ def test_a_price_change_between_a_hold_and_its_settle_charges_the_holds_version(
     (charged, hold_version, charge_version), = _charges(database)
     assert charged == cost(MINI, usage["prompt_tokens"], usage["completion_tokens"])  # the old prices
     assert hold_version == charge_version == old_version
+    # The ledger shows each entry's version.
+    ledger = client.get("/api/v1/balance/transactions", headers=bearer(ada)).get_json()["transactions"]
+    assert [(entry["type"], entry["price_version_id"]) for entry in ledger] == [
+        ("release", str(old_version)), ("hold", str(old_version)), ("deposit", None)]
     # The next call is priced by the new version.
     assert _call(client, ada).status_code == 200
     new_version = _versions(database, MINI)[-1][0]
