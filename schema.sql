@@ -716,9 +716,8 @@ CREATE TABLE model_prices (
 
 CREATE FUNCTION price_in_force(p_model text, p_at timestamp with time zone) RETURNS SETOF model_prices
     LANGUAGE sql STABLE
-    SET search_path TO 'public', 'pg_temp'
     AS $$
-    SELECT * FROM model_prices
+    SELECT * FROM public.model_prices
      WHERE model_id = p_model AND effective_from <= p_at
      ORDER BY effective_from DESC
      LIMIT 1;

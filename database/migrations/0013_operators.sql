@@ -287,10 +287,12 @@ $$;
 CREATE TRIGGER model_prices_unchangeable BEFORE UPDATE OR DELETE OR TRUNCATE ON model_prices
     FOR EACH STATEMENT EXECUTE FUNCTION model_prices_unchangeable();
 
--- The version of `p_model` in force at `p_at`; no row when none is.
+-- The version of `p_model` in force at `p_at`; no row when none is. Without
+-- a SET clause (the table named with its schema instead) so that the planner
+-- inlines it into each call's context query: one index probe, no call.
 CREATE FUNCTION price_in_force(p_model text, p_at timestamptz) RETURNS SETOF model_prices
-LANGUAGE sql STABLE SET search_path = public, pg_temp AS $$
-    SELECT * FROM model_prices
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM public.model_prices
      WHERE model_id = p_model AND effective_from <= p_at
      ORDER BY effective_from DESC
      LIMIT 1;
