@@ -729,9 +729,36 @@ CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id t
     AS $$
 DECLARE
     released record;
+    done call_charges%ROWTYPE;
     stamp timestamptz := now();
     prompt_cost numeric;
 BEGIN
+    -- The same settle sent again (its connection died before its answer came
+    -- back): the answer of the settle already made, and nothing written twice.
+    SELECT c.* INTO done
+      FROM call_charges c
+      JOIN transactions h ON h.id = c.hold_id
+     WHERE c.hold_id = p_hold_id AND h.user_id = p_user_id AND h.hold_token IS NOT DISTINCT FROM p_hold_token;
+    IF FOUND THEN
+        charged := true;
+        input_cost := done.input_cost; cached_input_cost := done.cached_input_cost;
+        cache_write_cost := done.cache_write_cost; output_cost := done.output_cost;
+        SELECT min(m.id) FILTER (WHERE m.role = 'user'), min(m.id) FILTER (WHERE m.role = 'assistant')
+          INTO user_message_id, assistant_message_id
+          FROM chat_history m
+         WHERE m.session_id = p_session_id AND m.transaction_id = p_hold_id;
+        saved := user_message_id IS NOT NULL;
+        SELECT r.created_at INTO created_at
+          FROM transactions r
+         WHERE r.related_transaction_id = p_hold_id AND r.type = 'release';
+        SELECT b.total_balance, b.spent_balance, b.held_balance, b.total_balance - b.spent_balance, b.currency
+          INTO total_balance, spent_balance, held_balance, available_balance, currency
+          FROM user_balance b
+         WHERE b.user_id = p_user_id;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
     -- Locked until this commits, so a concurrent delete of the session waits
     -- (and takes the messages with it) or has already happened (none are saved).
     PERFORM 1 FROM chat_sessions s WHERE s.id = p_session_id AND s.user_id = p_user_id FOR NO KEY UPDATE;

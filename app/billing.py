@@ -497,13 +497,18 @@ def release(hold, why):
 
 
 @contextmanager
-def settling(hold):
+def settling(hold, alone=False):
     """The settling transaction, for `settle` and whatever must commit with it
-    (an idempotency record). If it fails, the whole hold is returned before the
-    error goes on as a 500; but DatabaseUnavailable goes on with the hold still
-    held, for the caller to try again (`settle_retry_pause`) before it returns
-    the hold."""
+    (an idempotency record); `alone`: nothing must, and the settle runs as one
+    statement committed in its own round trip (None is yielded), so the
+    balance row is never locked while Python works. If it fails, the whole
+    hold is returned before the error goes on as a 500; but
+    DatabaseUnavailable goes on with the hold still held, for the caller to
+    try again (`settle_retry_pause`) before it returns the hold."""
     try:
+        if alone:
+            yield None
+            return
         with db.transaction(acting_user_id=hold.user_id) as tx:
             yield tx
     except DatabaseUnavailable:

@@ -29,7 +29,8 @@ worker (functions by own time, and by layer). py-spy is not a dependency:
 
     .venv/bin/python bench/capacity.py                        # ~3 min
     .venv/bin/python bench/capacity.py --rounds 3 --seconds 20
-    .venv/bin/python bench/capacity.py --profile --no-litellm  # ours alone, where the time goes"""
+    .venv/bin/python bench/capacity.py --profile --no-litellm  # ours alone, where the time goes
+    .venv/bin/python bench/capacity.py --setting LOG_LEVEL=WARNING  # ours without its access log"""
 import argparse
 import json
 import os
@@ -208,6 +209,7 @@ def compare(args):
                                 OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=f"{stub.url}/v1")
         for test_only in ("PROVIDER_RETRIES", "BREAKER_FAILURES", "BREAKER_MIN_CALLS", "DB_POOL_TIMEOUT"):
             settings.pop(test_only)  # make run's defaults
+        settings.update(args.setting)
         service = MakeRunService(settings, Path(folder) / "service.log")
         stack.callback(service.stop)
         key = access_key(service.url)
@@ -275,6 +277,8 @@ def main():
     parser.add_argument("--no-litellm", action="store_true", help="ours alone; fixed rates then of our saturation")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-rate", type=int, default=150)
+    parser.add_argument("--setting", action="append", default=[], type=lambda text: tuple(text.split("=", 1)),
+                        help="NAME=VALUE: one of ours' settings otherwise (what a lever costs: LOG_LEVEL=WARNING)")
     parser.add_argument("--max-load", type=float, default=2.5)
     parser.add_argument("--wait-for-quiet", type=float, default=0)
     compare(parser.parse_args())

@@ -8,6 +8,9 @@
 --     holds may be lost and their ids handed out again; a settle of a lost
 --     hold then finds another call's hold under its id, with another token,
 --     and closes nothing (the call goes unbilled, as it was never held).
+--   - settle_chat_call, sent again for a hold it has charged, answers that
+--     settle instead of writing anything twice: a call with no answer to
+--     keep settles in one statement committed in its own round trip.
 --   Reconcile still releases a hold by its id alone: it reads the hold it
 --   releases from the ledger.
 -- And live_access_key: the lookup each /v1 call starts with, in PL/pgSQL, so
@@ -204,9 +207,36 @@ CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id t
     AS $$
 DECLARE
     released record;
+    done call_charges%ROWTYPE;
     stamp timestamptz := now();
     prompt_cost numeric;
 BEGIN
+    -- The same settle sent again (its connection died before its answer came
+    -- back): the answer of the settle already made, and nothing written twice.
+    SELECT c.* INTO done
+      FROM call_charges c
+      JOIN transactions h ON h.id = c.hold_id
+     WHERE c.hold_id = p_hold_id AND h.user_id = p_user_id AND h.hold_token IS NOT DISTINCT FROM p_hold_token;
+    IF FOUND THEN
+        charged := true;
+        input_cost := done.input_cost; cached_input_cost := done.cached_input_cost;
+        cache_write_cost := done.cache_write_cost; output_cost := done.output_cost;
+        SELECT min(m.id) FILTER (WHERE m.role = 'user'), min(m.id) FILTER (WHERE m.role = 'assistant')
+          INTO user_message_id, assistant_message_id
+          FROM chat_history m
+         WHERE m.session_id = p_session_id AND m.transaction_id = p_hold_id;
+        saved := user_message_id IS NOT NULL;
+        SELECT r.created_at INTO created_at
+          FROM transactions r
+         WHERE r.related_transaction_id = p_hold_id AND r.type = 'release';
+        SELECT b.total_balance, b.spent_balance, b.held_balance, b.total_balance - b.spent_balance, b.currency
+          INTO total_balance, spent_balance, held_balance, available_balance, currency
+          FROM user_balance b
+         WHERE b.user_id = p_user_id;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
     -- Locked until this commits, so a concurrent delete of the session waits
     -- (and takes the messages with it) or has already happened (none are saved).
     PERFORM 1 FROM chat_sessions s WHERE s.id = p_session_id AND s.user_id = p_user_id FOR NO KEY UPDATE;

@@ -2,15 +2,18 @@
 knows. A release that gives it closes only that hold, so after a database
 crash that lost a hold and handed its id to another call's hold, the first
 call's settle (or its failure's release) cannot close the other call's hold.
-The same token asked again answers the same hold, so the hold's one statement
-can be sent again when its connection died before the answer came back."""
+The same token asked again answers the same hold, and a settle sent again
+answers the settle made, so each can be one statement committed in its own
+round trip, sent again when its connection died before the answer came back."""
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from types import SimpleNamespace
 from uuid import uuid4
 
 import pytest
 
 from app.extensions import db
+from app.pricing import Charge
 from tests.money.test_billing_faults import DEPOSIT, MODEL, holds_and_releases, money
 from tests.support import bearer, new_session, readme_ledger_query, user, user_id_of
 
@@ -19,7 +22,8 @@ OTHER_HOLD = Decimal("0.50")
 
 @pytest.fixture
 def settings(stubbed_settings):
-    return {**stubbed_settings, "OPENAI_API_KEY": "sk-house-stubkey-000000000001234"}
+    # A gated call must outlive a busy machine's pauses: its hold is lost by hand meanwhile.
+    return {**stubbed_settings, "OPENAI_API_KEY": "sk-house-stubkey-000000000001234", "PROVIDER_TIMEOUT": 60}
 
 
 @pytest.fixture
@@ -117,3 +121,31 @@ def test_a_token_belongs_to_holds_only(database, token):
     with pytest.raises(Exception, match="transactions_hold_token_check"):
         database.query("INSERT INTO transactions (user_id, type, amount, available_after, hold_token) "
                        "VALUES (%s, 'deposit', 1, 1, gen_random_uuid())", (user_id,))
+
+
+def test_a_settle_sent_again_answers_the_settle_made_and_writes_nothing_twice(app, client, token, database):
+    user_id = user_id_of(database)
+    hold_token = uuid4()
+    held = hold(app, user_id, OTHER_HOLD, hold_token)
+    session_id = new_session(client, token, MODEL)
+    the_hold = SimpleNamespace(id=held["transaction_id"], amount=OTHER_HOLD, model_id=MODEL, token=hold_token,
+                               route=SimpleNamespace(provider="openai"))
+    charge = Charge(3, 4, 0, 0, 0, None, Decimal("0.0000030"), Decimal(0), Decimal(0), Decimal("0.12"))
+
+    def settle():
+        with app.app_context():  # no transaction given: one statement, committed as it runs
+            return db.settle_chat_call(user_id, session_id, the_hold, None, "hi", "You said: hi", charge,
+                                       {"kind": "settle"})
+
+    first, again = settle(), settle()
+    assert first["charged"] and first["saved"]
+    assert again == first
+    assert holds_and_releases(database) == [(OTHER_HOLD, OTHER_HOLD - Decimal("0.120003"))]
+    assert database.query("SELECT count(*) FROM chat_history") == [(2,)]
+    assert database.query("SELECT sum(request_count) FROM model_usage_stats") == [(1,)]
+    assert database.query("SELECT message_count FROM chat_sessions") == [(2,)]
+    assert money(database) == (DEPOSIT, Decimal("0.120003"), 0)
+    assert database.query(readme_ledger_query()) == []
+    # Its audit rows name the user, though no BEGIN carried the acting user.
+    assert database.query("SELECT DISTINCT acting_user_id FROM audit_log WHERE table_name = 'transactions' "
+                          "AND operation = 'INSERT'") == [(user_id,)]
