@@ -36,10 +36,7 @@ def register_commands(app: Flask):
         except ValidationError as exc:
             problem = validation_details(exc, {"amount": amount})["amount"]
             raise click.BadParameter(problem, param_hint="AMOUNT") from None
-        try:
-            email = EMAIL.validate_python(email)
-        except ValidationError as exc:
-            raise click.BadParameter(next(iter(validation_details(exc, email).values())), param_hint="EMAIL") from None
+        email = _email_argument(email)
         note = note.strip()
         if not note or len(note) > 400 or "\x00" in note:
             raise click.BadParameter("--note must be 1 to 400 characters")
@@ -60,6 +57,38 @@ def register_commands(app: Flask):
                 "MIGRATE_DATABASE_URL must name the owner") from None
         click.echo(f"{kind}ed {format_money(amount)} USD to {email}: transaction {moved['transaction_id']}, "
                    f"available {format_money(moved['available'])}")
+
+    admin = AppGroup("admin", help="Who may use the admin API and console pages.")
+
+    def _set_admin(email, reason, grant):
+        email = _email_argument(email)
+        reason = reason.strip()
+        if not reason or len(reason) > 400 or "\x00" in reason:
+            raise click.BadParameter("--reason must be 1 to 400 characters")
+        # As the owner: the service's own login may read the admins, never write them.
+        with owner_transaction() as tx:
+            change = db.grant_admin if grant else db.revoke_admin
+            if change(email, reason, tx=tx) is None:
+                raise click.ClickException(f"no account with email {email}")
+        click.echo(f"{email} is {'now' if grant else 'no longer'} an admin")
+
+    @admin.command("grant")
+    @click.argument("email")
+    @click.option("--reason", default="granted at the command line", show_default=True,
+                  help="Why; kept in the audit log.")
+    def grant(email, reason):
+        """Make the account with EMAIL an admin, from its next request."""
+        _set_admin(email, reason, grant=True)
+
+    @admin.command("revoke")
+    @click.argument("email")
+    @click.option("--reason", default="revoked at the command line", show_default=True,
+                  help="Why; kept in the audit log.")
+    def revoke(email, reason):
+        """Stop the account with EMAIL being an admin, from its next request."""
+        _set_admin(email, reason, grant=False)
+
+    app.cli.add_command(admin)
 
     keys = AppGroup("keys", help="The key vault.")
 
@@ -128,6 +157,13 @@ def register_commands(app: Flask):
                    f"{db.prune_login_attempts(current_app.config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
 
     explain_database_outages(app.cli)
+
+
+def _email_argument(email):
+    try:
+        return EMAIL.validate_python(email)
+    except ValidationError as exc:
+        raise click.BadParameter(next(iter(validation_details(exc, email).values())), param_hint="EMAIL") from None
 
 
 def _reencrypt_api_keys(vault):

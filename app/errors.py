@@ -102,6 +102,18 @@ class ModelNotAllowed(APIError):
     message = "This access key may not use this model (see its allowed_models)."
 
 
+class AdminRequired(APIError):
+    status = 403
+    code = "admin_required"
+    message = "Only an admin may do this (an access key never may)."
+
+
+class SelfActionForbidden(APIError):
+    status = 403
+    code = "self_action_forbidden"
+    message = "An admin may not act on their own account; ask another admin."
+
+
 class NotFound(APIError):
     status = 404
     code = "not_found"
@@ -153,12 +165,20 @@ class ModelUnavailable(Conflict):
     message = "This session's model is no longer offered."
 
 
-# ----------------------------------------------------------------- 413, 415, 422, 429
+# ----------------------------------------------------------------- 413, 414, 415, 422, 429
 
 class PayloadTooLarge(APIError):
     status = 413
     code = "payload_too_large"
     message = "The request body is larger than the limit."
+
+
+class URITooLong(APIError):
+    """Answered by gunicorn (gunicorn.conf.py), before any view; declared
+    here so that an operation whose query can grow long documents it."""
+    status = 414
+    code = "uri_too_long"
+    message = "The request line is too long."
 
 
 class UnsupportedMediaType(APIError):
@@ -243,6 +263,12 @@ class ProvidersUnavailable(APIError):
     code = "providers_unavailable"
     message = ("Every provider that serves this model has been failing; none is tried until its pause is over. "
                "Try again after Retry-After seconds; nothing was charged.")
+
+
+class ModelUnpriced(APIError):
+    status = 503
+    code = "model_unpriced"
+    message = "This model has no price in force, so it cannot be served; an operator must price it."
 
 
 class ProviderNotConfigured(APIError):

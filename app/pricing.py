@@ -18,18 +18,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prices:
-    """A model's prices per million tokens (the catalog's columns); a cache
-    price is None where the model has none."""
+    """A model's prices per million tokens (the price book's version
+    `version_id`); a cache price is None where the model has none."""
     input: Decimal
     output: Decimal
     cache_read: Decimal | None = None
     cache_write: Decimal | None = None
     cache_write_1h: Decimal | None = None
+    version_id: int | None = None
 
     @classmethod
     def of(cls, row):
         return cls(row["input_price_per_mtok"], row["output_price_per_mtok"], row.get("cache_read_price_per_mtok"),
-                   row.get("cache_write_price_per_mtok"), row.get("cache_write_1h_price_per_mtok"))
+                   row.get("cache_write_price_per_mtok"), row.get("cache_write_1h_price_per_mtok"),
+                   row.get("price_version_id"))
 
     def prompt_bound(self, cache_marks=()):
         """The most one prompt token of a call can cost: the input price, or a

@@ -180,6 +180,7 @@ class AccountsSQL:
             return cursor.one(
                 """
                 SELECT u.id, u.email, u.username, u.created_at,
+                       EXISTS (SELECT 1 FROM admins a WHERE a.user_id = u.id) AS is_admin,
                        b.total_balance, b.spent_balance, b.held_balance, b.available_balance, b.currency
                   FROM users u
                   JOIN user_with_balance b ON b.id = u.id

@@ -10,19 +10,21 @@ class CatalogSQL:
     """A part of DatabaseService (database/service.py), which gives `_maybe(tx)` and `_alone(tx)`."""
 
     def catalog(self, model_id=None, tx=None):
-        """Active models with their rating summary and usage (one model when
-        `model_id` is given), in catalog order."""
+        """Active models priced now (the price book's version in force) with
+        their rating summary and usage (one model when `model_id` is given), in
+        catalog order. A model with no price in force is not offered."""
         with self._alone(tx) as cursor:
             return cursor.all(
                 """
                 SELECT m.id, m.provider, m.name, m.description, m.context_window, m.max_output_tokens,
-                       m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
-                       m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.prices_as_of, m.capabilities,
+                       v.input_price_per_mtok, v.output_price_per_mtok, v.cache_read_price_per_mtok,
+                       v.cache_write_price_per_mtok, v.cache_write_1h_price_per_mtok, m.prices_as_of, m.capabilities,
                        m.features, m.input_modalities, m.aliases, m.deployments,
                        coalesce(r.rating_count, 0) AS rating_count, r.rating_average, r.distribution,
                        p.request_count, p.prompt_tokens, p.completion_tokens, p.popularity_rank
                   FROM models m
                   JOIN model_popularity p ON p.model_id = m.id
+                  JOIN LATERAL price_in_force(m.id, now()) v ON true
                   LEFT JOIN (SELECT model_id, count(*) AS rating_count, avg(rating) AS rating_average,
                                     jsonb_build_object('1', count(*) FILTER (WHERE rating = 1),
                                                        '2', count(*) FILTER (WHERE rating = 2),
@@ -37,6 +39,26 @@ class CatalogSQL:
                 """,
                 {"model_id": model_id},
             )
+
+    def price_history(self, model_id, tx=None):
+        """Every price version of a model, newest first (scheduled ones too),
+        with `in_force` on the one that prices calls now; None for no such model."""
+        with self._alone(tx) as cursor:
+            rows = cursor.all(
+                """
+                SELECT v.id, v.effective_from, v.input_price_per_mtok, v.output_price_per_mtok,
+                       v.cache_read_price_per_mtok, v.cache_write_price_per_mtok, v.cache_write_1h_price_per_mtok,
+                       v.created_at, v.id = (SELECT f.id FROM price_in_force(m.id, now()) f) AS in_force
+                  FROM models m
+                  LEFT JOIN model_prices v ON v.model_id = m.id
+                 WHERE m.id = %(model_id)s
+                 ORDER BY v.effective_from DESC
+                """,
+                {"model_id": model_id},
+            )
+        if not rows:
+            return None
+        return [row for row in rows if row["id"] is not None]
 
     def model_usage_by_day(self, model_id, days, tx=None):
         """Requests, tokens and cost per UTC day over the last `days` days."""

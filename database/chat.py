@@ -4,6 +4,7 @@ from base64 import b64decode
 
 from psycopg2.extras import Json
 
+from database.money import ACTING_USER
 from database.vocab import USAGE_BUCKETS
 
 SESSION_COLUMNS = ("id, model_id, title, message_count, total_prompt_tokens, total_completion_tokens, total_cost, "
@@ -89,7 +90,7 @@ class ChatSQL:
         user stored and their preferences (as model_call_context gives them),
         and the newest history that fits the context window beside
         `fixed_tokens` (the request's overhead and the new message)."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 SELECT *
@@ -107,7 +108,8 @@ class ChatSQL:
     def model_call_context(self, user_id, model_name, max_tokens, default_max_tokens, tx=None):
         """What a call outside any session needs, in one round trip: the user's
         token generation (None: no such active user), the model `model_name`
-        resolves to (`model_id` None: none) with its prices, limits, features,
+        resolves to (`model_id` None: none) with its prices (the price book's
+        version in force: `price_version_id`, None when none is), limits, features,
         input modalities and deployments, the call's max tokens (asked for,
         else the model's default), every key the user stored, sealed, newest
         first (`user_keys`: id, provider, encryption_kid, nonce,
@@ -118,7 +120,7 @@ class ChatSQL:
         slash: gpt-4o) it is. When two active models share the bare name it
         resolves to none, as an unknown name does. A name that is an alias
         list's resolves to no model; `listed_models` are the list's (else None)."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 WITH named AS (
@@ -138,8 +140,9 @@ class ChatSQL:
                        AND alike = 1
                 )
                 SELECT u.token_generation, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-                       m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
-                       m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.is_active, m.features,
+                       p.id AS price_version_id, p.input_price_per_mtok, p.output_price_per_mtok,
+                       p.cache_read_price_per_mtok, p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok,
+                       m.is_active, m.features,
                        m.input_modalities, m.deployments,
                        coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
                        pref.daily_spend_limit, pref.max_cost_per_message,
@@ -154,6 +157,7 @@ class ChatSQL:
                          WHERE a.user_id = u.id) AS user_keys
                   FROM users u
                   LEFT JOIN models m ON m.id = (SELECT id FROM resolved)
+                  LEFT JOIN LATERAL price_in_force(m.id, now()) p ON true
                   LEFT JOIN user_preferences pref ON pref.user_id = u.id
                  WHERE u.id = %(user_id)s
                    AND u.is_active
@@ -171,17 +175,19 @@ class ChatSQL:
         `question` and `answer`; unless the session is gone, or there is none:
         saved = false), keeps the charge by part (`charge`, an
         app.pricing.Charge) and counts the usage, in one round trip.
-        release_metadata goes on the release row."""
-        with self._maybe(tx, user_id) as cursor:
+        release_metadata goes on the release row. Without `tx` it is one
+        statement committed in its own round trip, safe to send again (the
+        function answers a settle it already made)."""
+        with (self._maybe(tx, user_id) if tx is not None else self._alone(None)) as cursor:
             return cursor.one(
-                """
+                ("" if tx is not None else ACTING_USER) + """
                 SELECT *
                   FROM settle_chat_call(%(user_id)s, %(session_id)s, %(model_id)s, %(api_key_id)s, %(hold_id)s,
                                         %(hold_amount)s, %(question)s, %(prompt_tokens)s, %(input_cost)s, %(answer)s,
                                         %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint,
                                         %(release_metadata)s, %(cache_read_tokens)s, %(cache_write_tokens)s,
                                         %(cache_write_1h_tokens)s, %(reasoning_tokens)s, %(cached_input_cost)s,
-                                        %(cache_write_cost)s, %(served_provider)s)
+                                        %(cache_write_cost)s, %(served_provider)s, %(hold_token)s)
                 """,
                 {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
                  "hold_id": hold.id, "hold_amount": hold.amount, "question": question, "answer": answer,
@@ -190,7 +196,7 @@ class ChatSQL:
                  "cache_read_tokens": charge.cache_read_tokens, "cache_write_tokens": charge.cache_write_tokens,
                  "cache_write_1h_tokens": charge.cache_write_1h_tokens, "reasoning_tokens": charge.reasoning_tokens,
                  "cached_input_cost": charge.cached_input_cost, "cache_write_cost": charge.cache_write_cost,
-                 "served_provider": hold.route.provider,
+                 "served_provider": hold.route.provider, "hold_token": hold.token,
                  "bucket": random.randrange(USAGE_BUCKETS), "release_metadata": Json(release_metadata)},
             )
 

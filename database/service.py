@@ -1,6 +1,6 @@
 """DatabaseService: the process's one connection pool and every SQL statement,
 one mixin per area (accounts, keys, access keys, money, chat, catalog,
-idempotency, the reconcile schedule).
+idempotency, the reconcile schedule, operators).
 
 Every query method takes `tx=None`: given the caller's transaction it joins it,
 so that several steps commit together; without one it runs its own. No method
@@ -11,6 +11,7 @@ import psycopg2.extras
 
 from database import pool
 from database.access_keys import AccessKeysSQL
+from database.admin import AdminSQL
 from database.accounts import AccountsSQL
 from database.catalog import CatalogSQL
 from database.chat import ChatSQL
@@ -21,7 +22,7 @@ from database.reconcile import ReconcileScheduleSQL
 
 
 class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, CatalogSQL, IdempotencySQL,
-                      ReconcileScheduleSQL):
+                      ReconcileScheduleSQL, AdminSQL):
     """Made once (`db = DatabaseService(current_state)`), bound to an app with
     `init_app`; its state lives in `app.extensions["database"]`.
 

@@ -16,7 +16,11 @@ FEATURES = ("tools", "structured_output", "images", "caching", "reasoning")
 # What a prompt may hold. Every model takes text; it takes images exactly when it
 # has the "images" feature too (the schema's models_image_input_check).
 INPUT_MODALITIES = ("text", "image")
-TRANSACTION_TYPES = ("deposit", "hold", "release")
+# `debit`: money an admin took back out of a balance (it lowers total_balance, as a deposit raises it).
+TRANSACTION_TYPES = ("deposit", "hold", "release", "debit")
+# What an operator may do; each leaves an admin_actions row.
+ADMIN_ACTIONS = ("grant_admin", "revoke_admin", "credit", "debit", "disable_user", "enable_user", "add_model",
+                 "change_model", "disable_model", "enable_model", "schedule_price", "reconcile")
 # An access key's spend limit counts over a UTC calendar day or month, or all time.
 SPEND_LIMIT_PERIODS = ("day", "month", "total")
 THEMES = ("system", "light", "dark")

@@ -196,6 +196,14 @@ def user(client, name="ada", funds=None):
     return token
 
 
+def admin(app, client, name="root", funds=None):
+    """A user made an admin by the owner's `flask admin grant`: their access token."""
+    token = user(client, name, funds)
+    result = app.test_cli_runner().invoke(args=["admin", "grant", f"{name}@example.com", "--reason", "test operator"])
+    assert result.exit_code == 0, result.output
+    return token
+
+
 def new_session(client, token, model_id="local/echo", **extra):
     response = client.post(CHAT_SESSIONS, json={"model_id": model_id, **extra}, headers=bearer(token))
     assert response.status_code == 201, response.get_json()

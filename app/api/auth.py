@@ -132,4 +132,4 @@ def logout(caller):
 def me(caller):
     """Your profile and balance"""
     row = db.profile(caller.user_id)
-    return Profile(**User.model_validate(row).model_dump(), balance=Balance.from_row(row))
+    return Profile(**User.model_validate(row).model_dump(), is_admin=row["is_admin"], balance=Balance.from_row(row))

@@ -8,8 +8,8 @@ from uuid import UUID
 
 from flask import request
 
-from app.api.contract import ACCOUNT_OR_KEY
-from app.errors import APIError, InvalidAccessKey, InvalidToken, Unauthorized
+from app.api.contract import ACCOUNT_OR_KEY, ADMIN
+from app.errors import AdminRequired, APIError, InvalidAccessKey, InvalidToken, Unauthorized
 from app.extensions import db, tokens
 from app.security import ACCESS
 
@@ -31,11 +31,13 @@ class Caller:
 
 
 def authenticate(callers):
-    """The request's Caller, for an operation open to `callers` (ACCOUNT or
-    ACCOUNT_OR_KEY): an access token still live (not revoked by a logout, its
-    user active), or a live access key. A missing, unknown, revoked or expired
-    credential is a 401; a key is never logged or echoed."""
+    """The request's Caller, for an operation open to `callers` (ACCOUNT,
+    ACCOUNT_OR_KEY or ADMIN): an access token still live (not revoked by a
+    logout, its user active), or a live access key. A missing, unknown, revoked
+    or expired credential is a 401; a key is never logged or echoed."""
     credential = _credential(bearer_only=callers != ACCOUNT_OR_KEY)
+    if callers == ADMIN:
+        return _admin(credential)
     if callers == ACCOUNT_OR_KEY and credential.startswith(ACCESS_KEY_PREFIX):
         key = db.live_access_key(access_key_hash(credential))
         if key is None:
@@ -47,6 +49,22 @@ def authenticate(callers):
     generation = db.token_generation(claims["sub"])
     if generation is None or generation != claims["gen"]:
         raise InvalidToken()  # issued before the user's last logout, or the user is gone or deactivated
+    return Caller(claims["sub"])
+
+
+def _admin(credential):
+    """The Caller of an admin operation: a live access token whose user is an
+    admin now, read from the database at every request (a token carries no
+    role, so a revoke acts on the next request). An access key never opens
+    one; like any other user, it is a 403."""
+    if credential.startswith(ACCESS_KEY_PREFIX):
+        raise AdminRequired()
+    claims = tokens.decode(credential, ACCESS)
+    standing = db.admin_standing(claims["sub"])
+    if standing is None or standing["token_generation"] != claims["gen"]:
+        raise InvalidToken()
+    if not standing["is_admin"]:
+        raise AdminRequired()
     return Caller(claims["sub"])
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 # Who may call an operation (`caller`); an operation that declares none is open to anyone.
 ACCOUNT = "account"                # an account's access token (a JWT from /auth/login)
 ACCOUNT_OR_KEY = "account or key"  # that, or an access key (`qm-…`), as a bearer token or in x-api-key
+ADMIN = "admin"                    # an account's access token whose user is an admin at this request
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Operation:
     responses: dict = field(default_factory=dict)  # status → pydantic model, JSON schema dict, or None (no body)
     request: type[BaseModel] | None = None
     errors: tuple = ()
-    callers: str | None = None           # ACCOUNT, ACCOUNT_OR_KEY, or None (anyone)
+    callers: str | None = None           # ACCOUNT, ACCOUNT_OR_KEY, ADMIN, or None (anyone)
     query: list = field(default_factory=list)
     idempotent: bool = False
     claims_in_view: bool = False          # its view claims the Idempotency-Key record in its own transaction
@@ -62,7 +63,7 @@ def _declaring(**parts):
 
 
 def caller(kind):
-    """Who may call: ACCOUNT or ACCOUNT_OR_KEY. The view gets the Caller as its first argument."""
+    """Who may call: ACCOUNT, ACCOUNT_OR_KEY or ADMIN. The view gets the Caller as its first argument."""
     return _declaring(callers=kind)
 
 

@@ -12,7 +12,7 @@ from app.extensions import breakers, db, health
 from app.recommend import bayesian_average, blended_price, catalog_entry, rank
 from app.schemas import (DailyUsage, ModelAccess, ModelAccessList, ModelDetail, ModelList, Rating, RatingRequest,
                          Recommendation, RecommendationList, RecommendRequest)
-from app.schemas.catalog import DeploymentHealth
+from app.schemas.catalog import DeploymentHealth, PriceHistory, PriceVersion
 from database.vocab import CAPABILITIES, PROVIDERS
 
 bp = OperationBlueprint("models", __name__, url_prefix="/models")
@@ -74,6 +74,18 @@ def show_model(provider, name):
         DeploymentHealth(provider=served_by, model=upstream, health=health.figures(key),
                          circuit="open" if breakers.is_open(key) else "closed")
         for served_by, upstream, key in keys])
+
+
+@bp.get("/<provider>/<name>/prices")
+@response(PriceHistory)
+def price_history(provider, name):
+    """A model's price book: every version, newest first, scheduled ones too
+
+    Public."""
+    versions = db.price_history(f"{provider}/{name}")
+    if versions is None:
+        raise NotFound()
+    return PriceHistory(prices=[PriceVersion.from_row(row) for row in versions])
 
 
 @bp.put("/<provider>/<name>/rating")

@@ -74,13 +74,15 @@ class ProvidersFile(BaseModel):
 @dataclass(frozen=True)
 class Provider:
     """A configured provider: `keys` are its house keys' (setting, value,
-    weight), those whose setting is set."""
+    weight), those whose setting is set; `unset_keys` the names of its key
+    settings that are empty."""
     name: str
     format: str
     base_url: str | None = None
     keys: tuple = field(default=(), repr=False)
     needs_key: bool = True
     timeout: float | None = None
+    unset_keys: tuple = ()
 
     @property
     def remote(self):
@@ -109,7 +111,8 @@ def configured_providers(config, setting):
             if not value:
                 log.info("provider %s: %s is not set, so that key is not in its house keys", entry.name, name)
         providers[entry.name] = Provider(entry.name, entry.format, entry.base_url.rstrip("/"),
-                                         tuple(key for key in keys if key[1]), entry.needs_key, entry.timeout)
+                                         tuple(key for key in keys if key[1]), entry.needs_key, entry.timeout,
+                                         tuple(name for name, value, _ in keys if not value))
     return providers
 
 
@@ -163,6 +166,16 @@ class KeyPool:
     def cool_down(self, key, seconds):
         with self._lock:
             self._cooling[key] = max(self._cooling.get(key, 0), time.monotonic() + seconds)
+
+    def states(self):
+        """[(setting, state)] of the pool's keys, by setting name, never the
+        value: `ready`, `cooling` (answered 429, sitting out its Retry-After)
+        or `refused` (answered 401/403), as this process has seen them."""
+        with self._lock:
+            now = time.monotonic()
+            return [(name, "refused" if key in self._disabled else
+                     "cooling" if self._cooling.get(key, 0) > now else "ready")
+                    for key, name in self._names.items()]
 
     def disable(self, key):
         with self._lock:

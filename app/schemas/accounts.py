@@ -50,6 +50,7 @@ class Balance(Response):
 
 
 class Profile(User):
+    is_admin: bool  # may use the admin API and console pages (read again on every admin request)
     balance: Balance
 
 

@@ -27,6 +27,8 @@ class LedgerEntry(Response):
     access_key_id: UUID | None
     created_at: datetime
     charge: ChargeParts | None = None  # a settle's release: the call's charge by part (null before they were kept)
+    # A hold's, or its charge's, price version (GET /models/{provider}/{name}/prices); null for other entries.
+    price_version_id: str | None = None
 
     @classmethod
     def from_row(cls, row):
@@ -34,6 +36,8 @@ class LedgerEntry(Response):
         return cls(**{**row, "id": str(row["id"]), "amount": format_money(row["amount"]),
                       "available_after": format_money(row["available_after"]),
                       "related_transaction_id": None if related is None else str(related),
+                      "price_version_id": None if row.get("price_version_id") is None
+                      else str(row["price_version_id"]),
                       "charge": ChargeParts.from_json(row.get("charge"))})
 
 

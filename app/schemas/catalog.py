@@ -146,3 +146,28 @@ class RecommendationList(Response):
     recommendations: list[Recommendation]
     notice: str | None = None
     next_cursor: str | None = None
+
+
+class PriceVersion(Response):
+    """One version of a model's prices per million tokens, in force from
+    `effective_from` until the next one's; `in_force` marks the one that prices
+    calls now. Charges name theirs (`price_version_id` in the ledger entry's
+    release metadata)."""
+    id: str
+    effective_from: datetime
+    in_force: bool
+    input_price_per_mtok: MoneyText
+    output_price_per_mtok: MoneyText
+    cache_read_price_per_mtok: MoneyText | None
+    cache_write_price_per_mtok: MoneyText | None
+    cache_write_1h_price_per_mtok: MoneyText | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row):
+        prices = {column: None if row[column] is None else format_money(row[column]) for column in PRICE_COLUMNS}
+        return cls(**{**row, **prices, "id": str(row["id"]), "in_force": bool(row["in_force"])})
+
+
+class PriceHistory(Response):
+    prices: list[PriceVersion]

@@ -524,7 +524,7 @@ def test_me_returns_the_profile_with_a_zero_balance(client, ada):
     assert {key: body[key] for key in ("id", "email", "username", "created_at")} == ada["registered"]
     assert body["balance"] == {"total_balance": "0.00", "spent_balance": "0.00", "held_balance": "0.00",
                                "available_balance": "0.00", "currency": "USD"}
-    assert set(body) == {"id", "email", "username", "created_at", "balance"}
+    assert set(body) == {"id", "email", "username", "created_at", "is_admin", "balance"}
 
 
 # ------------------------------------------------------------------- audit

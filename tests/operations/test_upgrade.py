@@ -24,6 +24,8 @@ from tests.support import PASSWORD, ROOT, TEST_ITERATIONS, bearer, login, readme
 RELEASE_1 = "d276917"
 # A commit at schema version 7 (migrations 0001–0007): settles kept no charge by part.
 SCHEMA_7 = "9fdf0d5"
+# A commit at schema version 10, before operators and the price book.
+SCHEMA_10 = "74afb4a"
 # What an old commit's migrate.py needs: app/ too, where later ones read MAX_TOPUP's default.
 RELEASE_FILES = ["migrate.py", "schema.sql", "catalog.json", "database", "app"]
 LEDGER_TABLES = ["users", "user_balance", "transactions", "api_keys", "chat_sessions", "chat_history",
@@ -75,6 +77,13 @@ def release_1_database(pg_server, tmp_path):
 def schema_7_database(pg_server, tmp_path):
     """A database at schema version 7, made by that commit's own migrate.py."""
     with database_made_by(pg_server, SCHEMA_7, tmp_path, "qmarket_schema7") as owner_url:
+        yield owner_url
+
+
+@pytest.fixture
+def schema_10_database(pg_server, tmp_path):
+    """A database at schema version 10, made by that commit's own migrate.py."""
+    with database_made_by(pg_server, SCHEMA_10, tmp_path, "qmarket_schema10") as owner_url:
         yield owner_url
 
 
@@ -236,6 +245,55 @@ def test_a_schema_7_database_keeps_its_settled_call_whose_charge_reads_as_null(s
     finally:
         close_app(app)
     with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute(readme_ledger_query())
+        assert cur.fetchall() == []
+
+
+def test_a_schema_10_database_gets_its_prices_as_first_versions_from_each_models_creation(schema_10_database):
+    """Each model's prices of the moment become its first version, in force
+    since the model was made; past ledger rows keep their amounts, and a call
+    made since names the version it was priced by."""
+    owner_url = schema_10_database
+    assert recorded_versions(owner_url)[-1][0] == 10
+    with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
+        user_id, _ = funded_user_with_a_session(cur)
+        # A call held and charged 0.3 by that schema's procedures.
+        cur.execute("SELECT ok, transaction_id FROM deduct_user_balance(%s, 0.5, 'Hold for a message to local/echo',"
+                    " '{\"kind\": \"chat\"}', NULL, 60, 'local/echo', NULL)", (user_id,))
+        ok, hold_id = cur.fetchone()
+        assert ok
+        cur.execute("SELECT ok FROM add_user_funds(%s, 0.2, 'release', %s, 'settle', '{}')", (user_id, hold_id))
+        assert cur.fetchone()[0]
+        cur.execute("UPDATE models SET created_at = created_at - interval '30 days'")
+        cur.execute("SELECT id, created_at, input_price_per_mtok, output_price_per_mtok, cache_read_price_per_mtok,"
+                    " cache_write_price_per_mtok, cache_write_1h_price_per_mtok FROM models ORDER BY id")
+        models = cur.fetchall()
+    before = snapshot(owner_url)
+
+    migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)
+    migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)  # and again: no second version
+
+    assert_every_row_kept(before, snapshot(owner_url))
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT model_id, effective_from, input_price_per_mtok, output_price_per_mtok,"
+                    " cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok"
+                    " FROM model_prices ORDER BY model_id")
+        assert cur.fetchall() == models
+    app = create_app(settings_for(make_dsn(owner_url, user=migrate.APP_ROLE, password=APP_PASSWORD)))
+    try:
+        client = app.test_client()
+        headers = bearer(login(client)["access_token"])
+        session = client.get("/api/v1/chat/sessions", headers=headers).get_json()["sessions"][0]
+        sent = client.post(f"/api/v1/chat/sessions/{session['id']}/messages", headers=headers,
+                           json={"content": "still here?"})
+        assert sent.status_code == 201, sent.get_json()
+        history = client.get("/api/v1/models/local/echo/prices").get_json()["prices"]
+        assert [entry["in_force"] for entry in history] == [True]
+    finally:
+        close_app(app)
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT metadata->>'price_version_id' FROM transactions WHERE type = 'hold' ORDER BY id")
+        assert cur.fetchall() == [(None,), (history[0]["id"],)]
         cur.execute(readme_ledger_query())
         assert cur.fetchall() == []
 

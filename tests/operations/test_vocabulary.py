@@ -7,8 +7,9 @@ import typing
 import pytest
 from app.schemas import EMAIL_MAX_LENGTH, PreferencesBody, RatingRequest, Username
 from app.schemas.openai_format import MAX_FALLBACK_MODELS
-from database.vocab import (ALIAS_LIST_MAX_MODELS, FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN,
-                            PROVIDER_NAME_PATTERN, PROVIDERS, THEMES, TRANSACTION_TYPES, USAGE_BUCKETS)
+from database.vocab import (ADMIN_ACTIONS, ALIAS_LIST_MAX_MODELS, FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN,
+                            MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDER_NAME_PATTERN, PROVIDERS, THEMES,
+                            TRANSACTION_TYPES, USAGE_BUCKETS)
 
 CHECK = """
     SELECT pg_get_constraintdef(c.oid)
@@ -51,6 +52,7 @@ def constraint(annotated, name):
     ("models", "features", set(FEATURES)),
     ("models", "input_modalities", set(INPUT_MODALITIES)),
     ("transactions", "type", set(TRANSACTION_TYPES)),
+    ("admin_actions", "action", set(ADMIN_ACTIONS)),
     ("user_preferences", "theme", set(THEMES)),
 ])
 def test_word_lists_agree(database, table, column, python):

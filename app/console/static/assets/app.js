@@ -19,9 +19,17 @@ const PAGES = [
   [/^\/chat$/, "chat", "Chat"],
   [/^\/chat\/(?<session>[^/]+)$/, "conversation", "Chat"],
   [/^\/preferences$/, "preferences", "Preferences"],
+  [/^\/admin\/users$/, "admin-users", "Users"],
+  [/^\/admin\/users\/(?<user>[^/]+)$/, "admin-user", "User"],
+  [/^\/admin\/models$/, "admin-models", "Catalog admin"],
+  [/^\/admin\/holds$/, "admin-holds", "Holds"],
+  [/^\/admin\/audit$/, "admin-audit", "Audit log"],
 ];
 const NAV = [["overview", "Overview"], ["topup", "Top up"], ["keys", "Provider keys"], ["access-keys", "Access keys"],
              ["models", "Models"], ["recommend", "Recommend"], ["chat", "Chat"], ["preferences", "Preferences"]];
+// Shown to admins only (the API refuses everyone else anyway).
+const ADMIN_NAV = [["admin/users", "Users"], ["admin/models", "Catalog admin"], ["admin/holds", "Holds"],
+                   ["admin/audit", "Audit log"]];
 
 const main = document.getElementById("main");
 const alertRegion = document.getElementById("alert");
@@ -59,9 +67,12 @@ function drawShell(route) {
   const signed = auth.signedIn();
   nav.hidden = account.hidden = !signed;
   if (!signed) return;
-  replace(nav, h("ul", {}, NAV.map(([page, text]) => {
-    const active = route && (route.module === page || (page === "chat" && route.module === "conversation") ||
-                             (page === "models" && route.module === "model"));
+  const pages = auth.user()?.is_admin ? [...NAV, ...ADMIN_NAV] : NAV;
+  replace(nav, h("ul", {}, pages.map(([page, text]) => {
+    const active = route && (route.module === page.replace("/", "-") ||
+                             (page === "chat" && route.module === "conversation") ||
+                             (page === "models" && route.module === "model") ||
+                             (page === "admin/users" && route.module === "admin-user"));
     return h("li", {}, link(`${BASE}/${page}`, text, { "aria-current": active ? "page" : null }));
   })));
   replace(account, h("span", { class: "who" }, auth.user()?.username || ""), " ",

@@ -14,9 +14,16 @@ export const signedIn = () => accessToken !== null;
 export const user = () => currentUser;
 export const token = () => accessToken;
 
-function adopt(pair) {
+// The user, with whether they are an admin (their profile says; the admin API checks again on every request).
+async function adopt(pair) {
   accessToken = pair.access_token;
   currentUser = pair.user;
+  try {
+    const profile = await send(`${AUTH}/me`, { headers: { Authorization: `Bearer ${accessToken}` } });
+    currentUser = { ...pair.user, is_admin: profile.is_admin };
+  } catch {
+    currentUser = { ...pair.user, is_admin: false };
+  }
   clearTimeout(refreshTimer);
   const seconds = pair.expires_in > 2 * EARLY_SECONDS ? pair.expires_in - EARLY_SECONDS : pair.expires_in / 2;
   refreshTimer = setTimeout(() => refresh().catch(() => {}), seconds * 1000);
@@ -35,7 +42,7 @@ export function end(message) {
 }
 
 export async function signIn(email, password) {
-  adopt(await send(`${AUTH}/login`, { method: "POST", body: { email, password } }));
+  await adopt(await send(`${AUTH}/login`, { method: "POST", body: { email, password } }));
 }
 
 export async function register(email, username, password) {
@@ -73,7 +80,7 @@ const dropHint = () => { document.cookie = `${HINT}=; Max-Age=0; Path=/; SameSit
 export async function restore() {
   if (!mayRestore()) return false;
   try {
-    adopt(await refreshFromCookie());
+    await adopt(await refreshFromCookie());
     return true;
   } catch {
     forget();
