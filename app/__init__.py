@@ -3,7 +3,7 @@ from flask import Flask, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import console
+from app import console, metrics
 from app.api import register_blueprints
 from app.commands import register_commands
 from app.config import check_database_login, load_config
@@ -36,12 +36,14 @@ def create_app(config=None):
     app.register_blueprint(console.bp)
     register_error_handlers(app)
     register_request_hooks(app)
+    metrics.register_request_metrics(app)
     register_commands(app)
     return app
 
 
 def register_extensions(app):
     db.init_app(app)
+    app.extensions["database"].observer = metrics.PoolObserver
     # No rate-limit headers on every answer: clients (the OpenAI and Anthropic
     # SDKs) wait out a Retry-After even on a 5xx. A 429 says when to come back
     # (guards.over_rate_limit).

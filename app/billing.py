@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from flask import current_app
 
-from app import routing
+from app import metrics, routing
 from app.errors import (PROVIDER_REJECTIONS, InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached,
                         MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
                         ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
@@ -343,6 +343,7 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
     if not held["ok"]:
         raise InsufficientFunds(details={"required": format_money(most),
                                          "available": format_money(held["available"])})
+    metrics.hold_opened(held["transaction_id"])
     return Hold(held["transaction_id"], user_id, session_id, most, content, tuple(routes), first_byte_deadline,
                 deadline)
 
@@ -472,6 +473,7 @@ def release(hold, why):
     """Gives the whole hold back after a failed call or settle (at most once per
     hold, so also harmless if the settle did commit). If that fails too, reconcile
     returns it later."""
+    metrics.hold_ended(hold.id)
     try:
         with db.transaction(acting_user_id=hold.user_id) as tx:
             db.release_hold(hold.user_id, hold.id, hold.amount, "Returned: the call failed", {"reason": why}, tx=tx)
@@ -505,10 +507,14 @@ def settle(hold, completion, tx, estimated=False):
     billed = _charge(hold, completion)
     if hold.began:
         health.generated(routing.deployment(hold.route), billed.completion_tokens, time.monotonic() - hold.began)
+        metrics.provider_served(hold.route.provider, hold.model_id, time.monotonic() - hold.began)
     settled = db.settle_chat_call(hold.user_id, hold.session_id, hold, hold.api_key_id, hold.content,
                                   completion.content, billed,
                                   {"kind": "settle", **({"usage": "estimated"} if estimated else {})}, tx=tx)
-    if not settled["charged"]:
+    metrics.hold_ended(hold.id)
+    if settled["charged"]:
+        metrics.billed(hold.model_id, billed)
+    else:
         log.error("hold %s was already returned: this answer goes unbilled", hold.id)
     if not settled["saved"] and hold.session_id is not None:
         log.warning("session %s was deleted during its call: hold %s settled, no messages saved",
@@ -570,5 +576,6 @@ def reconcile_holds(config, recent=False, missed_seconds=0.0):
                                        "Returned: the call never settled", {"kind": "reconcile"}, tx=tx)
         if released["ok"]:
             returned += 1
+            metrics.holds_reconciled.inc()
             log.warning("returned hold %s (%s USD) of a call that never settled", stale["id"], stale["amount"])
     return returned

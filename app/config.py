@@ -175,6 +175,10 @@ SETTINGS = {
     # Requests each gevent worker serves at once, an open stream one for as long
     # as it lasts (see BENCHMARKS.md, "Concurrent streams").
     "WEB_THREADS": ("1100", _integer(1, 10_000)),
+    # GET /metrics answers only a request bearing this token (Authorization: Bearer …);
+    # unset, there is no /metrics at all. A request without it gets METRICS_REFUSAL_STATUS.
+    "METRICS_TOKEN": ("", _text),
+    "METRICS_REFUSAL_STATUS": ("404", lambda value: int(_choice("401", "404")(value))),
 }
 # The commands that make each secret, as .env.example also gives them.
 _TOKEN_RECIPE = '''python3 -c "import secrets; print(secrets.token_urlsafe(48))"'''
