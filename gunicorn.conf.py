@@ -151,6 +151,8 @@ def post_worker_init(worker):
     and forgets the idempotency records past their 24 hours: a stored answer
     (a /v1 answer's text among them) lives no longer than that, restart or not."""
     gevent.spawn(_keep_reconciling, worker.wsgi, worker.log)
+    from app.alerts import keep_delivering
+    gevent.spawn(keep_delivering, worker.wsgi, gevent.sleep)  # alerts, from the outbox, after their commit
 
 
 def _keep_reconciling(app, log):

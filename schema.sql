@@ -360,6 +360,16 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION key_period_start(p_period text, p_at timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE p_period
+               WHEN 'day' THEN date_trunc('day', p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+               WHEN 'month' THEN date_trunc('month', p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+               ELSE '-infinity'::timestamptz
+           END
+$$;
+
 CREATE FUNCTION models_list_names_check() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
@@ -401,6 +411,71 @@ BEGIN
               USING ERRCODE = 'unique_violation';
     END IF;
     RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION note_spend_limit_reached(p_user_id uuid, p_amount numeric, p_daily_limit numeric, p_access_key_id uuid) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    access_key access_keys%ROWTYPE;
+    spent      numeric;
+    raised     integer := 0;
+    today      timestamptz := date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+BEGIN
+    IF p_access_key_id IS NOT NULL THEN
+        SELECT * INTO access_key FROM access_keys WHERE id = p_access_key_id AND user_id = p_user_id;
+        IF FOUND AND access_key.spend_limit IS NOT NULL THEN
+            SELECT coalesce(sum(hold.amount - coalesce(rel.amount, 0)), 0) INTO spent
+              FROM transactions hold
+              LEFT JOIN transactions rel ON rel.related_transaction_id = hold.id AND rel.type = 'release'
+             WHERE hold.access_key_id = p_access_key_id AND hold.type = 'hold'
+               AND hold.created_at >= key_period_start(access_key.spend_limit_period, now());
+            IF spent + p_amount > access_key.spend_limit AND raise_alert(
+                    p_user_id, access_key.id::text, 'key_spend_100',
+                    key_period_start(access_key.spend_limit_period, now())::text,
+                    jsonb_build_object('access_key_id', access_key.id, 'name', access_key.name,
+                                       'spent', spent::text, 'spend_limit', access_key.spend_limit::text,
+                                       'spend_limit_period', access_key.spend_limit_period)) THEN
+                raised := raised + 1;
+            END IF;
+        END IF;
+    END IF;
+    IF p_daily_limit IS NOT NULL THEN
+        SELECT coalesce(sum(hold.amount - coalesce(rel.amount, 0)), 0) INTO spent
+          FROM transactions hold
+          LEFT JOIN transactions rel ON rel.related_transaction_id = hold.id AND rel.type = 'release'
+         WHERE hold.user_id = p_user_id AND hold.type = 'hold' AND hold.created_at >= today;
+        IF spent + p_amount > p_daily_limit AND raise_alert(
+                p_user_id, p_user_id::text, 'daily_limit_reached', today::text,
+                jsonb_build_object('spent_today', spent::text, 'daily_spend_limit', p_daily_limit::text)) THEN
+            raised := raised + 1;
+        END IF;
+    END IF;
+    RETURN raised;
+END;
+$$;
+
+CREATE FUNCTION raise_alert(p_user_id uuid, p_subject text, p_kind text, p_period text, p_details jsonb) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    payload jsonb;
+BEGIN
+    INSERT INTO alert_marks (subject, kind, period) VALUES (p_subject, p_kind, p_period)
+        ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    payload := jsonb_build_object('type', p_kind, 'user_id', p_user_id, 'created_at', now(), 'data', p_details);
+    INSERT INTO alert_deliveries (user_id, channel, webhook_id, kind, payload)
+    SELECT p_user_id, 'webhook', w.id, p_kind, payload FROM webhooks w WHERE w.user_id = p_user_id;
+    INSERT INTO alert_deliveries (user_id, channel, kind, payload)
+    SELECT p_user_id, 'email', p_kind, payload
+      FROM user_preferences p WHERE p.user_id = p_user_id AND p.email_alerts;
+    RETURN true;
 END;
 $$;
 
@@ -489,7 +564,59 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION transactions_alerts() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    threshold  numeric;
+    hold       transactions%ROWTYPE;
+    access_key access_keys%ROWTYPE;
+    started    timestamptz;
+    charged    numeric;
+BEGIN
+    IF NEW.type IN ('hold', 'deposit') THEN
+        SELECT low_balance_threshold INTO threshold FROM user_preferences WHERE user_id = NEW.user_id;
+        IF threshold IS NOT NULL AND NEW.type = 'hold' AND NEW.available_after < threshold THEN
+            PERFORM raise_alert(NEW.user_id, NEW.user_id::text, 'low_balance', '',
+                                jsonb_build_object('available_balance', NEW.available_after::text,
+                                                   'threshold', threshold::text));
+        ELSIF threshold IS NOT NULL AND NEW.type = 'deposit' AND NEW.available_after >= threshold THEN
+            DELETE FROM alert_marks WHERE subject = NEW.user_id::text AND kind = 'low_balance';
+        END IF;
+    ELSIF NEW.access_key_id IS NOT NULL THEN  -- a release: the call is settled or returned
+        SELECT * INTO access_key FROM access_keys WHERE id = NEW.access_key_id;
+        IF access_key.spend_limit IS NULL THEN
+            RETURN NULL;
+        END IF;
+        SELECT * INTO hold FROM transactions WHERE id = NEW.related_transaction_id;
+        IF hold.amount = NEW.amount THEN
+            RETURN NULL;  -- returned whole: nothing charged
+        END IF;
+        started := key_period_start(access_key.spend_limit_period, hold.created_at);
+        INSERT INTO access_key_period_spend AS s (access_key_id, period_start, charged)
+        VALUES (access_key.id, started, hold.amount - NEW.amount)
+        ON CONFLICT (access_key_id, period_start) DO UPDATE SET charged = s.charged + EXCLUDED.charged
+        RETURNING s.charged INTO charged;
+        IF charged >= access_key.spend_limit * 0.8 THEN
+            PERFORM raise_alert(NEW.user_id, access_key.id::text, 'key_spend_80', started::text,
+                                jsonb_build_object('access_key_id', access_key.id, 'name', access_key.name,
+                                                   'spent', charged::text,
+                                                   'spend_limit', access_key.spend_limit::text,
+                                                   'spend_limit_period', access_key.spend_limit_period));
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 -- ---------------------------------------------------------------- tables and views
+
+CREATE TABLE access_key_period_spend (
+    access_key_id uuid NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    charged numeric(20,10) DEFAULT 0 NOT NULL
+);
 
 CREATE TABLE access_keys (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
@@ -512,6 +639,34 @@ CREATE TABLE access_keys (
     CONSTRAINT access_keys_spend_limit_check CHECK ((spend_limit > (0)::numeric)),
     CONSTRAINT access_keys_spend_limit_period_check CHECK ((spend_limit_period = ANY (ARRAY['day'::text, 'month'::text, 'total'::text]))),
     CONSTRAINT access_keys_spent_check CHECK ((spent >= (0)::numeric))
+);
+
+CREATE TABLE alert_deliveries (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    channel text NOT NULL,
+    webhook_id uuid,
+    kind text NOT NULL,
+    payload jsonb NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_status integer,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    delivered_at timestamp with time zone,
+    CONSTRAINT alert_deliveries_channel_check CHECK ((channel = ANY (ARRAY['webhook'::text, 'email'::text]))),
+    CONSTRAINT alert_deliveries_check CHECK (((channel = 'webhook'::text) = (webhook_id IS NOT NULL))),
+    CONSTRAINT alert_deliveries_kind_check CHECK ((kind = ANY (ARRAY['low_balance'::text, 'key_spend_80'::text, 'key_spend_100'::text, 'daily_limit_reached'::text]))),
+    CONSTRAINT alert_deliveries_last_error_check CHECK ((length(last_error) <= 500)),
+    CONSTRAINT alert_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text])))
+);
+
+CREATE TABLE alert_marks (
+    subject text NOT NULL,
+    kind text NOT NULL,
+    period text NOT NULL,
+    made_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
 CREATE TABLE alias_lists (
@@ -820,7 +975,10 @@ CREATE TABLE user_preferences (
     theme text DEFAULT 'system'::text NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     house_key_fallback boolean DEFAULT false NOT NULL,
+    low_balance_threshold numeric(20,10),
+    email_alerts boolean DEFAULT false NOT NULL,
     CONSTRAINT user_preferences_daily_spend_limit_check CHECK ((daily_spend_limit >= (0)::numeric)),
+    CONSTRAINT user_preferences_low_balance_threshold_check CHECK ((low_balance_threshold > (0)::numeric)),
     CONSTRAINT user_preferences_max_cost_per_message_check CHECK ((max_cost_per_message >= (0)::numeric)),
     CONSTRAINT user_preferences_theme_check CHECK ((theme = ANY (ARRAY['system'::text, 'light'::text, 'dark'::text])))
 );
@@ -851,13 +1009,33 @@ CREATE VIEW user_with_balance AS
    FROM (users u
      JOIN user_balance b ON ((b.user_id = u.id)));
 
+CREATE TABLE webhooks (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    url text NOT NULL,
+    encryption_kid text NOT NULL,
+    nonce bytea NOT NULL,
+    encrypted_secret bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhooks_url_check CHECK ((length(url) <= 2000))
+);
+
 -- ---------------------------------------------------------------- primary keys and unique constraints
+
+ALTER TABLE ONLY access_key_period_spend
+    ADD CONSTRAINT access_key_period_spend_pkey PRIMARY KEY (access_key_id, period_start);
 
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_key_hash_key UNIQUE (key_hash);
 
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY alert_deliveries
+    ADD CONSTRAINT alert_deliveries_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY alert_marks
+    ADD CONSTRAINT alert_marks_pkey PRIMARY KEY (subject, kind, period);
 
 ALTER TABLE ONLY alias_lists
     ADD CONSTRAINT alias_lists_pkey PRIMARY KEY (alias);
@@ -913,9 +1091,16 @@ ALTER TABLE ONLY user_preferences
 ALTER TABLE ONLY users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY webhooks
+    ADD CONSTRAINT webhooks_pkey PRIMARY KEY (id);
+
 -- ---------------------------------------------------------------- indexes
 
 CREATE INDEX access_keys_user_live_idx ON access_keys USING btree (user_id, created_at DESC, id DESC) WHERE (revoked_at IS NULL);
+
+CREATE INDEX alert_deliveries_due_idx ON alert_deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+
+CREATE INDEX alert_deliveries_user_idx ON alert_deliveries USING btree (user_id, created_at DESC, id);
 
 CREATE UNIQUE INDEX api_keys_user_fingerprint_key ON api_keys USING btree (user_id, key_fingerprint);
 
@@ -955,6 +1140,8 @@ CREATE UNIQUE INDEX users_email_key ON users USING btree (email);
 
 CREATE UNIQUE INDEX users_username_key ON users USING btree (lower(username));
 
+CREATE INDEX webhooks_user_idx ON webhooks USING btree (user_id, created_at DESC, id DESC);
+
 -- ---------------------------------------------------------------- triggers
 
 CREATE CONSTRAINT TRIGGER alias_lists_valid AFTER INSERT OR UPDATE ON alias_lists DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION alias_lists_check();
@@ -987,12 +1174,23 @@ CREATE TRIGGER touch_user_preferences BEFORE UPDATE ON user_preferences FOR EACH
 
 CREATE TRIGGER touch_users BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
+CREATE TRIGGER transactions_alerts AFTER INSERT ON transactions FOR EACH ROW EXECUTE FUNCTION transactions_alerts();
+
 CREATE TRIGGER users_create_balance AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION create_user_balance();
 
 -- ---------------------------------------------------------------- foreign keys
 
+ALTER TABLE ONLY access_key_period_spend
+    ADD CONSTRAINT access_key_period_spend_access_key_id_fkey FOREIGN KEY (access_key_id) REFERENCES access_keys(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY alert_deliveries
+    ADD CONSTRAINT alert_deliveries_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY alert_deliveries
+    ADD CONSTRAINT alert_deliveries_webhook_id_fkey FOREIGN KEY (webhook_id) REFERENCES webhooks(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY api_keys
     ADD CONSTRAINT api_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
@@ -1045,6 +1243,9 @@ ALTER TABLE ONLY user_preferences
 ALTER TABLE ONLY user_preferences
     ADD CONSTRAINT user_preferences_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY webhooks
+    ADD CONSTRAINT webhooks_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
 -- ---------------------------------------------------------------- grants
 
 GRANT USAGE ON SCHEMA public TO app_user;
@@ -1064,8 +1265,15 @@ GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_de
 REVOKE ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) TO app_user;
 
+REVOKE ALL ON FUNCTION note_spend_limit_reached(p_user_id uuid, p_amount numeric, p_daily_limit numeric, p_access_key_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION note_spend_limit_reached(p_user_id uuid, p_amount numeric, p_daily_limit numeric, p_access_key_id uuid) TO app_user;
+
+REVOKE ALL ON FUNCTION raise_alert(p_user_id uuid, p_subject text, p_kind text, p_period text, p_details jsonb) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) FROM PUBLIC;
 GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) TO app_user;
+
+REVOKE ALL ON FUNCTION transactions_alerts() FROM PUBLIC;
 
 GRANT SELECT ON TABLE access_keys TO app_user;
 
@@ -1088,6 +1296,20 @@ GRANT INSERT(expires_at) ON TABLE access_keys TO app_user;
 GRANT UPDATE(last_used_at) ON TABLE access_keys TO app_user;
 
 GRANT UPDATE(revoked_at) ON TABLE access_keys TO app_user;
+
+GRANT SELECT ON TABLE alert_deliveries TO app_user;
+
+GRANT UPDATE(status) ON TABLE alert_deliveries TO app_user;
+
+GRANT UPDATE(attempts) ON TABLE alert_deliveries TO app_user;
+
+GRANT UPDATE(next_attempt_at) ON TABLE alert_deliveries TO app_user;
+
+GRANT UPDATE(last_status) ON TABLE alert_deliveries TO app_user;
+
+GRANT UPDATE(last_error) ON TABLE alert_deliveries TO app_user;
+
+GRANT UPDATE(delivered_at) ON TABLE alert_deliveries TO app_user;
 
 GRANT SELECT ON TABLE alias_lists TO app_user;
 
@@ -1127,3 +1349,5 @@ GRANT SELECT,INSERT,UPDATE ON TABLE users TO app_user;
 
 GRANT SELECT ON TABLE user_with_balance TO app_user;
 GRANT SELECT ON TABLE user_with_balance TO analytics_user;
+
+GRANT SELECT,INSERT,DELETE ON TABLE webhooks TO app_user;

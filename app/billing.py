@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from flask import current_app
+from flask import after_this_request, current_app
 
 from app import metrics, routing
 from app.errors import (PROVIDER_REJECTIONS, InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached,
@@ -339,6 +339,7 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
     if held["reason"] == "invalid_access_key":
         raise InvalidAccessKey()
     if held["reason"] == "spend_limit_reached":
+        _alert_after_response(user_id, most, context["daily_spend_limit"], access_key)
         raise _spend_limit_reached(most, context["daily_spend_limit"], access_key)
     if not held["ok"]:
         raise InsufficientFunds(details={"required": format_money(most),
@@ -346,6 +347,18 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
     metrics.hold_opened(held["transaction_id"])
     return Hold(held["transaction_id"], user_id, session_id, most, content, tuple(routes), first_byte_deadline,
                 deadline)
+
+
+def _alert_after_response(user_id, most, daily_limit, access_key):
+    """Once the refused call's transaction has ended (no second connection
+    held beside it): the alert for the limit it reached, once per period."""
+    def note(response):
+        try:
+            db.note_spend_limit_reached(user_id, most, daily_limit, access_key and access_key["id"])
+        except Exception as exc:
+            log.warning("could not note a spend limit reached: %s", describe_error(exc))
+        return response
+    after_this_request(note)
 
 
 def _spend_limit_reached(most, daily_limit, access_key):

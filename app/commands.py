@@ -121,6 +121,17 @@ def register_commands(app: Flask):
 
     app.cli.add_command(catalog)
 
+    alerts = AppGroup("alerts", help="Alerts to webhooks and email.")
+
+    @alerts.command("deliver")
+    def deliver():
+        """Send the alert deliveries due now, once (the workers do so every ALERT_POLL_INTERVAL)."""
+        from app.alerts import deliver_due, webhook_client
+        with webhook_client(current_app.config) as client:
+            click.echo(f"delivered {deliver_due(current_app.config, client)} alerts")
+
+    app.cli.add_command(alerts)
+
     @app.cli.command("prune")
     def prune():
         """Delete idempotency records older than 24 hours and login-failure counts gone stale."""

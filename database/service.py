@@ -12,6 +12,7 @@ import psycopg2.extras
 from database import pool
 from database.access_keys import AccessKeysSQL
 from database.accounts import AccountsSQL
+from database.alerts import AlertsSQL
 from database.catalog import CatalogSQL
 from database.chat import ChatSQL
 from database.idempotency import IdempotencySQL
@@ -19,7 +20,8 @@ from database.keys import KeysSQL
 from database.money import MoneySQL
 
 
-class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, CatalogSQL, IdempotencySQL):
+class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, CatalogSQL, IdempotencySQL,
+                      AlertsSQL):
     """Made once (`db = DatabaseService(current_state)`), bound to an app with
     `init_app`; its state lives in `app.extensions["database"]`.
 

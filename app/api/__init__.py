@@ -4,11 +4,12 @@ the inference API at the root, and what every view shares: its declarations
 idempotency, the wire formats, pagination and the OpenAPI document."""
 from flask_limiter import RateLimitExceeded
 
-from app.api import access_keys, account, auth, balance, chat, inference, keys, models, ops, service, usage
+from app.api import (access_keys, account, auth, balance, chat, inference, keys, models, ops, service, usage,
+                     webhooks)
 from app.api.guards import over_rate_limit, refuse_unknown_query_parameters
 
 API_PREFIX = "/api/v1"
-API_BLUEPRINTS = (auth, keys, access_keys, balance, usage, chat, models, account, service)
+API_BLUEPRINTS = (auth, keys, access_keys, balance, usage, chat, models, account, service, webhooks)
 
 
 def register_blueprints(app):
