@@ -22,13 +22,13 @@ from decimal import Decimal
 
 from flask import after_this_request, current_app
 
-from app import metrics, routing
+from app import metrics, routing, tracing
 from app.errors import (PROVIDER_REJECTIONS, InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached,
                         MissingApiKey, ModelNotAllowed, ModelUnavailable, NotFound, ProviderFailed, ProviderTimedOut,
                         ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel, ValidationFailed)
 from app.extensions import db, health, providers
 from app.money import SMALLEST_AMOUNT, format_money
-from app.observability import describe_error
+from app.observability import describe_error, request_id
 from app.pricing import Prices, charge
 from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
                            ProviderUnreachable, message_tokens_upper_bound, prompt_tokens_upper_bound)
@@ -62,6 +62,7 @@ class Hold:
     deadline: float = 0.0
     route: Route = field(default=None, repr=False)
     began: float = 0.0  # when the serving route's attempt began (time.monotonic())
+    request_id: str = None  # the request's, for the call's trace spans (app/tracing.py)
 
     def __post_init__(self):
         self.route = self.route or self.routes[0]
@@ -332,10 +333,11 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
         raise SpendLimitReached(
             "This message could cost more than your max_cost_per_message; lower max_tokens or the limit.",
             details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
-    held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
-                         {**metadata, "model_id": model_id, "key": routes[0].key_source},
-                         daily_limit=context["daily_spend_limit"], call_timeout=call_timeout,
-                         model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx)
+    with tracing.span("hold", request_id(), model_id=model_id):
+        held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
+                             {**metadata, "model_id": model_id, "key": routes[0].key_source},
+                             daily_limit=context["daily_spend_limit"], call_timeout=call_timeout,
+                             model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx)
     if held["reason"] == "invalid_access_key":
         raise InvalidAccessKey()
     if held["reason"] == "spend_limit_reached":
@@ -346,7 +348,7 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
                                          "available": format_money(held["available"])})
     metrics.hold_opened(held["transaction_id"])
     return Hold(held["transaction_id"], user_id, session_id, most, content, tuple(routes), first_byte_deadline,
-                deadline)
+                deadline, request_id=request_id())
 
 
 def _alert_after_response(user_id, most, daily_limit, access_key):
@@ -387,7 +389,7 @@ def call(hold):
     """The completion of the first of the hold's routes that answers
     (app/routing.py). A failed call returns the whole hold and raises the
     API error that says why."""
-    with _returned_on_failure(hold):
+    with tracing.span("provider_call", hold.request_id, hold_id=hold.id), _returned_on_failure(hold):
         return routing.routed(hold, lambda route, deadline: providers.complete(**route.request, deadline=deadline),
                               hold.first_byte_deadline)
 
@@ -434,7 +436,7 @@ def start_stream(hold):
         rest = iter(stream)
         return stream, rest, next(rest, "")
 
-    with _returned_on_failure(hold):
+    with tracing.span("provider_call", hold.request_id, hold_id=hold.id, stream=True), _returned_on_failure(hold):
         stream, rest, first = routing.routed(hold, first_piece, hold.first_byte_deadline)
     return StartedStream(hold, stream, rest, first)
 
@@ -513,6 +515,15 @@ def settling(hold):
 
 
 def settle(hold, completion, tx, estimated=False):
+    """_settle, traced."""
+    with tracing.span("settle", hold.request_id, hold_id=hold.id, model_id=hold.model_id) as span:
+        exchange = _settle(hold, completion, tx, estimated)
+        span.set_attributes({"qmarket.prompt_tokens": exchange.prompt_tokens,
+                             "qmarket.completion_tokens": exchange.completion_tokens})
+        return exchange
+
+
+def _settle(hold, completion, tx, estimated=False):
     """Charges the call in `tx` and saves the exchange. A session deleted
     meanwhile is still charged (the provider did the work) but keeps no
     messages: the exchange comes back unsaved. `estimated`: the usage is an

@@ -195,6 +195,8 @@ SETTINGS = {
     # empty: email alerts are marked failed.
     "SMTP_URL": ("", _text),
     "ALERT_EMAIL_FROM": ("alerts@localhost", _text),
+    # OpenTelemetry traces go to this OTLP/HTTP collector (…:4318); empty: tracing is off.
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("", _text),
 }
 # The commands that make each secret, as .env.example also gives them.
 _TOKEN_RECIPE = '''python3 -c "import secrets; print(secrets.token_urlsafe(48))"'''
