@@ -1100,6 +1100,8 @@ CREATE INDEX access_keys_user_live_idx ON access_keys USING btree (user_id, crea
 
 CREATE INDEX alert_deliveries_due_idx ON alert_deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
 
+CREATE INDEX alert_deliveries_finished_idx ON alert_deliveries USING btree (created_at) WHERE (status <> 'pending'::text);
+
 CREATE INDEX alert_deliveries_user_idx ON alert_deliveries USING btree (user_id, created_at DESC, id);
 
 CREATE UNIQUE INDEX api_keys_user_fingerprint_key ON api_keys USING btree (user_id, key_fingerprint);
@@ -1109,6 +1111,8 @@ CREATE INDEX api_keys_user_provider_idx ON api_keys USING btree (user_id, provid
 CREATE INDEX audit_log_created_idx ON audit_log USING btree (created_at);
 
 CREATE INDEX audit_log_table_row_idx ON audit_log USING btree (table_name, row_id);
+
+CREATE INDEX chat_history_created_idx ON chat_history USING btree (created_at);
 
 CREATE INDEX chat_history_session_idx ON chat_history USING btree (session_id, id);
 

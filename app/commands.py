@@ -15,6 +15,7 @@ from app.billing import reconcile_holds
 from app.extensions import db, vault
 from app.money import format_money
 from app.schemas import Email, TopUpRequest
+from database import retention
 from database.catalog_file import CatalogError, load_catalog, read_catalog
 from database.errors import DatabaseUnavailable, no_server_answered, unreachable_database
 from database.pool import CONNECT_TIMEOUT_SECONDS, Cursor
@@ -134,9 +135,21 @@ def register_commands(app: Flask):
 
     @app.cli.command("prune")
     def prune():
-        """Delete idempotency records older than 24 hours and login-failure counts gone stale."""
+        """Delete idempotency records older than 24 hours, login-failure counts gone stale, and (as the
+        owner, MIGRATE_DATABASE_URL, in small batches) chat messages, audit rows and finished alert
+        deliveries past their retention. Never a ledger row. Run it daily, from cron."""
+        config = current_app.config
         click.echo(f"pruned {db.prune_idempotency_keys()} idempotency records and "
-                   f"{db.prune_login_attempts(current_app.config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
+                   f"{db.prune_login_attempts(config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
+        try:
+            deleted = retention.prune(config["MIGRATE_DATABASE_URL"], {
+                "chat_messages": config["CHAT_RETENTION_DAYS"], "audit_rows": config["AUDIT_RETENTION_DAYS"],
+                "alert_deliveries": config["ALERT_DELIVERY_RETENTION_DAYS"]})
+        except psycopg2.errors.InsufficientPrivilege:
+            raise click.ClickException("audit rows may be deleted by the database owner only: "
+                                       "MIGRATE_DATABASE_URL must name the owner") from None
+        click.echo(f"pruned {deleted['chat_messages']} chat messages, {deleted['audit_rows']} audit rows and "
+                   f"{deleted['alert_deliveries']} alert deliveries")
 
     explain_database_outages(app.cli)
 

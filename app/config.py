@@ -197,6 +197,11 @@ SETTINGS = {
     "ALERT_EMAIL_FROM": ("alerts@localhost", _text),
     # OpenTelemetry traces go to this OTLP/HTTP collector (…:4318); empty: tracing is off.
     "OTEL_EXPORTER_OTLP_ENDPOINT": ("", _text),
+    # Days `flask prune` keeps chat messages, audit rows and finished alert
+    # deliveries (0: for ever). Ledger rows are never deleted.
+    "CHAT_RETENTION_DAYS": ("0", _integer(0, 36500)),
+    "AUDIT_RETENTION_DAYS": ("365", _integer(0, 36500)),
+    "ALERT_DELIVERY_RETENTION_DAYS": ("30", _integer(0, 36500)),
 }
 # The commands that make each secret, as .env.example also gives them.
 _TOKEN_RECIPE = '''python3 -c "import secrets; print(secrets.token_urlsafe(48))"'''

@@ -196,3 +196,8 @@ REVOKE ALL ON FUNCTION raise_alert(uuid, text, text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION transactions_alerts() FROM PUBLIC;
 REVOKE ALL ON FUNCTION note_spend_limit_reached(uuid, numeric, numeric, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION note_spend_limit_reached(uuid, numeric, numeric, uuid) TO app_user;
+
+-- Retention (`flask prune`): old chat messages, audit rows and finished
+-- deliveries are found by age without reading the tables whole.
+CREATE INDEX chat_history_created_idx ON chat_history (created_at);
+CREATE INDEX alert_deliveries_finished_idx ON alert_deliveries (created_at) WHERE status <> 'pending';
