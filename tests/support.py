@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from contextlib import closing, contextmanager
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -18,6 +17,7 @@ from psycopg2.extensions import parse_dsn
 
 from database.catalog_file import load_catalog, validated
 from devtools.cluster import free_port
+from devtools.launcher import wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ITERATIONS = 1000
@@ -156,19 +156,8 @@ def wait_until_ready(url, process, timeout=30, path="/readyz", output=None):
     server's output (`output()`, else its stderr pipe), if `process` ends first
     or `timeout` seconds pass."""
     def tail():
-        text = output() if output else process.stderr.read().decode(errors="replace")
-        return text[-2000:]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early with status {process.returncode}: {tail()}")
-        try:
-            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server at {url} not ready after {timeout}s")
+        return output() if output else process.stderr.read().decode(errors="replace")
+    wait_until_answering(f"{url}{path}", process, timeout, tail)
 
 
 def register(client, email="ada@example.com", username="ada", password=PASSWORD):

@@ -22,6 +22,7 @@ from tests.support import (HOUSE_ANTHROPIC, add_models, cost, live_service, live
 LLAMA, DEAD, SLOW, SOLO, KEYED = "primary/llama", "dead/llama", "slow/llama", "solo/llama", "keyed/llama"
 PREMIUM = "secondary/premium"
 CHAIN = "llama-then-sonnet"  # an alias list
+TINY = "solo/tiny"  # a context window too small for the calls here
 SONNET = "anthropic/claude-sonnet-4-20250514"
 LLAMA_PRICES, PREMIUM_PRICES = (Decimal("0.10"), Decimal("0.20")), (Decimal("1.00"), Decimal("2.00"))
 KEYS = {"PRIMARY_KEY": "sk-primary-0000000001", "SECONDARY_KEY": "sk-secondary-00000001",
@@ -70,6 +71,7 @@ def server(pg_server, template_db, anthropic_stub, stubs_by_name, tmp_path_facto
                    model(DEAD, LLAMA_PRICES, ("dead", "llama"), ("secondary", "llama-b")),
                    model(SLOW, LLAMA_PRICES, ("slow", "llama"), ("secondary", "llama-b")),
                    model(SOLO, LLAMA_PRICES), model(KEYED, LLAMA_PRICES), model(PREMIUM, PREMIUM_PRICES),
+                   {**model(TINY, LLAMA_PRICES, ("solo", "tiny")), "context_window": 40, "max_output_tokens": 40},
                    alias_lists=[{"alias": CHAIN, "models": [LLAMA, SONNET]}])
         yield live
 
@@ -88,8 +90,9 @@ def account(server):
     return {"key": key["key"], "user_id": user_id, "headers": headers}
 
 
-def chat(server, account, model_id, stream=False, **extra):
-    return httpx.post(f"{server.url}/v1/chat/completions", headers={"Authorization": f"Bearer {account['key']}"},
+def chat(server, account, model_id, stream=False, headers=None, **extra):
+    return httpx.post(f"{server.url}/v1/chat/completions",
+                      headers={"Authorization": f"Bearer {account['key']}", **(headers or {})},
                       json={"model": model_id, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 50,
                             "stream": stream, **extra}, timeout=30)
 
@@ -197,6 +200,26 @@ def test_a_call_falls_back_to_the_next_model_it_names_and_is_billed_at_that_mode
     held, = [amount for kind, amount, *_ in ledger(server, account["user_id"])[2] if kind == "hold"]
     assert held >= cost(SONNET, 11, 50) > priced(LLAMA_PRICES, 11, 50)  # the dearest candidate's hold
     assert_charged_exactly(server, account["user_id"], cost(SONNET, 11, 7))
+
+
+def test_a_fallback_too_small_for_the_call_is_left_out(server, account, stubs):
+    stubs["primary"].behaviour.status = stubs["secondary"].behaviour.status = 500
+    stubs["anthropic"].behaviour.prompt_tokens, stubs["anthropic"].behaviour.completion_tokens = 11, 7
+    response = chat(server, account, LLAMA, models=[TINY, SONNET])
+    assert response.status_code == 200 and response.json()["model"] == SONNET
+    assert stubs["solo"].requests == []
+    assert_charged_exactly(server, account["user_id"], cost(SONNET, 11, 7))
+
+
+def test_a_call_that_fell_back_is_billed_once_under_its_idempotency_key(server, account, stubs):
+    stubs["primary"].behaviour.status = 503
+    headers = {"Idempotency-Key": "fell-back-once"}
+    first = chat(server, account, LLAMA, headers=headers)
+    again = chat(server, account, LLAMA, headers=headers)
+    assert first.status_code == again.status_code == 200 and first.headers["X-Served-By"] == "secondary"
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert len(stubs["primary"].requests) == 1 and len(stubs["secondary"].requests) == 1
+    assert_charged_exactly(server, account["user_id"], priced(LLAMA_PRICES))
 
 
 @pytest.mark.parametrize("extra, status, param", [
