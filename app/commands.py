@@ -141,6 +141,9 @@ def register_commands(app: Flask):
         config = current_app.config
         click.echo(f"pruned {db.prune_idempotency_keys()} idempotency records and "
                    f"{db.prune_login_attempts(config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
+        if config["MIGRATE_DATABASE_URL"] == config["DATABASE_URL"]:
+            click.echo("retention skipped: it runs as the database owner, and MIGRATE_DATABASE_URL names none")
+            return
         try:
             deleted = retention.prune(config["MIGRATE_DATABASE_URL"], {
                 "chat_messages": config["CHAT_RETENTION_DAYS"], "audit_rows": config["AUDIT_RETENTION_DAYS"],

@@ -3,6 +3,8 @@ their retention deleted as the owner in small batches, twice or two at once
 harmlessly, and never a ledger row."""
 from concurrent.futures import ThreadPoolExecutor
 
+from psycopg2.extensions import make_dsn
+
 from app import close_app, create_app
 from database import retention
 from tests.support import readme_ledger_query, settings_for
@@ -79,9 +81,21 @@ def test_two_prunes_at_once_delete_each_row_once(database):
     assert counts(database)["old_audit"] == 0
 
 
-def test_prune_as_the_service_login_says_the_owner_is_needed(database):
+def test_prune_without_an_owner_login_skips_retention_and_says_so(database):
     seed(database)
-    app = create_app(settings_for(database.app_url, MIGRATE_DATABASE_URL=database.app_url))
+    app = create_app(settings_for(database.app_url))  # MIGRATE_DATABASE_URL unset: the service's login
+    try:
+        result = app.test_cli_runner().invoke(args=["prune"])
+    finally:
+        close_app(app)
+    assert result.exit_code == 0 and "retention skipped" in result.output and "MIGRATE_DATABASE_URL" in result.output
+    assert counts(database)["old_audit"] > 0
+
+
+def test_prune_with_an_owner_url_that_is_no_owner_fails_in_one_line(database):
+    seed(database)
+    not_owner = make_dsn(database.app_url, application_name="not-owner")  # the service's login, named apart
+    app = create_app(settings_for(database.app_url, MIGRATE_DATABASE_URL=not_owner))
     try:
         result = app.test_cli_runner().invoke(args=["prune"])
     finally:
