@@ -68,7 +68,7 @@ def ledger_user(owner_url, name):
         cur.execute("SELECT add_user_funds(%s, 100000, 'deposit', NULL, 'bench', '{}')", (user_id,))
         cur.execute("INSERT INTO user_preferences (user_id, low_balance_threshold) VALUES (%s, 1)", (user_id,))
         cur.execute("INSERT INTO access_keys (user_id, name, key_hash, last4, spend_limit, spend_limit_period) "
-                    "VALUES (%s, 'bench', sha256('bench'), 'abcd', 100000, 'month') RETURNING id", (user_id,))
+                    "VALUES (%s, 'bench', sha256(%s::bytea), 'abcd', 100000, 'month') RETURNING id", (user_id, name))
         return user_id, cur.fetchone()[0]
 
 
