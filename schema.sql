@@ -1138,6 +1138,8 @@ CREATE UNIQUE INDEX transactions_one_release_per_hold ON transactions USING btre
 
 CREATE INDEX transactions_user_idx ON transactions USING btree (user_id, id DESC);
 
+CREATE INDEX transactions_user_releases_idx ON transactions USING btree (user_id, created_at) WHERE (type = 'release'::text);
+
 CREATE INDEX transactions_user_type_idx ON transactions USING btree (user_id, type, id DESC);
 
 CREATE UNIQUE INDEX users_email_key ON users USING btree (email);
