@@ -62,7 +62,8 @@ def put_preferences(client, token, **document):
 
 
 def recommend(client, token, task, **extra):
-    response = client.post(RECOMMEND, json={"task": task, **extra}, headers=bearer(token))
+    """Ranked on fit alone unless asked otherwise: these tests are about the score."""
+    response = client.post(RECOMMEND, json={"task": task, "callable_first": False, **extra}, headers=bearer(token))
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
@@ -649,7 +650,7 @@ def test_activity_lists_transactions_and_messages_newest_first(client, token, da
     session_id = new_session(client, token)
     for content in ("first secret words", "second secret words"):
         assert send(client, token, session_id, content).status_code == 201
-    body = activity(client, token)
+    body = activity(client, token, view="entries")
     items = body["activity"]
     assert body["next_cursor"] is None
     # deposit, then per message: hold, release, user and assistant message.
@@ -671,16 +672,17 @@ def test_activity_ties_are_broken_newest_id_first(client, token):
     session_id = new_session(client, token)
     for _ in range(6):  # message ids cross from one digit to two
         assert send(client, token, session_id).status_code == 201
-    messages = [item for item in activity(client, token, limit=100)["activity"] if item["kind"] == "message"]
+    messages = [item for item in activity(client, token, limit=100, view="entries")["activity"]
+                if item["kind"] == "message"]
     assert [int(item["id"]) for item in messages] == sorted((int(item["id"]) for item in messages), reverse=True)
 
 
 def test_activity_pages_have_no_duplicates_or_gaps(client, token):
     chat(client, token, "local/echo", 3)
-    everything = activity(client, token, limit=100)["activity"]
+    everything = activity(client, token, limit=100, view="entries")["activity"]
     seen, cursor = [], None
     while True:
-        page = activity(client, token, limit=2, **({"cursor": cursor} if cursor else {}))
+        page = activity(client, token, limit=2, view="entries", **({"cursor": cursor} if cursor else {}))
         assert len(page["activity"]) <= 2
         seen += page["activity"]
         cursor = page["next_cursor"]
@@ -708,7 +710,9 @@ def test_another_users_activity_never_appears(client, token, database):
     items = activity(client, bob)["activity"]
     (bob_deposit,), = database.query("SELECT id::text FROM transactions WHERE user_id = %s",
                                      (user_id_of(database, "bob"),))
-    assert [(item["kind"], item["id"], item["action"]) for item in items] == [("transaction", bob_deposit, "deposit")]
+    assert [(item["kind"], item["id"], item["status"]) for item in items] == [("deposit", bob_deposit, "done")]
+    entries = activity(client, bob, view="entries")["activity"]
+    assert [(item["kind"], item["id"], item["action"]) for item in entries] == [("transaction", bob_deposit, "deposit")]
 
 
 # ------------------------------------------------------- flask catalog load

@@ -289,8 +289,8 @@ def test_a_stale_postmaster_pid_is_cleared(project):
 
 
 def test_a_data_folder_holding_no_database_gets_a_fresh_env(monkeypatch, tmp_path):
-    """`make test` leaves the console's screenshots in .data/: that is no
-    database, so a first `make run` after it writes its .env; a database
+    """A .data/ holding something else (screenshots an older `make test` left
+    there) is no database, so a first `make run` after it writes its .env; a database
     there (its pgdata link, even dangling) still refuses a fresh .env."""
     data = tmp_path / ".data"
     for name, path in {"ENV_FILE": tmp_path / ".env", "DATA_DIR": data, "INSTANCE_FILE": data / "instance_id",
