@@ -12,9 +12,24 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+# Every worker writes its metrics here and GET /metrics sums them (app/metrics.py),
+# set before prometheus_client is imported: the operator's PROMETHEUS_MULTIPROC_DIR
+# emptied, or a fresh directory removed at exit. A start never counts the last one's.
+_METRICS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="qmarket-metrics-")
+_METRICS_DIR_MADE = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+os.makedirs(_METRICS_DIR, exist_ok=True)
+for _stale in os.listdir(_METRICS_DIR):
+    if _stale.endswith(".db"):
+        os.remove(os.path.join(_METRICS_DIR, _stale))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS_DIR
 
 from gunicorn import util  # noqa: E402
 
@@ -113,6 +128,17 @@ def on_starting(server):
     gevent.sleep(0.1)
 
 
+def child_exit(server, worker):
+    """A dead worker's gauges leave the sums; its counters stay counted."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _METRICS_DIR_MADE:
+        shutil.rmtree(_METRICS_DIR, ignore_errors=True)
+
+
 def post_fork(server, worker):
     """psycopg2 waits for the database through gevent's hub, not blocking the worker."""
     from psycogreen.gevent import patch_psycopg
@@ -126,6 +152,8 @@ def post_worker_init(worker):
     text among them, lives no longer than that, restart or not). One worker of
     all the instances takes each run (app.billing.reconcile_on_schedule)."""
     gevent.spawn(_keep_reconciling, worker.wsgi, worker.log)
+    from app.alerts import keep_delivering
+    gevent.spawn(keep_delivering, worker.wsgi, gevent.sleep)  # alerts, from the outbox, after their commit
 
 
 def _keep_reconciling(app, log):

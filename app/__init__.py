@@ -3,7 +3,7 @@ from flask import Flask, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import console
+from app import console, metrics, tracing
 from app.api import register_blueprints
 from app.commands import register_commands
 from app.config import check_database_login, load_config
@@ -14,6 +14,7 @@ from app.breakers import Breakers
 from app.health import Health
 from app.providers import Providers
 from app.security import TokenIssuer
+from database.pool import PoolHolder
 from database.vault import Vault
 
 MAX_BODY_BYTES = 1024 * 1024  # every body but the inference API's (MAX_INFERENCE_BODY)
@@ -37,12 +38,15 @@ def create_app(config=None):
     app.register_blueprint(console.bp)
     register_error_handlers(app)
     register_request_hooks(app)
+    metrics.register_request_metrics(app)
+    tracing.configure_tracing(app)
     register_commands(app)
     return app
 
 
 def register_extensions(app):
     db.init_app(app)
+    PoolHolder.observer = metrics.PoolObserver  # every pool of the process reports to its metrics
     # No rate-limit headers on every answer: clients (the OpenAI and Anthropic
     # SDKs) wait out a Retry-After even on a 5xx. A 429 says when to come back
     # (guards.over_rate_limit).

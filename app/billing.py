@@ -23,16 +23,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from flask import current_app
+from flask import after_this_request, current_app
 
-from app import routing
+from app import metrics, routing, tracing
 from app.errors import (PROVIDER_REJECTIONS, InsufficientFunds, InvalidAccessKey, InvalidToken, KeySpendLimitReached,
                         MissingApiKey, ModelNotAllowed, ModelUnavailable, ModelUnpriced, NotFound, ProviderFailed,
                         ProviderTimedOut, ProviderUnreachableError, SettleFailed, SpendLimitReached, UnknownModel,
                         ValidationFailed)
 from app.extensions import db, health, providers
 from app.money import SMALLEST_AMOUNT, format_money
-from app.observability import describe_error
+from app.observability import describe_error, request_id
 from app.pricing import Prices, charge
 from app.providers import (MESSAGE_OVERHEAD_TOKENS, REQUEST_OVERHEAD_TOKENS, ProviderError, ProviderTimeout,
                            ProviderUnreachable, message_tokens_upper_bound, prompt_tokens_upper_bound)
@@ -67,6 +67,7 @@ class Hold:
     route: Route = field(default=None, repr=False)
     began: float = 0.0  # when the serving route's attempt began (time.monotonic())
     token: object = None  # the random UUID stored with the hold: its release must give it
+    request_id: str = None  # the request's, for the call's trace spans (app/tracing.py)
 
     def __post_init__(self):
         self.route = self.route or self.routes[0]
@@ -347,20 +348,36 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
             "This message could cost more than your max_cost_per_message; lower max_tokens or the limit.",
             details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
     token = uuid.uuid4()
-    held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
-                         {**metadata, "model_id": model_id, "key": routes[0].key_source,
-                          "price_version_id": context["price_version_id"]},
-                         daily_limit=context["daily_spend_limit"], call_timeout=call_timeout,
-                         model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx, hold_token=token)
+    with tracing.span("hold", request_id(), model_id=model_id):
+        held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
+                             {**metadata, "model_id": model_id, "key": routes[0].key_source,
+                              "price_version_id": context["price_version_id"]},
+                             daily_limit=context["daily_spend_limit"], call_timeout=call_timeout,
+                             model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx,
+                             hold_token=token)
     if held["reason"] == "invalid_access_key":
         raise InvalidAccessKey()
     if held["reason"] == "spend_limit_reached":
+        _alert_after_response(user_id, most, context["daily_spend_limit"], access_key)
         raise _spend_limit_reached(most, context["daily_spend_limit"], access_key)
     if not held["ok"]:
         raise InsufficientFunds(details={"required": format_money(most),
                                          "available": format_money(held["available"])})
+    metrics.hold_opened(held["transaction_id"])
     return Hold(held["transaction_id"], user_id, session_id, most, content, tuple(routes), first_byte_deadline,
-                deadline, token=token)
+                deadline, token=token, request_id=request_id())
+
+
+def _alert_after_response(user_id, most, daily_limit, access_key):
+    """Once the refused call's transaction has ended (no second connection
+    held beside it): the alert for the limit it reached, once per period."""
+    def note(response):
+        try:
+            db.note_spend_limit_reached(user_id, most, daily_limit, access_key and access_key["id"])
+        except Exception as exc:
+            log.warning("could not note a spend limit reached: %s", describe_error(exc))
+        return response
+    after_this_request(note)
 
 
 def _spend_limit_reached(most, daily_limit, access_key):
@@ -389,7 +406,7 @@ def call(hold):
     """The completion of the first of the hold's routes that answers
     (app/routing.py). A failed call returns the whole hold and raises the
     API error that says why."""
-    with _returned_on_failure(hold):
+    with tracing.span("provider_call", hold.request_id, hold_id=hold.id), _returned_on_failure(hold):
         return routing.routed(hold, lambda route, deadline: providers.complete(**route.request, deadline=deadline),
                               hold.first_byte_deadline)
 
@@ -436,7 +453,7 @@ def start_stream(hold):
         rest = iter(stream)
         return stream, rest, next(rest, "")
 
-    with _returned_on_failure(hold):
+    with tracing.span("provider_call", hold.request_id, hold_id=hold.id, stream=True), _returned_on_failure(hold):
         stream, rest, first = routing.routed(hold, first_piece, hold.first_byte_deadline)
     return StartedStream(hold, stream, rest, first)
 
@@ -488,6 +505,7 @@ def release(hold, why):
     """Gives the whole hold back after a failed call or settle (at most once per
     hold, so also harmless if the settle did commit). If that fails too, reconcile
     returns it later."""
+    metrics.hold_ended(hold.id)
     try:
         with db.transaction(acting_user_id=hold.user_id) as tx:
             db.release_hold(hold.user_id, hold.id, hold.amount, "Returned: the call failed", {"reason": why}, tx=tx,
@@ -520,6 +538,15 @@ def settling(hold, alone=False):
 
 
 def settle(hold, completion, tx, estimated=False):
+    """_settle, traced."""
+    with tracing.span("settle", hold.request_id, hold_id=hold.id, model_id=hold.model_id) as span:
+        exchange = _settle(hold, completion, tx, estimated)
+        span.set_attributes({"qmarket.prompt_tokens": exchange.prompt_tokens,
+                             "qmarket.completion_tokens": exchange.completion_tokens})
+        return exchange
+
+
+def _settle(hold, completion, tx, estimated=False):
     """Charges the call in `tx` and saves the exchange. A session deleted
     meanwhile is still charged (the provider did the work) but keeps no
     messages: the exchange comes back unsaved. `estimated`: the usage is an
@@ -527,11 +554,15 @@ def settle(hold, completion, tx, estimated=False):
     billed = _charge(hold, completion)
     if hold.began:
         health.generated(routing.deployment(hold.route), billed.completion_tokens, time.monotonic() - hold.began)
+        metrics.provider_served(hold.route.provider, hold.model_id, time.monotonic() - hold.began)
     settled = db.settle_chat_call(hold.user_id, hold.session_id, hold, hold.api_key_id, hold.content,
                                   completion.content, billed,
                                   {"kind": "settle", "price_version_id": hold.prices.version_id,
                                    **({"usage": "estimated"} if estimated else {})}, tx=tx)
-    if not settled["charged"]:
+    metrics.hold_ended(hold.id)
+    if settled["charged"]:
+        metrics.billed(hold.model_id, billed)
+    else:
         log.error("hold %s was already returned: this answer goes unbilled", hold.id)
     if not settled["saved"] and hold.session_id is not None:
         log.warning("session %s was deleted during its call: hold %s settled, no messages saved",
@@ -593,6 +624,7 @@ def reconcile_holds(config, recent=False, missed_seconds=0.0):
                                        "Returned: the call never settled", {"kind": "reconcile"}, tx=tx)
         if released["ok"]:
             returned += 1
+            metrics.holds_reconciled.inc()
             log.warning("returned hold %s (%s USD) of a call that never settled", stale["id"], stale["amount"])
     return returned
 

@@ -15,6 +15,7 @@ from app.billing import reconcile_holds
 from app.extensions import db, vault
 from app.money import format_money
 from app.schemas import Email, TopUpRequest
+from database import retention
 from database.catalog_file import CatalogError, load_catalog, read_catalog
 from database.errors import DatabaseUnavailable, no_server_answered, unreachable_database
 from database.pool import CONNECT_TIMEOUT_SECONDS, Cursor
@@ -150,11 +151,37 @@ def register_commands(app: Flask):
 
     app.cli.add_command(catalog)
 
+    alerts = AppGroup("alerts", help="Alerts to webhooks and email.")
+
+    @alerts.command("deliver")
+    def deliver():
+        """Send the alert deliveries due now, once (the workers do so every ALERT_POLL_INTERVAL)."""
+        from app.alerts import deliver_due, webhook_client
+        with webhook_client(current_app.config) as client:
+            click.echo(f"delivered {deliver_due(current_app.config, client)} alerts")
+
+    app.cli.add_command(alerts)
+
     @app.cli.command("prune")
     def prune():
-        """Delete idempotency records older than 24 hours and login-failure counts gone stale."""
+        """Delete idempotency records older than 24 hours, login-failure counts gone stale, and (as the
+        owner, MIGRATE_DATABASE_URL, in small batches) chat messages, audit rows and finished alert
+        deliveries past their retention. Never a ledger row. Run it daily, from cron."""
+        config = current_app.config
         click.echo(f"pruned {db.prune_idempotency_keys()} idempotency records and "
-                   f"{db.prune_login_attempts(current_app.config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
+                   f"{db.prune_login_attempts(config['LOGIN_LOCKOUT_SECONDS'])} login-failure counts")
+        if config["MIGRATE_DATABASE_URL"] == config["DATABASE_URL"]:
+            click.echo("retention skipped: it runs as the database owner, and MIGRATE_DATABASE_URL names none")
+            return
+        try:
+            deleted = retention.prune(config["MIGRATE_DATABASE_URL"], {
+                "chat_messages": config["CHAT_RETENTION_DAYS"], "audit_rows": config["AUDIT_RETENTION_DAYS"],
+                "alert_deliveries": config["ALERT_DELIVERY_RETENTION_DAYS"]})
+        except psycopg2.errors.InsufficientPrivilege:
+            raise click.ClickException("audit rows may be deleted by the database owner only: "
+                                       "MIGRATE_DATABASE_URL must name the owner") from None
+        click.echo(f"pruned {deleted['chat_messages']} chat messages, {deleted['audit_rows']} audit rows and "
+                   f"{deleted['alert_deliveries']} alert deliveries")
 
     explain_database_outages(app.cli)
 

@@ -175,6 +175,33 @@ SETTINGS = {
     # Requests each gevent worker serves at once, an open stream one for as long
     # as it lasts (see BENCHMARKS.md, "Concurrent streams").
     "WEB_THREADS": ("1100", _integer(1, 10_000)),
+    # GET /metrics answers only a request bearing this token (Authorization: Bearer …);
+    # unset, there is no /metrics at all. A request without it gets METRICS_REFUSAL_STATUS.
+    "METRICS_TOKEN": ("", _text),
+    "METRICS_REFUSAL_STATUS": ("404", lambda value: int(_choice("401", "404")(value))),
+    # Alerts (app/alerts.py): webhooks must be https and public unless these allow
+    # otherwise (development, tests); each attempt's timeout (SMTP's too).
+    "WEBHOOK_ALLOW_HTTP": ("false", _flag),
+    "WEBHOOK_ALLOW_PRIVATE": ("false", _flag),
+    "WEBHOOK_TIMEOUT": ("5", _seconds),
+    # Attempts per delivery, the first pause between them (doubling), and how long a
+    # worker holds a claimed delivery before another may send it again.
+    "ALERT_MAX_ATTEMPTS": ("8", _integer(1, 100)),
+    "ALERT_RETRY_SECONDS": ("10", _seconds),
+    "ALERT_LEASE_SECONDS": ("60", _seconds),
+    # Seconds between each worker's passes over the outbox.
+    "ALERT_POLL_INTERVAL": ("2", _seconds),
+    # smtp://[user:password@]host[:port] (smtps:// for TLS, ?starttls=true to upgrade);
+    # empty: email alerts are marked failed.
+    "SMTP_URL": ("", _text),
+    "ALERT_EMAIL_FROM": ("alerts@localhost", _text),
+    # OpenTelemetry traces go to this OTLP/HTTP collector (…:4318); empty: tracing is off.
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ("", _text),
+    # Days `flask prune` keeps chat messages, audit rows and finished alert
+    # deliveries (0: for ever). Ledger rows are never deleted.
+    "CHAT_RETENTION_DAYS": ("0", _integer(0, 36500)),
+    "AUDIT_RETENTION_DAYS": ("365", _integer(0, 36500)),
+    "ALERT_DELIVERY_RETENTION_DAYS": ("30", _integer(0, 36500)),
 }
 # The commands that make each secret, as .env.example also gives them.
 _TOKEN_RECIPE = '''python3 -c "import secrets; print(secrets.token_urlsafe(48))"'''

@@ -26,6 +26,7 @@ from decimal import Decimal
 
 from flask import current_app
 
+from app import metrics
 from app.breakers import PROBE
 from app.errors import KeyUnusable, MissingApiKey, ProviderNotConfigured, ProvidersUnavailable
 from app.extensions import breakers, health, providers, vault
@@ -179,11 +180,14 @@ def routed(hold, attempt, first_byte_deadline):
                     raise
                 breakers.failed(deployment(route))
                 health.attempted(deployment(route), ok=False)
+                metrics.provider_attempt(route.provider, route.model_id, ok=False)
                 _note_failure(route, error)
                 failure = error
                 continue
             breakers.succeeded(deployment(route))
-            health.attempted(deployment(route), ok=True, first_token_seconds=time.monotonic() - began)
+            first_token = time.monotonic() - began
+            health.attempted(deployment(route), ok=True, first_token_seconds=first_token)
+            metrics.provider_attempt(route.provider, route.model_id, ok=True, first_token_seconds=first_token)
             hold.route, hold.began = route, began
             return result
         if failure is None and passed_over:  # every route left has its circuit open, or a probe out

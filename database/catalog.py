@@ -2,7 +2,7 @@
 preferences and activity."""
 
 PREFERENCE_COLUMNS = ("default_model_id, preferred_providers, daily_spend_limit, max_cost_per_message, theme, "
-                      "house_key_fallback, "
+                      "house_key_fallback, low_balance_threshold, email_alerts, "
                       "updated_at")
 
 
@@ -122,16 +122,20 @@ class CatalogSQL:
             return cursor.one(
                 f"""
                 INSERT INTO user_preferences (user_id, default_model_id, preferred_providers, daily_spend_limit,
-                                              max_cost_per_message, theme, house_key_fallback)
+                                              max_cost_per_message, theme, house_key_fallback,
+                                              low_balance_threshold, email_alerts)
                 VALUES (%(user_id)s, %(default_model_id)s, %(preferred_providers)s, %(daily_spend_limit)s,
-                        %(max_cost_per_message)s, %(theme)s, %(house_key_fallback)s)
+                        %(max_cost_per_message)s, %(theme)s, %(house_key_fallback)s,
+                        %(low_balance_threshold)s, %(email_alerts)s)
                 ON CONFLICT (user_id) DO UPDATE
                    SET default_model_id = EXCLUDED.default_model_id,
                        preferred_providers = EXCLUDED.preferred_providers,
                        daily_spend_limit = EXCLUDED.daily_spend_limit,
                        max_cost_per_message = EXCLUDED.max_cost_per_message,
                        theme = EXCLUDED.theme,
-                       house_key_fallback = EXCLUDED.house_key_fallback
+                       house_key_fallback = EXCLUDED.house_key_fallback,
+                       low_balance_threshold = EXCLUDED.low_balance_threshold,
+                       email_alerts = EXCLUDED.email_alerts
                 RETURNING {PREFERENCE_COLUMNS}
                 """,
                 {"user_id": user_id, **preferences},

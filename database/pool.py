@@ -19,6 +19,7 @@ trip, where BEGIN … COMMIT would take two."""
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 
 import psycopg2
@@ -183,7 +184,10 @@ class _ProcessPool:
 
 class PoolHolder:
     """The state an app keeps (`app.extensions["database"]`): the settings, and
-    this process's pool, made on first use and again after a fork."""
+    this process's pool, made on first use and again after a fork.
+    `observer` (app/metrics.py's PoolObserver) is told of each borrow's wait and return."""
+
+    observer = None
 
     def __init__(self, dsn, size, timeout):
         self.dsn, self.size, self.timeout = dsn, size, timeout
@@ -212,7 +216,10 @@ def transaction(holder, acting_user_id=None, alone=False):
     block ends, rolls back on error. `acting_user_id` is what the audit triggers
     record as the actor. `alone`: one statement, safe to run twice (see above)."""
     pool = holder.get()
+    asked = time.perf_counter()
     conn, was_idle = pool.borrow()
+    if holder.observer is not None:
+        holder.observer.borrowed(time.perf_counter() - asked)
     cursor = Cursor(conn, acting_user_id, replace_connection=pool.replace if was_idle else None, alone=alone)
     broken = False
     try:
@@ -229,6 +236,8 @@ def transaction(holder, acting_user_id=None, alone=False):
     finally:
         cursor.close()
         pool.give_back(cursor.connection, broken)
+        if holder.observer is not None:
+            holder.observer.returned()
 
 
 def _rollback(conn):

@@ -13,6 +13,7 @@ from database import pool
 from database.access_keys import AccessKeysSQL
 from database.admin import AdminSQL
 from database.accounts import AccountsSQL
+from database.alerts import AlertsSQL
 from database.catalog import CatalogSQL
 from database.chat import ChatSQL
 from database.idempotency import IdempotencySQL
@@ -22,7 +23,7 @@ from database.reconcile import ReconcileScheduleSQL
 
 
 class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, CatalogSQL, IdempotencySQL,
-                      ReconcileScheduleSQL, AdminSQL):
+                      ReconcileScheduleSQL, AdminSQL, AlertsSQL):
     """Made once (`db = DatabaseService(current_state)`), bound to an app with
     `init_app`; its state lives in `app.extensions["database"]`.
 

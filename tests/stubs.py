@@ -454,3 +454,78 @@ class _Discard(list):
 
 if __name__ == "__main__":
     main()
+
+
+class WebhookReceiver:
+    """A webhook receiver on 127.0.0.1: keeps every request (headers and raw
+    body), answers each with the next of `statuses` (then 200), and holds a
+    request open while `gate` is closed (cleared)."""
+
+    def __init__(self):
+        self.received, self.statuses = [], []
+        self.gate = threading.Event()
+        self.gate.set()
+        self._changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.gate.wait(30)
+                with receiver._changed:
+                    receiver.received.append({"headers": dict(self.headers), "body": body, "path": self.path})
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver._changed.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, count, timeout=20):
+        """The requests once at least `count` came (else those that did, after `timeout`)."""
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
+
+    def stop(self):
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SMTPReceiver:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+        from devtools.cluster import free_port
+
+        self.messages = []
+        self._changed = threading.Condition()
+        receiver = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                with receiver._changed:
+                    receiver.messages.append(envelope)
+                    receiver._changed.notify_all()
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+
+    def wait_for(self, count, timeout=20):
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.messages) >= count, timeout)
+            return list(self.messages)
+
+    def stop(self):
+        self.controller.stop()

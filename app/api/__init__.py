@@ -5,12 +5,12 @@ idempotency, the wire formats, pagination and the OpenAPI document."""
 from flask_limiter import RateLimitExceeded
 
 from app.api import (access_keys, account, admin_catalog, admin_ops, admin_users, auth, balance, chat, inference, keys,
-                     models, ops, service, usage)
+                     models, ops, service, usage, webhooks)
 from app.api.guards import over_rate_limit, refuse_unknown_query_parameters
 
 API_PREFIX = "/api/v1"
-API_BLUEPRINTS = (auth, keys, access_keys, balance, usage, chat, models, account, service, admin_users, admin_catalog,
-                  admin_ops)
+API_BLUEPRINTS = (auth, keys, access_keys, balance, usage, chat, models, account, service, webhooks, admin_users,
+                  admin_catalog, admin_ops)
 
 
 def register_blueprints(app):

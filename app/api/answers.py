@@ -18,7 +18,7 @@ from contextlib import suppress
 
 from flask import current_app, request
 
-from app import billing
+from app import billing, metrics
 from app.api.formats import event_stream
 from app.api.idempotency import json_answer
 from app.api.outbox import Outbox
@@ -98,6 +98,7 @@ class Relay:
         self.request_id, self.path, self.began = request_id(), request.path, time.perf_counter()
         self.outcome, self.client_cut = "failed", None
         self._thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
+        metrics.streams_open.inc()
         self._thread.start()
 
     def __iter__(self):
@@ -112,6 +113,7 @@ class Relay:
     def close(self):
         self.outbox.close()
         self._thread.join()
+        metrics.streams_open.dec()
         if not self.outbox.delivered and self.client_cut is None:
             self.outcome = "client left"
         fields = {"request_id": self.request_id, "path": self.path, "outcome": self.outcome,

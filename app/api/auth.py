@@ -1,6 +1,7 @@
 """Accounts and tokens: endpoints 1–5."""
 from flask import current_app, request
 
+from app import metrics
 from app.api.contract import ACCOUNT, body, caller, other_responses, rate_limit, response
 from app.api.idempotency import serialise
 from app.api.pipeline import OperationBlueprint
@@ -78,6 +79,7 @@ def login(credentials):
     # a lock check that none of them has counted yet.
     attempt = db.login_attempt(credentials.email, config["LOGIN_LOCKOUT_THRESHOLD"], config["LOGIN_LOCKOUT_SECONDS"])
     if attempt["refused"]:
+        metrics.refused("login_locked")
         raise LoginLocked(headers={"Retry-After": str(attempt["retry_after"])})
     user = attempt if attempt["id"] else None
     # An unknown email costs one full PBKDF2 too, so timing reveals nothing.

@@ -7,6 +7,7 @@ import uuid
 
 from flask import current_app, request
 
+from app import metrics
 from app.errors import NotFound, RateLimited, ValidationFailed, error_response
 from app.extensions import limiter
 
@@ -16,6 +17,7 @@ def over_rate_limit(error):
     with Retry-After: the whole seconds until the breached limit's window resets.
     Only this answer carries it (flask-limiter's headers are off): a client's SDK
     waits out a Retry-After on any status, a 5xx included."""
+    metrics.refused("rate_limited")
     breached = limiter.current_limit
     seconds = math.ceil(breached.reset_at - time.time()) if breached is not None else 1
     return error_response(RateLimited.code, RateLimited.message, RateLimited.status,

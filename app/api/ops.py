@@ -8,6 +8,7 @@ from flask import request
 from swagger_ui import api_doc
 from swagger_ui.core import ApplicationDocument
 
+from app import metrics
 from app.api.contract import response, without_database
 from app.api.openapi import HEALTH, document
 from app.api.pipeline import OperationBlueprint
@@ -38,6 +39,12 @@ def readyz():
 def openapi():
     """This document"""
     return document()
+
+
+@bp.get("/metrics")
+def metrics_page():
+    """Prometheus' text format, every worker's figures (app/metrics.py); guarded by METRICS_TOKEN."""
+    return metrics.scrape()
 
 
 @bp.get("/docs/openapi.json")

@@ -7,8 +7,8 @@ from pydantic import Field
 
 from app.money import format_money
 from app.schemas.charges import ChargeParts
-from app.schemas.fields import (Email, GivenPassword, ModelId, MoneyText, NewPassword, NonNegativeAmount, Provider,
-                                Request, Response, SignedMoneyText, Token, Username)
+from app.schemas.fields import (Email, GivenPassword, ModelId, MoneyText, NewPassword, NonNegativeAmount,
+                                PositiveAmount, Provider, Request, Response, SignedMoneyText, Token, Username)
 from database.vocab import THEMES
 
 
@@ -72,6 +72,10 @@ class PreferencesBody(Request):
     # Whether a call made with your own key may fall back to another provider's
     # house key, at the catalog price (off: your keys only).
     house_key_fallback: Annotated[bool, Field(strict=True)] = False
+    # Alerts (webhooks, and email when email_alerts): once when a call takes the
+    # available balance below this; a top-up back above it re-arms it. Null: off.
+    low_balance_threshold: PositiveAmount | None = None
+    email_alerts: Annotated[bool, Field(strict=True)] = False
 
 
 class Preferences(Response):
@@ -81,12 +85,14 @@ class Preferences(Response):
     max_cost_per_message: MoneyText | None
     theme: str
     house_key_fallback: bool
+    low_balance_threshold: MoneyText | None
+    email_alerts: bool
     updated_at: datetime | None
 
     @classmethod
     def from_row(cls, row):
         money = {key: None if row[key] is None else format_money(row[key])
-                 for key in ("daily_spend_limit", "max_cost_per_message")}
+                 for key in ("daily_spend_limit", "max_cost_per_message", "low_balance_threshold")}
         return cls(**{**row, **money})
 
 

@@ -4,6 +4,7 @@ import { applyTheme, checkboxes, field, formAlert, h, section, select, sendingFo
 
 const THEMES = [["system", "Same as the system"], ["light", "Light"], ["dark", "Dark"]];
 const FALLBACK = [["false", "Fail the call: my own keys only"], ["true", "Fall back to the service's keys"]];
+const EMAIL_ALERTS = [["false", "No: webhooks only"], ["true", "Yes, to my account's email too"]];
 
 export async function render({ signal }) {
   const [preferences, { models }] = await Promise.all([get("/api/v1/preferences", signal), get("/api/v1/models?sort=id", signal)]);
@@ -20,6 +21,11 @@ export async function render({ signal }) {
     house_key_fallback: field("When a provider you hold a key for fails", { name: "house_key_fallback",
       control: select(FALLBACK, String(preferences.house_key_fallback)),
       hint: "Another provider's key of this service costs the catalog price, not the fee for your own keys." }),
+    low_balance_threshold: field("Alert when my balance falls below, in USD", { name: "low_balance_threshold",
+      inputmode: "decimal", autocomplete: "off", value: preferences.low_balance_threshold ?? "",
+      hint: "Empty: no alert. Sent once, again after a top-up lifts the balance above it." }),
+    email_alerts: field("Email my alerts", { name: "email_alerts",
+      control: select(EMAIL_ALERTS, String(preferences.email_alerts)) }),
   };
   const alert = formAlert();
   const amount = (name) => fields[name].input.value.trim() || null;
@@ -31,6 +37,8 @@ export async function render({ signal }) {
       max_cost_per_message: amount("max_cost_per_message"),
       theme: fields.theme.input.value,
       house_key_fallback: fields.house_key_fallback.input.value === "true",
+      low_balance_threshold: amount("low_balance_threshold"),
+      email_alerts: fields.email_alerts.input.value === "true",
     });
     applyTheme(saved.theme);
     alert.show("Preferences saved.", "ok");

@@ -1,0 +1,140 @@
+"""The user-facing queries on a big ledger (BENCHMARKS.md, "A big ledger"):
+p50 and p99 of the usage report (30 days by day and model), a ledger page,
+the activity feed and the console overview's reads, for one heavy user, on an
+empty database and again once the ledger holds `--rows` rows across
+`--users` users, the heavy user's calls (a hold, its release and its charge
+each) all within the last 30 days; then each table's and its indexes' size
+per million calls.
+
+    python bench/data.py [--rows 1000000] [--users 10000] [--heavy-share 0.1] [--samples 50]
+
+The rows are written in bulk as the owner with triggers off (the audit log
+is not what is measured); the queries run as the service's login through
+DatabaseService, as the API runs them."""
+import argparse
+import sys
+import time
+from contextlib import closing
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psycopg2  # noqa: E402
+import psycopg2.extras  # noqa: E402
+
+from bench.harness import durable_database, percentile  # noqa: E402
+from database import DatabaseService  # noqa: E402
+from database.pool import PoolHolder  # noqa: E402
+
+TABLES = ("transactions", "call_charges", "audit_log", "chat_history")
+SEED = """
+SET session_replication_role = replica;
+INSERT INTO users (id, email, username, password_hash)
+SELECT gen_random_uuid(), 'seed' || n || '@example.com', 'seed' || n, 'x' FROM generate_series(1, %(users)s) n;
+INSERT INTO user_balance (user_id, total_balance, spent_balance)
+SELECT id, 1000, 0 FROM users WHERE email LIKE 'seed%%' ON CONFLICT DO NOTHING;
+CREATE TEMP TABLE callers AS
+SELECT row_number() OVER () AS n, id FROM users WHERE email LIKE 'seed%%';
+-- Each call: a hold, then its release, then its charge; the heavy user's within 30 days, the others' within a year.
+CREATE TEMP TABLE calls AS
+SELECT i,
+       CASE WHEN i <= %(heavy_calls)s THEN %(heavy)s::uuid
+            ELSE (SELECT id FROM callers WHERE n = 1 + (i %% %(users)s)) END AS user_id,
+       now() - (CASE WHEN i <= %(heavy_calls)s THEN interval '30 days' ELSE interval '365 days' END)
+             * random() AS at,
+       (ARRAY['openai/gpt-4o-mini', 'anthropic/claude-3-5-haiku-20241022', 'local/echo'])[1 + i %% 3] AS model_id
+  FROM generate_series(1, %(calls)s) i;
+CREATE TEMP TABLE holds AS
+WITH made AS (
+    INSERT INTO transactions (user_id, type, amount, available_after, description, created_at, model_id,
+                              call_deadline)
+    SELECT user_id, 'hold', 0.001, 999, 'seed', at, model_id, at + interval '60 seconds' FROM calls ORDER BY at
+    RETURNING id, user_id, created_at, model_id)
+SELECT * FROM made;
+INSERT INTO transactions (user_id, type, amount, available_after, related_transaction_id, description, created_at,
+                          model_id)
+SELECT user_id, 'release', 0.0004, 999, id, 'seed', created_at + interval '2 seconds', model_id
+  FROM holds ORDER BY created_at;
+INSERT INTO call_charges (hold_id, input_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens,
+                          output_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost,
+                          served_model_id, served_provider)
+SELECT id, 100, 0, 0, 0, 50, 0.0003, 0, 0, 0.0003, model_id, split_part(model_id, '/', 1) FROM holds;
+"""
+
+
+def heavy_user(owner_url):
+    with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO users (email, username, password_hash) VALUES ('heavy@example.com', 'heavy', 'x') "
+                    "RETURNING id")
+        return cur.fetchone()[0]
+
+
+def queries(db, user_id):
+    today = date.today()
+    first = today - timedelta(days=29)
+    return {
+        "usage (30 days by day and model)": lambda: db.charges(user_id, first, today, True, True),
+        "ledger page (50)": lambda: db.list_transactions(user_id, 50),
+        "activity feed (50)": lambda: db.activity(user_id, 50),
+        "console overview (balance, 30 days by day, activity)": lambda: (
+            db.balance(user_id), db.charges(user_id, first, today, True, False), db.activity(user_id, 10)),
+    }
+
+
+def measure(db, user_id, samples):
+    results = {}
+    for name, query in queries(db, user_id).items():
+        query()  # warm
+        timings = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            query()
+            timings.append((time.perf_counter() - started) * 1000)
+        results[name] = (percentile(timings, 0.5), percentile(timings, 0.99))
+    return results
+
+
+def sizes(owner_url):
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute("ANALYZE")
+        cur.execute("SELECT relname, pg_table_size(oid), pg_indexes_size(oid) FROM pg_class WHERE relname = ANY(%s)",
+                    (list(TABLES),))
+        return {name: (table, indexes) for name, table, indexes in cur.fetchall()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="ledger rows to seed (two per call)")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--heavy-share", type=float, default=0.1, help="the heavy user's share of the calls")
+    parser.add_argument("--samples", type=int, default=50)
+    args = parser.parse_args()
+    calls = args.rows // 2
+    with durable_database() as (owner_url, app_url):
+        psycopg2.extras.register_uuid()
+        holder = PoolHolder(app_url, 2, 5)
+        db = DatabaseService(lambda: holder)
+        user_id = heavy_user(owner_url)
+        empty = measure(db, user_id, args.samples)
+        started = time.perf_counter()
+        with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
+            cur.execute(SEED, {"users": args.users, "calls": calls, "heavy": str(user_id),
+                               "heavy_calls": int(calls * args.heavy_share)})
+        print(f"seeded {calls * 2:,} ledger rows ({calls:,} calls; the heavy user {int(calls * args.heavy_share):,} "
+              f"in 30 days) across {args.users:,} users in {time.perf_counter() - started:.0f} s")
+        measured = sizes(owner_url)
+        full = measure(db, user_id, args.samples)
+        print(f"{'query':58} {'empty p50/p99 ms':>18} {'seeded p50/p99 ms':>18} {'ratio p50':>9}")
+        for name in empty:
+            (e50, e99), (f50, f99) = empty[name], full[name]
+            print(f"{name:58} {e50:8.2f} {e99:8.2f} {f50:9.2f} {f99:8.2f} {f50 / e50:8.1f}x")
+        print("per million calls:")
+        for name, (table, indexes) in sorted(measured.items()):
+            scale = 1_000_000 / calls
+            print(f"  {name:14} table {table * scale / 2**20:8.0f} MiB, indexes {indexes * scale / 2**20:8.0f} MiB")
+        holder.close()
+
+
+if __name__ == "__main__":
+    main()
