@@ -70,7 +70,7 @@ class PrivateServer:
     back on its port, so the other tests' server is never touched.
     `postgres_args`: more `-c name=value` for it."""
 
-    def __init__(self, app_password, postgres_args=""):
+    def __init__(self, app_password="private-server-app-password", postgres_args=""):
         self.base_dir = tempfile.mkdtemp(prefix="qmarket-restart-pg-", dir="/tmp")
         options = cluster.testing_postgresql_options(self.base_dir)
         options["postgres_args"] += f" {postgres_args}"
