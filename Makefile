@@ -1,4 +1,5 @@
-# `make run` serves the API; `make test` runs the whole suite, `make test-fast` the part that
+# `make run` serves the API; `make cluster` serves it as it is deployed (PgBouncer, Redis, N
+# instances, nginx); `make test` runs the whole suite, `make test-fast` the part that
 # starts no process of its own. Each sets up .venv first:
 # `make run` with what serving needs (requirements.txt), the tests with their packages too.
 PYTHON ?= python3
@@ -6,10 +7,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test test-fast migrate schema clean
+.PHONY: run cluster test test-fast migrate schema clean
 
 run: $(VENV)/.installed
 	$(BIN)/python run.py
+
+# Also needs pgbouncer, redis-server and nginx (Debian: apt-get install pgbouncer redis-server nginx-light).
+# CLUSTER_INSTANCES (or `make cluster CLUSTER_INSTANCES=2`) sets how many instances run.
+cluster: $(VENV)/.installed
+	$(BIN)/python -m devtools.local_cluster
 
 # Two pytest-xdist workers, one per core, each with its own PostgreSQL; `-n 0` in
 # PYTEST_ARGS runs the tests in one process (a later -n wins).

@@ -37,10 +37,11 @@ EXPECTED = {
     "table": ["schema_version", "users", "refresh_tokens", "login_attempts", "api_keys", "models",
               "model_ratings", "model_usage_stats", "user_balance", "deposit_cap", "transactions",
               "idempotency_keys", "chat_sessions", "chat_history", "user_preferences", "audit_log", "access_keys",
-              "call_charges"],
+              "call_charges", "alias_lists"],
     "view": ["user_with_balance", "model_popularity", "recent_activity"],
     "function": ["deduct_user_balance", "add_user_funds", "deposit_with_receipt", "chat_call_context", "settle_chat_call",
-                 "audit_row_change", "create_user_balance", "touch_updated_at", "charge_parts"],
+                 "audit_row_change", "create_user_balance", "touch_updated_at", "charge_parts",
+                 "alias_lists_check", "models_list_names_check"],
 }
 
 

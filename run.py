@@ -4,37 +4,25 @@ serves with gunicorn until Ctrl-C (or the terminal closes), then stops the
 server and the cluster. One launcher at a time serves from .data/."""
 import argparse
 import base64
-import ctypes
 import fcntl
 import os
 import secrets
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from app.config import ConfigError, load_config
 from devtools.cluster import ClusterError, EmbeddedCluster, free_port
 from devtools.embedded import EMBEDDED_DB_OWNER, embedded_database_urls, write_embedded_urls
+from devtools.launcher import ROOT, gunicorn_command, say, stop_on_signals, stop_with_launcher
 import migrate
 
-ROOT = Path(__file__).resolve().parent
 ENV_FILE = ROOT / ".env"
 DATA_DIR = ROOT / ".data"
 INSTANCE_FILE = DATA_DIR / "instance_id"
 # What in .data/ is a database of its own (the rest, such as the tests' screenshots, is not).
 DATABASE_LINK = DATA_DIR / "pgdata"
 LAUNCHER_FILE = DATA_DIR / "launcher.pid"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def say(line):
-    """Prints, but never fails: once the terminal is closed (SIGHUP) writing to
-    it fails, and the shutdown must go on without it."""
-    try:
-        print(line, flush=True)
-    except OSError:
-        sys.stdout = open(os.devnull, "w")
 
 
 def fresh_env_file():
@@ -148,22 +136,12 @@ def adopt_running_cluster(cluster):
     return True
 
 
-def stop_with_launcher():
-    """A preexec_fn: the kernel sends the child SIGTERM when this launcher dies,
-    however it dies (SIGKILL included), so gunicorn stops its workers instead
-    of serving on without its database. The signal follows the thread that
-    forked, the main thread here, which lives as long as the launcher. Linux only."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    launcher = os.getpid()
-
-    def arm():
-        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-        if os.getppid() != launcher:  # it died before the signal was armed
-            os._exit(1)
-    return arm
+def first_steps(url):
+    """What to try first against the service at `url`."""
+    account = '{"email": "ada@example.com", "username": "ada", "password": "correct horse battery"}'
+    return (f"Try:\n  curl -s {url}/readyz\n"
+            f"  curl -s -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' \\\n"
+            f"       -d '{account}'\n")
 
 
 def serve(config):
@@ -173,13 +151,9 @@ def serve(config):
     # Its own session: Ctrl-C and a closing terminal reach only this launcher,
     # which then stops gunicorn gracefully (a worker still booting would
     # otherwise die mid-import, and SIGHUP would make gunicorn reload, not stop).
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"), "--bind", bind, "wsgi:app"],
-        cwd=ROOT, start_new_session=True, preexec_fn=stop_with_launcher())
-    say(f"\nQ Marketplace is serving on {url}  (Ctrl-C stops it)\nTry:\n"
-        f"  curl -s {url}/readyz\n"
-        f"  curl -s -X POST {url}/api/v1/auth/register -H 'Content-Type: application/json' \\\n"
-        f"       -d '{{\"email\": \"ada@example.com\", \"username\": \"ada\", \"password\": \"correct horse battery\"}}'\n")
+    server = subprocess.Popen(gunicorn_command(bind), cwd=ROOT, start_new_session=True,
+                              preexec_fn=stop_with_launcher())
+    say(f"\nQ Marketplace is serving on {url}  (Ctrl-C stops it)\n{first_steps(url)}")
     try:
         return server.wait()
     except KeyboardInterrupt:
@@ -193,15 +167,13 @@ def serve(config):
         raise
 
 
-def _interrupt(signum, frame):
-    """SIGINT, SIGTERM and SIGHUP (the terminal closed) stop the launcher, even
-    where SIGINT was inherited ignored."""
-    raise KeyboardInterrupt
-
-
-def main():
-    argparse.ArgumentParser(
-        description=__doc__, epilog="Settings come from .env and the environment (see .env.example).").parse_args()
+def launch(work, claim_always=False):
+    """What `make run` and `make cluster` share: .env (written when missing),
+    the embedded cluster when no server of the operator's own is set (.data/
+    claimed, the cluster started, and stopped at the end), migrate; then
+    `work(config, cluster)` until it returns its exit status or the launcher is
+    stopped. `claim_always`: claim .data/ for a launcher keeping its own files
+    there even when the database is the operator's."""
     ensure_env_file()
     try:
         embedded = embedded_cluster_settings()
@@ -211,15 +183,15 @@ def main():
     if not config["DATABASE_URL"]:
         sys.exit("run: no database configured: set DATABASE_URL, or EMBEDDED_DB_PORT and the "
                  "EMBEDDED_DB_* passwords for the embedded cluster (see .env.example)")
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
-    cluster = None
+    stop_on_signals()
+    cluster, claims = None, []
     try:
+        if embedded or claim_always:
+            claims.append(claim_data_dir())  # held, so locked, until the cluster has stopped
         if embedded:
-            data_dir_claim = claim_data_dir()  # held, so locked, until the launcher exits
             cluster = start_embedded_cluster(embedded)
         migrate.migrate_configured(config, out=lambda line: say(f"migrate: {line}"))
-        status = serve(config)
+        status = work(config, cluster)
     except (ClusterError, migrate.psycopg2.Error) as exc:
         sys.exit(f"run: {str(exc).strip()}")
     except KeyboardInterrupt:
@@ -228,7 +200,15 @@ def main():
         if cluster is not None:
             say("run: stopping the embedded PostgreSQL cluster")
             cluster.stop()
+        for claim in claims:
+            claim.close()
     sys.exit(status)
+
+
+def main():
+    argparse.ArgumentParser(
+        description=__doc__, epilog="Settings come from .env and the environment (see .env.example).").parse_args()
+    launch(lambda config, cluster: serve(config))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,37 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION alias_lists_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    problem text;
+BEGIN
+    SELECT CASE WHEN m.id IS NULL THEN format('the alias list %s names %s, which is no model', l.alias, listed.id)
+                ELSE format('the alias list %s names %s twice', l.alias, listed.id) END
+      INTO problem
+      FROM alias_lists l
+     CROSS JOIN LATERAL unnest(l.models) WITH ORDINALITY AS listed(id, place)
+      LEFT JOIN models m ON m.id = listed.id
+     WHERE l.alias = NEW.alias
+       AND (m.id IS NULL OR listed.id = ANY (l.models[:listed.place - 1]))
+     LIMIT 1;
+    IF problem IS NULL THEN
+        SELECT format('the alias list %s is also a name of %s', l.alias, m.id)
+          INTO problem
+          FROM alias_lists l
+          JOIN models m ON l.alias IN (m.id, split_part(m.id, '/', 2)) OR l.alias = ANY (m.aliases)
+         WHERE l.alias = NEW.alias
+         LIMIT 1;
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'catalog refused: %', problem USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION audit_row_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
@@ -165,7 +196,7 @@ CREATE FUNCTION charge_parts(c call_charges) RETURNS json
         'model_id', c.served_model_id, 'provider', c.served_provider) END
 $$;
 
-CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, api_key_id uuid, encryption_kid text, nonce bytea, encrypted_key bytea, history json, daily_spend_limit numeric, max_cost_per_message numeric)
+CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, deployments jsonb, user_keys json, house_key_fallback boolean, history json, daily_spend_limit numeric, max_cost_per_message numeric)
     LANGUAGE plpgsql STABLE
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -176,7 +207,8 @@ BEGIN
         SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
                m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
                m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.features, m.is_active,
-               coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens
+               coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens,
+               m.deployments
           FROM chat_sessions s
           JOIN models m ON m.id = s.model_id
          WHERE s.id = p_session_id
@@ -190,7 +222,14 @@ BEGIN
     SELECT u.token_generation, t.session_id, t.model_id, t.provider, t.context_window, t.max_output_tokens,
            t.input_price_per_mtok, t.output_price_per_mtok, t.cache_read_price_per_mtok,
            t.cache_write_price_per_mtok, t.cache_write_1h_price_per_mtok, t.features, t.is_active, t.max_tokens,
-           k.id, k.encryption_kid, k.nonce, k.encrypted_key,
+           t.deployments,
+           (SELECT coalesce(json_agg(json_build_object(
+                       'id', a.id, 'provider', a.provider, 'encryption_kid', a.encryption_kid,
+                       'nonce', encode(a.nonce, 'base64'), 'encrypted_key', encode(a.encrypted_key, 'base64'))
+                       ORDER BY a.created_at DESC, a.id), '[]')
+              FROM api_keys a
+             WHERE a.user_id = u.id),
+           coalesce(pref.house_key_fallback, false),
            (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
               FROM history h
              WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens),
@@ -198,12 +237,6 @@ BEGIN
       FROM users u
       LEFT JOIN target t ON true
       LEFT JOIN user_preferences pref ON pref.user_id = u.id
-      LEFT JOIN LATERAL (SELECT a.id, a.encryption_kid, a.nonce, a.encrypted_key
-                           FROM api_keys a
-                          WHERE a.user_id = u.id
-                            AND a.provider = t.provider
-                          ORDER BY a.created_at DESC, a.id
-                          LIMIT 1) k ON true
      WHERE u.id = p_user_id
        AND u.is_active;
 END;
@@ -357,6 +390,25 @@ BEGIN
        AND k.revoked_at IS NULL
        AND (k.expires_at IS NULL OR k.expires_at > now())
        AND u.is_active;
+END;
+$$;
+
+CREATE FUNCTION models_list_names_check() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    clash text;
+BEGIN
+    SELECT l.alias INTO clash
+      FROM alias_lists l
+     WHERE l.alias IN (NEW.id, split_part(NEW.id, '/', 2)) OR l.alias = ANY (NEW.aliases)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'catalog refused: % is the name of an alias list, and also a name of %', clash, NEW.id
+              USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN NULL;
 END;
 $$;
 
@@ -520,6 +572,14 @@ CREATE TABLE access_keys (
     CONSTRAINT access_keys_spend_limit_check CHECK ((spend_limit > (0)::numeric)),
     CONSTRAINT access_keys_spend_limit_period_check CHECK ((spend_limit_period = ANY (ARRAY['day'::text, 'month'::text, 'total'::text]))),
     CONSTRAINT access_keys_spent_check CHECK ((spent >= (0)::numeric))
+);
+
+CREATE TABLE alias_lists (
+    alias text NOT NULL,
+    models text[] NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT alias_lists_alias_check CHECK (((alias ~ '^[A-Za-z0-9._:-]+$'::text) AND (length(alias) <= 100))),
+    CONSTRAINT alias_lists_models_check CHECK (((cardinality(models) >= 1) AND (cardinality(models) <= 6)))
 );
 
 CREATE TABLE api_keys (
@@ -861,6 +921,9 @@ ALTER TABLE ONLY access_keys
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY alias_lists
+    ADD CONSTRAINT alias_lists_pkey PRIMARY KEY (alias);
+
 ALTER TABLE ONLY api_keys
     ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
 
@@ -958,6 +1021,8 @@ CREATE UNIQUE INDEX users_username_key ON users USING btree (lower(username));
 
 -- ---------------------------------------------------------------- triggers
 
+CREATE CONSTRAINT TRIGGER alias_lists_valid AFTER INSERT OR UPDATE ON alias_lists DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION alias_lists_check();
+
 CREATE TRIGGER audit_access_keys AFTER INSERT OR DELETE OR UPDATE ON access_keys FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
 
 CREATE TRIGGER audit_api_keys AFTER INSERT OR DELETE OR UPDATE ON api_keys FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
@@ -971,6 +1036,8 @@ CREATE TRIGGER audit_user_balance AFTER INSERT OR DELETE OR UPDATE ON user_balan
 CREATE TRIGGER audit_user_preferences AFTER INSERT OR DELETE OR UPDATE ON user_preferences FOR EACH ROW EXECUTE FUNCTION audit_row_change('user_id');
 
 CREATE TRIGGER audit_users AFTER INSERT OR DELETE OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
+
+CREATE CONSTRAINT TRIGGER models_list_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_list_names_check();
 
 CREATE CONSTRAINT TRIGGER models_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_names_check();
 
@@ -1088,6 +1155,8 @@ GRANT INSERT(expires_at) ON TABLE access_keys TO app_user;
 GRANT UPDATE(last_used_at) ON TABLE access_keys TO app_user;
 
 GRANT UPDATE(revoked_at) ON TABLE access_keys TO app_user;
+
+GRANT SELECT ON TABLE alias_lists TO app_user;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE api_keys TO app_user;
 

@@ -56,7 +56,7 @@ def register_extensions(app):
     app.extensions["vault"] = Vault(app.config["ENCRYPTION_KEYS"], app.config["FINGERPRINT_KEY"])
     app.extensions["providers"] = Providers(app.config)
     app.extensions["breakers"] = Breakers(app.config)
-    app.extensions["health"] = Health()
+    app.extensions["health"] = Health(app.config)
 
 
 def register_body_limits(app):

@@ -143,11 +143,9 @@ def hold(user_id, session_id, content, max_tokens, temperature, stream=False, tx
     # A chat asks nothing of a model's reasoning, but its provider is told the model reasons.
     request = {"messages": messages, "max_tokens": context["max_tokens"], "temperature": temperature,
                "reasoning": Reasoning() if "reasoning" in context["features"] else None}
-    sealed = context.pop("sealed_key")
-    stored = [] if sealed is None else [{"id": context["api_key_id"], "provider": context["provider"],
-                                         **dict(zip(("encryption_kid", "nonce", "encrypted_key"), sealed))}]
     found = routing.routes(user_id, [context], lambda *_: (prompt_tokens_upper_bound(messages),
-                                                           Prices.of(context).input, request), stored, False)
+                                                           Prices.of(context).input, request),
+                           context["user_keys"], context["house_key_fallback"])
     return _hold(user_id, context, found, deadlines, tx, {"kind": "chat", "session_id": str(session_id)},
                  session_id=session_id, content=content)
 
@@ -203,23 +201,48 @@ def hold_call(user_id, call, fields, access_key=None, tx=None):
 
 def _candidates(user_id, call, access_key, fields, tx=None):
     """The contexts of the call's model and of each fallback it names, in
-    order (each named once), each callable as `_callable_model` says."""
+    order (each model once), each callable as `_callable` says. A name of an
+    alias list stands for its models that the caller may call with what the
+    call asks, in the list's order; when none may, the first one's refusal
+    answers."""
     names = list(dict.fromkeys([call.model, *call.fallbacks]))
     contexts = []
     for index, name in enumerate(names):
-        context = _callable_model(user_id, replace(call, model=name), access_key, fields, tx,
-                                  field="model" if index == 0 else f"models.{call.fallbacks.index(name)}")
-        if context["model_id"] not in (known["model_id"] for known in contexts):
-            contexts.append(context)
+        field = "model" if index == 0 else f"models.{call.fallbacks.index(name)}"
+        named = replace(call, model=name)
+        context = _model_context(user_id, named, tx)
+        if context["model_id"] is None and context["listed_models"]:
+            found = _listed(user_id, named, context["listed_models"], access_key, fields, tx, field)
+        else:
+            found = [_callable(context, named, access_key, fields, field)]
+        contexts += [context for context in found
+                     if context["model_id"] not in (known["model_id"] for known in contexts)]
     return contexts
 
 
-def _callable_model(user_id, call, access_key, fields, tx=None, field="model"):
-    """The call's context (db.model_call_context) once the model the call's
-    name resolves to is one the caller may call with what the call asks;
-    `field` names the name in the request, for the 404 of an unknown one."""
+def _listed(user_id, call, models, access_key, fields, tx, field):
+    callable_, refusals = [], []
+    for model in models:
+        listed = replace(call, model=model)
+        try:
+            callable_.append(_callable(_model_context(user_id, listed, tx), listed, access_key, fields, field))
+        except (UnknownModel, ModelNotAllowed, ValidationFailed) as refusal:
+            refusals.append(refusal)
+    if not callable_:
+        raise refusals[0]
+    return callable_
+
+
+def _model_context(user_id, call, tx=None):
+    """db.model_call_context of the model the call names, for an active user."""
     default_max_tokens = DEFAULT_MAX_TOKENS + ((call.reasoning and call.reasoning.budget) or 0)
-    context = _of_active_user(db.model_call_context(user_id, call.model, call.max_tokens, default_max_tokens, tx=tx))
+    return _of_active_user(db.model_call_context(user_id, call.model, call.max_tokens, default_max_tokens, tx=tx))
+
+
+def _callable(context, call, access_key, fields, field="model"):
+    """`context` once the model the call's name resolves to is one the caller
+    may call with what the call asks; `field` names the name in the request,
+    for the 404 of an unknown one."""
     if context["model_id"] is None or not context["is_active"]:
         raise UnknownModel(details={field: call.model})
     allowed = access_key and access_key["allowed_models"]
@@ -267,8 +290,8 @@ def count_prompt_tokens(user_id, call, access_key, fields):
     """How many input tokens a call's prompt would be (nothing is held or
     charged): as its first route's provider counts them where it can
     (Anthropic), else as app.providers estimates them, with the key a call
-    would use."""
-    context = _callable_model(user_id, call, access_key, fields)
+    would use (an alias list's first model the caller may call)."""
+    context = _candidates(user_id, call, access_key, fields)[0]
     route = routing.keyed(routing.routes(user_id, [context], lambda *_: (0, Decimal(0), {}), context["user_keys"],
                                          context["house_key_fallback"])[0])
     if route is None:

@@ -95,10 +95,10 @@ def register_commands(app: Flask):
         Runs as the database owner (MIGRATE_DATABASE_URL): the service's own
         login may read the catalog but not change it."""
         try:
-            models = read_catalog(path)
+            catalog = read_catalog(path)
         except CatalogError as exc:
             raise click.ClickException(str(exc)) from None
-        configured = current_app.config["PROVIDERS"]
+        configured, models = current_app.config["PROVIDERS"], catalog["models"]
         for index, model in enumerate(models):
             named = [("provider", model["provider"])] + [(f"deployments.{place}.provider", deployment["provider"])
                                                           for place, deployment in enumerate(model["deployments"])]
@@ -110,12 +110,14 @@ def register_commands(app: Flask):
         try:
             with closing(owner_connection()) as conn:
                 with conn, conn.cursor() as cur:
-                    added, updated = load_catalog(cur, models)
+                    added, updated = load_catalog(cur, catalog)
         except psycopg2.Error as exc:
             if no_server_answered(exc):
                 raise
             raise click.ClickException(f"nothing loaded: {str(exc).strip()}") from None
-        click.echo(f"catalog: {added} models added, {updated} updated, {len(models) - added - updated} unchanged")
+        lists = len(catalog["alias_lists"])
+        click.echo(f"catalog: {added} models added, {updated} updated, {len(models) - added - updated} unchanged"
+                   + (f"; {lists} alias lists written" if lists else ""))
 
     app.cli.add_command(catalog)
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from app.money import format_money
 from app.schemas import CatalogEntry, ModelUsage, RatingSummary
 from app.schemas.catalog import prices_of
-from database.vocab import LOCAL_PROVIDER
+from app.access import HOUSE_KEY, LOCAL, NEEDS_KEY, OWN_KEY
 
 # Bayesian average: each model starts with PRIOR_VOTES imaginary ratings of
 # PRIOR_MEAN, so three 5-star votes do not outrank three hundred 4.8s.
@@ -39,6 +39,8 @@ TASK_WORDS = {
     "cheap": r"cheap|budget|low[- ]cost|inexpensive|high[- ]volume|bulk|many requests",
 }
 TASK_PATTERNS = {capability: re.compile(rf"\b(?:{words})\b", re.I) for capability, words in TASK_WORDS.items()}
+CALLABLE_FIRST_NOTICE = ("Models you can call now come first; a better fit that needs a key you have not added "
+                         "comes after them (send callable_first: false to rank on fit alone).")
 PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "local": "local"}
 
 
@@ -77,9 +79,12 @@ def needed_capabilities(task, asked):
     return list(dict.fromkeys([*asked, *inferred]))
 
 
-def rank(rows, task, asked_capabilities, budget, held_providers, house_providers, preferred_providers, limit):
-    """(ranked [(row, score, reasons)], notice). Models over the budget are left
-    out; when that leaves none, the cheapest are shown with a notice saying so."""
+def rank(rows, task, asked_capabilities, budget, access, preferred_providers, limit, callable_first=True):
+    """(ranked [(row, score, reasons)], notice). `access`: {model id: Access}
+    (app/access.py). Models over the budget are left out; when that leaves
+    none, the cheapest are shown with a notice saying so. With
+    `callable_first`, models the user can call now come first, whatever their
+    score; a notice says so when that put a better-scored model lower."""
     if not rows:
         return [], "The catalog has no active model right now."
     needs = needed_capabilities(task, asked_capabilities)
@@ -92,8 +97,7 @@ def rank(rows, task, asked_capabilities, budget, held_providers, house_providers
     context = {
         "needs": needs,
         "budget": budget,
-        "held": set(held_providers),
-        "callable": set(held_providers) | set(house_providers) | {LOCAL_PROVIDER},
+        "access": access,
         "preferred": set(preferred_providers),
         "cheapest": min(blended_price(row) for row in rows),
         "priciest": max(blended_price(row) for row in rows),
@@ -101,6 +105,11 @@ def rank(rows, task, asked_capabilities, budget, held_providers, house_providers
     }
     scored = [(row, *_score(row, context)) for row in affordable]
     scored.sort(key=lambda item: (-item[1], blended_price(item[0]), item[0]["id"]))
+    if callable_first:
+        by_fit = scored[:limit]
+        scored.sort(key=lambda item: not access[item[0]["id"]].callable)  # stable: the score orders each part
+        if scored[:limit] != by_fit:
+            notice = " ".join(filter(None, [notice, CALLABLE_FIRST_NOTICE]))
     return [(row, float(round(score, 4)), reasons) for row, score, reasons in scored[:limit]], notice
 
 
@@ -129,20 +138,22 @@ def _score(row, context):
         reasons.append(f"among the most used here (#{row['popularity_rank']})")
 
     provider = row["provider"]
-    signals["available"] = Decimal(provider in context["callable"])
-    if provider == LOCAL_PROVIDER:
-        reasons.append("runs locally with no key")
-    elif provider in context["held"]:
-        reasons.append(f"you hold an {PROVIDER_NAMES[provider]} key")
-    elif provider in context["callable"]:
-        reasons.append(f"served with this service's {PROVIDER_NAMES[provider]} key")
-    else:
-        reasons.append(f"needs an {PROVIDER_NAMES[provider]} key you have not added")
+    access = context["access"][row["id"]]
+    signals["available"] = Decimal(access.callable)
+    reasons.append(_access_reason(access))
 
     signals["preferred"] = Decimal(provider in context["preferred"])
     if provider in context["preferred"]:
         reasons.append(f"from {PROVIDER_NAMES[provider]}, a provider you prefer")
     return sum(WEIGHTS[name] * value for name, value in signals.items()), reasons
+
+
+def _access_reason(access):
+    names = " or ".join(PROVIDER_NAMES.get(provider, provider) for provider in access.providers)
+    return {LOCAL: "runs locally with no key",
+            OWN_KEY: f"you hold an {names} key",
+            HOUSE_KEY: f"served with this service's {names} key",
+            NEEDS_KEY: f"needs an {names} key you have not added"}[access.via]
 
 
 def _log_price(price):

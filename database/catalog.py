@@ -115,6 +115,29 @@ class CatalogSQL:
                 {"user_id": user_id, **preferences},
             )
 
+    def call_activity(self, user_id, limit, before_id=None, tx=None):
+        """One row per call and per deposit, newest first, below the ledger id
+        `before_id`: a call is its hold, with what its release returned
+        (`released`, null while the call runs) and its charge by part."""
+        with self._alone(tx) as cursor:
+            return cursor.all(
+                """
+                SELECT t.id, t.type, t.amount, r.amount AS released, t.created_at, t.access_key_id,
+                       t.metadata ->> 'session_id' AS session_id,
+                       COALESCE(c.served_model_id, t.model_id, t.metadata ->> 'model_id') AS model_id,
+                       charge_parts(c.*) AS charge
+                  FROM transactions t
+                  LEFT JOIN transactions r ON r.type = 'release' AND r.related_transaction_id = t.id
+                  LEFT JOIN call_charges c ON c.hold_id = t.id
+                 WHERE t.user_id = %(user_id)s
+                   AND t.type IN ('deposit', 'hold')
+                   AND (%(before_id)s::bigint IS NULL OR t.id < %(before_id)s)
+                 ORDER BY t.id DESC
+                 LIMIT %(limit)s
+                """,
+                {"user_id": user_id, "before_id": before_id, "limit": limit},
+            )
+
     def activity(self, user_id, limit, before=None, tx=None):
         """The user's transactions and messages, newest first; `before` is the
         (created_at, kind, item_id) of the previous page's last item."""

@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 from psycopg2.extras import Json
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 
-from database.vocab import (CAPABILITIES, FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH,
-                            MODEL_ID_PATTERN, PROVIDER_NAME_PATTERN)
+from database.vocab import (ALIAS_LIST_MAX_MODELS, CAPABILITIES, FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN,
+                            MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN, PROVIDER_NAME_PATTERN)
 
 # A cost is tokens × price / 1,000,000 and the ledger keeps 10 decimals, so a
 # price may have at most 4: every cost is then stored exactly.
@@ -126,11 +126,22 @@ class PricesSource(BaseModel):
     note: Annotated[str, Field(max_length=2000)] = ""
 
 
+class AliasList(BaseModel):
+    """A name that stands for models tried in order, as a call's `models` list is."""
+    model_config = ConfigDict(extra="forbid")
+
+    alias: Alias
+    models: Annotated[list[Annotated[str, Field(max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ID_PATTERN)]],
+                      Field(min_length=1, max_length=ALIAS_LIST_MAX_MODELS), AfterValidator(_distinct)]
+
+
 class CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prices_source: PricesSource | None = None
     models: Annotated[list[CatalogModel], Field(min_length=1)]
+    # Each list's models may be the file's or ones already loaded (the schema checks them at commit).
+    alias_lists: list[AliasList] = []
 
     @model_validator(mode="after")
     def _unique(self):
@@ -151,11 +162,16 @@ class CatalogFile(BaseModel):
                 if other is not None and other != model.id:
                     raise ValueError(f"models.{index}.aliases: \"{alias}\" is already a name of {other}")
                 owners[alias] = model.id
+        for index, listed in enumerate(self.alias_lists):
+            other = owners.get(listed.alias)
+            if other is not None:
+                raise ValueError(f"alias_lists.{index}.alias: \"{listed.alias}\" is already a name of {other}")
+            owners[listed.alias] = f"alias list {index}"
         return self
 
 
 def read_catalog(path):
-    """The file's models as dicts, or CatalogError saying what is wrong where."""
+    """The file's models and alias lists (`validated`), or CatalogError saying what is wrong where."""
     try:
         return validated(json.loads(Path(path).read_text(), parse_float=Decimal))
     except (OSError, ValueError) as exc:
@@ -163,9 +179,9 @@ def read_catalog(path):
 
 
 def validated(document):
-    """A catalog document's models (its parsed JSON), validated whole, as the dicts load_catalog takes;
-    pydantic's ValidationError when it is refused."""
-    return [model.model_dump() for model in CatalogFile.model_validate(document).models]
+    """A catalog document (its parsed JSON), validated whole, as load_catalog takes it:
+    {"models": [dict], "alias_lists": [dict]}; pydantic's ValidationError when it is refused."""
+    return CatalogFile.model_validate(document).model_dump(include={"models", "alias_lists"})
 
 
 def _describe(exc):
@@ -198,13 +214,23 @@ UPSERT_MODEL = f"""
 """
 
 
-def load_catalog(cur, models):
-    """Upserts validated catalog rows (read_catalog) in the
-    caller's transaction; returns (inserted, updated). An alias that clashes
-    with a name of a model already stored fails the caller's commit (the
-    schema's models_names_unique), so nothing is loaded."""
+UPSERT_ALIAS_LIST = """
+    INSERT INTO alias_lists (alias, models) VALUES (%(alias)s, %(models)s)
+    ON CONFLICT (alias) DO UPDATE SET models = EXCLUDED.models, updated_at = now()
+     WHERE alias_lists.models IS DISTINCT FROM EXCLUDED.models
+"""
+
+
+def load_catalog(cur, catalog):
+    """Upserts a validated catalog (read_catalog): its models, then its alias
+    lists, in the caller's transaction; returns (inserted, updated) models.
+    A name that clashes with a name already stored, or a list naming no
+    model, fails the caller's commit (the schema's models_names_unique,
+    alias_lists_valid), so nothing is loaded."""
     inserted = updated = 0
-    for model in models:
+    for listed in catalog["alias_lists"]:
+        cur.execute(UPSERT_ALIAS_LIST, listed)
+    for model in catalog["models"]:
         cur.execute(UPSERT_MODEL, {**{column: model[column] for column in CATALOG_COLUMNS},
                                    "deployments": Json(model["deployments"])})
         row = cur.fetchone()

@@ -4,7 +4,6 @@ from base64 import b64decode
 
 from psycopg2.extras import Json
 
-from database.keys import sealed_key
 from database.money import ACTING_USER
 from database.vocab import USAGE_BUCKETS
 
@@ -87,10 +86,10 @@ class ChatSQL:
         """Everything a chat call needs, in one round trip: the user's token
         generation (None: no such active user), the session's model, prices and
         limits (session_id None: not the user's session), the call's max tokens
-        (asked for, else the model's default), the user's newest key for the
-        provider, sealed (`sealed_key`), and the newest history that fits the
-        context window beside `fixed_tokens` (the request's overhead and the new
-        message)."""
+        (asked for, else the model's default), its deployments, every key the
+        user stored and their preferences (as model_call_context gives them),
+        and the newest history that fits the context window beside
+        `fixed_tokens` (the request's overhead and the new message)."""
         with self._alone(tx) as cursor:
             row = cursor.one(
                 """
@@ -104,8 +103,7 @@ class ChatSQL:
             )
         if row is None:
             return {"token_generation": None}
-        row["sealed_key"] = sealed_key(row)
-        return row
+        return _with_user_keys(row)
 
     def model_call_context(self, user_id, model_name, max_tokens, default_max_tokens, tx=None):
         """What a call outside any session needs, in one round trip: the user's
@@ -119,7 +117,8 @@ class ChatSQL:
         A name resolves to the model whose id it is; else the model it is an
         alias of; else the one active model whose bare name (the id after the
         slash: gpt-4o) it is. When two active models share the bare name it
-        resolves to none, as an unknown name does."""
+        resolves to none, as an unknown name does. A name that is an alias
+        list's resolves to no model; `listed_models` are the list's (else None)."""
         with self._alone(tx) as cursor:
             row = cursor.one(
                 """
@@ -146,6 +145,7 @@ class ChatSQL:
                        coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
                        pref.daily_spend_limit, pref.max_cost_per_message,
                        coalesce(pref.house_key_fallback, false) AS house_key_fallback,
+                       (SELECT l.models FROM alias_lists l WHERE l.alias = %(model_name)s) AS listed_models,
                        (SELECT coalesce(json_agg(json_build_object(
                                    'id', a.id, 'provider', a.provider, 'encryption_kid', a.encryption_kid,
                                    'nonce', encode(a.nonce, 'base64'),
@@ -164,9 +164,7 @@ class ChatSQL:
             )
         if row is None:
             return {"token_generation": None, "model_id": None}
-        row["user_keys"] = [{**stored, "nonce": b64decode(stored["nonce"]),
-                             "encrypted_key": b64decode(stored["encrypted_key"])} for stored in row["user_keys"]]
-        return row
+        return _with_user_keys(row)
 
     def settle_chat_call(self, user_id, session_id, hold, api_key_id, question, answer, charge, release_metadata,
                          tx=None):
@@ -199,3 +197,9 @@ class ChatSQL:
                  "bucket": random.randrange(USAGE_BUCKETS), "release_metadata": Json(release_metadata)},
             )
 
+
+def _with_user_keys(row):
+    """`row` with its `user_keys` (sealed, their bytes sent as base64) decoded."""
+    row["user_keys"] = [{**stored, "nonce": b64decode(stored["nonce"]),
+                         "encrypted_key": b64decode(stored["encrypted_key"])} for stored in row["user_keys"] or []]
+    return row

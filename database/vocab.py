@@ -25,6 +25,8 @@ MODEL_ID_PATTERN = r"^[a-z0-9-]+/[A-Za-z0-9._:-]+$"
 MODEL_ID_MAX_LENGTH = 100
 # An alias is written like a model id's name part (gpt-4o, claude-opus-4): never a slash.
 MODEL_ALIAS_PATTERN = r"^[A-Za-z0-9._:-]+$"
+# An alias list names as many models as a call may: its model and five fallbacks.
+ALIAS_LIST_MAX_MODELS = 6
 # Usage rows per model and day that settles spread their counts over, so that
 # parallel settles of one model rarely wait for each other's row lock.
 USAGE_BUCKETS = 16

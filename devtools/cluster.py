@@ -84,6 +84,13 @@ def server_can_reach(path):
     return probe.returncode == 0
 
 
+def server_home_dir_for(data_root, suffix=""):
+    """A folder in the server account's home kept for `data_root` (named by a
+    digest of its path), for what must live where that account can enter."""
+    digest = hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:12]
+    return Path(pwd.getpwnam(SERVER_USER).pw_dir) / "qmarket" / f"{digest}{suffix}"
+
+
 # Where the kernel's ephemeral ports begin (outgoing connections' local ports), when it does not say.
 DEFAULT_FIRST_EPHEMERAL_PORT = 32768
 LISTENING_PORTS = 8000
@@ -153,8 +160,7 @@ class EmbeddedCluster:
             raise ClusterError(f"{self.link} exists but holds no cluster; move it away and try again")
         pgdata = self.link
         if not server_can_reach(self.data_root):
-            digest = hashlib.sha256(str(self.data_root).encode()).hexdigest()[:12]
-            pgdata = Path(pwd.getpwnam(SERVER_USER).pw_dir) / "qmarket" / digest
+            pgdata = server_home_dir_for(self.data_root)
             make_server_dir(pgdata.parent)
             self.link.symlink_to(pgdata)
         make_server_dir(pgdata)

@@ -9,8 +9,9 @@ import pytest
 from tests.support import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / ".data" / "console-shots"
-WIDTHS = (1280, 360)
+# Test artefacts live apart from .data/ (the service's data, which README says to back up).
+SHOTS = ROOT / ".test-artifacts" / "console-shots"
+WIDTHS = (1280, 390)
 # Chromium logs every 4xx answer as "Failed to load resource"; the console
 # expects some (no session cookie yet, a refused call it then explains), and
 # the tests check what the page shows for them instead.

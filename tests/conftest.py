@@ -339,7 +339,7 @@ def _reopen(app):
     limiter.init_app(app)
     app.extensions["providers"] = Providers(app.config)
     app.extensions["breakers"] = Breakers(app.config)
-    app.extensions["health"] = Health()
+    app.extensions["health"] = Health(app.config)
     app._got_first_request = False
 
 

@@ -11,6 +11,7 @@ cut it short or end it with an error event."""
 import copy
 import json
 import re
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,13 @@ class _Server(ThreadingHTTPServer):
     # Hundreds of clients may connect at once; the default backlog of 5 would
     # make the kernel drop their SYNs and retry a second later.
     request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        """A client hanging up mid-answer is expected (a test's stream cut short,
+        a timeout passed): nothing to report. Anything else is printed as usual."""
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class Behaviour:
@@ -73,6 +81,8 @@ class Behaviour:
         # connection closed without the end) or ends with an error event.
         self.chunks = None
         self.chunk_delay_seconds = 0.0
+        # When set: the deltas after the first wait until the test opens this gate.
+        self.rest_of_stream_gate = None
         self.cut_after_chunks = None
         self.error_event_after_chunks = None
         # The tools the reply calls: (id, name, arguments as JSON text), the
@@ -130,8 +140,9 @@ class StubProvider:
         self.server.server_close()
 
     def reset(self):
-        if self.behaviour.gate is not None:
-            self.behaviour.gate.set()  # a handler still held by a failed test goes
+        for gate in (self.behaviour.gate, self.behaviour.rest_of_stream_gate):
+            if gate is not None:
+                gate.set()  # a handler still held by a failed test goes
         self.behaviour = Behaviour()
         with self._lock:
             self.requests.clear()
@@ -158,6 +169,8 @@ class StubProvider:
                 yield self.error_event()
                 return
             if sent < len(deltas):
+                if sent == 1 and behaviour.rest_of_stream_gate is not None:
+                    behaviour.rest_of_stream_gate.wait()
                 time.sleep(behaviour.chunk_delay_seconds)
                 yield self.delta_event(body, behaviour, deltas[sent])
         yield from self.closing_events(body, behaviour)

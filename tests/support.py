@@ -6,7 +6,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 from contextlib import closing, contextmanager
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -17,6 +17,7 @@ from psycopg2.extensions import parse_dsn
 
 from database.catalog_file import load_catalog, validated
 from devtools.cluster import free_port
+from devtools.launcher import wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_ITERATIONS = 1000
@@ -105,13 +106,28 @@ class LiveServer:
             [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
              "--bind", f"127.0.0.1:{self.port}", "wsgi:app"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        # Read as it comes, so that a chatty service never blocks on a full pipe.
+        self._log = []
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
         LiveServer.running.add(self)
-        wait_until_ready(self.url, self.process)
+        wait_until_ready(self.url, self.process, output=self.output)
+
+    def _read_log(self):
+        for chunk in iter(lambda: self.process.stderr.read1(65536), b""):
+            self._log.append(chunk)
+
+    def output(self):
+        """What the service wrote to stderr so far (all of it, once it has exited)."""
+        if self.process.poll() is not None:
+            self._reader.join(timeout=10)
+        return b"".join(self._log).decode(errors="replace")
 
     def kill(self):
         """SIGKILL to the master and every worker: a crash, nothing cleaned up."""
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
+        self._reader.join(timeout=10)
         self.process.stderr.close()
         LiveServer.running.discard(self)
 
@@ -123,6 +139,7 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._reader.join(timeout=10)
         self.process.stderr.close()
         LiveServer.running.discard(self)
 
@@ -139,19 +156,8 @@ def wait_until_ready(url, process, timeout=30, path="/readyz", output=None):
     server's output (`output()`, else its stderr pipe), if `process` ends first
     or `timeout` seconds pass."""
     def tail():
-        text = output() if output else process.stderr.read().decode(errors="replace")
-        return text[-2000:]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early with status {process.returncode}: {tail()}")
-        try:
-            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server at {url} not ready after {timeout}s")
+        return output() if output else process.stderr.read().decode(errors="replace")
+    wait_until_answering(f"{url}{path}", process, timeout, tail)
 
 
 def register(client, email="ada@example.com", username="ada", password=PASSWORD):
@@ -231,10 +237,11 @@ def user_id_of(database, email="ada@example.com"):
     return database.query("SELECT id FROM users WHERE email = %s", (email,))[0][0]
 
 
-def add_models(owner_url, *entries):
-    """Adds or updates catalog entries, validated as `flask catalog load` does, as the database's owner."""
+def add_models(owner_url, *entries, alias_lists=()):
+    """Adds or updates catalog entries (and alias lists), validated as `flask catalog load` does, as the
+    database's owner."""
     with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
-        load_catalog(cur, validated({"models": list(entries)}))
+        load_catalog(cur, validated({"models": list(entries), "alias_lists": list(alias_lists)}))
 
 
 def openai_provider(name, base_url, *key_settings, **extra):

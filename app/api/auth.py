@@ -15,6 +15,9 @@ TAKEN = {"email": EmailTaken, "username": UsernameTaken}
 # to these endpoints, so a browser page need not keep it anywhere.
 REFRESH_COOKIE = "qm_refresh"
 REFRESH_COOKIE_PATH = "/api/v1/auth"
+# Beside it, a cookie carrying no secret that a page's script may read: it says
+# a session may be restored, so a signed-out page asks nothing it would be refused.
+SIGNED_IN_COOKIE = "qm_signed_in"
 
 
 def auth_rate_limit():
@@ -44,6 +47,8 @@ def _pair_response(access, refresh, user):
 def _set_refresh_cookie(answer, value, max_age):
     answer.set_cookie(REFRESH_COOKIE, value, max_age=max_age, path=REFRESH_COOKIE_PATH, secure=request.is_secure,
                       httponly=True, samesite="Strict")
+    answer.set_cookie(SIGNED_IN_COOKIE, "1" if value else "", max_age=max_age, path="/", secure=request.is_secure,
+                      samesite="Strict")
 
 
 @bp.post("/register")

@@ -11,7 +11,8 @@ from app.api.guards import uuid_from_path
 from app.api.openapi import CURSOR, LIMIT
 from app.api.pagination import decode_cursor, encode_cursor, newest_first, page_size, paginate, row_id
 from app.api.pipeline import OperationBlueprint
-from app.errors import NotFound, ValidationFailed
+from app.access import user_access
+from app.errors import MissingApiKey, NotFound, ValidationFailed
 from app.extensions import db
 from app.schemas import (Message, MessageExchange, NewMessageRequest, NewSessionRequest, Session, SessionPage,
                          SessionWithMessages)
@@ -21,10 +22,17 @@ bp = OperationBlueprint("chat", __name__, url_prefix="/chat")
 
 @bp.post("/sessions")
 @response(Session, 201)
+@other_responses(422)
 @caller(ACCOUNT)
 @body(NewSessionRequest)
 def create_session(caller, new_session):
-    """Start a chat session with a catalog model"""
+    """Start a chat session with a catalog model you can call now
+
+    A model that needs a key you have not added (see /models/access) is
+    refused with 422 missing_api_key, naming its provider: no session is made."""
+    for model_id, access in user_access(caller.user_id, db.catalog(new_session.model_id)).items():
+        if not access.callable:
+            raise MissingApiKey(details={"provider": access.providers[0], "model_id": model_id})
     session = db.create_session(caller.user_id, new_session.model_id, new_session.title)
     if session is None:
         raise ValidationFailed(details={"model_id": "is not a model of the catalog"})

@@ -2,16 +2,16 @@
 from flask import current_app
 
 from app import routing
+from app.access import user_access
 from app.api.bodies import query_choice
 from app.api.contract import ACCOUNT, body, caller, query, response
 from app.api.openapi import query_enum
 from app.api.pipeline import OperationBlueprint
-from app.billing import house_keys
 from app.errors import NotFound
 from app.extensions import breakers, db, health
 from app.recommend import bayesian_average, blended_price, catalog_entry, rank
-from app.schemas import (DailyUsage, ModelDetail, ModelList, Rating, RatingRequest, Recommendation,
-                         RecommendationList, RecommendRequest)
+from app.schemas import (DailyUsage, ModelAccess, ModelAccessList, ModelDetail, ModelList, Rating, RatingRequest,
+                         Recommendation, RecommendationList, RecommendRequest)
 from app.schemas.catalog import DeploymentHealth
 from database.vocab import CAPABILITIES, PROVIDERS
 
@@ -44,6 +44,15 @@ def list_models():
             and (capability is None or capability in row["capabilities"])]
     rows.sort(key=SORTS[sort])
     return ModelList(models=[catalog_entry(row) for row in rows])
+
+
+@bp.get("/access")
+@response(ModelAccessList)
+@caller(ACCOUNT)
+def list_access(caller):
+    """Which models you can call now, and with whose key"""
+    access = user_access(caller.user_id, db.catalog())
+    return ModelAccessList(access=[ModelAccess.of(model_id, each) for model_id, each in access.items()])
 
 
 @bp.get("/<provider>/<name>")
@@ -87,15 +96,16 @@ def rate_model(caller, rating, provider, name):
 def recommend(caller, wanted):
     """Which models suit a task, ranked, with reasons"""
     preferences = db.preferences(caller.user_id)
+    rows = db.catalog()
+    access = user_access(caller.user_id, rows)
     ranked, notice = rank(
-        db.catalog(), wanted.task, wanted.capabilities, wanted.max_price_per_mtok,
-        held_providers=db.provider_key_holdings(caller.user_id),
-        house_providers=house_keys(current_app.config),
+        rows, wanted.task, wanted.capabilities, wanted.max_price_per_mtok, access,
         preferred_providers=preferences["preferred_providers"] if preferences else [],
-        limit=wanted.limit,
+        limit=wanted.limit, callable_first=wanted.callable_first,
     )
     return RecommendationList(
-        recommendations=[Recommendation(model=catalog_entry(row), score=score, reasons=reasons)
+        recommendations=[Recommendation(model=catalog_entry(row), score=score, reasons=reasons,
+                                        access=ModelAccess.of(row["id"], access[row["id"]]))
                          for row, score, reasons in ranked],
         notice=notice,
     )

@@ -8,7 +8,7 @@ from pydantic import Field
 from app.money import format_money
 from app.schemas.charges import ChargeParts
 from app.schemas.fields import (Email, GivenPassword, ModelId, MoneyText, NewPassword, NonNegativeAmount, Provider,
-                                Request, Response, Token, Username)
+                                Request, Response, SignedMoneyText, Token, Username)
 from database.vocab import THEMES
 
 
@@ -108,6 +108,46 @@ class ActivityItem(Response):
                       "charge": ChargeParts.from_json(row["charge"])})
 
 
+class CallActivity(Response):
+    """One call or one deposit, as a person reads their account (`?view=calls`).
+    `amount` is what it changed the available balance by: a deposit's plus, a
+    settled call's charge as a minus, a running call's reservation as a minus
+    (also in `reserved`), a failed call's zero (its reservation came back whole)."""
+    kind: Literal["call", "deposit"]
+    id: str  # the ledger id of the deposit, or of the call's hold
+    status: Literal["done", "in_progress", "failed"]
+    amount: SignedMoneyText
+    reserved: MoneyText | None  # held for the call while it runs; null once it has settled
+    prompt_tokens: int | None  # every prompt token billed: uncached, read from and written to the cache
+    completion_tokens: int | None
+    session_id: str | None
+    model_id: str | None  # the model that served a settled call, else the one asked for
+    access_key_id: UUID | None
+    created_at: datetime
+    charge: ChargeParts | None  # a settled call's charge by part
+
+    @classmethod
+    def from_row(cls, row):
+        charge = ChargeParts.from_json(row["charge"])
+        common = {key: row[key] for key in ("session_id", "model_id", "access_key_id", "created_at")}
+        if row["type"] == "deposit":
+            return cls(kind="deposit", id=str(row["id"]), status="done", amount=format_money(row["amount"]),
+                       reserved=None, prompt_tokens=None, completion_tokens=None, charge=None, **common)
+        if row["released"] is None:
+            status, change, reserved = "in_progress", -row["amount"], format_money(row["amount"])
+        else:
+            change, reserved = row["released"] - row["amount"], None
+            status = "done" if charge is not None or change else "failed"
+        tokens = {"prompt_tokens": None, "completion_tokens": None}
+        if charge is not None:
+            tokens = {"prompt_tokens": charge.input_tokens + charge.cached_input_tokens + charge.cache_write_tokens
+                      + charge.cache_write_1h_tokens, "completion_tokens": charge.output_tokens}
+        return cls(kind="call", id=str(row["id"]), status=status, amount=format_money(change), reserved=reserved,
+                   charge=charge, **tokens, **common)
+
+
 class ActivityPage(Response):
-    activity: list[ActivityItem]
+    # One row per call and deposit (?view=calls, the default), or every ledger
+    # entry and chat message (?view=entries).
+    activity: list[Annotated[CallActivity | ActivityItem, Field(discriminator="kind")]]
     next_cursor: str | None

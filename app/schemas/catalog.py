@@ -108,17 +108,38 @@ class Rating(Response):
     updated_at: datetime
 
 
+class ModelAccess(Response):
+    """Whether you can call a model now: `via` your own key, the service's
+    house key, no key (local), or not yet (`needs_key`: add a key for one of
+    `providers` on /api/v1/keys)."""
+    model_id: str
+    callable: bool
+    via: Literal["own_key", "house_key", "local", "needs_key"]
+    providers: list[str]  # the providers of its deployments, in the order calls try them
+
+    @classmethod
+    def of(cls, model_id, access):
+        return cls(model_id=model_id, callable=access.callable, via=access.via, providers=list(access.providers))
+
+
+class ModelAccessList(Response):
+    access: list[ModelAccess]
+
+
 class RecommendRequest(Request):
     task: Annotated[Text, Field(min_length=1, max_length=2000)]
     max_price_per_mtok: NonNegativeAmount | None = None
     capabilities: Annotated[list[Capability], Field(max_length=len(CAPABILITIES))] = []
     limit: Annotated[int, Field(ge=1, le=50)] = 5
+    # Models you can call now come before those needing a key you have not added (false: on fit alone).
+    callable_first: Annotated[bool, Field(strict=True)] = True
 
 
 class Recommendation(Response):
     model: CatalogEntry
     score: float
     reasons: list[str]
+    access: ModelAccess
 
 
 class RecommendationList(Response):

@@ -47,6 +47,8 @@ PositiveAmount = Annotated[Decimal, PlainValidator(positive_amount), WithJsonSch
      "examples": ["12.50"]})]
 TopUpAmount = Annotated[PositiveAmount, AfterValidator(whole_cents)]
 MoneyText = Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]{2,10}$", examples=["12.50"])]
+# A change to a balance: negative for money out ("-0.00000024"), positive for money in.
+SignedMoneyText = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{2,10}$", examples=["-0.00000024"])]
 
 Text = Annotated[str, AfterValidator(_no_control_characters)]
 # The raw length is bounded too, before any work is done on the text.

@@ -138,10 +138,11 @@ def test_an_email_is_measured_as_stored(client, database):
 # ----------------------------------------------------------------- item 8: cursors PostgreSQL cannot read
 
 def time_cursor(path, timestamp):
-    """A cursor for `path` of the form this service issues, around `timestamp`."""
+    """The query of a page of `path` after a cursor of the form this service issues, around `timestamp`
+    (the activity's every-entry view pages by time; its one row per call, by ledger id)."""
     if path.endswith("/activity"):
-        return encode_cursor(timestamp, "transaction", 1)
-    return encode_cursor(timestamp, "00000000-0000-4000-8000-000000000001")
+        return {"cursor": encode_cursor(timestamp, "transaction", 1), "view": "entries"}
+    return {"cursor": encode_cursor(timestamp, "00000000-0000-4000-8000-000000000001")}
 
 
 LISTS = [f"{API}/chat/sessions", f"{API}/activity"]
@@ -156,7 +157,7 @@ UNREADABLE_TIMES = {
 @pytest.mark.parametrize("path", LISTS)
 @pytest.mark.parametrize("timestamp", UNREADABLE_TIMES.values(), ids=UNREADABLE_TIMES.keys())
 def test_a_cursor_time_postgresql_cannot_read_is_a_bad_cursor(client, token, path, timestamp):
-    response = client.get(path, query_string={"cursor": time_cursor(path, timestamp)}, headers=bearer(token))
+    response = client.get(path, query_string=time_cursor(path, timestamp), headers=bearer(token))
     error = assert_error(response, 400, "validation_error")
     assert error["details"] == {"cursor": "is not a cursor this service issued"}
 
@@ -165,7 +166,7 @@ def test_a_cursor_time_postgresql_cannot_read_is_a_bad_cursor(client, token, pat
 @pytest.mark.parametrize("timestamp", ["2024-05-01T10:00:00+15:59", "2024-05-01T10:00:00-15:59:59",
                                        "0001-01-01T00:00:00+15:00", "9999-12-31T23:59:59.999999-15:00"])
 def test_a_cursor_time_at_the_edges_postgresql_reads_is_answered(client, token, path, timestamp):
-    response = client.get(path, query_string={"cursor": time_cursor(path, timestamp)}, headers=bearer(token))
+    response = client.get(path, query_string=time_cursor(path, timestamp), headers=bearer(token))
     assert response.status_code == 200, response.get_json()
 
 

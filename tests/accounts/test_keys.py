@@ -157,8 +157,8 @@ def test_the_newest_key_is_given_and_its_use_recorded(client, token, openai_stub
 def test_a_key_serves_only_its_provider(client, token, anthropic_stub):
     fund(client, token)
     add_key(client, token)
-    session_id = new_session(client, token, MODELS["anthropic"])
-    assert_error(send(client, token, session_id), 422, "missing_api_key")
+    refused = client.post("/api/v1/chat/sessions", json={"model_id": MODELS["anthropic"]}, headers=bearer(token))
+    assert assert_error(refused, 422, "missing_api_key")["details"]["provider"] == "anthropic"
     assert anthropic_stub.requests == []
 
 

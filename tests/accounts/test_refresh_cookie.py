@@ -113,3 +113,24 @@ def test_a_spent_cookie_ends_every_session(client, ada):
     assert_error(refresh(client), 401, "invalid_token")
     assert_error(client.get(f"{AUTH}/me", headers=bearer(ada["access_token"])), 401, "invalid_token")
 
+
+
+def signed_in_hint(response):
+    """The qm_signed_in Set-Cookie: (value, {attribute: value}): a flag with no secret in it."""
+    [header] = [header for header in response.headers.getlist("Set-Cookie") if header.startswith("qm_signed_in=")]
+    first, *rest = header.split("; ")
+    return first.partition("=")[2], {part.partition("=")[0].lower(): part.partition("=")[2] for part in rest}
+
+
+def test_a_readable_flag_beside_the_cookie_says_a_session_may_be_restored(client):
+    """So a signed-out page asks for no refresh that would be refused (a 401 in the browser's console)."""
+    register(client)
+    response = client.post(f"{AUTH}/login", json={"email": "ada@example.com", "password": PASSWORD})
+    value, attributes = signed_in_hint(response)
+    assert value == "1" and "httponly" not in attributes
+    assert (attributes["path"], attributes["samesite"], attributes["max-age"]) == ("/", "Strict", str(REFRESH_TTL))
+    assert signed_in_hint(refresh(client))[0] == "1"
+    ended = client.post(f"{AUTH}/logout", headers=bearer(response.get_json()["access_token"]))
+    assert ended.status_code == 204
+    value, attributes = signed_in_hint(ended)
+    assert value == "" and attributes["max-age"] == "0"

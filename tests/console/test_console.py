@@ -178,22 +178,26 @@ def test_a_user_goes_through_the_whole_console(server, page, api_as, record_prop
         page.get_by_role("button", name="Send").click()
     assert sent.value.headers["content-type"].startswith("text/event-stream")
     answer = page.locator("li[data-role=assistant]")
-    expect(answer.locator(".meta")).to_contain_text("cost")
+    expect(answer.locator(".meta")).to_contain_text("answer tokens")
     history = client.get(f"/chat/sessions/{session_id}").json()
     expect(answer.locator(".content")).to_have_text(history["messages"][-1]["content"])
-    assert Decimal(answer.get_attribute("data-cost")) == Decimal(history["total_cost"])
+    assert Decimal(answer.get_attribute("data-cost")) == Decimal(history["messages"][-1]["cost"])
     assert shown_amount(page, "available_balance") == client.get("/balance").json()["available_balance"]
 
-    # A failing call shows its message in words that say what to do.
+    # A chat with a model needing a key is not started: the page says what to do instead.
     page.get_by_role("link", name="← All chats").click()
     page.get_by_label("Model").select_option("anthropic/claude-3-5-haiku-20241022")
     page.get_by_role("button", name="Start chat").click()
-    page.get_by_label("Message").fill("anyone there?")
-    page.get_by_role("button", name="Send").click()
-    expect(page.get_by_role("alert")).to_contain_text("Add one on Provider keys")
-    failed_chat = page.url.rsplit("/", 1)[1]
+    expect(page.get_by_role("alert")).to_contain_text("Anthropic models need an API key")
+    expect(page.get_by_role("alert").get_by_role("link", name="Provider keys")).to_be_visible()
+    expect(page).to_have_url(f"{url}/chat")
+    # A second chat, deleted.
+    page.get_by_label("Model").select_option("local/echo")
+    page.get_by_role("button", name="Start chat").click()
+    expect(page).to_have_url(re.compile(r"/console/chat/[0-9a-f-]{36}$"))
+    second_chat = page.url.rsplit("/", 1)[1]
     page.get_by_role("link", name="← All chats").click()
-    chat_row = page.locator(f"tr[data-session='{failed_chat}']")
+    chat_row = page.locator(f"tr[data-session='{second_chat}']")
     chat_row.get_by_role("button", name="Delete").click()
     chat_row.get_by_role("button", name="Yes, delete").click()
     expect(page.get_by_role("alert")).to_contain_text("Chat deleted.")
@@ -205,7 +209,7 @@ def test_a_user_goes_through_the_whole_console(server, page, api_as, record_prop
     chart = page.locator("svg.chart")
     expect(chart.locator("rect.bar[data-model='local/echo']").first).to_be_visible()
     expect(chart.locator("title").first).to_contain_text("Spend per day")
-    # Recent activity: a settled call's release shows its charge by part.
+    # Recent activity: a settled call shows its charge by part.
     expect(page.locator(".charge-parts").first).to_contain_text(" input $")
     expect(page.locator(".charge-parts").first).to_contain_text(" output $")
 

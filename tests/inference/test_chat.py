@@ -290,7 +290,15 @@ def test_a_short_balance_is_refused_before_any_call(client, token, database, ope
 
 
 def test_a_missing_key_is_refused_before_any_hold(client, token, database, openai_stub):
+    error = assert_error(client.post(SESSIONS, json={"model_id": "openai/gpt-4o-mini"}, headers=bearer(token)),
+                         422, "missing_api_key")
+    assert error["details"] == {"provider": "openai", "model_id": "openai/gpt-4o-mini"}
+    assert database.query("SELECT count(*) FROM chat_sessions") == [(0,)]
+    # A session whose key was deleted since: its message is refused before any hold.
+    store_keys(client, token)
     session_id = new_session(client, token, "openai/gpt-4o-mini")
+    for key in client.get("/api/v1/keys", headers=bearer(token)).get_json()["keys"]:
+        assert client.delete(f"/api/v1/keys/{key['id']}", headers=bearer(token)).status_code == 204
     assert_error(send(client, token, session_id), 422, "missing_api_key")
     assert openai_stub.requests == [] and ledger(database) == []
 

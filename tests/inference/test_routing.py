@@ -21,6 +21,8 @@ from tests.support import (HOUSE_ANTHROPIC, add_models, cost, live_service, live
 
 LLAMA, DEAD, SLOW, SOLO, KEYED = "primary/llama", "dead/llama", "slow/llama", "solo/llama", "keyed/llama"
 PREMIUM = "secondary/premium"
+CHAIN = "llama-then-sonnet"  # an alias list
+TINY = "solo/tiny"  # a context window too small for the calls here
 SONNET = "anthropic/claude-sonnet-4-20250514"
 LLAMA_PRICES, PREMIUM_PRICES = (Decimal("0.10"), Decimal("0.20")), (Decimal("1.00"), Decimal("2.00"))
 KEYS = {"PRIMARY_KEY": "sk-primary-0000000001", "SECONDARY_KEY": "sk-secondary-00000001",
@@ -68,7 +70,9 @@ def server(pg_server, template_db, anthropic_stub, stubs_by_name, tmp_path_facto
         add_models(database.owner_url, model(LLAMA, LLAMA_PRICES, ("primary", "llama"), ("secondary", "llama-b")),
                    model(DEAD, LLAMA_PRICES, ("dead", "llama"), ("secondary", "llama-b")),
                    model(SLOW, LLAMA_PRICES, ("slow", "llama"), ("secondary", "llama-b")),
-                   model(SOLO, LLAMA_PRICES), model(KEYED, LLAMA_PRICES), model(PREMIUM, PREMIUM_PRICES))
+                   model(SOLO, LLAMA_PRICES), model(KEYED, LLAMA_PRICES), model(PREMIUM, PREMIUM_PRICES),
+                   {**model(TINY, LLAMA_PRICES, ("solo", "tiny")), "context_window": 40, "max_output_tokens": 40},
+                   alias_lists=[{"alias": CHAIN, "models": [LLAMA, SONNET]}])
         yield live
 
 
@@ -86,8 +90,9 @@ def account(server):
     return {"key": key["key"], "user_id": user_id, "headers": headers}
 
 
-def chat(server, account, model_id, stream=False, **extra):
-    return httpx.post(f"{server.url}/v1/chat/completions", headers={"Authorization": f"Bearer {account['key']}"},
+def chat(server, account, model_id, stream=False, headers=None, **extra):
+    return httpx.post(f"{server.url}/v1/chat/completions",
+                      headers={"Authorization": f"Bearer {account['key']}", **(headers or {})},
                       json={"model": model_id, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 50,
                             "stream": stream, **extra}, timeout=30)
 
@@ -197,6 +202,26 @@ def test_a_call_falls_back_to_the_next_model_it_names_and_is_billed_at_that_mode
     assert_charged_exactly(server, account["user_id"], cost(SONNET, 11, 7))
 
 
+def test_a_fallback_too_small_for_the_call_is_left_out(server, account, stubs):
+    stubs["primary"].behaviour.status = stubs["secondary"].behaviour.status = 500
+    stubs["anthropic"].behaviour.prompt_tokens, stubs["anthropic"].behaviour.completion_tokens = 11, 7
+    response = chat(server, account, LLAMA, models=[TINY, SONNET])
+    assert response.status_code == 200 and response.json()["model"] == SONNET
+    assert stubs["solo"].requests == []
+    assert_charged_exactly(server, account["user_id"], cost(SONNET, 11, 7))
+
+
+def test_a_call_that_fell_back_is_billed_once_under_its_idempotency_key(server, account, stubs):
+    stubs["primary"].behaviour.status = 503
+    headers = {"Idempotency-Key": "fell-back-once"}
+    first = chat(server, account, LLAMA, headers=headers)
+    again = chat(server, account, LLAMA, headers=headers)
+    assert first.status_code == again.status_code == 200 and first.headers["X-Served-By"] == "secondary"
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert len(stubs["primary"].requests) == 1 and len(stubs["secondary"].requests) == 1
+    assert_charged_exactly(server, account["user_id"], priced(LLAMA_PRICES))
+
+
 @pytest.mark.parametrize("extra, status, param", [
     ({"models": ["no/such-model"]}, 404, "models.0"),
     ({"models": [PREMIUM] * 6}, 400, "models"),
@@ -214,6 +239,68 @@ def test_every_model_named_must_be_allowed_to_the_access_key(server, account, st
                      headers=account["headers"]).json()
     response = chat(server, {**account, "key": key["key"]}, LLAMA, models=[PREMIUM])
     assert response.status_code == 403 and stubs["primary"].requests == []
+
+
+# ----------------------------------------------------------------- alias lists
+
+def test_an_alias_list_is_served_by_its_first_model_and_falls_back_along_it(server, account, stubs):
+    served = chat(server, account, CHAIN)
+    assert served.status_code == 200 and served.json()["model"] == LLAMA
+    stubs["primary"].behaviour.status = stubs["secondary"].behaviour.status = 500
+    stubs["anthropic"].behaviour.prompt_tokens, stubs["anthropic"].behaviour.completion_tokens = 11, 7
+    fallen = chat(server, account, CHAIN)
+    assert fallen.status_code == 200 and (fallen.json()["model"], fallen.headers["X-Served-By"]) == (SONNET, "anthropic")
+    assert_charged_exactly(server, account["user_id"], priced(LLAMA_PRICES) + cost(SONNET, 11, 7))
+
+
+def test_an_alias_list_may_be_a_fallback_in_models(server, account, stubs):
+    stubs["solo"].behaviour.status = 503
+    response = chat(server, account, SOLO, models=[CHAIN])
+    assert response.status_code == 200 and response.json()["model"] == LLAMA
+    assert_charged_exactly(server, account["user_id"], priced(LLAMA_PRICES))
+
+
+def test_an_alias_list_leaves_out_what_the_access_key_may_not_call(server, account, stubs):
+    """A key allowed Sonnet alone is served by it, the list's first model
+    never tried; a key allowed neither gets 403 and nothing is held."""
+    def key_for(*allowed):
+        return httpx.post(f"{server.url}/api/v1/access-keys", json={"name": "listed", "allowed_models": list(allowed)},
+                          headers=account["headers"]).json()["key"]
+    stubs["anthropic"].behaviour.prompt_tokens, stubs["anthropic"].behaviour.completion_tokens = 11, 7
+    response = chat(server, {**account, "key": key_for(SONNET)}, CHAIN)
+    assert response.status_code == 200 and response.json()["model"] == SONNET
+    assert stubs["primary"].requests == stubs["secondary"].requests == []
+    refused = chat(server, {**account, "key": key_for(PREMIUM)}, CHAIN)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+    assert_charged_exactly(server, account["user_id"], cost(SONNET, 11, 7))
+
+
+def test_an_alias_list_answers_in_each_format(server, account, stubs):
+    headers = {"Authorization": f"Bearer {account['key']}"}
+    messages = httpx.post(f"{server.url}/v1/messages", headers=headers, timeout=30, json={
+        "model": CHAIN, "max_tokens": 50, "messages": [{"role": "user", "content": PROMPT}]})
+    responses = httpx.post(f"{server.url}/v1/responses", headers=headers, timeout=30, json={
+        "model": CHAIN, "max_output_tokens": 50, "input": PROMPT})
+    assert (messages.status_code, messages.json()["model"]) == (200, LLAMA)
+    assert (responses.status_code, responses.json()["model"]) == (200, LLAMA)
+    assert_charged_exactly(server, account["user_id"], 2 * priced(LLAMA_PRICES))
+
+
+# ----------------------------------------------------------------- chat sessions
+
+def test_a_chat_sessions_message_is_routed_as_a_v1_call_is(server, account, stubs):
+    """A session's model with two deployments: the first failing, the
+    message is served by the second, under its name there, and billed once."""
+    stubs["primary"].behaviour.status = 503
+    session = httpx.post(f"{server.url}/api/v1/chat/sessions", json={"model_id": LLAMA},
+                         headers=account["headers"]).json()
+    sent = httpx.post(f"{server.url}/api/v1/chat/sessions/{session['id']}/messages",
+                      json={"content": PROMPT, "max_tokens": 50}, headers=account["headers"], timeout=30)
+    assert sent.status_code == 201, sent.text
+    assert len(stubs["primary"].requests) == 1 and stubs["secondary"].requests[0]["body"]["model"] == "llama-b"
+    assert served_charge(server, account)["provider"] == "secondary"
+    assert Decimal(sent.json()["cost"]) == priced(LLAMA_PRICES)
+    assert_charged_exactly(server, account["user_id"], priced(LLAMA_PRICES))
 
 
 # ----------------------------------------------------------------- streams

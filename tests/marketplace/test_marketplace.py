@@ -62,7 +62,8 @@ def put_preferences(client, token, **document):
 
 
 def recommend(client, token, task, **extra):
-    response = client.post(RECOMMEND, json={"task": task, **extra}, headers=bearer(token))
+    """Ranked on fit alone unless asked otherwise: these tests are about the score."""
+    response = client.post(RECOMMEND, json={"task": task, "callable_first": False, **extra}, headers=bearer(token))
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
@@ -649,7 +650,7 @@ def test_activity_lists_transactions_and_messages_newest_first(client, token, da
     session_id = new_session(client, token)
     for content in ("first secret words", "second secret words"):
         assert send(client, token, session_id, content).status_code == 201
-    body = activity(client, token)
+    body = activity(client, token, view="entries")
     items = body["activity"]
     assert body["next_cursor"] is None
     # deposit, then per message: hold, release, user and assistant message.
@@ -671,16 +672,17 @@ def test_activity_ties_are_broken_newest_id_first(client, token):
     session_id = new_session(client, token)
     for _ in range(6):  # message ids cross from one digit to two
         assert send(client, token, session_id).status_code == 201
-    messages = [item for item in activity(client, token, limit=100)["activity"] if item["kind"] == "message"]
+    messages = [item for item in activity(client, token, limit=100, view="entries")["activity"]
+                if item["kind"] == "message"]
     assert [int(item["id"]) for item in messages] == sorted((int(item["id"]) for item in messages), reverse=True)
 
 
 def test_activity_pages_have_no_duplicates_or_gaps(client, token):
     chat(client, token, "local/echo", 3)
-    everything = activity(client, token, limit=100)["activity"]
+    everything = activity(client, token, limit=100, view="entries")["activity"]
     seen, cursor = [], None
     while True:
-        page = activity(client, token, limit=2, **({"cursor": cursor} if cursor else {}))
+        page = activity(client, token, limit=2, view="entries", **({"cursor": cursor} if cursor else {}))
         assert len(page["activity"]) <= 2
         seen += page["activity"]
         cursor = page["next_cursor"]
@@ -708,7 +710,9 @@ def test_another_users_activity_never_appears(client, token, database):
     items = activity(client, bob)["activity"]
     (bob_deposit,), = database.query("SELECT id::text FROM transactions WHERE user_id = %s",
                                      (user_id_of(database, "bob"),))
-    assert [(item["kind"], item["id"], item["action"]) for item in items] == [("transaction", bob_deposit, "deposit")]
+    assert [(item["kind"], item["id"], item["status"]) for item in items] == [("deposit", bob_deposit, "done")]
+    entries = activity(client, bob, view="entries")["activity"]
+    assert [(item["kind"], item["id"], item["action"]) for item in entries] == [("transaction", bob_deposit, "deposit")]
 
 
 # ------------------------------------------------------- flask catalog load
@@ -727,9 +731,9 @@ def owner_app(settings, database):
     close_app(app)
 
 
-def load(app, tmp_path, models):
+def load(app, tmp_path, models, alias_lists=()):
     path = tmp_path / "models.json"
-    path.write_text(json.dumps({"models": models}))
+    path.write_text(json.dumps({"models": models, "alias_lists": list(alias_lists)}))
     return app.test_cli_runner().invoke(args=["catalog", "load", str(path)])
 
 
@@ -822,6 +826,55 @@ def test_one_load_may_move_an_alias_to_another_model(owner_app, client, tmp_path
     models = {model["id"]: model for model in catalog(client)}
     assert models["anthropic/claude-opus-4-1-20250805"]["aliases"] == ["claude-opus-4"]
     assert models["anthropic/claude-opus-4-20250514"]["aliases"] == ["claude-opus-4-0"]
+
+
+def alias_lists(database):
+    return database.query("SELECT alias, models FROM alias_lists ORDER BY alias")
+
+
+def test_an_alias_list_is_loaded_and_may_be_rewritten(owner_app, database, tmp_path):
+    listed = {"alias": "echoes", "models": [NEW_MODEL["id"], "local/echo"]}
+    result = load(owner_app, tmp_path, [NEW_MODEL], [listed])
+    assert result.exit_code == 0 and result.output.endswith("; 1 alias lists written\n"), result.output
+    assert alias_lists(database) == [("echoes", [NEW_MODEL["id"], "local/echo"])]
+    assert load(owner_app, tmp_path, [NEW_MODEL], [{**listed, "models": ["local/echo"]}]).exit_code == 0
+    assert alias_lists(database) == [("echoes", ["local/echo"])]
+
+
+# Alias lists refused, and what the refusal must say: by the file's validation, or by the schema at commit
+# (a name or model only the stored catalog knows).
+BAD_ALIAS_LISTS = {
+    "a model named twice": ([], [{"alias": "echoes", "models": ["local/echo", "local/echo"]}], "alias_lists.0.models"),
+    "too many models": ([], [{"alias": "echoes", "models": [f"local/echo-{n}" for n in range(7)]}],
+                        "alias_lists.0.models"),
+    "no models": ([], [{"alias": "echoes", "models": []}], "alias_lists.0.models"),
+    "a slash in its name": ([], [{"alias": "local/echoes", "models": ["local/echo"]}], "alias_lists.0.alias"),
+    "a model's bare name in the file": ([], [{"alias": "echo", "models": ["local/echo"]}],
+                                        'alias_lists.0.alias: "echo"'),
+    "a model that is none": ([], [{"alias": "echoes", "models": ["local/echo", "local/nope"]}],
+                             "nothing loaded: catalog refused: the alias list echoes names local/nope, which is no"),
+    "a stored model's alias": ([], [{"alias": "gpt-4o", "models": ["local/echo"]}],
+                               "nothing loaded: catalog refused: the alias list gpt-4o is also a name of openai/gpt-4o"),
+}
+
+
+@pytest.mark.parametrize("models, lists, named", BAD_ALIAS_LISTS.values(), ids=BAD_ALIAS_LISTS.keys())
+def test_a_bad_alias_list_refuses_the_load_naming_it(owner_app, database, tmp_path, models, lists, named):
+    before = model_rows(database)
+    result = load(owner_app, tmp_path, [REPRICED_ECHO, *models], lists)
+    assert result.exit_code != 0 and named in result.output, result.output
+    assert "Traceback" not in result.output
+    assert model_rows(database) == before and alias_lists(database) == []
+
+
+def test_a_model_may_not_take_a_stored_alias_lists_name(owner_app, database, tmp_path):
+    assert load(owner_app, tmp_path, [REPRICED_ECHO], [{"alias": "echoes", "models": ["local/echo"]}]).exit_code == 0
+    before = model_rows(database)
+    for model in ({**NEW_MODEL, "aliases": ["echoes"]}, {**NEW_MODEL, "id": "local/echoes"}):
+        result = load(owner_app, tmp_path, [model])
+        assert result.exit_code == 1, result.output
+        assert "nothing loaded: catalog refused: echoes is the name of an alias list" in result.output, result.output
+        assert model_rows(database) == before
 
 
 def test_a_catalog_entry_without_features_takes_text_only(owner_app, client, tmp_path):

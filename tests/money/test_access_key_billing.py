@@ -182,9 +182,12 @@ def test_the_ledger_and_the_activity_show_each_entrys_model_and_key(app, client,
     ledger = client.get("/api/v1/balance/transactions", headers=bearer(funded)).get_json()["transactions"]
     assert [(entry["type"], entry["model_id"], entry["access_key_id"]) for entry in ledger] == [
         ("release", MODEL, key["id"]), ("hold", MODEL, key["id"]), ("deposit", None, None)]
-    activity = client.get("/api/v1/activity", headers=bearer(funded)).get_json()["activity"]
-    assert [(item["action"], item["model_id"], item["access_key_id"]) for item in activity] == [
+    entries = client.get("/api/v1/activity?view=entries", headers=bearer(funded)).get_json()["activity"]
+    assert [(item["action"], item["model_id"], item["access_key_id"]) for item in entries] == [
         ("release", MODEL, key["id"]), ("hold", MODEL, key["id"]), ("deposit", None, None)]
+    calls = client.get("/api/v1/activity", headers=bearer(funded)).get_json()["activity"]
+    assert [(item["kind"], item["amount"], item["model_id"], item["access_key_id"]) for item in calls] == [
+        ("call", "-0.30", MODEL, key["id"]), ("deposit", "10.00", None, None)]
     assert client.get(ACCESS_KEYS, headers=bearer(funded)).get_json()["access_keys"][0]["spent"] == "0.30"
 
 

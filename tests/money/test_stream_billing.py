@@ -56,7 +56,7 @@ def stop_and_read_log(live):
     """The service's JSON log lines, once it has stopped."""
     live.process.send_signal(signal.SIGTERM)
     live.process.wait(timeout=30)
-    lines = live.process.stderr.read().decode(errors="replace").splitlines()
+    lines = live.output().splitlines()
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 

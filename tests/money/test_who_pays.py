@@ -84,9 +84,11 @@ def test_the_hold_is_sized_at_the_rate_that_applies(client, database, openai_stu
 
 def test_with_neither_key_the_call_is_refused_before_any_hold(client, database, anthropic_stub):
     token = user(client, funds="1")
-    session_id = new_session(client, token, "anthropic/claude-3-5-haiku-20241022")
-    error = assert_error(send(client, token, session_id, "Hi"), 422, "missing_api_key")
-    assert error["details"] == {"provider": "anthropic"}
+    model_id = "anthropic/claude-3-5-haiku-20241022"
+    refused = client.post("/api/v1/chat/sessions", json={"model_id": model_id}, headers=bearer(token))
+    error = assert_error(refused, 422, "missing_api_key")
+    assert error["details"] == {"provider": "anthropic", "model_id": model_id}
+    assert client.get("/api/v1/chat/sessions", headers=bearer(token)).get_json()["sessions"] == []
     assert anthropic_stub.requests == [] and ledger(database) == []
 
 

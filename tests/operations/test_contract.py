@@ -109,7 +109,7 @@ def test_readme_configuration_lists_every_setting():
 
 
 def test_readme_lists_every_error_code_under_its_status():
-    rows = re.findall(r"^\| ([0-9]{3}) \| (.*) \|$", readme_section("Try it"), re.M)
+    rows = re.findall(r"^\| ([0-9]{3}) \| (.*) \|$", readme_section("Errors"), re.M)
     listed = {int(status): set(re.findall(r"`([a-z_]+)`", codes)) for status, codes in rows}
     assert {status: sorted(set(codes) - listed.get(status, set())) for status, codes in ERROR_CODES.items()} \
         == {status: [] for status in ERROR_CODES}

@@ -26,7 +26,8 @@ from devtools.cluster import EmbeddedCluster, as_server_user, free_port, port_is
 from tests.processes import command_line, descendants_of, wait_until_gone
 from tests.support import PASSWORD, ROOT, wait_until_ready
 
-COPIED = ["app", "database", "devtools", "migrate.py", "run.py", "catalog.json", "wsgi.py", "gunicorn.conf.py"]
+COPIED = ["app", "database", "devtools", "deploy", "migrate.py", "run.py", "catalog.json", "wsgi.py",
+          "gunicorn.conf.py"]
 
 
 @pytest.fixture
@@ -51,12 +52,13 @@ def project():
 
 class Launcher:
     started = []
+    command = ("run.py",)
 
     def __init__(self, folder):
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([sys.executable, "run.py"], cwd=folder, env=self._env(),
+        self.process = subprocess.Popen([sys.executable, *self.command], cwd=folder, env=self._env(),
                                         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         Launcher.started.append(self)
 
@@ -287,8 +289,8 @@ def test_a_stale_postmaster_pid_is_cleared(project):
 
 
 def test_a_data_folder_holding_no_database_gets_a_fresh_env(monkeypatch, tmp_path):
-    """`make test` leaves the console's screenshots in .data/: that is no
-    database, so a first `make run` after it writes its .env; a database
+    """A .data/ holding something else (screenshots an older `make test` left
+    there) is no database, so a first `make run` after it writes its .env; a database
     there (its pgdata link, even dangling) still refuses a fresh .env."""
     data = tmp_path / ".data"
     for name, path in {"ENV_FILE": tmp_path / ".env", "DATA_DIR": data, "INSTANCE_FILE": data / "instance_id",

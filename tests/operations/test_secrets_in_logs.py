@@ -127,7 +127,7 @@ def test_gunicorn_and_the_server_log_no_secret_under_conflicts(database, server_
     finally:
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(timeout=30)
-        stderr = server.process.stderr.read().decode(errors="replace")
+        stderr = server.output()
         server.stop()
     secrets = stored_secrets(database) + [API_KEY, PASSWORD]
     assert '"status": 409' in stderr, "the conflicts were logged"

@@ -224,9 +224,15 @@ def test_a_schema_7_database_keeps_its_settled_call_whose_charge_reads_as_null(s
         new, old = [entry for entry in ledger if entry["type"] == "release"]
         assert (old["amount"], old["charge"]) == ("0.20", None)
         assert new["charge"]["cost"] == sent.get_json()["cost"]
-        activity = client.get("/api/v1/activity", headers=headers).get_json()["activity"]
-        old_in_activity = [item for item in activity if item["kind"] == "transaction" and item["id"] == old["id"]]
+        entries = client.get("/api/v1/activity?view=entries", headers=headers).get_json()["activity"]
+        old_in_activity = [item for item in entries if item["kind"] == "transaction" and item["id"] == old["id"]]
         assert [item["charge"] for item in old_in_activity] == [None]
+        # One row per call: the old one charged, without parts or token counts.
+        calls = [item for item in client.get("/api/v1/activity", headers=headers).get_json()["activity"]
+                 if item["kind"] == "call"]
+        assert [(item["status"], item["charge"] is None, item["prompt_tokens"]) for item in calls] == [
+            ("done", False, sent.get_json()["usage"]["prompt_tokens"]), ("done", True, None)]
+        assert calls[0]["amount"] == f"-{sent.get_json()['cost']}" and calls[1]["amount"].startswith("-")
     finally:
         close_app(app)
     with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:

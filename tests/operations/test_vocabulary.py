@@ -6,7 +6,8 @@ import typing
 
 import pytest
 from app.schemas import EMAIL_MAX_LENGTH, PreferencesBody, RatingRequest, Username
-from database.vocab import (FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN,
+from app.schemas.openai_format import MAX_FALLBACK_MODELS
+from database.vocab import (ALIAS_LIST_MAX_MODELS, FEATURES, INPUT_MODALITIES, MODEL_ALIAS_PATTERN, MODEL_ID_MAX_LENGTH, MODEL_ID_PATTERN,
                             PROVIDER_NAME_PATTERN, PROVIDERS, THEMES, TRANSACTION_TYPES, USAGE_BUCKETS)
 
 CHECK = """
@@ -91,6 +92,13 @@ def test_model_id_form_agrees(database):
 
 def test_an_alias_is_written_like_a_model_ids_name():
     assert MODEL_ID_PATTERN.split("/", 1)[1] == MODEL_ALIAS_PATTERN[1:]
+
+
+def test_an_alias_list_is_named_like_an_alias_and_names_as_many_models_as_a_call(database):
+    definition = check_of(database, "alias_lists", "alias")
+    assert f"'{MODEL_ALIAS_PATTERN}'::text" in definition and f"length(alias) <= {MODEL_ID_MAX_LENGTH}" in definition
+    assert bounds(check_of(database, "alias_lists", "models")) == (1, ALIAS_LIST_MAX_MODELS)
+    assert ALIAS_LIST_MAX_MODELS == 1 + MAX_FALLBACK_MODELS
 
 
 def test_the_images_feature_and_the_image_modality_are_the_words_the_schema_pairs(database):

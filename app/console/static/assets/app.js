@@ -77,7 +77,8 @@ async function render() {
   const route = match(location.pathname);
   try {
     if (location.pathname === "/" || location.pathname === BASE || location.pathname === `${BASE}/`) {
-      return navigate(`${BASE}/overview`, { replaceState: true });
+      // The console's front door: nothing was refused, so sign-in shows no notice.
+      return navigate(`${BASE}/${auth.signedIn() ? "overview" : "signin"}`, { replaceState: true });
     }
     if (!route) throw new Error(`There is no page at ${location.pathname}.`);
     if (!route.open && !auth.signedIn()) {

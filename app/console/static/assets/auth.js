@@ -63,13 +63,21 @@ export function refresh() {
   return refreshing;
 }
 
+// The server sets `qm_signed_in` beside the refresh cookie (which no script
+// reads): without it there is no session to restore, and nothing is asked.
+const HINT = "qm_signed_in";
+const mayRestore = () => document.cookie.split("; ").includes(`${HINT}=1`);
+const dropHint = () => { document.cookie = `${HINT}=; Max-Age=0; Path=/; SameSite=Strict`; };
+
 // On a reload: the session the cookie still holds, if any. Never throws.
 export async function restore() {
+  if (!mayRestore()) return false;
   try {
     adopt(await refreshFromCookie());
     return true;
   } catch {
     forget();
+    dropHint();
     return false;
   }
 }

@@ -169,18 +169,24 @@ export function section(title, ...children) {
   return h("section", { class: "panel" }, h("h2", {}, title), ...children);
 }
 
+// What to do about a model that needs a key, with a link to where keys are added.
+export function needsKeyAdvice(provider) {
+  const name = { openai: "OpenAI", anthropic: "Anthropic" }[provider] || provider || "This provider's";
+  return [`${name} models need an API key before you can call them. Add yours on `,
+          link("/console/keys", "Provider keys"), ", or pick a model marked “Ready”."];
+}
+
 // The one place API errors become words that say what to do next.
 export function describeError(error) {
   const advice = {
     insufficient_funds: ["Your balance is too low for this. ", link("/console/topup", "Top up"), " and try again."],
-    missing_api_key: ["No key is stored for this provider and the service has none. Add one on ",
-                      link("/console/keys", "Provider keys"), "."],
     spend_limit_reached: ["A spend limit stops this. Raise it in ", link("/console/preferences", "Preferences"),
                           " or wait for the period to end."],
     provider_error: ["The model's provider failed to answer. Try again, or pick another model."],
     provider_timeout: ["The model's provider took too long. Try again, or pick another model."],
     rate_limited: ["Too many requests. Wait a moment and try again."],
   }[error.code];
+  if (error.code === "missing_api_key") return needsKeyAdvice(error.details?.provider);  // the console's words, not the API's
   return advice ? [error.message, " ", ...advice] : [error.message || String(error)];
 }
 

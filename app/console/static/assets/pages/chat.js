@@ -1,6 +1,7 @@
 import { get, post, query, remove } from "../api.js";
 import { formatMoney } from "../money.js";
-import { confirmButton, describeError, empty, field, formAlert, formatDate, h, link, pagedList, section, select, sendingForm, table } from "../ui.js";
+import { accessByModel, accessWords } from "../catalog.js";
+import { confirmButton, describeError, empty, field, formAlert, formatDate, h, link, needsKeyAdvice, pagedList, replace, section, sendingForm, table } from "../ui.js";
 
 function sessionsList(signal, alert) {
   const list = pagedList("your chats", (cursor) => get(`/api/v1/chat/sessions${query({ cursor, limit: 20 })}`, signal),
@@ -23,16 +24,40 @@ function sessionsList(signal, alert) {
   return list;
 }
 
+// The picker, models you can call now first: each option says so, or that it needs a key.
+function modelPicker(models, access, chosen) {
+  const option = (model) => h("option", { value: model.id, "data-access": access.get(model.id)?.via },
+    `${model.id} · ${accessWords(access.get(model.id))} · ${formatMoney(model.input_price_per_mtok)} in / ` +
+    `${formatMoney(model.output_price_per_mtok)} out per million tokens`);
+  const ready = models.filter((model) => access.get(model.id)?.callable);
+  const locked = models.filter((model) => !access.get(model.id)?.callable);
+  const picker = h("select", {}, h("optgroup", { label: "Ready to use" }, ready.map(option)),
+                   locked.length ? h("optgroup", { label: "Need a key first" }, locked.map(option)) : null);
+  picker.value = chosen;
+  if (!picker.value && ready.length) picker.value = ready[0].id;
+  return picker;
+}
+
 export async function render({ search, signal, navigate }) {
-  const [{ models }, preferences] = await Promise.all([get("/api/v1/models?sort=popularity", signal),
-                                                      get("/api/v1/preferences", signal)]);
+  const [{ models }, preferences, access] = await Promise.all([get("/api/v1/models?sort=popularity", signal),
+                                                               get("/api/v1/preferences", signal), accessByModel(signal)]);
   const alert = formAlert();
   const chosen = search.get("model") || preferences.default_model_id || "local/echo";
+  const picker = modelPicker(models, access, chosen);
   const fields = {
-    model_id: field("Model", { name: "model_id", control: select(models.map((m) => [m.id, `${m.id} · ${formatMoney(m.input_price_per_mtok)}/${formatMoney(m.output_price_per_mtok)} per M`]), chosen) }),
+    model_id: field("Model", { name: "model_id", control: picker }),
     title: field("Title (optional)", { name: "title", autocomplete: "off", maxlength: 200 }),
   };
-  const form = sendingForm("Start chat", { alert, fields, children: Object.values(fields), send: async () => {
+  // Said before anything is sent: the chosen model needs a key first.
+  const advice = h("p", { class: "notice notice-info", "data-needs-key": "" });
+  const showAdvice = () => {
+    const chosenAccess = access.get(picker.value);
+    replace(advice, chosenAccess && !chosenAccess.callable ? needsKeyAdvice(chosenAccess.providers[0]) : "");
+    advice.hidden = !advice.textContent;
+  };
+  picker.addEventListener("change", showAdvice);
+  showAdvice();
+  const form = sendingForm("Start chat", { alert, fields, children: [...Object.values(fields), advice], send: async () => {
     const session = await post("/api/v1/chat/sessions", { model_id: fields.model_id.input.value,
                                                           title: fields.title.input.value.trim() });
     await navigate(`/console/chat/${session.id}`);

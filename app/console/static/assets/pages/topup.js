@@ -1,9 +1,10 @@
 import { get, post, query } from "../api.js";
 import { balanceSummary } from "../balance.js";
-import { compareMoney, formatMoney, isAmount } from "../money.js";
+import { compareMoney, formatMoney, isAmount, moneyText } from "../money.js";
 import { empty, field, formAlert, formatDate, h, pagedList, replace, section, select, sendingForm, table } from "../ui.js";
 
-const TYPES = [["", "All types"], ["deposit", "Deposits"], ["hold", "Holds (calls)"], ["release", "Releases (unused holds returned)"]];
+const TYPES = [["", "All types"], ["deposit", "Deposits"], ["hold", "Holds (reserved when a call starts)"],
+               ["release", "Releases (the unused part of a hold, returned when the call ends)"]];
 const RETRIES = 2;
 
 // The amount as the API checks it: a decimal with up to 10 places, above 0, at most the maximum.
@@ -38,11 +39,13 @@ function ledger(signal) {
               page.transactions.map((row) => h("tr", { "data-transaction": row.id },
                 h("td", {}, formatDate(row.created_at)), h("td", {}, row.type),
                 h("td", {}, row.model_id && !row.description.includes(row.model_id) ? `${row.description} · ${row.model_id}` : row.description),
-                h("td", { class: "number" }, formatMoney(row.amount)),
-                h("td", { class: "number" }, formatMoney(row.available_after)))))
+                h("td", { class: "number" }, moneyText(row.type === "hold" ? `-${row.amount}` : row.amount, { sign: true })),
+                h("td", { class: "number" }, moneyText(row.available_after)))))
       : empty("No transactions of this type yet.")));
   type.input.addEventListener("change", () => list.reload());
-  const ledgerSection = section("Ledger", h("div", { class: "filters" }, type), list);
+  const ledgerSection = section("Ledger", h("p", { class: "hint" },
+    "Every entry: a call first holds the most it can cost (−), then returns what it did not use (+)."),
+    h("div", { class: "filters" }, type), list);
   ledgerSection.reload = list.reload;
   return ledgerSection;
 }
