@@ -12,7 +12,7 @@
 
 -- ---------------------------------------------------------------- functions
 
-CREATE FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text DEFAULT 'deposit'::text, p_related_id bigint DEFAULT NULL::bigint, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+CREATE FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text DEFAULT 'deposit'::text, p_related_id bigint DEFAULT NULL::bigint, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_hold_token uuid DEFAULT NULL::uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -54,7 +54,11 @@ BEGIN
     ELSE
         SELECT * INTO hold FROM transactions
          WHERE id = p_related_id AND user_id = p_user_id AND type = 'hold';
-        IF NOT FOUND OR p_amount > hold.amount THEN
+        -- A caller that knows the hold by its token (the call that made it)
+        -- closes only that hold: an id a crash lost and handed out again is
+        -- another call's hold, with another token.
+        IF NOT FOUND OR p_amount > hold.amount
+           OR (p_hold_token IS NOT NULL AND hold.hold_token IS DISTINCT FROM p_hold_token) THEN
             ok := false; reason := 'invalid_hold';
             RETURN;
         END IF;
@@ -83,6 +87,195 @@ BEGIN
             coalesce(p_metadata, '{}'), hold.model_id, hold.access_key_id)
     RETURNING id INTO transaction_id;
     ok := true;
+END;
+$$;
+
+CREATE FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_action text, p_from timestamp with time zone, p_to timestamp with time zone, p_before_id bigint, p_limit integer) RETURNS TABLE(id bigint, admin_id uuid, admin_email text, action text, target_user_id uuid, target_email text, target_model text, reason text, details jsonb, created_at timestamp with time zone)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    SELECT a.id, a.admin_id, actor.email, a.action, a.target_user_id, target.email, a.target_model, a.reason,
+           a.details, a.created_at
+      FROM admin_actions a
+      LEFT JOIN users actor ON actor.id = a.admin_id
+      LEFT JOIN users target ON target.id = a.target_user_id
+     WHERE EXISTS (SELECT 1 FROM admins ad JOIN users u ON u.id = ad.user_id
+                    WHERE ad.user_id = p_admin AND u.is_active)
+       AND (p_user IS NULL OR a.target_user_id = p_user)
+       AND (p_actor IS NULL OR a.admin_id = p_actor)
+       AND (p_action IS NULL OR a.action = p_action)
+       AND (p_from IS NULL OR a.created_at >= p_from)
+       AND (p_to IS NULL OR a.created_at < p_to)
+       AND (p_before_id IS NULL OR a.id < p_before_id)
+     ORDER BY a.id DESC
+     LIMIT p_limit;
+$$;
+
+CREATE FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    metadata jsonb := coalesce(p_details, '{}') || jsonb_build_object('source', 'admin', 'admin_id', p_admin,
+                                                                      'reason', p_reason);
+BEGIN
+    reason := admin_refusal(p_admin, p_user, p_reason);
+    IF reason IS NOT NULL THEN
+        ok := false;
+        RETURN;
+    END IF;
+    IF p_action = 'credit' THEN
+        SELECT f.ok, f.reason, f.transaction_id, f.available INTO ok, reason, transaction_id, available
+          FROM add_user_funds(p_user, p_amount, 'deposit', NULL, left('Admin credit: ' || p_reason, 500), metadata) f;
+    ELSIF p_action = 'debit' THEN
+        SELECT f.ok, f.reason, f.transaction_id, f.available INTO ok, reason, transaction_id, available
+          FROM debit_user_balance(p_user, p_amount, left('Admin debit: ' || p_reason, 500), metadata) f;
+    ELSE
+        RAISE EXCEPTION 'admin_move_money: unknown action %', p_action USING ERRCODE = 'check_violation';
+    END IF;
+    IF ok THEN
+        INSERT INTO admin_actions (admin_id, action, target_user_id, reason, details)
+        VALUES (p_admin, p_action, p_user, p_reason,
+                coalesce(p_details, '{}') || jsonb_build_object('amount', p_amount, 'transaction_id', transaction_id))
+        RETURNING id INTO action_id;
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION admin_put_model(p_admin uuid, p_action text, p_model jsonb, p_reason text, OUT ok boolean, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    entry models%ROWTYPE := jsonb_populate_record(NULL::models, p_model);
+    before jsonb;
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    SELECT to_jsonb(m) INTO before FROM models m WHERE m.id = entry.id FOR UPDATE;
+    IF (before IS NULL) <> (p_action = 'add_model') THEN
+        ok := false;
+        reason := CASE WHEN before IS NULL THEN 'no_such_model' ELSE 'model_exists' END;
+        RETURN;
+    END IF;
+    INSERT INTO models (id, provider, name, description, context_window, max_output_tokens, input_price_per_mtok,
+                        output_price_per_mtok, cache_read_price_per_mtok, cache_write_price_per_mtok,
+                        cache_write_1h_price_per_mtok, prices_as_of, capabilities, features, input_modalities,
+                        aliases, deployments, is_active)
+    VALUES (entry.id, entry.provider, entry.name, entry.description, entry.context_window, entry.max_output_tokens,
+            entry.input_price_per_mtok, entry.output_price_per_mtok, entry.cache_read_price_per_mtok,
+            entry.cache_write_price_per_mtok, entry.cache_write_1h_price_per_mtok, entry.prices_as_of,
+            entry.capabilities, entry.features, entry.input_modalities, entry.aliases, entry.deployments,
+            entry.is_active)
+    ON CONFLICT (id) DO UPDATE
+       SET provider = EXCLUDED.provider, name = EXCLUDED.name, description = EXCLUDED.description,
+           context_window = EXCLUDED.context_window, max_output_tokens = EXCLUDED.max_output_tokens,
+           input_price_per_mtok = EXCLUDED.input_price_per_mtok, output_price_per_mtok = EXCLUDED.output_price_per_mtok,
+           cache_read_price_per_mtok = EXCLUDED.cache_read_price_per_mtok,
+           cache_write_price_per_mtok = EXCLUDED.cache_write_price_per_mtok,
+           cache_write_1h_price_per_mtok = EXCLUDED.cache_write_1h_price_per_mtok,
+           prices_as_of = EXCLUDED.prices_as_of, capabilities = EXCLUDED.capabilities,
+           features = EXCLUDED.features, input_modalities = EXCLUDED.input_modalities, aliases = EXCLUDED.aliases,
+           deployments = EXCLUDED.deployments, is_active = EXCLUDED.is_active;
+    INSERT INTO admin_actions (admin_id, action, target_model, reason, details)
+    VALUES (p_admin, p_action, entry.id, p_reason,
+            jsonb_build_object('before', before, 'after', (SELECT to_jsonb(m) FROM models m WHERE m.id = entry.id)));
+END;
+$$;
+
+CREATE FUNCTION admin_record(p_admin uuid, p_action text, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT action_id bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    ok := reason IS NULL;
+    IF ok THEN
+        INSERT INTO admin_actions (admin_id, action, reason, details)
+        VALUES (p_admin, p_action, p_reason, coalesce(p_details, '{}'))
+        RETURNING id INTO action_id;
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION admin_refusal(p_admin uuid, p_user uuid, p_reason text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM admins a JOIN users u ON u.id = a.user_id WHERE a.user_id = p_admin AND u.is_active)
+    THEN
+        RETURN 'not_admin';
+    END IF;
+    PERFORM set_config('app.user_id', p_admin::text, true);
+    IF p_reason IS NULL OR length(btrim(p_reason)) NOT BETWEEN 1 AND 400 THEN
+        RETURN 'reason_required';
+    END IF;
+    IF p_user IS NOT NULL THEN
+        IF p_user = p_admin THEN
+            RETURN 'self_action';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user) THEN
+            RETURN 'no_such_user';
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION admin_schedule_price(p_admin uuid, p_model text, p_effective_from timestamp with time zone, p_prices jsonb, p_reason text, OUT ok boolean, OUT reason text, OUT version_id bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    priced model_prices%ROWTYPE := jsonb_populate_record(NULL::model_prices, p_prices);
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    IF reason IS NULL AND NOT EXISTS (SELECT 1 FROM models WHERE id = p_model) THEN
+        reason := 'no_such_model';
+    END IF;
+    IF reason IS NULL AND p_effective_from <= now() THEN
+        reason := 'not_future';
+    END IF;
+    IF reason IS NULL AND EXISTS (SELECT 1 FROM model_prices WHERE model_id = p_model
+                                                               AND effective_from = p_effective_from) THEN
+        reason := 'version_exists';
+    END IF;
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    INSERT INTO model_prices (model_id, effective_from, input_price_per_mtok, output_price_per_mtok,
+                              cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok,
+                              admin_id)
+    VALUES (p_model, p_effective_from, priced.input_price_per_mtok, priced.output_price_per_mtok,
+            priced.cache_read_price_per_mtok, priced.cache_write_price_per_mtok, priced.cache_write_1h_price_per_mtok,
+            p_admin)
+    RETURNING id INTO version_id;
+    INSERT INTO admin_actions (admin_id, action, target_model, reason, details)
+    VALUES (p_admin, 'schedule_price', p_model, p_reason,
+            p_prices || jsonb_build_object('version_id', version_id, 'effective_from', p_effective_from));
+END;
+$$;
+
+CREATE FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    reason := admin_refusal(p_admin, p_user, p_reason);
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    UPDATE users SET is_active = p_active, updated_at = now() WHERE id = p_user AND is_active <> p_active;
+    changed := FOUND;
+    INSERT INTO admin_actions (admin_id, action, target_user_id, reason, details)
+    VALUES (p_admin, CASE WHEN p_active THEN 'enable_user' ELSE 'disable_user' END, p_user, p_reason,
+            jsonb_build_object('changed', changed));
 END;
 $$;
 
@@ -192,7 +385,7 @@ CREATE FUNCTION charge_parts(c call_charges) RETURNS json
         'model_id', c.served_model_id, 'provider', c.served_provider) END
 $$;
 
-CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, deployments jsonb, user_keys json, house_key_fallback boolean, history json, daily_spend_limit numeric, max_cost_per_message numeric)
+CREATE FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) RETURNS TABLE(token_generation integer, session_id uuid, model_id text, provider text, context_window integer, max_output_tokens integer, input_price_per_mtok numeric, output_price_per_mtok numeric, cache_read_price_per_mtok numeric, cache_write_price_per_mtok numeric, cache_write_1h_price_per_mtok numeric, features text[], is_active boolean, max_tokens integer, deployments jsonb, user_keys json, house_key_fallback boolean, history json, daily_spend_limit numeric, max_cost_per_message numeric, price_version_id bigint)
     LANGUAGE plpgsql STABLE
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -201,12 +394,13 @@ BEGIN
     RETURN QUERY
     WITH target AS (
         SELECT s.id AS session_id, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-               m.input_price_per_mtok, m.output_price_per_mtok, m.cache_read_price_per_mtok,
-               m.cache_write_price_per_mtok, m.cache_write_1h_price_per_mtok, m.features, m.is_active,
+               p.input_price_per_mtok, p.output_price_per_mtok, p.cache_read_price_per_mtok,
+               p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok, m.features, m.is_active,
                coalesce(p_max_tokens, least(m.max_output_tokens, p_default_max_tokens)) AS max_tokens,
-               m.deployments
+               m.deployments, p.id AS price_version_id
           FROM chat_sessions s
           JOIN models m ON m.id = s.model_id
+          LEFT JOIN LATERAL price_in_force(m.id, now()) p ON true
          WHERE s.id = p_session_id
            AND s.user_id = p_user_id
     ), history AS (
@@ -229,7 +423,7 @@ BEGIN
            (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.content) ORDER BY h.id), '[]')
               FROM history h
              WHERE h.running <= t.context_window - t.max_tokens - p_fixed_tokens),
-           pref.daily_spend_limit, pref.max_cost_per_message
+           pref.daily_spend_limit, pref.max_cost_per_message, t.price_version_id
       FROM users u
       LEFT JOIN target t ON true
       LEFT JOIN user_preferences pref ON pref.user_id = u.id
@@ -248,7 +442,40 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_daily_limit numeric DEFAULT NULL::numeric, p_call_timeout numeric DEFAULT NULL::numeric, p_model_id text DEFAULT NULL::text, p_access_key_id uuid DEFAULT NULL::uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+CREATE FUNCTION debit_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    balance user_balance%ROWTYPE;
+BEGIN
+    IF p_amount IS NULL OR p_amount <= 0 OR p_amount <> round(p_amount, 10) THEN
+        RAISE EXCEPTION 'debit_user_balance: amount must be positive with at most 10 decimals, got %', p_amount
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT * INTO balance FROM user_balance WHERE user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        ok := false; available := 0; reason := 'no_such_user';
+        RETURN;
+    END IF;
+    available := balance.total_balance - balance.spent_balance;
+    IF available < p_amount THEN
+        ok := false; reason := 'insufficient_funds';
+        RETURN;
+    END IF;
+    UPDATE user_balance
+       SET total_balance = total_balance - p_amount,
+           updated_at = now()
+     WHERE user_id = p_user_id;
+    available := available - p_amount;
+    INSERT INTO transactions (user_id, type, amount, available_after, description, metadata)
+    VALUES (p_user_id, 'debit', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'))
+    RETURNING id INTO transaction_id;
+    ok := true;
+END;
+$$;
+
+CREATE FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_daily_limit numeric DEFAULT NULL::numeric, p_call_timeout numeric DEFAULT NULL::numeric, p_model_id text DEFAULT NULL::text, p_access_key_id uuid DEFAULT NULL::uuid, p_hold_token uuid DEFAULT NULL::uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -269,6 +496,17 @@ BEGIN
         RETURN;
     END IF;
     available := balance.total_balance - balance.spent_balance;
+
+    -- The same call's hold asked for again (its first answer was lost with its
+    -- connection): the hold it made, not a second one.
+    IF p_hold_token IS NOT NULL THEN
+        SELECT id INTO transaction_id FROM transactions
+         WHERE hold_token = p_hold_token AND user_id = p_user_id AND type = 'hold';
+        IF FOUND THEN
+            ok := true; reason := 'held_before';
+            RETURN;
+        END IF;
+    END IF;
 
     IF p_access_key_id IS NOT NULL THEN
         -- Every hold of a key is its user's, so the balance lock above serialises them.
@@ -326,9 +564,9 @@ BEGIN
     available := available - p_amount;
 
     INSERT INTO transactions (user_id, type, amount, available_after, description, metadata, call_deadline,
-                              model_id, access_key_id)
+                              model_id, access_key_id, hold_token)
     VALUES (p_user_id, 'hold', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'),
-            now() + make_interval(secs => p_call_timeout), p_model_id, p_access_key_id)
+            now() + make_interval(secs => p_call_timeout), p_model_id, p_access_key_id, p_hold_token)
     RETURNING id INTO transaction_id;
     ok := true;
 END;
@@ -370,6 +608,33 @@ CREATE FUNCTION key_period_start(p_period text, p_at timestamp with time zone) R
            END
 $$;
 
+CREATE FUNCTION live_access_key(p_key_hash bytea) RETURNS TABLE(user_id uuid, id uuid, name text, last4 text, allowed_models text[], spend_limit numeric, spend_limit_period text, spent numeric, expires_at timestamp with time zone, created_at timestamp with time zone, last_used_at timestamp with time zone)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT k.user_id, k.id, k.name, k.last4, k.allowed_models, k.spend_limit::numeric, k.spend_limit_period,
+           k.spent::numeric, k.expires_at, k.created_at, k.last_used_at
+      FROM access_keys k
+      JOIN users u ON u.id = k.user_id
+     WHERE k.key_hash = p_key_hash
+       AND k.revoked_at IS NULL
+       AND (k.expires_at IS NULL OR k.expires_at > now())
+       AND u.is_active;
+END;
+$$;
+
+CREATE FUNCTION model_prices_unchangeable() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'a price version never changes: add a new one' USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+
 CREATE FUNCTION models_list_names_check() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
@@ -409,6 +674,29 @@ BEGIN
         RAISE EXCEPTION 'catalog refused: the alias % of % is also a name of %',
                         clash.alias, clash.model_id, clash.other_id
               USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION models_price_version() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM price_in_force(NEW.id, now()) p
+                    WHERE (p.input_price_per_mtok, p.output_price_per_mtok, p.cache_read_price_per_mtok,
+                           p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok)
+                          IS NOT DISTINCT FROM
+                          (NEW.input_price_per_mtok, NEW.output_price_per_mtok, NEW.cache_read_price_per_mtok,
+                           NEW.cache_write_price_per_mtok, NEW.cache_write_1h_price_per_mtok)) THEN
+        INSERT INTO model_prices (model_id, effective_from, input_price_per_mtok, output_price_per_mtok,
+                                  cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok,
+                                  admin_id)
+        VALUES (NEW.id, now(), NEW.input_price_per_mtok, NEW.output_price_per_mtok, NEW.cache_read_price_per_mtok,
+                NEW.cache_write_price_per_mtok, NEW.cache_write_1h_price_per_mtok,
+                nullif(current_setting('app.user_id', true), '')::uuid)
+        ON CONFLICT (model_id, effective_from) DO NOTHING;
     END IF;
     RETURN NULL;
 END;
@@ -457,6 +745,37 @@ BEGIN
 END;
 $$;
 
+-- ---------------------------------------------------------------- tables and views
+
+CREATE TABLE model_prices (
+    id bigint NOT NULL,
+    model_id text NOT NULL,
+    effective_from timestamp with time zone NOT NULL,
+    input_price_per_mtok numeric(20,10) NOT NULL,
+    output_price_per_mtok numeric(20,10) NOT NULL,
+    cache_read_price_per_mtok numeric(20,10),
+    cache_write_price_per_mtok numeric(20,10),
+    cache_write_1h_price_per_mtok numeric(20,10),
+    admin_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT model_prices_cache_read_price_per_mtok_check CHECK ((cache_read_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT model_prices_cache_write_1h_price_per_mtok_check CHECK ((cache_write_1h_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT model_prices_cache_write_price_per_mtok_check CHECK ((cache_write_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT model_prices_input_price_per_mtok_check CHECK ((input_price_per_mtok >= (0)::numeric)),
+    CONSTRAINT model_prices_output_price_per_mtok_check CHECK ((output_price_per_mtok >= (0)::numeric))
+);
+
+-- ---------------------------------------------------------------- functions
+
+CREATE FUNCTION price_in_force(p_model text, p_at timestamp with time zone) RETURNS SETOF model_prices
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT * FROM public.model_prices
+     WHERE model_id = p_model AND effective_from <= p_at
+     ORDER BY effective_from DESC
+     LIMIT 1;
+$$;
+
 CREATE FUNCTION raise_alert(p_user_id uuid, p_subject text, p_kind text, p_period text, p_details jsonb) RETURNS boolean
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
@@ -479,15 +798,42 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
+CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid DEFAULT NULL::uuid) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
 DECLARE
     released record;
+    done call_charges%ROWTYPE;
     stamp timestamptz := now();
     prompt_cost numeric;
 BEGIN
+    -- The same settle sent again (its connection died before its answer came
+    -- back): the answer of the settle already made, and nothing written twice.
+    SELECT c.* INTO done
+      FROM call_charges c
+      JOIN transactions h ON h.id = c.hold_id
+     WHERE c.hold_id = p_hold_id AND h.user_id = p_user_id AND h.hold_token IS NOT DISTINCT FROM p_hold_token;
+    IF FOUND THEN
+        charged := true;
+        input_cost := done.input_cost; cached_input_cost := done.cached_input_cost;
+        cache_write_cost := done.cache_write_cost; output_cost := done.output_cost;
+        SELECT min(m.id) FILTER (WHERE m.role = 'user'), min(m.id) FILTER (WHERE m.role = 'assistant')
+          INTO user_message_id, assistant_message_id
+          FROM chat_history m
+         WHERE m.session_id = p_session_id AND m.transaction_id = p_hold_id;
+        saved := user_message_id IS NOT NULL;
+        SELECT r.created_at INTO created_at
+          FROM transactions r
+         WHERE r.related_transaction_id = p_hold_id AND r.type = 'release';
+        SELECT b.total_balance, b.spent_balance, b.held_balance, b.total_balance - b.spent_balance, b.currency
+          INTO total_balance, spent_balance, held_balance, available_balance, currency
+          FROM user_balance b
+         WHERE b.user_id = p_user_id;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
     -- Locked until this commits, so a concurrent delete of the session waits
     -- (and takes the messages with it) or has already happened (none are saved).
     PERFORM 1 FROM chat_sessions s WHERE s.id = p_session_id AND s.user_id = p_user_id FOR NO KEY UPDATE;
@@ -497,7 +843,7 @@ BEGIN
       FROM add_user_funds(p_user_id,
                           p_hold_amount - p_input_cost - p_cached_input_cost - p_cache_write_cost - p_output_cost,
                           'release', p_hold_id, 'Unused part of the hold',
-                          coalesce(p_release_metadata, '{"kind": "settle"}'));
+                          coalesce(p_release_metadata, '{"kind": "settle"}'), p_hold_token);
     charged := released.ok;
     input_cost := CASE WHEN charged THEN p_input_cost ELSE 0 END;
     cached_input_cost := CASE WHEN charged THEN p_cached_input_cost ELSE 0 END;
@@ -639,6 +985,33 @@ CREATE TABLE access_keys (
     CONSTRAINT access_keys_spend_limit_check CHECK ((spend_limit > (0)::numeric)),
     CONSTRAINT access_keys_spend_limit_period_check CHECK ((spend_limit_period = ANY (ARRAY['day'::text, 'month'::text, 'total'::text]))),
     CONSTRAINT access_keys_spent_check CHECK ((spent >= (0)::numeric))
+);
+
+CREATE TABLE admin_actions (
+    id bigint NOT NULL,
+    admin_id uuid,
+    action text NOT NULL,
+    target_user_id uuid,
+    target_model text,
+    reason text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT admin_actions_action_check CHECK ((action = ANY (ARRAY['grant_admin'::text, 'revoke_admin'::text, 'credit'::text, 'debit'::text, 'disable_user'::text, 'enable_user'::text, 'add_model'::text, 'change_model'::text, 'disable_model'::text, 'enable_model'::text, 'schedule_price'::text, 'reconcile'::text]))),
+    CONSTRAINT admin_actions_reason_check CHECK (((length(btrim(reason)) >= 1) AND (length(btrim(reason)) <= 400)))
+);
+
+ALTER TABLE admin_actions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME admin_actions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE admins (
+    user_id uuid NOT NULL,
+    granted_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
 CREATE TABLE alert_deliveries (
@@ -864,6 +1237,15 @@ CREATE VIEW model_popularity AS
      LEFT JOIN model_usage_stats s ON ((s.model_id = m.id)))
   GROUP BY m.id, m.provider, m.name;
 
+ALTER TABLE model_prices ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME model_prices_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE model_ratings (
     user_id uuid NOT NULL,
     model_id text NOT NULL,
@@ -888,12 +1270,14 @@ CREATE TABLE transactions (
     call_deadline timestamp with time zone,
     model_id text,
     access_key_id uuid,
+    hold_token uuid,
     CONSTRAINT transactions_amount_check CHECK ((amount >= (0)::numeric)),
     CONSTRAINT transactions_available_after_check CHECK ((available_after >= (0)::numeric)),
     CONSTRAINT transactions_check CHECK (((type = 'release'::text) OR (amount > (0)::numeric))),
     CONSTRAINT transactions_check1 CHECK (((type = 'release'::text) = (related_transaction_id IS NOT NULL))),
     CONSTRAINT transactions_description_check CHECK ((length(description) <= 500)),
-    CONSTRAINT transactions_type_check CHECK ((type = ANY (ARRAY['deposit'::text, 'hold'::text, 'release'::text])))
+    CONSTRAINT transactions_hold_token_check CHECK (((hold_token IS NULL) OR (type = 'hold'::text))),
+    CONSTRAINT transactions_type_check CHECK ((type = ANY (ARRAY['deposit'::text, 'hold'::text, 'release'::text, 'debit'::text])))
 );
 
 CREATE VIEW recent_activity AS
@@ -926,6 +1310,13 @@ UNION ALL
     NULL::json AS charge
    FROM (chat_history h
      JOIN chat_sessions s ON ((s.id = h.session_id)));
+
+CREATE TABLE reconcile_schedule (
+    only_row boolean DEFAULT true NOT NULL,
+    next_run_at timestamp with time zone NOT NULL,
+    reconciled_until timestamp with time zone,
+    CONSTRAINT reconcile_schedule_only_row_check CHECK (only_row)
+);
 
 CREATE TABLE refresh_tokens (
     jti uuid NOT NULL,
@@ -1031,6 +1422,12 @@ ALTER TABLE ONLY access_keys
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY admin_actions
+    ADD CONSTRAINT admin_actions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY admins
+    ADD CONSTRAINT admins_pkey PRIMARY KEY (user_id);
+
 ALTER TABLE ONLY alert_deliveries
     ADD CONSTRAINT alert_deliveries_pkey PRIMARY KEY (id);
 
@@ -1064,6 +1461,12 @@ ALTER TABLE ONLY idempotency_keys
 ALTER TABLE ONLY login_attempts
     ADD CONSTRAINT login_attempts_pkey PRIMARY KEY (email);
 
+ALTER TABLE ONLY model_prices
+    ADD CONSTRAINT model_prices_model_id_effective_from_key UNIQUE (model_id, effective_from);
+
+ALTER TABLE ONLY model_prices
+    ADD CONSTRAINT model_prices_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY model_ratings
     ADD CONSTRAINT model_ratings_pkey PRIMARY KEY (user_id, model_id);
 
@@ -1072,6 +1475,9 @@ ALTER TABLE ONLY model_usage_stats
 
 ALTER TABLE ONLY models
     ADD CONSTRAINT models_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY reconcile_schedule
+    ADD CONSTRAINT reconcile_schedule_pkey PRIMARY KEY (only_row);
 
 ALTER TABLE ONLY refresh_tokens
     ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (jti);
@@ -1097,6 +1503,12 @@ ALTER TABLE ONLY webhooks
 -- ---------------------------------------------------------------- indexes
 
 CREATE INDEX access_keys_user_live_idx ON access_keys USING btree (user_id, created_at DESC, id DESC) WHERE (revoked_at IS NULL);
+
+CREATE INDEX admin_actions_by_admin ON admin_actions USING btree (admin_id, id DESC);
+
+CREATE INDEX admin_actions_by_target ON admin_actions USING btree (target_user_id, id DESC) WHERE (target_user_id IS NOT NULL);
+
+CREATE INDEX admin_actions_newest ON admin_actions USING btree (id DESC);
 
 CREATE INDEX alert_deliveries_due_idx ON alert_deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
 
@@ -1132,6 +1544,8 @@ CREATE INDEX refresh_tokens_user_idx ON refresh_tokens USING btree (user_id);
 
 CREATE INDEX transactions_access_key_idx ON transactions USING btree (access_key_id, created_at) WHERE (access_key_id IS NOT NULL);
 
+CREATE UNIQUE INDEX transactions_hold_token_key ON transactions USING btree (hold_token) WHERE (hold_token IS NOT NULL);
+
 CREATE INDEX transactions_holds_idx ON transactions USING btree (created_at) WHERE (type = 'hold'::text);
 
 CREATE UNIQUE INDEX transactions_one_release_per_hold ON transactions USING btree (related_transaction_id) WHERE (type = 'release'::text);
@@ -1166,9 +1580,13 @@ CREATE TRIGGER audit_user_preferences AFTER INSERT OR DELETE OR UPDATE ON user_p
 
 CREATE TRIGGER audit_users AFTER INSERT OR DELETE OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION audit_row_change('id');
 
+CREATE TRIGGER model_prices_unchangeable BEFORE DELETE OR UPDATE OR TRUNCATE ON model_prices FOR EACH STATEMENT EXECUTE FUNCTION model_prices_unchangeable();
+
 CREATE CONSTRAINT TRIGGER models_list_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_list_names_check();
 
 CREATE CONSTRAINT TRIGGER models_names_unique AFTER INSERT OR UPDATE OF id, aliases ON models DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION models_names_check();
+
+CREATE TRIGGER models_price_version AFTER INSERT OR UPDATE OF input_price_per_mtok, output_price_per_mtok, cache_read_price_per_mtok, cache_write_price_per_mtok, cache_write_1h_price_per_mtok ON models FOR EACH ROW EXECUTE FUNCTION models_price_version();
 
 CREATE TRIGGER touch_chat_sessions BEFORE UPDATE ON chat_sessions FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
@@ -1191,6 +1609,15 @@ ALTER TABLE ONLY access_key_period_spend
 
 ALTER TABLE ONLY access_keys
     ADD CONSTRAINT access_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY admin_actions
+    ADD CONSTRAINT admin_actions_admin_id_fkey FOREIGN KEY (admin_id) REFERENCES users(id);
+
+ALTER TABLE ONLY admin_actions
+    ADD CONSTRAINT admin_actions_target_user_id_fkey FOREIGN KEY (target_user_id) REFERENCES users(id);
+
+ALTER TABLE ONLY admins
+    ADD CONSTRAINT admins_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
 
 ALTER TABLE ONLY alert_deliveries
     ADD CONSTRAINT alert_deliveries_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
@@ -1218,6 +1645,12 @@ ALTER TABLE ONLY chat_sessions
 
 ALTER TABLE ONLY idempotency_keys
     ADD CONSTRAINT idempotency_keys_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY model_prices
+    ADD CONSTRAINT model_prices_admin_id_fkey FOREIGN KEY (admin_id) REFERENCES users(id);
+
+ALTER TABLE ONLY model_prices
+    ADD CONSTRAINT model_prices_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
 
 ALTER TABLE ONLY model_ratings
     ADD CONSTRAINT model_ratings_model_id_fkey FOREIGN KEY (model_id) REFERENCES models(id);
@@ -1257,27 +1690,56 @@ ALTER TABLE ONLY webhooks
 GRANT USAGE ON SCHEMA public TO app_user;
 GRANT USAGE ON SCHEMA public TO analytics_user;
 
-REVOKE ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
-GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
+REVOKE ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, p_hold_token uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, p_hold_token uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_action text, p_from timestamp with time zone, p_to timestamp with time zone, p_before_id bigint, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_action text, p_from timestamp with time zone, p_to timestamp with time zone, p_before_id bigint, p_limit integer) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_put_model(p_admin uuid, p_action text, p_model jsonb, p_reason text, OUT ok boolean, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_put_model(p_admin uuid, p_action text, p_model jsonb, p_reason text, OUT ok boolean, OUT reason text) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_record(p_admin uuid, p_action text, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT action_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_record(p_admin uuid, p_action text, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT action_id bigint) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_refusal(p_admin uuid, p_user uuid, p_reason text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION admin_schedule_price(p_admin uuid, p_model text, p_effective_from timestamp with time zone, p_prices jsonb, p_reason text, OUT ok boolean, OUT reason text, OUT version_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_schedule_price(p_admin uuid, p_model text, p_effective_from timestamp with time zone, p_prices jsonb, p_reason text, OUT ok boolean, OUT reason text, OUT version_id bigint) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_set_user_active(p_admin uuid, p_user uuid, p_active boolean, p_reason text, OUT ok boolean, OUT reason text, OUT changed boolean) TO app_user;
 
 GRANT SELECT,INSERT ON TABLE call_charges TO app_user;
 
 REVOKE ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) TO app_user;
 
-REVOKE ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
-GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
+REVOKE ALL ON FUNCTION debit_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, p_hold_token uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, p_hold_token uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
 
 REVOKE ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) TO app_user;
 
+REVOKE ALL ON FUNCTION live_access_key(p_key_hash bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION live_access_key(p_key_hash bytea) TO app_user;
+
 REVOKE ALL ON FUNCTION note_spend_limit_reached(p_user_id uuid, p_amount numeric, p_daily_limit numeric, p_access_key_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION note_spend_limit_reached(p_user_id uuid, p_amount numeric, p_daily_limit numeric, p_access_key_id uuid) TO app_user;
 
+GRANT SELECT ON TABLE model_prices TO app_user;
+
+GRANT ALL ON FUNCTION price_in_force(p_model text, p_at timestamp with time zone) TO app_user;
+
 REVOKE ALL ON FUNCTION raise_alert(p_user_id uuid, p_subject text, p_kind text, p_period text, p_details jsonb) FROM PUBLIC;
 
-REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) FROM PUBLIC;
-GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) TO app_user;
+REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid) TO app_user;
 
 REVOKE ALL ON FUNCTION transactions_alerts() FROM PUBLIC;
 
@@ -1302,6 +1764,8 @@ GRANT INSERT(expires_at) ON TABLE access_keys TO app_user;
 GRANT UPDATE(last_used_at) ON TABLE access_keys TO app_user;
 
 GRANT UPDATE(revoked_at) ON TABLE access_keys TO app_user;
+
+GRANT SELECT ON TABLE admins TO app_user;
 
 GRANT SELECT ON TABLE alert_deliveries TO app_user;
 
@@ -1342,6 +1806,8 @@ GRANT SELECT ON TABLE transactions TO app_user;
 
 GRANT SELECT ON TABLE recent_activity TO app_user;
 GRANT SELECT ON TABLE recent_activity TO analytics_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE reconcile_schedule TO app_user;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE refresh_tokens TO app_user;
 

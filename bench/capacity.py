@@ -176,13 +176,33 @@ def check_ledger(owner_url, gateway):
         raise RuntimeError("the ledger does not match the calls answered")
 
 
+SERVER_COUNTS = """
+    SELECT (SELECT sum(calls) FROM pg_stat_statements WHERE toplevel AND query NOT ILIKE '%%pg_stat%%'),
+           (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
+           (SELECT wal_sync FROM pg_stat_wal), (SELECT wal_write FROM pg_stat_wal)
+"""
+
+
+def server_counts(owner_url):
+    """(statements sent, commits, WAL flushes, WAL writes) so far; the statistics are flushed first."""
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+        conn.commit()
+        cursor.execute(SERVER_COUNTS)
+        return [float(value or 0) for value in cursor.fetchone()]
+
+
 def profile(ours, owner_url, rate, seconds, folder):
     """Statements per call and the worker's Python, at a fixed rate, ours alone."""
     reset_statement_times(owner_url)
+    counted = server_counts(owner_url)
     answered_before = ours.answered
     with record_worker(ours.roots["gunicorn"], seconds, Path(folder) / "worker.txt") as samples:
         result = fixed_rate(ours, rate, seconds, folder)
     calls = ours.answered - answered_before
+    statements, commits, flushes, writes = (after - before for after, before in zip(server_counts(owner_url), counted))
+    print(f"\nPer call: {statements / calls:.2f} statements sent (round trips), {commits / calls:.2f} commits, "
+          f"{flushes / calls:.2f} WAL flushes (fsync), {writes / calls:.2f} WAL writes")
     print_rows(f"Profile phase: ours at {rate}/s for {seconds} s, py-spy attached (not comparable)",
                [("ours", result)], ["gunicorn", "postgres", "stub", "load generator", "other"])
     print(f"\nThe server's time per call by statement (pg_stat_statements, {calls} calls):")

@@ -9,18 +9,18 @@ from pathlib import Path
 
 # (layer, path fragments): a sample belongs to the innermost frame that matches one.
 LAYERS = [
-    ("SQL: psycopg2 and database/", ("psycopg2", "psycogreen", "/database/")),
-    ("provider call: httpx, httpcore, app/providers", ("httpx", "httpcore", "/app/providers/", "h11")),
-    ("rate limiter: flask_limiter, limits", ("flask_limiter", "/limits/")),
-    ("pydantic and app/schemas", ("pydantic", "/app/schemas/", "/app/api/contract.py")),
+    ("SQL: psycopg2 and database/", ("/psycopg2/", "/psycogreen/", "/database/")),
+    ("provider call: httpx, httpcore, app/providers", ("/httpx/", "/httpcore/", "/app/providers/", "/h11/")),
+    ("rate limiter: flask_limiter, limits", ("/flask_limiter/", "/limits/")),
+    ("pydantic and app/schemas", ("/pydantic/", "/pydantic_core/", "/app/schemas/", "/app/api/contract.py")),
     ("logging and app/observability", ("/logging/", "/app/observability.py")),
     ("JWT, access keys: jwt, app/security, app/api/callers", ("/jwt/", "/app/security.py", "/app/api/callers.py")),
     ("routing, breakers, health", ("/app/routing.py", "/app/breakers.py", "/app/health.py")),
     ("billing and the /v1 view", ("/app/billing.py", "/app/pricing.py", "/app/money.py", "/app/api/")),
-    ("werkzeug", ("werkzeug",)),
+    ("werkzeug", ("/werkzeug/",)),
     ("flask", ("/flask/",)),
-    ("gunicorn", ("gunicorn",)),
-    ("gevent: hub, greenlets, sockets", ("gevent",)),
+    ("gunicorn", ("/gunicorn/",)),
+    ("gevent: hub, greenlets, sockets", ("/gevent/", "/greenlet/")),
     ("the rest of app/", ("/app/",)),
 ]
 
@@ -61,12 +61,19 @@ def layers_of(raw):
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = stack.split(";")
-        layer = next((name for frame in reversed(frames) for name, fragments in LAYERS
-                      if any(fragment in frame for fragment in fragments)), "other (stdlib, C)")
+        paths = [_path_of(frame) for frame in reversed(stack.split(";"))]
+        layer = next((name for path in paths for name, fragments in LAYERS
+                      if any(fragment in path for fragment in fragments)), "other (stdlib, C)")
         counts[layer] = counts.get(layer, 0) + int(count)
         total += int(count)
     return sorted(((layer, count / total) for layer, count in counts.items()), key=lambda item: -item[1])
+
+
+def _path_of(frame):
+    """The file of a py-spy frame, "function (path:line)", with a leading slash:
+    py-spy writes paths under sys.path relative to it (app/billing.py)."""
+    path = frame[frame.rfind("(") + 1:frame.rfind(":")]
+    return "/" + path.lstrip("/")
 
 
 def top_functions(raw, limit=20):
