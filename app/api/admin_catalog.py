@@ -24,6 +24,11 @@ class ModelExists(Conflict):
     message = "The catalog already has a model with this id; change it instead."
 
 
+class PriceVersionExists(Conflict):
+    code = "price_version_exists"
+    message = "Another version of this model's prices starts at that time; a version is never changed."
+
+
 @bp.get("")
 @response(AdminModelList)
 @other_responses(403)
@@ -93,7 +98,7 @@ def enable_model(caller, why, provider, name):
 
 @bp.post("/<provider>/<name>/prices")
 @response(ScheduledPrice, 201)
-@other_responses(403)
+@other_responses(403, 409)
 @caller(ADMIN)
 @body(PriceScheduleRequest)
 def schedule_price(caller, change, provider, name):
@@ -111,7 +116,7 @@ def schedule_price(caller, change, provider, name):
         if scheduled["reason"] == "not_future":
             raise ValidationFailed(details={"effective_from": "must be in the future"})
         if scheduled["reason"] == "version_exists":
-            raise ValidationFailed(details={"effective_from": "another version starts at this time"})
+            raise PriceVersionExists(details={"effective_from": change.effective_from.isoformat()})
         if not scheduled["ok"]:
             refused(scheduled["reason"])
     return ScheduledPrice(version_id=str(scheduled["version_id"]), effective_from=change.effective_from), 201

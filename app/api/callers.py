@@ -56,9 +56,7 @@ def _admin(credential):
     """The Caller of an admin operation: a live access token whose user is an
     admin now, read from the database at every request (a token carries no
     role, so a revoke acts on the next request). An access key never opens
-    one; like any other user, it is a 403."""
-    if credential.startswith(ACCESS_KEY_PREFIX):
-        raise AdminRequired()
+    one: like the rest of the account API, it answers one with 401."""
     claims = tokens.decode(credential, ACCESS)
     standing = db.admin_standing(claims["sub"])
     if standing is None or standing["token_generation"] != claims["gen"]:

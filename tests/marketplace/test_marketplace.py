@@ -26,7 +26,8 @@ TICK = Decimal("0.0000000001")  # the ledger's smallest step
 CATALOG = json.loads((ROOT / "catalog.json").read_text())["models"]
 ECHO_PRICES = (Decimal("0.01"), Decimal("0.02"))  # local/echo in catalog.json, per million tokens
 DEFAULT_PREFERENCES = {"default_model_id": None, "preferred_providers": [], "daily_spend_limit": None,
-                       "max_cost_per_message": None, "theme": "system", "house_key_fallback": False}
+                       "max_cost_per_message": None, "theme": "system", "house_key_fallback": False,
+                       "low_balance_threshold": None, "email_alerts": False}
 
 
 # ----------------------------------------------------------------- helpers
