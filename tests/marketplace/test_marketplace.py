@@ -26,8 +26,8 @@ TICK = Decimal("0.0000000001")  # the ledger's smallest step
 CATALOG = json.loads((ROOT / "catalog.json").read_text())["models"]
 ECHO_PRICES = (Decimal("0.01"), Decimal("0.02"))  # local/echo in catalog.json, per million tokens
 DEFAULT_PREFERENCES = {"default_model_id": None, "preferred_providers": [], "daily_spend_limit": None,
-                       "max_cost_per_message": None, "theme": "system", "house_key_fallback": False,
-                       "low_balance_threshold": None, "email_alerts": False}
+                       "max_cost_per_message": None, "theme": "system", "house_key_fallback": False}
+ALERT_PREFERENCES = {"low_balance_threshold": None, "email_alerts": False}
 
 
 # ----------------------------------------------------------------- helpers
@@ -454,7 +454,7 @@ def test_recommend_with_no_active_model_answers_empty(client, token, database):
 def test_preferences_start_as_the_defaults(client, token):
     response = client.get(PREFERENCES, headers=bearer(token))
     assert response.status_code == 200
-    assert response.get_json() == {**DEFAULT_PREFERENCES, "updated_at": None}
+    assert response.get_json() == {**DEFAULT_PREFERENCES, **ALERT_PREFERENCES, "updated_at": None}
 
 
 def test_preferences_need_a_token(client):
