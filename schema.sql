@@ -12,7 +12,7 @@
 
 -- ---------------------------------------------------------------- functions
 
-CREATE FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text DEFAULT 'deposit'::text, p_related_id bigint DEFAULT NULL::bigint, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+CREATE FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text DEFAULT 'deposit'::text, p_related_id bigint DEFAULT NULL::bigint, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_hold_token uuid DEFAULT NULL::uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -54,7 +54,11 @@ BEGIN
     ELSE
         SELECT * INTO hold FROM transactions
          WHERE id = p_related_id AND user_id = p_user_id AND type = 'hold';
-        IF NOT FOUND OR p_amount > hold.amount THEN
+        -- A caller that knows the hold by its token (the call that made it)
+        -- closes only that hold: an id a crash lost and handed out again is
+        -- another call's hold, with another token.
+        IF NOT FOUND OR p_amount > hold.amount
+           OR (p_hold_token IS NOT NULL AND hold.hold_token IS DISTINCT FROM p_hold_token) THEN
             ok := false; reason := 'invalid_hold';
             RETURN;
         END IF;
@@ -248,7 +252,7 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_daily_limit numeric DEFAULT NULL::numeric, p_call_timeout numeric DEFAULT NULL::numeric, p_model_id text DEFAULT NULL::text, p_access_key_id uuid DEFAULT NULL::uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
+CREATE FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text DEFAULT ''::text, p_metadata jsonb DEFAULT '{}'::jsonb, p_daily_limit numeric DEFAULT NULL::numeric, p_call_timeout numeric DEFAULT NULL::numeric, p_model_id text DEFAULT NULL::text, p_access_key_id uuid DEFAULT NULL::uuid, p_hold_token uuid DEFAULT NULL::uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -269,6 +273,17 @@ BEGIN
         RETURN;
     END IF;
     available := balance.total_balance - balance.spent_balance;
+
+    -- The same call's hold asked for again (its first answer was lost with its
+    -- connection): the hold it made, not a second one.
+    IF p_hold_token IS NOT NULL THEN
+        SELECT id INTO transaction_id FROM transactions
+         WHERE hold_token = p_hold_token AND user_id = p_user_id AND type = 'hold';
+        IF FOUND THEN
+            ok := true; reason := 'held_before';
+            RETURN;
+        END IF;
+    END IF;
 
     IF p_access_key_id IS NOT NULL THEN
         -- Every hold of a key is its user's, so the balance lock above serialises them.
@@ -326,9 +341,9 @@ BEGIN
     available := available - p_amount;
 
     INSERT INTO transactions (user_id, type, amount, available_after, description, metadata, call_deadline,
-                              model_id, access_key_id)
+                              model_id, access_key_id, hold_token)
     VALUES (p_user_id, 'hold', p_amount, available, coalesce(p_description, ''), coalesce(p_metadata, '{}'),
-            now() + make_interval(secs => p_call_timeout), p_model_id, p_access_key_id)
+            now() + make_interval(secs => p_call_timeout), p_model_id, p_access_key_id, p_hold_token)
     RETURNING id INTO transaction_id;
     ok := true;
 END;
@@ -357,6 +372,24 @@ BEGIN
       FROM transactions t
       JOIN user_with_balance b ON b.id = t.user_id
      WHERE t.id = moved.transaction_id;
+END;
+$$;
+
+CREATE FUNCTION live_access_key(p_key_hash bytea) RETURNS TABLE(user_id uuid, id uuid, name text, last4 text, allowed_models text[], spend_limit numeric, spend_limit_period text, spent numeric, expires_at timestamp with time zone, created_at timestamp with time zone, last_used_at timestamp with time zone)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT k.user_id, k.id, k.name, k.last4, k.allowed_models, k.spend_limit::numeric, k.spend_limit_period,
+           k.spent::numeric, k.expires_at, k.created_at, k.last_used_at
+      FROM access_keys k
+      JOIN users u ON u.id = k.user_id
+     WHERE k.key_hash = p_key_hash
+       AND k.revoked_at IS NULL
+       AND (k.expires_at IS NULL OR k.expires_at > now())
+       AND u.is_active;
 END;
 $$;
 
@@ -404,15 +437,42 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
+CREATE FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid DEFAULT NULL::uuid) RETURNS TABLE(charged boolean, saved boolean, user_message_id bigint, assistant_message_id bigint, created_at timestamp with time zone, input_cost numeric, cached_input_cost numeric, cache_write_cost numeric, output_cost numeric, total_balance numeric, spent_balance numeric, held_balance numeric, available_balance numeric, currency character)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
 DECLARE
     released record;
+    done call_charges%ROWTYPE;
     stamp timestamptz := now();
     prompt_cost numeric;
 BEGIN
+    -- The same settle sent again (its connection died before its answer came
+    -- back): the answer of the settle already made, and nothing written twice.
+    SELECT c.* INTO done
+      FROM call_charges c
+      JOIN transactions h ON h.id = c.hold_id
+     WHERE c.hold_id = p_hold_id AND h.user_id = p_user_id AND h.hold_token IS NOT DISTINCT FROM p_hold_token;
+    IF FOUND THEN
+        charged := true;
+        input_cost := done.input_cost; cached_input_cost := done.cached_input_cost;
+        cache_write_cost := done.cache_write_cost; output_cost := done.output_cost;
+        SELECT min(m.id) FILTER (WHERE m.role = 'user'), min(m.id) FILTER (WHERE m.role = 'assistant')
+          INTO user_message_id, assistant_message_id
+          FROM chat_history m
+         WHERE m.session_id = p_session_id AND m.transaction_id = p_hold_id;
+        saved := user_message_id IS NOT NULL;
+        SELECT r.created_at INTO created_at
+          FROM transactions r
+         WHERE r.related_transaction_id = p_hold_id AND r.type = 'release';
+        SELECT b.total_balance, b.spent_balance, b.held_balance, b.total_balance - b.spent_balance, b.currency
+          INTO total_balance, spent_balance, held_balance, available_balance, currency
+          FROM user_balance b
+         WHERE b.user_id = p_user_id;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
     -- Locked until this commits, so a concurrent delete of the session waits
     -- (and takes the messages with it) or has already happened (none are saved).
     PERFORM 1 FROM chat_sessions s WHERE s.id = p_session_id AND s.user_id = p_user_id FOR NO KEY UPDATE;
@@ -422,7 +482,7 @@ BEGIN
       FROM add_user_funds(p_user_id,
                           p_hold_amount - p_input_cost - p_cached_input_cost - p_cache_write_cost - p_output_cost,
                           'release', p_hold_id, 'Unused part of the hold',
-                          coalesce(p_release_metadata, '{"kind": "settle"}'));
+                          coalesce(p_release_metadata, '{"kind": "settle"}'), p_hold_token);
     charged := released.ok;
     input_cost := CASE WHEN charged THEN p_input_cost ELSE 0 END;
     cached_input_cost := CASE WHEN charged THEN p_cached_input_cost ELSE 0 END;
@@ -733,11 +793,13 @@ CREATE TABLE transactions (
     call_deadline timestamp with time zone,
     model_id text,
     access_key_id uuid,
+    hold_token uuid,
     CONSTRAINT transactions_amount_check CHECK ((amount >= (0)::numeric)),
     CONSTRAINT transactions_available_after_check CHECK ((available_after >= (0)::numeric)),
     CONSTRAINT transactions_check CHECK (((type = 'release'::text) OR (amount > (0)::numeric))),
     CONSTRAINT transactions_check1 CHECK (((type = 'release'::text) = (related_transaction_id IS NOT NULL))),
     CONSTRAINT transactions_description_check CHECK ((length(description) <= 500)),
+    CONSTRAINT transactions_hold_token_check CHECK (((hold_token IS NULL) OR (type = 'hold'::text))),
     CONSTRAINT transactions_type_check CHECK ((type = ANY (ARRAY['deposit'::text, 'hold'::text, 'release'::text])))
 );
 
@@ -953,6 +1015,8 @@ CREATE INDEX refresh_tokens_user_idx ON refresh_tokens USING btree (user_id);
 
 CREATE INDEX transactions_access_key_idx ON transactions USING btree (access_key_id, created_at) WHERE (access_key_id IS NOT NULL);
 
+CREATE UNIQUE INDEX transactions_hold_token_key ON transactions USING btree (hold_token) WHERE (hold_token IS NOT NULL);
+
 CREATE INDEX transactions_holds_idx ON transactions USING btree (created_at) WHERE (type = 'hold'::text);
 
 CREATE UNIQUE INDEX transactions_one_release_per_hold ON transactions USING btree (related_transaction_id) WHERE (type = 'release'::text);
@@ -1060,22 +1124,25 @@ ALTER TABLE ONLY user_preferences
 GRANT USAGE ON SCHEMA public TO app_user;
 GRANT USAGE ON SCHEMA public TO analytics_user;
 
-REVOKE ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
-GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
+REVOKE ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, p_hold_token uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type text, p_related_id bigint, p_description text, p_metadata jsonb, p_hold_token uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
 
 GRANT SELECT,INSERT ON TABLE call_charges TO app_user;
 
 REVOKE ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION chat_call_context(p_user_id uuid, p_session_id uuid, p_max_tokens integer, p_default_max_tokens integer, p_fixed_tokens integer, p_message_overhead integer) TO app_user;
 
-REVOKE ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
-GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
+REVOKE ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, p_hold_token uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION deduct_user_balance(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb, p_daily_limit numeric, p_call_timeout numeric, p_model_id text, p_access_key_id uuid, p_hold_token uuid, OUT ok boolean, OUT transaction_id bigint, OUT available numeric, OUT reason text) TO app_user;
 
 REVOKE ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION deposit_with_receipt(p_user_id uuid, p_amount numeric, p_description text, p_metadata jsonb) TO app_user;
 
-REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) FROM PUBLIC;
-GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text) TO app_user;
+REVOKE ALL ON FUNCTION live_access_key(p_key_hash bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION live_access_key(p_key_hash bytea) TO app_user;
+
+REVOKE ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_model_id text, p_api_key_id uuid, p_hold_id bigint, p_hold_amount numeric, p_question text, p_prompt_tokens integer, p_input_cost numeric, p_answer text, p_completion_tokens integer, p_output_cost numeric, p_usage_bucket smallint, p_release_metadata jsonb, p_cached_input_tokens integer, p_cache_write_tokens integer, p_cache_write_1h_tokens integer, p_reasoning_tokens integer, p_cached_input_cost numeric, p_cache_write_cost numeric, p_served_provider text, p_hold_token uuid) TO app_user;
 
 GRANT SELECT ON TABLE access_keys TO app_user;
 

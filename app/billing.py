@@ -1,10 +1,12 @@
 """One chat call, billed so that concurrent calls can never overspend. The view
 runs the steps in order:
 
-1. `hold`, in the caller's transaction: read the session's model and prices,
-   the history that fits its context window, the user's token generation and
-   key, then hold the most the call can cost (402 and no provider call when the
-   balance is short), stamped with the call's deadline;
+1. `hold`: read the session's model and prices, the history that fits its
+   context window, the user's token generation and key, then hold the most the
+   call can cost (402 and no provider call when the balance is short), stamped
+   with the call's deadline and a random token that its release must give. The
+   read and the hold each commit in their own round trip: the balance row is
+   locked only while the hold's statement runs, never while Python works;
 2. `call`: the provider call, with no database connection held, ended by that
    deadline (PROVIDER_TIMEOUT); a failed call returns the whole hold;
 3. `settle`, in the transaction `settling` opens: release what the call did
@@ -16,6 +18,7 @@ only once its call's deadline and the grace period (HOLD_GRACE_SECONDS, time
 for the settle) are past: it never touches a call that may still be running."""
 import logging
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -62,6 +65,7 @@ class Hold:
     deadline: float = 0.0
     route: Route = field(default=None, repr=False)
     began: float = 0.0  # when the serving route's attempt began (time.monotonic())
+    token: object = None  # the random UUID stored with the hold: its release must give it
 
     def __post_init__(self):
         self.route = self.route or self.routes[0]
@@ -120,8 +124,9 @@ class Exchange:
         return self.charge.cost
 
 
-def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False):
-    """Holds the most a message in a session can cost, in `tx`; raises the API
+def hold(user_id, session_id, content, max_tokens, temperature, stream=False, tx=None):
+    """Holds the most a message in a session can cost (in `tx`, if given;
+    else its reads and the hold each go alone, see `_hold`); raises the API
     error that stops the call before any money moves. A streamed call may run
     for STREAM_TIMEOUT (its first text within PROVIDER_TIMEOUT), a plain one for
     PROVIDER_TIMEOUT."""
@@ -145,7 +150,7 @@ def hold(user_id, session_id, content, max_tokens, temperature, tx, stream=False
                  session_id=session_id, content=content)
 
 
-def hold_call(user_id, call, tx, fields, access_key=None):
+def hold_call(user_id, call, fields, access_key=None, tx=None):
     """Holds the most a call outside any session can cost (the inference API),
     in `tx`, as `hold` does, within the limits of the access key it comes with
     (its row, or None for a user's own token). `call` is the ModelCall
@@ -332,10 +337,11 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
         raise SpendLimitReached(
             "This message could cost more than your max_cost_per_message; lower max_tokens or the limit.",
             details={"max_cost": format_money(most), "max_cost_per_message": format_money(per_message)})
+    token = uuid.uuid4()
     held = db.hold_funds(user_id, most, f"Hold for a message to {model_id}",
                          {**metadata, "model_id": model_id, "key": routes[0].key_source},
                          daily_limit=context["daily_spend_limit"], call_timeout=call_timeout,
-                         model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx)
+                         model_id=model_id, access_key_id=access_key and access_key["id"], tx=tx, hold_token=token)
     if held["reason"] == "invalid_access_key":
         raise InvalidAccessKey()
     if held["reason"] == "spend_limit_reached":
@@ -344,7 +350,7 @@ def _hold(user_id, context, routes, deadlines, tx, metadata, session_id=None, co
         raise InsufficientFunds(details={"required": format_money(most),
                                          "available": format_money(held["available"])})
     return Hold(held["transaction_id"], user_id, session_id, most, content, tuple(routes), first_byte_deadline,
-                deadline)
+                deadline, token=token)
 
 
 def _spend_limit_reached(most, daily_limit, access_key):
@@ -474,19 +480,25 @@ def release(hold, why):
     returns it later."""
     try:
         with db.transaction(acting_user_id=hold.user_id) as tx:
-            db.release_hold(hold.user_id, hold.id, hold.amount, "Returned: the call failed", {"reason": why}, tx=tx)
+            db.release_hold(hold.user_id, hold.id, hold.amount, "Returned: the call failed", {"reason": why}, tx=tx,
+                            hold_token=hold.token)
     except Exception as exc:
         log.error("could not return hold %s now (%s); reconcile will", hold.id, describe_error(exc))
 
 
 @contextmanager
-def settling(hold):
+def settling(hold, alone=False):
     """The settling transaction, for `settle` and whatever must commit with it
-    (an idempotency record). If it fails, the whole hold is returned before the
-    error goes on as a 500; but DatabaseUnavailable goes on with the hold still
-    held, for the caller to try again (`settle_retry_pause`) before it returns
-    the hold."""
+    (an idempotency record); `alone`: nothing must, and the settle runs as one
+    statement committed in its own round trip (None is yielded), so the
+    balance row is never locked while Python works. If it fails, the whole
+    hold is returned before the error goes on as a 500; but
+    DatabaseUnavailable goes on with the hold still held, for the caller to
+    try again (`settle_retry_pause`) before it returns the hold."""
     try:
+        if alone:
+            yield None
+            return
         with db.transaction(acting_user_id=hold.user_id) as tx:
             yield tx
     except DatabaseUnavailable:

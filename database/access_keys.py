@@ -69,20 +69,10 @@ class AccessKeysSQL:
         """The key whose SHA-256 is `key_hash` with its user_id, when it is
         unrevoked, unexpired and its user active; else None. Looking up by the hash
         of a high-entropy key is the constant-time compare: nothing about the key
-        itself is compared byte by byte."""
+        itself is compared byte by byte. A function of the schema's, whose plan
+        its connection keeps."""
         with self._alone(tx) as cursor:
-            return cursor.one(
-                f"""
-                SELECT k.user_id, {", ".join("k." + column for column in ACCESS_KEY_COLUMNS.split(", "))}
-                  FROM access_keys k
-                  JOIN users u ON u.id = k.user_id
-                 WHERE k.key_hash = %(key_hash)s
-                   AND k.revoked_at IS NULL
-                   AND (k.expires_at IS NULL OR k.expires_at > now())
-                   AND u.is_active
-                """,
-                {"key_hash": key_hash},
-            )
+            return cursor.one("SELECT * FROM live_access_key(%(key_hash)s)", {"key_hash": key_hash})
 
     def touch_access_key(self, key_id, tx=None):
         """Records that the key was used just now."""

@@ -4,6 +4,7 @@ from base64 import b64decode
 
 from psycopg2.extras import Json
 
+from database.money import ACTING_USER
 from database.vocab import USAGE_BUCKETS
 
 SESSION_COLUMNS = ("id, model_id, title, message_count, total_prompt_tokens, total_completion_tokens, total_cost, "
@@ -89,7 +90,7 @@ class ChatSQL:
         user stored and their preferences (as model_call_context gives them),
         and the newest history that fits the context window beside
         `fixed_tokens` (the request's overhead and the new message)."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 SELECT *
@@ -118,7 +119,7 @@ class ChatSQL:
         slash: gpt-4o) it is. When two active models share the bare name it
         resolves to none, as an unknown name does. A name that is an alias
         list's resolves to no model; `listed_models` are the list's (else None)."""
-        with self._maybe(tx) as cursor:
+        with self._alone(tx) as cursor:
             row = cursor.one(
                 """
                 WITH named AS (
@@ -171,17 +172,19 @@ class ChatSQL:
         `question` and `answer`; unless the session is gone, or there is none:
         saved = false), keeps the charge by part (`charge`, an
         app.pricing.Charge) and counts the usage, in one round trip.
-        release_metadata goes on the release row."""
-        with self._maybe(tx, user_id) as cursor:
+        release_metadata goes on the release row. Without `tx` it is one
+        statement committed in its own round trip, safe to send again (the
+        function answers a settle it already made)."""
+        with (self._maybe(tx, user_id) if tx is not None else self._alone(None)) as cursor:
             return cursor.one(
-                """
+                ("" if tx is not None else ACTING_USER) + """
                 SELECT *
                   FROM settle_chat_call(%(user_id)s, %(session_id)s, %(model_id)s, %(api_key_id)s, %(hold_id)s,
                                         %(hold_amount)s, %(question)s, %(prompt_tokens)s, %(input_cost)s, %(answer)s,
                                         %(completion_tokens)s, %(output_cost)s, %(bucket)s::smallint,
                                         %(release_metadata)s, %(cache_read_tokens)s, %(cache_write_tokens)s,
                                         %(cache_write_1h_tokens)s, %(reasoning_tokens)s, %(cached_input_cost)s,
-                                        %(cache_write_cost)s, %(served_provider)s)
+                                        %(cache_write_cost)s, %(served_provider)s, %(hold_token)s)
                 """,
                 {"user_id": user_id, "session_id": session_id, "model_id": hold.model_id, "api_key_id": api_key_id,
                  "hold_id": hold.id, "hold_amount": hold.amount, "question": question, "answer": answer,
@@ -190,7 +193,7 @@ class ChatSQL:
                  "cache_read_tokens": charge.cache_read_tokens, "cache_write_tokens": charge.cache_write_tokens,
                  "cache_write_1h_tokens": charge.cache_write_1h_tokens, "reasoning_tokens": charge.reasoning_tokens,
                  "cached_input_cost": charge.cached_input_cost, "cache_write_cost": charge.cache_write_cost,
-                 "served_provider": hold.route.provider,
+                 "served_provider": hold.route.provider, "hold_token": hold.token,
                  "bucket": random.randrange(USAGE_BUCKETS), "release_metadata": Json(release_metadata)},
             )
 

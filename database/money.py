@@ -7,6 +7,13 @@ TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_i
 # A ledger entry: its transaction, and a settle's charge by part (call_charges; null for other entries).
 LEDGER_COLUMNS = ", ".join(f"t.{column}" for column in TRANSACTION_COLUMNS.split(", ")) + ", charge_parts(c) AS charge"
 BALANCE_COLUMNS = "total_balance, spent_balance, held_balance, available_balance, currency"
+# Sent before a statement run on its own (no BEGIN): the audit triggers' acting
+# user, for the implicit transaction that the two share.
+ACTING_USER = "SELECT set_config('app.user_id', %(user_id)s::text, true);\n"
+# A hold's commit does not wait for its WAL to reach the disk: a database crash
+# may lose the last holds, whose calls then go unbilled, and never lets anyone
+# spend more than their balance (BENCHMARKS.md, "Capacity": the argument).
+WITHOUT_WAITING_FOR_THE_DISK = "SELECT set_config('synchronous_commit', 'off', true);\n"
 
 
 class MoneySQL:
@@ -51,35 +58,43 @@ class MoneySQL:
                 {column: row[column] for column in BALANCE_COLUMNS.split(", ")})
 
     def hold_funds(self, user_id, amount, description, metadata, daily_limit=None, call_timeout=None, tx=None,
-                   model_id=None, access_key_id=None):
+                   model_id=None, access_key_id=None, hold_token=None):
         """Holds `amount`: (ok, transaction_id, available, reason); ok is false and
         nothing changes when the balance (or the daily limit) does not allow it.
         The hold's call ends within `call_timeout` seconds: it is stored as its deadline.
         `model_id` and `access_key_id` are stored on the hold; with a key, the
         key must be the user's and live ('invalid_access_key'), and within its
-        spend limit ('spend_limit_reached')."""
+        spend limit ('spend_limit_reached'). `hold_token` (a random UUID) is
+        stored with it: only a release that gives it closes the hold, and the
+        same token asked again answers the same hold. Without `tx`, a hold with
+        a token is one statement, committed in its own round trip (the user
+        its acting user), and so safe to send again."""
+        statement = """
+            SELECT ok, transaction_id, available, reason
+              FROM deduct_user_balance(%(user_id)s, %(amount)s, %(description)s, %(metadata)s, %(daily_limit)s,
+                                       %(call_timeout)s, %(model_id)s, %(access_key_id)s, %(hold_token)s)
+            """
+        params = {"user_id": user_id, "amount": amount, "description": description,
+                  "metadata": Json(metadata), "daily_limit": daily_limit, "call_timeout": call_timeout,
+                  "model_id": model_id, "access_key_id": access_key_id, "hold_token": hold_token}
+        if tx is None and hold_token is not None:
+            with self._alone(None) as cursor:
+                return cursor.one(ACTING_USER + WITHOUT_WAITING_FOR_THE_DISK + statement, params)
         with self._maybe(tx) as cursor:
-            return cursor.one(
-                """
-                SELECT ok, transaction_id, available, reason
-                  FROM deduct_user_balance(%(user_id)s, %(amount)s, %(description)s, %(metadata)s, %(daily_limit)s,
-                                           %(call_timeout)s, %(model_id)s, %(access_key_id)s)
-                """,
-                {"user_id": user_id, "amount": amount, "description": description,
-                 "metadata": Json(metadata), "daily_limit": daily_limit, "call_timeout": call_timeout,
-                 "model_id": model_id, "access_key_id": access_key_id},
-            )
+            return cursor.one(statement, params)
 
-    def release_hold(self, user_id, hold_id, amount, description, metadata, tx=None):
+    def release_hold(self, user_id, hold_id, amount, description, metadata, tx=None, hold_token=None):
         """Returns `amount` of hold `hold_id` (0 closes it without returning
-        anything); at most once per hold: (ok, transaction_id, available, reason)."""
+        anything); at most once per hold, and given `hold_token`, only if the
+        hold carries it: (ok, transaction_id, available, reason)."""
         with self._maybe(tx) as cursor:
             return cursor.one(
                 """
                 SELECT ok, transaction_id, available, reason
-                  FROM add_user_funds(%(user_id)s, %(amount)s, 'release', %(hold_id)s, %(description)s, %(metadata)s)
+                  FROM add_user_funds(%(user_id)s, %(amount)s, 'release', %(hold_id)s, %(description)s, %(metadata)s,
+                                      %(hold_token)s)
                 """,
-                {"user_id": user_id, "amount": amount, "hold_id": hold_id,
+                {"user_id": user_id, "amount": amount, "hold_id": hold_id, "hold_token": hold_token,
                  "description": description, "metadata": Json(metadata)},
             )
 

@@ -1,7 +1,17 @@
 """Processes seen through /proc, for the tests that kill servers and check what
 is left running."""
+import shutil
+import tempfile
 import time
+from contextlib import ExitStack, closing
 from pathlib import Path
+
+import psycopg2
+import testing.postgresql
+from psycopg2.extensions import make_dsn
+
+import migrate
+from devtools import cluster
 
 
 def _stat(pid):
@@ -53,3 +63,45 @@ def command_line(pid):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except (FileNotFoundError, ProcessLookupError):
         return ""
+
+
+class PrivateServer:
+    """A PostgreSQL server of a test's own, migrated, that can crash and come
+    back on its port, so the other tests' server is never touched.
+    `postgres_args`: more `-c name=value` for it."""
+
+    def __init__(self, app_password="private-server-app-password", postgres_args=""):
+        self.base_dir = tempfile.mkdtemp(prefix="qmarket-restart-pg-", dir="/tmp")
+        options = cluster.testing_postgresql_options(self.base_dir)
+        options["postgres_args"] += f" {postgres_args}"
+        self.server = testing.postgresql.Postgresql(**options)
+        self.owner_url = self.server.url()
+        migrate.migrate(self.owner_url, app_password, out=lambda line: None)
+        from tests.conftest import service_route, service_url  # the conftest imports this module
+        self._route = ExitStack()
+        self._route.enter_context(service_route(self.owner_url, app_password))
+        self.app_url = service_url(self.owner_url, make_dsn(self.owner_url, user=migrate.APP_ROLE,
+                                                            password=app_password))
+
+    def kill(self):
+        """SIGKILL to the postmaster, as an OOM kill would; returns once its
+        backends, which hold the old shared memory, have exited too."""
+        backends = children_of(self.server.server_pid)
+        self.server.child_process.kill()
+        self.server.child_process.wait()
+        wait_until_gone(backends)
+
+    def restart(self):
+        self.server.child_process = None
+        self.server.start()
+
+    def query(self, statement, params=None):
+        with closing(psycopg2.connect(self.owner_url)) as conn, conn.cursor() as cur:
+            conn.autocommit = True
+            cur.execute(statement, params)
+            return cur.fetchall()
+
+    def stop(self):
+        self._route.close()
+        self.server.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)

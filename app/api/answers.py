@@ -64,7 +64,8 @@ def settled(hold, completion, renderer, record, estimated=False):
     attempt = 0
     while True:
         try:
-            with billing.settling(hold) as tx:
+            # With no answer to keep, the settle is one statement committed as it runs.
+            with billing.settling(hold, alone=not record.keeps_answer) as tx:
                 exchange = billing.settle(hold, completion, tx, estimated)
                 answer = renderer.answer(hold, completion, exchange)
                 if not isinstance(answer, APIError):

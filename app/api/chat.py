@@ -91,7 +91,6 @@ def send_message(caller, message, idempotency, session_id):
     this operation's 201 body, or `error` with the error body."""
     session_id = uuid_from_path(session_id)
     stream = session_format.asks_for_stream(message)
-    with db.transaction(acting_user_id=caller.user_id) as tx:
-        hold = billing.hold(caller.user_id, session_id, message.content, message.max_tokens, message.temperature, tx,
-                            stream=stream)
+    hold = billing.hold(caller.user_id, session_id, message.content, message.max_tokens, message.temperature,
+                        stream=stream)
     return answer_call(hold, lambda served: session_format.renderer(served, message), stream, idempotency)

@@ -101,6 +101,11 @@ class Idempotency:
         self._store(text, status, tx)
         return json_response(text, status, headers)
 
+    @property
+    def keeps_answer(self):
+        """Whether completing it stores the answer (it came with the header)."""
+        return self.key is not None
+
     def complete(self, answer, status, tx):
         self._store(answer_text(answer), status, tx)
 

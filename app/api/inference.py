@@ -76,8 +76,7 @@ def call_operation(wire_format):
     for the caller, made, and answered (whole or streamed) in that format."""
     def create(caller, request_body, idempotency):
         call = wire_format.call_of(request_body)
-        with db.transaction(acting_user_id=caller.user_id) as tx:
-            hold = billing.hold_call(caller.user_id, call, tx, wire_format.FIELDS, access_key=caller.access_key)
+        hold = billing.hold_call(caller.user_id, call, wire_format.FIELDS, access_key=caller.access_key)
         return answer_call(hold, lambda served: wire_format.renderer(served, request_body), call.stream, idempotency)
 
     create.__name__ = create.__qualname__ = f"create_{wire_format.NAME}"  # its own rate-limit counter

@@ -11,11 +11,14 @@ and gives up at the deadline too, so a dripping provider holds neither the
 request nor a thread past it. A streamed reply is read alike, by a thread of
 its own (reply_body.py)."""
 import json
+import select
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpcore._backends.sync
 import httpx
+from gevent import monkey
 
 from app.providers.completion import MAX_ERROR_BODY, ProviderError, ProviderTimeout, error_status
 from app.providers.network import MAX_REPLY_BYTES, network_errors, time_left
@@ -40,6 +43,7 @@ class Transport:
         if self._client is None:
             with self._lock:
                 if self._client is None:
+                    _check_idle_connections_without_the_hub()
                     self._client = httpx.Client(
                         limits=httpx.Limits(max_connections=MAX_CONNECTIONS,
                                             max_keepalive_connections=64))
@@ -128,3 +132,25 @@ def _read_before(provider, response, deadline, limit):
             raise ProviderError(provider, response.status_code, "reply too large")
         chunks.append(chunk)
     return b"".join(chunks)[:limit]
+
+
+def _check_idle_connections_without_the_hub():
+    """Before every request httpcore asks each idle connection of the pool
+    whether the provider has closed it: a poll of its socket with timeout 0,
+    which cannot block. Under gevent's patched `select` that poll goes through
+    the hub, and costs more than the request itself once a few dozen calls
+    keep as many connections (BENCHMARKS.md, "Capacity"); the poll gevent
+    left unpatched answers the same question without a switch."""
+    if not monkey.is_module_patched("select") or not hasattr(httpcore._backends.sync, "is_socket_readable"):
+        return
+    poll = monkey.get_original("select", "poll")
+
+    def is_socket_readable(sock):
+        descriptor = None if sock is None else sock.fileno()
+        if descriptor is None or descriptor < 0:
+            return True  # as httpcore's: gone, so the next read would return its end
+        check = poll()
+        check.register(descriptor, select.POLLIN)
+        return bool(check.poll(0))
+
+    httpcore._backends.sync.is_socket_readable = is_socket_readable

@@ -133,7 +133,7 @@ def test_spent_grows_by_exactly_the_charges_on_every_path(app, client, funded, d
     with app.app_context():
         answer = db.settle_chat_call(
             user_id, session_id, SimpleNamespace(id=settled["transaction_id"], amount=Decimal("0.50"), model_id=MODEL,
-                            route=SimpleNamespace(provider="openai")),
+                            route=SimpleNamespace(provider="openai"), token=None),
             None, "hi", "You said: hi",
             Charge(3, 4, 0, 0, 0, None, Decimal("0.0000030"), Decimal(0), Decimal(0), Decimal("0.12")),
             {"kind": "settle"})

@@ -187,7 +187,7 @@ def test_the_running_reconcile_reaches_a_streamed_hold_past_its_deadline(setting
             for _ in range(2):  # what a worker killed mid-stream leaves behind
                 with db.transaction(acting_user_id=user_id) as tx:
                     call = ModelCall(ECHO, [{"role": "user", "content": "Hi"}], 100, None, None, stream=True)
-                    held.append(hold_call(user_id, call, tx, {"max_tokens": "max_tokens", "prompt": "messages"}))
+                    held.append(hold_call(user_id, call, {"max_tokens": "max_tokens", "prompt": "messages"}, tx=tx))
             within, older = (hold.id for hold in held)
             assert database.query("SELECT DISTINCT extract(epoch FROM call_deadline - created_at) FROM transactions"
                                   " WHERE type = 'hold'") == [(Decimal(300),)]

@@ -13,7 +13,7 @@ import pytest
 
 from app.money import format_money
 from tests.money.test_stream_billing import GPT_4O_MINI
-from tests.operations.test_db_restart import PrivateServer
+from tests.processes import PrivateServer
 from tests.support import HOUSE_OPENAI, LiveServer, cost, live_user, readme_ledger_query, settings_for
 
 IDEMPOTENCY_KEY = "settle-fault-1"

@@ -3,69 +3,24 @@ private server so the other tests' server is never touched: the pooled
 connections that died with it are replaced at their first statement, so no
 request fails after the restart, and a transaction the crash cut in the middle
 fails cleanly and moves no money."""
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing
 from decimal import Decimal
 
 import httpx
 import psycopg2
 import pytest
-import testing.postgresql
-from psycopg2.extensions import make_dsn
 
-import migrate
-from devtools import cluster
-from tests.conftest import service_route, service_url
-from tests.processes import children_of, wait_until_gone
+from tests.processes import PrivateServer
 from tests.support import PASSWORD, LiveServer, bearer, settings_for
 
 APP_PASSWORD = "restart-test-app-password"
 API = "/api/v1"
 
 
-class PrivateServer:
-    """A PostgreSQL server of this module's own, migrated, that can crash and come back on its port."""
-
-    def __init__(self):
-        self.base_dir = tempfile.mkdtemp(prefix="qmarket-restart-pg-", dir="/tmp")
-        self.server = testing.postgresql.Postgresql(**cluster.testing_postgresql_options(self.base_dir))
-        self.owner_url = self.server.url()
-        migrate.migrate(self.owner_url, APP_PASSWORD, out=lambda line: None)
-        self._route = ExitStack()
-        self._route.enter_context(service_route(self.owner_url, APP_PASSWORD))
-        self.app_url = service_url(self.owner_url, make_dsn(self.owner_url, user=migrate.APP_ROLE,
-                                                            password=APP_PASSWORD))
-
-    def kill(self):
-        """SIGKILL to the postmaster, as an OOM kill would; returns once its
-        backends, which hold the old shared memory, have exited too."""
-        backends = children_of(self.server.server_pid)
-        self.server.child_process.kill()
-        self.server.child_process.wait()
-        wait_until_gone(backends)
-
-    def restart(self):
-        self.server.child_process = None
-        self.server.start()
-
-    def query(self, statement, params=None):
-        with closing(psycopg2.connect(self.owner_url)) as conn, conn.cursor() as cur:
-            conn.autocommit = True
-            cur.execute(statement, params)
-            return cur.fetchall()
-
-    def stop(self):
-        self._route.close()
-        self.server.stop()
-        shutil.rmtree(self.base_dir, ignore_errors=True)
-
-
 @pytest.fixture
 def private_server():
-    server = PrivateServer()
+    server = PrivateServer(APP_PASSWORD)
     yield server
     server.stop()
 
