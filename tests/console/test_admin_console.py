@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.browser import PageErrors, launch, screenshot, settled
+from tests.browser import screenshot, settled
 from tests.conftest import clean_database
 from tests.support import PASSWORD, live_service
 
@@ -24,27 +24,6 @@ def server(pg_server, template_db):
         # As `flask admin grant` does, as the owner.
         database.query("INSERT INTO admins (user_id) SELECT id FROM users WHERE email = 'root@example.com'")
         yield live
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright, browser = launch()
-    try:
-        yield browser
-    finally:
-        browser.close()
-        playwright.stop()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    page.errors = PageErrors()
-    page.errors.watch(page)
-    yield page
-    context.close()
 
 
 def sign_in(page, server, name):

@@ -7,7 +7,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.browser import SHOTS, PageErrors, launch, screenshot, settled
+from tests.browser import SHOTS, screenshot, settled
 from tests.conftest import clean_database
 from tests.support import PASSWORD, bearer, live_service
 
@@ -18,27 +18,6 @@ PROVIDER_KEY = "sk-console-test-0000000000009876"
 def server(pg_server, template_db):
     with clean_database(pg_server, template_db) as database, live_service(database) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright, browser = launch()
-    try:
-        yield browser
-    finally:
-        browser.close()
-        playwright.stop()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    page.errors = PageErrors()
-    page.errors.watch(page)
-    yield page
-    context.close()
 
 
 @pytest.fixture

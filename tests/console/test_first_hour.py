@@ -10,7 +10,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.browser import SHOTS, launch, settled
+from tests.browser import SHOTS, settled
 from tests.conftest import clean_database
 from tests.support import PASSWORD, bearer, live_service, readme_ledger_query
 
@@ -30,16 +30,6 @@ def database(pg_server, template_db):
 def server(database):
     with live_service(database) as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright, browser = launch()
-    try:
-        yield browser
-    finally:
-        browser.close()
-        playwright.stop()
 
 
 @pytest.fixture(params=list(DEVICES))
