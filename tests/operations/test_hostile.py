@@ -27,6 +27,7 @@ import pytest
 from psycopg2 import sql
 
 from app import close_app, create_app
+from database.catalog_file import load_catalog, validated
 from tests.conftest import clean_database
 from tests.support import PASSWORD, bearer, login, register, settings_for
 
@@ -327,6 +328,9 @@ def forge(claims, key, algorithm="HS256"):
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
+ADMIN_MODEL = {"id": "local/admin-probe", "provider": "local", "name": "Admin probe", "context_window": 1024,
+               "max_output_tokens": 256, "input_price_per_mtok": "0.01", "output_price_per_mtok": "0.02",
+               "prices_as_of": "2026-12-07"}
 # A public address written as one, so that registering it needs no DNS.
 PUBLIC_WEBHOOK = "https://93.184.216.34/hook"
 
@@ -359,6 +363,12 @@ class World:
                     "access_key_id": access_key["id"], "provider": "local", "name": "echo",
                     "webhook_id": self._post("/api/v1/webhooks", {"url": PUBLIC_WEBHOOK}, self.auth),
                     "user_id": register(client, password=PASSWORD, **TARGET)["id"]}
+        # What the admin probes act on: a model of the harness's own (a probe accepted may disable it) and
+        # a user with money to debit.
+        with self.owner.cursor() as cur:
+            load_catalog(cur, validated({"models": [ADMIN_MODEL]}))
+        assert client.post(f"/api/v1/admin/users/{self.ids['user_id']}/credit", headers=self.auth,
+                           json={"amount": "500", "reason": "funds to debit"}).status_code == 201
         self.revoked_access_key, self.expired_access_key = self._revoked_access_key(), self._expired_access_key()
         self.victim_before = self.victim_rows()
 
@@ -392,7 +402,8 @@ class World:
     # What a probe is sent with.
 
     def url(self, path, **replaced):
-        values = {**self.ids, **replaced}
+        admin_model = {"name": ADMIN_MODEL["id"].split("/", 1)[1]} if path.startswith("/api/v1/admin/models/") else {}
+        values = {**self.ids, **admin_model, **replaced}
         return re.sub(r"\{([a-z_]+)\}", lambda match: str(values[match.group(1)]), path)
 
     def headers(self, operation):
