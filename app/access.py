@@ -27,8 +27,7 @@ class Access:
 def model_access(row, own_providers, configured):
     """The Access of a catalog row (db.catalog) for a user holding keys for
     `own_providers`, given the configured providers (config["PROVIDERS"])."""
-    served = [provider for provider, _ in routing.deployments(
-        {"provider": row["provider"], "model_id": row["id"], "deployments": row["deployments"]})]
+    served = [provider for provider, _ in routing.catalog_deployments(row)]
     usable = [configured[provider] for provider in served if provider in configured]
     if any(not provider.remote for provider in usable):
         via = LOCAL

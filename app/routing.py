@@ -77,6 +77,11 @@ def deployments(context):
     return [(deployment["provider"], deployment["model"]) for deployment in listed]
 
 
+def catalog_deployments(row):
+    """`deployments` of a catalog row (db.catalog), which names its model `id`."""
+    return deployments({"provider": row["provider"], "model_id": row["id"], "deployments": row["deployments"]})
+
+
 def routes(user_id, contexts, shape, user_keys, house_key_fallback):
     """The Routes of a call over its candidates' contexts (db.model_call_context
     rows, in order), each deployment whose provider is configured and for which

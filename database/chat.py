@@ -4,7 +4,6 @@ from base64 import b64decode
 
 from psycopg2.extras import Json
 
-from database.money import ACTING_USER
 from database.vocab import USAGE_BUCKETS
 
 SESSION_COLUMNS = ("id, model_id, title, message_count, total_prompt_tokens, total_completion_tokens, total_cost, "
@@ -178,9 +177,9 @@ class ChatSQL:
         release_metadata goes on the release row. Without `tx` it is one
         statement committed in its own round trip, safe to send again (the
         function answers a settle it already made)."""
-        with (self._maybe(tx, user_id) if tx is not None else self._alone(None)) as cursor:
+        with self._alone(tx, user_id) as cursor:
             return cursor.one(
-                ("" if tx is not None else ACTING_USER) + """
+                """
                 SELECT *
                   FROM settle_chat_call(%(user_id)s, %(session_id)s, %(model_id)s, %(api_key_id)s, %(hold_id)s,
                                         %(hold_amount)s, %(question)s, %(prompt_tokens)s, %(input_cost)s, %(answer)s,

@@ -9,9 +9,6 @@ TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_i
 LEDGER_COLUMNS = (", ".join(f"t.{column}" for column in TRANSACTION_COLUMNS.split(", "))
                   + ", charge_parts(c) AS charge, (t.metadata ->> 'price_version_id')::bigint AS price_version_id")
 BALANCE_COLUMNS = "total_balance, spent_balance, held_balance, available_balance, currency"
-# Sent before a statement run on its own (no BEGIN): the audit triggers' acting
-# user, for the implicit transaction that the two share.
-ACTING_USER = "SELECT set_config('app.user_id', %(user_id)s::text, true);\n"
 # A hold's commit does not wait for its WAL to reach the disk: a database crash
 # may lose the last holds, whose calls then go unbilled, and never lets anyone
 # spend more than their balance (BENCHMARKS.md, "Capacity": the argument).
@@ -80,8 +77,8 @@ class MoneySQL:
                   "metadata": Json(metadata), "daily_limit": daily_limit, "call_timeout": call_timeout,
                   "model_id": model_id, "access_key_id": access_key_id, "hold_token": hold_token}
         if tx is None and hold_token is not None:
-            with self._alone(None) as cursor:
-                return cursor.one(ACTING_USER + WITHOUT_WAITING_FOR_THE_DISK + statement, params)
+            with self._alone(None, user_id) as cursor:
+                return cursor.one(WITHOUT_WAITING_FOR_THE_DISK + statement, params)
         with self._maybe(tx) as cursor:
             return cursor.one(statement, params)
 

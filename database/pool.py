@@ -51,7 +51,8 @@ class Cursor:
         self._replace_connection = replace_connection
         self.alone = alone
         self._at_commit = []
-        self._opening = "" if alone else self.BEGIN + (self.SET_ACTOR if acting_user_id is not None else "")
+        # A unit alone has no BEGIN: the actor goes with its statement, in the implicit transaction they share.
+        self._opening = ("" if alone else self.BEGIN) + (self.SET_ACTOR if acting_user_id is not None else "")
         self._opening_params = {} if acting_user_id is None else {"_acting_user_id": str(acting_user_id)}
         self.began = False
 

@@ -64,11 +64,11 @@ class DatabaseService(AccountsSQL, KeysSQL, AccessKeysSQL, MoneySQL, ChatSQL, Ca
                 yield fresh
 
     @contextmanager
-    def _alone(self, tx):
+    def _alone(self, tx, acting_user_id=None):
         """As `_maybe`, for one statement that is safe to run twice: without
         the caller's transaction it runs bare, committed in its own round trip."""
         if tx is not None:
             yield tx
         else:
-            with pool.transaction(self._current_state(), alone=True) as fresh:
+            with pool.transaction(self._current_state(), acting_user_id, alone=True) as fresh:
                 yield fresh

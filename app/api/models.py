@@ -67,8 +67,7 @@ def show_model(provider, name):
     model_id = rows[0]["id"]
     usage = [DailyUsage.model_validate(day) for day in db.model_usage_by_day(model_id, USAGE_DAYS)]
     entry = catalog_entry(rows[0])
-    served = routing.deployments({"provider": rows[0]["provider"], "model_id": model_id,
-                                  "deployments": rows[0]["deployments"]})
+    served = routing.catalog_deployments(rows[0])
     keys = [(served_by, upstream, routing.deployment_key(served_by, upstream)) for served_by, upstream in served]
     return ModelDetail(**entry.model_dump(), usage_by_day=usage, deployments=[
         DeploymentHealth(provider=served_by, model=upstream, health=health.figures(key),
