@@ -91,6 +91,17 @@ class PrivateServer:
         self.server.child_process.wait()
         wait_until_gone(backends)
 
+    def flush_wal(self, timeout=10):
+        """Returns once every commit so far is on disk. A hold commits without
+        waiting for it (BENCHMARKS.md, "The hold's commit does not wait for the
+        disk"), so a crash within the WAL writer's 200 ms may lose it: a test of
+        what a crash does to a hold that was kept calls this before `kill`."""
+        written = self.query("SELECT pg_current_wal_insert_lsn()")[0][0]
+        deadline = time.monotonic() + timeout
+        while not self.query("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (written,))[0][0]:
+            assert time.monotonic() < deadline, "the WAL was not flushed"
+            time.sleep(0.02)
+
     def restart(self):
         self.server.child_process = None
         self.server.start()

@@ -46,7 +46,8 @@ def ask(live, client, headers):
 
 def stream_killing_the_database(private_server, url, body, headers, back_after):
     """The events of a stream whose database is killed once its first delta has
-    come (the hold is made) and started again `back_after` seconds later."""
+    come (the hold is made, and flushed to disk) and started again `back_after`
+    seconds later."""
     events, restarted = [], None
     try:
         with httpx.stream("POST", url, json=body, headers={**headers, "Idempotency-Key": IDEMPOTENCY_KEY},
@@ -56,6 +57,7 @@ def stream_killing_the_database(private_server, url, body, headers, back_after):
                 if line.startswith("data: {"):
                     events.append(json.loads(line[6:]))
                     if restarted is None:
+                        private_server.flush_wal()
                         private_server.kill()
                         restarted = threading.Timer(back_after, private_server.restart)
                         restarted.start()
