@@ -144,14 +144,15 @@ class CatalogSQL:
     def call_activity(self, user_id, limit, before_id=None, tx=None):
         """One row per call and per deposit, newest first, below the ledger id
         `before_id`: a call is its hold, with what its release returned
-        (`released`, null while the call runs) and its charge by part."""
+        (`released`, null while the call runs), its charge by part and the price
+        version its hold was priced by."""
         with self._alone(tx) as cursor:
             return cursor.all(
                 """
                 SELECT t.id, t.type, t.amount, r.amount AS released, t.created_at, t.access_key_id,
                        t.metadata ->> 'session_id' AS session_id,
                        COALESCE(c.served_model_id, t.model_id, t.metadata ->> 'model_id') AS model_id,
-                       charge_parts(c.*) AS charge
+                       charge_parts(c.*) AS charge, (t.metadata ->> 'price_version_id')::bigint AS price_version_id
                   FROM transactions t
                   LEFT JOIN transactions r ON r.type = 'release' AND r.related_transaction_id = t.id
                   LEFT JOIN call_charges c ON c.hold_id = t.id

@@ -132,6 +132,7 @@ class CallActivity(Response):
     access_key_id: UUID | None
     created_at: datetime
     charge: ChargeParts | None  # a settled call's charge by part
+    price_version_id: str | None  # the price book's version a call was priced by (GET /models/…/prices)
 
     @classmethod
     def from_row(cls, row):
@@ -139,7 +140,8 @@ class CallActivity(Response):
         common = {key: row[key] for key in ("session_id", "model_id", "access_key_id", "created_at")}
         if row["type"] == "deposit":
             return cls(kind="deposit", id=str(row["id"]), status="done", amount=format_money(row["amount"]),
-                       reserved=None, prompt_tokens=None, completion_tokens=None, charge=None, **common)
+                       reserved=None, prompt_tokens=None, completion_tokens=None, charge=None,
+                       price_version_id=None, **common)
         if row["released"] is None:
             status, change, reserved = "in_progress", -row["amount"], format_money(row["amount"])
         else:
@@ -149,8 +151,9 @@ class CallActivity(Response):
         if charge is not None:
             tokens = {"prompt_tokens": charge.input_tokens + charge.cached_input_tokens + charge.cache_write_tokens
                       + charge.cache_write_1h_tokens, "completion_tokens": charge.output_tokens}
+        version = row["price_version_id"]
         return cls(kind="call", id=str(row["id"]), status=status, amount=format_money(change), reserved=reserved,
-                   charge=charge, **tokens, **common)
+                   charge=charge, price_version_id=None if version is None else str(version), **tokens, **common)
 
 
 class ActivityPage(Response):

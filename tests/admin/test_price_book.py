@@ -104,6 +104,10 @@ def test_a_price_change_between_a_hold_and_its_settle_charges_the_holds_version(
     ledger = client.get("/api/v1/balance/transactions", headers=bearer(ada)).get_json()["transactions"]
     assert [(entry["type"], entry["price_version_id"]) for entry in ledger] == [
         ("release", str(old_version)), ("hold", str(old_version)), ("deposit", None)]
+    # So does the activity feed's row for the call.
+    activity = client.get("/api/v1/activity", headers=bearer(ada)).get_json()["activity"]
+    assert [(row["kind"], row["price_version_id"]) for row in activity] == [
+        ("call", str(old_version)), ("deposit", None)]
     # The next call is priced by the new version.
     assert _call(client, ada).status_code == 200
     new_version = _versions(database, MINI)[-1][0]

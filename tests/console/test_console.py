@@ -191,6 +191,7 @@ def test_a_user_goes_through_the_whole_console(server, page, api_as, record_prop
     # Recent activity: a settled call shows its charge by part.
     expect(page.locator(".charge-parts").first).to_contain_text(" input $")
     expect(page.locator(".charge-parts").first).to_contain_text(" output $")
+    expect(page.locator(".charge-parts").first).to_contain_text(", at price version ")
 
     # Preferences: the API's validation message beside its field, then a good value saved.
     go(page, "Preferences")

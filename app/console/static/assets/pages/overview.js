@@ -22,18 +22,20 @@ function describeActivity(item) {
   }
   if (item.status === "failed") return ["Call to ", model, " failed: nothing charged"];
   const tokens = item.prompt_tokens === null ? "" : ` · ${item.prompt_tokens} prompt + ${item.completion_tokens} answer tokens`;
-  return ["Call to ", model, tokens, item.charge ? chargeParts(item.charge) : ""];
+  return ["Call to ", model, tokens, item.charge ? chargeParts(item.charge, item.price_version_id) : ""];
 }
 
-// A settled call's charge by part, exact; the cache's parts only where there were any.
-function chargeParts(charge) {
+// A settled call's charge by part, exact; the cache's parts only where there were any;
+// and the price book's version it was priced by.
+function chargeParts(charge, priceVersion) {
   const parts = [[`${charge.input_tokens} input`, charge.input_cost],
                  [`${charge.cached_input_tokens} cached`, charge.cached_input_cost],
                  [`${charge.cache_write_tokens + charge.cache_write_1h_tokens} cache writes`, charge.cache_write_cost],
                  [`${charge.output_tokens} output`, charge.output_cost]]
     .filter(([, cost], index) => index === 0 || index === 3 || Number(cost) > 0);
   return h("details", { class: "charge-parts" }, h("summary", {}, "Details"),
-           `${exactMoney(charge.cost)}: ` + parts.map(([what, cost]) => `${what} ${exactMoney(cost)}`).join(", "));
+           `${exactMoney(charge.cost)}: ` + parts.map(([what, cost]) => `${what} ${exactMoney(cost)}`).join(", ")
+           + (priceVersion ? `, at price version ${priceVersion}` : ""));
 }
 
 async function activity(signal) {
