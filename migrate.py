@@ -42,7 +42,7 @@ EXPECTED = {
               "model_ratings", "model_usage_stats", "user_balance", "deposit_cap", "transactions",
               "idempotency_keys", "chat_sessions", "chat_history", "user_preferences", "audit_log", "access_keys",
               "call_charges", "alias_lists", "reconcile_schedule", "admins", "admin_actions", "model_prices", "webhooks",
-              "alert_deliveries", "alert_marks", "access_key_period_spend"],
+              "alert_deliveries", "alert_marks", "access_key_period_spend", "house_key_failures"],
     "view": ["user_with_balance", "model_popularity", "recent_activity"],
     "function": ["deduct_user_balance", "add_user_funds", "deposit_with_receipt", "chat_call_context", "settle_chat_call",
                  "audit_row_change", "create_user_balance", "touch_updated_at", "charge_parts",

@@ -1141,6 +1141,14 @@ CREATE TABLE deposit_cap (
     CONSTRAINT deposit_cap_only_row_check CHECK (only_row)
 );
 
+CREATE TABLE house_key_failures (
+    provider text NOT NULL,
+    setting text NOT NULL,
+    status smallint NOT NULL,
+    failed_at timestamp with time zone DEFAULT now() NOT NULL,
+    failures bigint DEFAULT 1 NOT NULL
+);
+
 CREATE TABLE idempotency_keys (
     user_id uuid NOT NULL,
     key text NOT NULL,
@@ -1454,6 +1462,9 @@ ALTER TABLE ONLY chat_sessions
 
 ALTER TABLE ONLY deposit_cap
     ADD CONSTRAINT deposit_cap_pkey PRIMARY KEY (only_row);
+
+ALTER TABLE ONLY house_key_failures
+    ADD CONSTRAINT house_key_failures_pkey PRIMARY KEY (provider, setting);
 
 ALTER TABLE ONLY idempotency_keys
     ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (user_id, key);
@@ -1788,6 +1799,8 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE api_keys TO app_user;
 GRANT SELECT,INSERT,DELETE ON TABLE chat_history TO app_user;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE chat_sessions TO app_user;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE house_key_failures TO app_user;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE idempotency_keys TO app_user;
 

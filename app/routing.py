@@ -29,8 +29,9 @@ from flask import current_app
 from app import metrics
 from app.breakers import PROBE
 from app.errors import KeyUnusable, MissingApiKey, ProviderNotConfigured, ProvidersUnavailable
-from app.extensions import breakers, health, providers, vault
+from app.extensions import breakers, db, health, providers, vault
 from app.money import charged, token_cost
+from app.observability import describe_error
 from app.pricing import Prices
 from app.providers import ProviderError, ProviderTimeout, ProviderUnreachable
 from database.vault import VaultError
@@ -273,6 +274,12 @@ def _note_failure(route, error):
         pool.cool_down(route.request["api_key"], error.retry_after or FIRST_PAUSE)
     elif error.status in REFUSED_KEY_STATUSES:
         pool.disable(route.request["api_key"])
+    else:
+        return
+    try:  # for the admins' house-key page, whichever worker shows it
+        db.note_house_key_failure(route.provider, pool.setting_of(route.request["api_key"]), error.status)
+    except Exception as exc:
+        log.warning("could not record the failure of a %s house key: %s", route.provider, describe_error(exc))
 
 
 def _pause(round_number, failure):

@@ -220,6 +220,26 @@ class AdminSQL:
                 {"admin": admin_id, "action": action, "reason": reason, "details": Json(details)},
             )
 
+    def note_house_key_failure(self, provider, setting, status, tx=None):
+        """That `provider` refused the house key in `setting` with `status` now."""
+        with self._alone(tx) as cursor:
+            cursor.run(
+                """
+                INSERT INTO house_key_failures (provider, setting, status)
+                VALUES (%(provider)s, %(setting)s, %(status)s)
+                ON CONFLICT (provider, setting) DO UPDATE
+                   SET status = EXCLUDED.status, failed_at = now(),
+                       failures = house_key_failures.failures + 1
+                """,
+                {"provider": provider, "setting": setting, "status": status},
+            )
+
+    def house_key_failures(self, tx=None):
+        """{(provider, setting): row} of every house key's last failure."""
+        with self._alone(tx) as cursor:
+            return {(row["provider"], row["setting"]): row for row in cursor.all(
+                "SELECT provider, setting, status, failed_at, failures FROM house_key_failures")}
+
     def overdue_holds(self, limit, tx=None):
         """Open holds whose call's deadline has passed, oldest first."""
         with self._alone(tx) as cursor:

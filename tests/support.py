@@ -97,6 +97,7 @@ class LiveServer:
     running = set()
 
     def __init__(self, settings, workers=2, threads=16):
+        self.settings = settings  # another instance of the same service starts from them
         self.database_url = settings.get("DATABASE_URL")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -54,14 +54,21 @@ def reconcile(caller, why):
 @caller(ADMIN)
 def house_key_status(caller):
     """Each provider's house keys by the setting that holds them, never the value (admins only)"""
-    report = []
+    report, failures = [], db.house_key_failures()
     for name, provider in current_app.config["PROVIDERS"].items():
         if not provider.remote:
             continue
-        keys = [HouseKey(setting=setting, state=state) for setting, state in providers.house_keys[name].states()]
+        keys = [HouseKey(setting=setting, state=state, **_last_failure(failures.get((name, setting))))
+                for setting, state in providers.house_keys[name].states()]
         keys += [HouseKey(setting=setting, state="unset") for setting in provider.unset_keys]
         report.append(ProviderKeys(provider=name, needs_key=provider.needs_key, keys=keys))
     return HouseKeyReport(providers=report)
+
+
+def _last_failure(row):
+    if row is None:
+        return {}
+    return {"last_failure_status": row["status"], "last_failed_at": row["failed_at"], "failures": row["failures"]}
 
 
 def _moment(name):

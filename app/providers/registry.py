@@ -163,6 +163,10 @@ class KeyPool:
         with self._lock:
             return any(key not in self._disabled for key in self._names)
 
+    def setting_of(self, key):
+        """The name of the setting that holds `key`."""
+        return self._names[key]
+
     def cool_down(self, key, seconds):
         with self._lock:
             self._cooling[key] = max(self._cooling.get(key, 0), time.monotonic() + seconds)

@@ -167,9 +167,13 @@ class HouseKey(Response):
     """A house key by the setting that holds it (never its value): `unset` (the
     setting is empty), `ready`, `cooling` (answered 429; back after its
     Retry-After) or `refused` (answered 401/403; out until a restart), as the
-    worker that answers has seen it."""
+    worker that answers has seen it; and its last failure (429, 401 or 403) as
+    any worker of any instance saw it, with how many there have been."""
     setting: str
     state: Literal["unset", "ready", "cooling", "refused"]
+    last_failure_status: int | None = None
+    last_failed_at: datetime | None = None
+    failures: int = 0
 
 
 class ProviderKeys(Response):

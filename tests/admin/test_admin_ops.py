@@ -46,14 +46,15 @@ def test_house_keys_are_shown_by_setting_never_by_value(app, client, database):
     answer = client.get(f"{ADMIN}/house-keys", headers=bearer(root))
     assert HOUSE_OPENAI not in answer.get_data(as_text=True)
     keys = {entry["provider"]: entry["keys"] for entry in answer.get_json()["providers"]}
-    assert keys["openai"] == [{"setting": "OPENAI_API_KEY", "state": "ready"}]
-    assert keys["anthropic"] == [{"setting": "ANTHROPIC_API_KEY", "state": "unset"}]
+    never_failed = {"last_failure_status": None, "last_failed_at": None, "failures": 0}
+    assert keys["openai"] == [{"setting": "OPENAI_API_KEY", "state": "ready", **never_failed}]
+    assert keys["anthropic"] == [{"setting": "ANTHROPIC_API_KEY", "state": "unset", **never_failed}]
     # A key the provider refused is out of its pool until a restart, and shown so.
     with app.app_context():
         providers.house_keys["openai"].disable(HOUSE_OPENAI)
     keys = {entry["provider"]: entry["keys"]
             for entry in client.get(f"{ADMIN}/house-keys", headers=bearer(root)).get_json()["providers"]}
-    assert keys["openai"] == [{"setting": "OPENAI_API_KEY", "state": "refused"}]
+    assert keys["openai"] == [{"setting": "OPENAI_API_KEY", "state": "refused", **never_failed}]
 
 
 def test_the_audit_log_filters_by_user_admin_action_and_time_in_pages(app, client, database):

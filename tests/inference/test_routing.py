@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import clean_database
 from tests.sdk_clients import assert_charged_exactly, ledger
 from tests.stubs import OpenAIStub
-from tests.support import (HOUSE_ANTHROPIC, add_models, cost, live_service, live_user, openai_provider,
+from tests.support import (HOUSE_ANTHROPIC, LiveServer, add_models, cost, live_service, live_user, openai_provider,
                            providers_file)
 
 LLAMA, DEAD, SLOW, SOLO, KEYED = "primary/llama", "dead/llama", "slow/llama", "solo/llama", "keyed/llama"
@@ -186,6 +186,25 @@ def test_a_refused_house_key_leaves_the_pool(server, account, stubs):
     assert used.count(f"Bearer {KEYS['KEYED_KEY_A']}") <= 1, "a refused key was used again"
     assert used[-3:] == [f"Bearer {KEYS['KEYED_KEY_B']}"] * 3
     assert_charged_exactly(server, account["user_id"], 4 * priced(LLAMA_PRICES))
+
+
+def test_a_refused_house_keys_last_failure_is_shown_by_every_instance(server, account, stubs):
+    assert chat(server, account, KEYED).status_code == 200  # KEYED_KEY_A refused here, or by an earlier call
+    other = LiveServer(server.settings, workers=2)  # an instance whose pools never met the refusal
+    try:
+        headers, user_id = live_user(other.url, "1")
+        server.database.query("INSERT INTO admins (user_id) VALUES (%s)", (user_id,))
+        report = httpx.get(f"{other.url}/api/v1/admin/house-keys", headers=headers)
+    finally:
+        other.stop()
+    assert report.status_code == 200, report.text
+    assert KEYS["KEYED_KEY_A"] not in report.text and KEYS["KEYED_KEY_B"] not in report.text
+    keys = {key["setting"]: key for provider in report.json()["providers"] if provider["provider"] == "keyed"
+            for key in provider["keys"]}
+    refused, used = keys["KEYED_KEY_A"], keys["KEYED_KEY_B"]
+    assert refused["state"] == "ready"  # the answering worker's own pool
+    assert refused["last_failure_status"] == 401 and refused["failures"] >= 1 and refused["last_failed_at"]
+    assert (used["last_failure_status"], used["last_failed_at"], used["failures"]) == (None, None, 0)
 
 
 # ----------------------------------------------------------------- the `models` list

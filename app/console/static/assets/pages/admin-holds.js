@@ -20,9 +20,15 @@ export async function render({ signal }) {
     return `Returned ${done.returned} holds.`;
   });
   const keys = await get(`${ADMIN}/house-keys`, signal);
-  const keyTable = table(["Provider", "Setting", "State"], keys.providers.flatMap((provider) => provider.keys.map((key) =>
-    h("tr", { "data-house-key": key.setting }, h("td", {}, provider.provider), h("td", {}, h("code", {}, key.setting)),
-      h("td", {}, key.state)))));
+  const keyTable = table(["Provider", "Setting", "State", "Last failure"], keys.providers.flatMap((provider) =>
+    provider.keys.map((key) => h("tr", { "data-house-key": key.setting }, h("td", {}, provider.provider),
+      h("td", {}, h("code", {}, key.setting)), h("td", {}, key.state), h("td", {}, lastFailure(key))))));
   return [h("h1", {}, "Holds"), section("Open holds past their deadline", holder, reconcile),
           section("House keys", keyTable)];
+}
+
+// As any worker saw it; the state beside it is the answering worker's own.
+function lastFailure(key) {
+  if (key.last_failed_at === null) return "none";
+  return `${key.last_failure_status} at ${formatDate(key.last_failed_at)} (${key.failures} in all)`;
 }
