@@ -1541,6 +1541,8 @@ CREATE INDEX chat_history_session_idx ON chat_history USING btree (session_id, i
 
 CREATE INDEX chat_history_user_idx ON chat_history USING btree (user_id, id DESC);
 
+CREATE INDEX chat_history_user_time_idx ON chat_history USING btree (user_id, created_at, id);
+
 CREATE INDEX chat_sessions_user_idx ON chat_sessions USING btree (user_id, created_at DESC, id DESC);
 
 CREATE INDEX idempotency_keys_created_idx ON idempotency_keys USING btree (created_at);
@@ -1564,6 +1566,8 @@ CREATE UNIQUE INDEX transactions_one_release_per_hold ON transactions USING btre
 CREATE INDEX transactions_user_idx ON transactions USING btree (user_id, id DESC);
 
 CREATE INDEX transactions_user_releases_idx ON transactions USING btree (user_id, created_at) WHERE (type = 'release'::text);
+
+CREATE INDEX transactions_user_time_idx ON transactions USING btree (user_id, created_at, id);
 
 CREATE INDEX transactions_user_type_idx ON transactions USING btree (user_id, type, id DESC);
 

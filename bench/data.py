@@ -1,6 +1,6 @@
 """The user-facing queries on a big ledger (BENCHMARKS.md, "A big ledger"):
 p50 and p99 of the usage report (30 days by day and model), a ledger page,
-the activity feed and the console overview's reads, for one heavy user, on an
+the activity feed (both views) and the console overview's reads, for one heavy user, on an
 empty database and again once the ledger holds `--rows` rows across
 `--users` users, the heavy user's calls (a hold, its release and its charge
 each) all within the last 30 days; then each table's and its indexes' size
@@ -76,9 +76,10 @@ def queries(db, user_id):
     return {
         "usage (30 days by day and model)": lambda: db.charges(user_id, first, today, True, True),
         "ledger page (50)": lambda: db.list_transactions(user_id, 50),
-        "activity feed (50)": lambda: db.activity(user_id, 50),
+        "activity feed, one row per call (50)": lambda: db.call_activity(user_id, 51),
+        "activity feed, every entry (50)": lambda: db.activity(user_id, 51),
         "console overview (balance, 30 days by day, activity)": lambda: (
-            db.balance(user_id), db.charges(user_id, first, today, True, False), db.activity(user_id, 10)),
+            db.balance(user_id), db.charges(user_id, first, today, True, False), db.call_activity(user_id, 11)),
     }
 
 

@@ -145,41 +145,75 @@ class CatalogSQL:
         """One row per call and per deposit, newest first, below the ledger id
         `before_id`: a call is its hold, with what its release returned
         (`released`, null while the call runs), its charge by part and the price
-        version its hold was priced by."""
+        version its hold was priced by. The page's ids are picked first, by
+        (user_id, type, id) for each type, so only those rows are built, however
+        long the ledger is and whatever the planner guesses of the user's share."""
+        after_cursor = "(%(before_id)s::bigint IS NULL OR id < %(before_id)s)"
         with self._alone(tx) as cursor:
             return cursor.all(
-                """
+                f"""
+                WITH page AS (
+                    SELECT id
+                      FROM ((SELECT id FROM transactions
+                              WHERE user_id = %(user_id)s AND type = 'deposit' AND {after_cursor}
+                              ORDER BY id DESC
+                              LIMIT %(limit)s)
+                            UNION ALL
+                            (SELECT id FROM transactions
+                              WHERE user_id = %(user_id)s AND type = 'hold' AND {after_cursor}
+                              ORDER BY id DESC
+                              LIMIT %(limit)s)) both_types
+                     ORDER BY id DESC
+                     LIMIT %(limit)s)
                 SELECT t.id, t.type, t.amount, r.amount AS released, t.created_at, t.access_key_id,
                        t.metadata ->> 'session_id' AS session_id,
                        COALESCE(c.served_model_id, t.model_id, t.metadata ->> 'model_id') AS model_id,
                        charge_parts(c.*) AS charge, (t.metadata ->> 'price_version_id')::bigint AS price_version_id
-                  FROM transactions t
+                  FROM page
+                  JOIN transactions t ON t.id = page.id
                   LEFT JOIN transactions r ON r.type = 'release' AND r.related_transaction_id = t.id
                   LEFT JOIN call_charges c ON c.hold_id = t.id
-                 WHERE t.user_id = %(user_id)s
-                   AND t.type IN ('deposit', 'hold')
-                   AND (%(before_id)s::bigint IS NULL OR t.id < %(before_id)s)
                  ORDER BY t.id DESC
-                 LIMIT %(limit)s
                 """,
                 {"user_id": user_id, "before_id": before_id, "limit": limit},
             )
 
     def activity(self, user_id, limit, before=None, tx=None):
         """The user's transactions and messages, newest first; `before` is the
-        (created_at, kind, item_id) of the previous page's last item."""
+        (created_at, kind, item_id) of the previous page's last item. Each half
+        picks its page's ids by (user_id, created_at, id) first, so only those
+        rows are built from recent_activity, however long the ledger is."""
         created_at, kind, item_id = before or (None, None, None)
+        after_cursor = """(%(created_at)s::timestamptz IS NULL
+                           OR (created_at <= %(created_at)s
+                               AND (created_at, {kind}, id) < (%(created_at)s, %(kind)s, %(item_id)s)))"""
         with self._alone(tx) as cursor:
             return cursor.all(
-                """
+                f"""
+                WITH page AS (
+                    SELECT kind, item_id, created_at
+                      FROM ((SELECT 'transaction' AS kind, id AS item_id, created_at
+                               FROM transactions
+                              WHERE user_id = %(user_id)s AND {after_cursor.format(kind="'transaction'")}
+                              ORDER BY created_at DESC, id DESC
+                              LIMIT %(limit)s)
+                            UNION ALL
+                            (SELECT 'message', id, created_at
+                               FROM chat_history
+                              WHERE user_id = %(user_id)s AND {after_cursor.format(kind="'message'")}
+                              ORDER BY created_at DESC, id DESC
+                              LIMIT %(limit)s)) both_halves
+                     ORDER BY created_at DESC, kind DESC, item_id DESC
+                     LIMIT %(limit)s)
                 SELECT kind, item_id, action, amount, prompt_tokens, completion_tokens, session_id, model_id,
                        access_key_id, created_at, charge
                   FROM recent_activity
                  WHERE user_id = %(user_id)s
-                   AND (%(created_at)s::timestamptz IS NULL
-                        OR (created_at, kind, item_id) < (%(created_at)s, %(kind)s, %(item_id)s))
+                   AND ((kind = 'transaction'
+                         AND item_id = ANY (ARRAY(SELECT item_id FROM page WHERE kind = 'transaction')))
+                        OR (kind = 'message'
+                            AND item_id = ANY (ARRAY(SELECT item_id FROM page WHERE kind = 'message'))))
                  ORDER BY created_at DESC, kind DESC, item_id DESC
-                 LIMIT %(limit)s
                 """,
                 {"user_id": user_id, "created_at": created_at, "kind": kind, "item_id": item_id, "limit": limit},
             )
