@@ -30,10 +30,12 @@ worker (functions by own time, and by layer). py-spy is not a dependency:
     .venv/bin/python bench/capacity.py                        # ~3 min
     .venv/bin/python bench/capacity.py --rounds 3 --seconds 20
     .venv/bin/python bench/capacity.py --profile --no-litellm  # ours alone, where the time goes
-    .venv/bin/python bench/capacity.py --setting LOG_LEVEL=WARNING  # ours without its access log"""
+    .venv/bin/python bench/capacity.py --setting LOG_LEVEL=WARNING  # ours without its access log
+    .venv/bin/python bench/capacity.py --cluster 3             # ours as make cluster serves it"""
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -230,11 +232,15 @@ def compare(args):
         for test_only in ("PROVIDER_RETRIES", "BREAKER_FAILURES", "BREAKER_MIN_CALLS", "DB_POOL_TIMEOUT"):
             settings.pop(test_only)  # make run's defaults
         settings.update(args.setting)
-        service = MakeRunService(settings, Path(folder) / "service.log")
-        stack.callback(service.stop)
-        key = access_key(service.url)
         roots = {"postgres": postmaster_pid(owner_url), "stub": stub.process.pid}
-        ours = Gateway("ours", service.url, f"Bearer {key}", OURS_BODY, roots | {"gunicorn": service.process.pid})
+        if args.cluster:
+            url, own_roots, stop_service = start_cluster(stack, app_url, settings, args.cluster)
+        else:
+            service = MakeRunService(settings, Path(folder) / "service.log")
+            stack.callback(service.stop)
+            url, own_roots, stop_service = service.url, {"gunicorn": service.process.pid}, service.stop
+        key = access_key(url)
+        ours = Gateway("ours", url, f"Bearer {key}", OURS_BODY, roots | own_roots)
         sides = [ours]
         if not args.no_litellm:
             proxy = LiteLLMProxy(free_port(), stub.url, "gpt-4o-mini", OPENAI_KEY)
@@ -243,7 +249,8 @@ def compare(args):
                                  roots | {"litellm": proxy.process.pid}))
         for side in sides:
             wrk(side, args.connections, WARMUP_SECONDS, folder)
-        groups = ["gunicorn", "postgres", "litellm", "stub", "load generator", "other"]
+        groups = ["gunicorn", "postgres", *CLUSTER_PIECES[:bool(args.cluster) * 3], "litellm", "stub", "load generator",
+                  "other"]
 
         saturated = {side.name: [] for side in sides}
         for round_number in range(args.rounds):
@@ -266,12 +273,32 @@ def compare(args):
         loads.append(("after fixed rates", load_average()))
         if args.profile:
             profile(ours, owner_url, args.profile_rate, args.fixed_seconds, folder)
-        service.stop()
+        stop_service()
         check_ledger(owner_url, ours)
+    if args.cluster:
+        print(f"\nOurs: make cluster with {args.cluster} instances (PgBouncer in transaction mode, Redis for the "
+              "limits and health, nginx in front), each with make run's settings.")
     print(f"\nOurs: make run's settings (gunicorn.conf.py, workers and connections as the settings give them, "
           f"JSON access log at INFO, rate limits on at {UNREACHED_LIMIT}, fsync on). "
           f"LiteLLM: {REQUIREMENT}, 1 worker, no database.")
     print("load average (1/5/15 min): " + "; ".join(f"{when} {value}" for when, value in loads))
+
+
+CLUSTER_PIECES = ["pgbouncer", "nginx", "redis"]
+
+
+def start_cluster(stack, app_url, settings, instances):
+    """`make cluster`'s pieces with `instances` instances in front of the
+    benchmark's PostgreSQL: (nginx's URL, the CPU groups' root processes, stop)."""
+    from devtools.local_cluster import LocalCluster
+    work_dir = tempfile.mkdtemp(prefix="qmarket-capacity-cluster-", dir="/tmp")  # the server account enters it
+    stack.callback(shutil.rmtree, work_dir, ignore_errors=True)
+    cluster = LocalCluster(work_dir, app_url, settings, instances=instances, port=free_port()).start()
+    stack.callback(cluster.stop, 10)
+    roots = {"gunicorn": [instance.process.pid for instance in cluster.instances],
+             "pgbouncer": cluster.pgbouncer.process.pid, "nginx": cluster.nginx.process.pid,
+             "redis": cluster.redis.process.pid}
+    return cluster.url, roots, lambda: cluster.stop(10)
 
 
 def access_key(url):
@@ -295,6 +322,9 @@ def main():
                         help="fixed rates, as fractions of LiteLLM's saturation rate (comma-separated)")
     parser.add_argument("--fixed-seconds", type=int, default=15)
     parser.add_argument("--no-litellm", action="store_true", help="ours alone; fixed rates then of our saturation")
+    parser.add_argument("--cluster", type=int, default=0, metavar="N",
+                        help="ours as make cluster serves it, with N instances behind nginx (needs pgbouncer, "
+                             "redis-server and nginx)")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--profile-rate", type=int, default=150)
     parser.add_argument("--setting", action="append", default=[], type=lambda text: tuple(text.split("=", 1)),

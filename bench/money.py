@@ -70,9 +70,14 @@ def _stat(pid):
     return int(fields[1]), sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
 
 
+def _pids(root):
+    return (root,) if isinstance(root, int) else tuple(root)
+
+
 def cpu_by_group(roots):
-    """{group: cpu seconds of its root process and its live descendants, not
-    counting another group's subtree (the bench starts gunicorn and postgres)}."""
+    """{group: cpu seconds of its root process (or processes) and their live
+    descendants, not counting another group's subtree (the bench starts
+    gunicorn and postgres)}."""
     stats = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -82,10 +87,10 @@ def cpu_by_group(roots):
     children = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    totals = {}
-    for group, root in roots.items():
-        seen, todo, total = set(), [root], 0.0
-        others = set(roots.values()) - {root}
+    totals, group_roots = {}, {group: _pids(root) for group, root in roots.items()}
+    for group, own in group_roots.items():
+        seen, todo, total = set(), list(own), 0.0
+        others = {pid for other, pids in group_roots.items() if other != group for pid in pids}
         while todo:
             pid = todo.pop()
             if pid in seen or pid in others or pid not in stats:
