@@ -26,6 +26,7 @@ LISTEN_HOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 20
 STOP_TIMEOUT_SECONDS = 20
 POOL_MODES = ("session", "transaction", "statement")
+QUERY_WAIT_TIMEOUT = 10  # seconds; deploy/pgbouncer/pgbouncer.ini.template says why
 
 
 def pgbouncer_binary():
@@ -43,13 +44,14 @@ class PgBouncer:
     reachable under its own name, for the `users` given (name → password)."""
 
     def __init__(self, work_dir, server_host, server_port, users, pool_mode="transaction", pool_size=20,
-                 max_client_conn=2000, port=None, preexec_fn=None):
+                 max_client_conn=2000, query_wait_timeout=QUERY_WAIT_TIMEOUT, port=None, preexec_fn=None):
         if pool_mode not in POOL_MODES:
             raise ValueError(f"pool_mode must be one of {', '.join(POOL_MODES)}")
         self.work_dir = Path(work_dir)
         self.server_host, self.server_port = server_host, int(server_port)
         self.users = dict(users)
         self.pool_mode, self.pool_size, self.max_client_conn = pool_mode, pool_size, max_client_conn
+        self.query_wait_timeout = query_wait_timeout
         self.port = port
         self.preexec_fn = preexec_fn  # run.stop_with_launcher(), say
         self.process = None
@@ -71,7 +73,8 @@ class PgBouncer:
         return {"PGBOUNCER_SERVER_HOST": self.server_host, "PGBOUNCER_SERVER_PORT": self.server_port,
                 "PGBOUNCER_LISTEN_ADDR": LISTEN_HOST, "PGBOUNCER_PORT": self.port,
                 "PGBOUNCER_AUTH_FILE": self.auth_file, "PGBOUNCER_POOL_MODE": self.pool_mode,
-                "PGBOUNCER_POOL_SIZE": self.pool_size, "PGBOUNCER_MAX_CLIENT_CONN": self.max_client_conn}
+                "PGBOUNCER_POOL_SIZE": self.pool_size, "PGBOUNCER_MAX_CLIENT_CONN": self.max_client_conn,
+                "PGBOUNCER_QUERY_WAIT_TIMEOUT": self.query_wait_timeout}
 
     def config_text(self):
         return render(PGBOUNCER_TEMPLATE, self.template_values())

@@ -78,6 +78,7 @@ def test_every_pgbouncer_pools_in_transaction_mode_with_the_same_sizes():
         assert environment["PGBOUNCER_POOL_MODE"] == local.pool_mode == "transaction"
         assert int(environment["PGBOUNCER_POOL_SIZE"]) == local.pool_size == PGBOUNCER_POOL_SIZE
         assert int(environment["PGBOUNCER_MAX_CLIENT_CONN"]) == local.max_client_conn
+        assert int(environment["PGBOUNCER_QUERY_WAIT_TIMEOUT"]) == local.query_wait_timeout
         assert environment["PGBOUNCER_USER"] == "app_user"
 
 
@@ -167,6 +168,7 @@ def test_the_compose_entrypoint_fills_pgbouncers_template_as_the_local_cluster_d
                       {"app_user": 'pa"ss'}, pool_mode=environment["PGBOUNCER_POOL_MODE"],
                       pool_size=int(environment["PGBOUNCER_POOL_SIZE"]),
                       max_client_conn=int(environment["PGBOUNCER_MAX_CLIENT_CONN"]),
+                      query_wait_timeout=int(environment["PGBOUNCER_QUERY_WAIT_TIMEOUT"]),
                       port=int(environment["PGBOUNCER_PORT"]))
     expected = local.config_text().replace("listen_addr = 127.0.0.1", "listen_addr = 0.0.0.0")
     assert (run_dir / "rendered.ini").read_text() == expected

@@ -4,6 +4,7 @@ import shutil
 import tempfile
 from contextlib import closing
 
+import httpx
 import psycopg2
 import pytest
 
@@ -11,6 +12,7 @@ from devtools.cluster import ClusterError
 from devtools.pgbouncer import PgBouncer, pgbouncer_binary
 from migrate import APP_ROLE
 from tests.conftest import APP_PASSWORD
+from tests.support import live_service, live_user, readme_ledger_query
 
 pytestmark = pytest.mark.server
 
@@ -91,3 +93,21 @@ def test_an_unknown_pool_mode_and_an_unstarted_url_are_refused():
         PgBouncer("/nonexistent", "127.0.0.1", 5432, {}, pool_mode="sessions")
     with pytest.raises(ClusterError):
         PgBouncer("/nonexistent", "127.0.0.1", 5432, {}).url_for("postgresql://u@h/d")
+
+
+def test_a_request_waiting_past_the_query_wait_timeout_gets_a_503_and_moves_no_money(bouncer_dir, database):
+    """Every server connection busy (here the only one, held in a transaction):
+    the service's query waits in PgBouncer's queue for query_wait_timeout, then
+    its request is answered 503, not held for PgBouncer's default 120 s."""
+    with bouncer_for(bouncer_dir, database, pool_size=1, query_wait_timeout=2) as bouncer, \
+            live_service(database, workers=1, DATABASE_URL=bouncer.url_for(database.app_url)) as live:
+        headers, user_id = live_user(live.url, "5")
+        with closing(psycopg2.connect(bouncer.url_for(database.app_url))) as holder, holder.cursor() as cur:
+            cur.execute("SELECT 1")  # a transaction open: the one server connection is its own
+            refused = httpx.post(f"{live.url}/api/v1/balance/funds", json={"amount": "1"}, headers=headers,
+                                 timeout=30)
+            holder.rollback()
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "database_unavailable"
+        assert httpx.get(f"{live.url}/api/v1/balance", headers=headers).json()["total_balance"] == "5.00"
+    assert database.query(readme_ledger_query()) == []
