@@ -14,6 +14,7 @@ from app.breakers import Breakers
 from app.health import Health
 from app.providers import Providers
 from app.security import TokenIssuer
+from app.shared_store import TIMEOUT_SECONDS as REDIS_TIMEOUT_SECONDS
 from database.pool import PoolHolder
 from database.vault import Vault
 
@@ -21,7 +22,6 @@ MAX_BODY_BYTES = 1024 * 1024  # every body but the inference API's (MAX_INFERENC
 INFERENCE_PATH = "/v1/"
 CORS_ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
 CORS_EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "Idempotent-Replayed"]
-REDIS_TIMEOUT_SECONDS = 0.2  # as the breakers' and health's own Redis clients
 
 
 def create_app(config=None):

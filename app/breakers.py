@@ -12,13 +12,16 @@ refusal of a request says nothing of its health.
 Where RATELIMIT_STORAGE_URI is Redis, the breakers live there, shared by every
 worker and instance; else in each worker. A worker reads a breaker from Redis
 at most once a second, so a closed circuit costs a call no round trip; if
-Redis cannot be reached, the worker's own breakers stand in, said in the log."""
+Redis cannot be reached, the worker's own breakers stand in for a while
+(app/shared_store.py), said in the log."""
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
 import redis
+
+from app.shared_store import shared_store
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +54,8 @@ class Breakers:
         self.failures, self.cooldown = config["BREAKER_FAILURES"], config["BREAKER_COOLDOWN"]
         self.window, self.min_calls = config["BREAKER_WINDOW"], config["BREAKER_MIN_CALLS"]
         self._local, self._lock = {}, threading.Lock()
-        uri = config["RATELIMIT_STORAGE_URI"]
-        self._redis = (redis.Redis.from_url(uri, socket_timeout=0.2, socket_connect_timeout=0.2)
-                       if uri.startswith(("redis://", "rediss://")) else None)
+        self._shared = shared_store(config["RATELIMIT_STORAGE_URI"], "circuit breakers")
         self._read = {}  # key → (when read, open_until) of the shared breakers
-        self._shared_down_logged = False
 
     def allows(self, key):
         """Whether a call may go to the deployment: True while its breaker is
@@ -88,25 +88,27 @@ class Breakers:
     # ------------------------------------------------------------ state, local or shared
 
     def _open_until(self, key, now):
-        if self._redis is not None:
+        if self._sharing():
             read = self._read.get(key)
             if read is not None and now - read[0] < READ_TTL:
                 return read[1]
             try:
-                value = float(self._redis.hget(PREFIX + key, "open_until") or 0)
+                value = float(self._shared.client.hget(PREFIX + key, "open_until") or 0)
+                self._shared.answered()
                 self._read[key] = (now, value)
                 return value
             except redis.RedisError as exc:
-                self._shared_down(exc)
+                self._shared.failed(exc)
         with self._lock:
             return self._local.get(key, State()).open_until
 
     def _claim_probe(self, key, now):
-        if self._redis is not None:
+        if self._sharing():
             try:
-                return bool(self._redis.set(PREFIX + key + ":probe", "1", nx=True, px=int(self.cooldown * 1000)))
+                return bool(self._shared.client.set(PREFIX + key + ":probe", "1", nx=True,
+                                                    px=int(self.cooldown * 1000)))
             except redis.RedisError as exc:
-                self._shared_down(exc)
+                self._shared.failed(exc)
         with self._lock:
             state = self._local.setdefault(key, State())
             if state.probing and now - state.probing < self.cooldown:  # one out; a lost one expires as Redis's does
@@ -116,22 +118,24 @@ class Breakers:
 
     def release(self, key):
         """Gives back a probe claimed by a call that made no attempt after all."""
-        if self._redis is not None:
+        if self._sharing():
             try:
-                self._redis.delete(PREFIX + key + ":probe")
+                self._shared.client.delete(PREFIX + key + ":probe")
                 return
             except redis.RedisError as exc:
-                self._shared_down(exc)
+                self._shared.failed(exc)
         with self._lock:
             self._local.setdefault(key, State()).probing = 0.0
 
     def _record(self, key, ok):
         now = time.time()
-        if self._redis is not None:
+        if self._sharing():
             try:
-                return self._record_shared(key, ok, now)
+                self._record_shared(key, ok, now)
+                self._shared.answered()
+                return
             except redis.RedisError as exc:
-                self._shared_down(exc)
+                self._shared.failed(exc)
         with self._lock:
             state = self._local.setdefault(key, State())
             state.probing = 0.0
@@ -159,7 +163,7 @@ class Breakers:
         """The shared breaker updated as one transaction (WATCH, MULTI): a
         success on a closed breaker with no failures writes nothing."""
         name = PREFIX + key
-        with self._redis.pipeline() as pipe:
+        with self._shared.client.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(name)
@@ -185,7 +189,6 @@ class Breakers:
                 except redis.WatchError:
                     continue
 
-    def _shared_down(self, exc):
-        if not self._shared_down_logged:
-            self._shared_down_logged = True
-            log.error("circuit breakers: Redis cannot be reached (%s); this worker keeps its own", exc)
+    def _sharing(self):
+        """Whether the breakers are in Redis and Redis is not resting after a failure."""
+        return self._shared is not None and self._shared.ready()

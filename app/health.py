@@ -9,7 +9,8 @@ first-token times, so the figures cost a bounded, small memory.
 Where RATELIMIT_STORAGE_URI is Redis, the buckets live there too, summed over
 every worker and instance: a worker adds what it measured once a second (so a
 call costs no round trip) and trusts what it read for a second. Each worker
-also keeps its own buckets, which stand in while Redis cannot be reached."""
+also keeps its own buckets, which stand in while Redis cannot be reached
+(app/shared_store.py)."""
 import logging
 import math
 import os
@@ -19,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import redis
+
+from app.shared_store import shared_store
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,8 @@ class Bucket:
 class Health:
     def __init__(self, config):
         self._buckets, self._lock = {}, threading.Lock()
-        uri = config["RATELIMIT_STORAGE_URI"]
-        self._shared = SharedBuckets(uri) if uri.startswith(("redis://", "rediss://")) else None
+        store = shared_store(config["RATELIMIT_STORAGE_URI"], "health")
+        self._shared = SharedBuckets(store) if store is not None else None
 
     def attempted(self, deployment, ok, first_token_seconds=None):
         """One attempt on `deployment`: whether it answered, and how soon."""
@@ -106,12 +109,11 @@ class SharedBuckets:
     per deployment and minute, expiring after the hour. A worker gathers what
     it measured and adds it once a second from a thread of its own."""
 
-    def __init__(self, uri):
-        self._redis = redis.Redis.from_url(uri, socket_timeout=0.2, socket_connect_timeout=0.2)
+    def __init__(self, store):
+        self._store = store  # app/shared_store.py
         self._pending, self._lock = {}, threading.Lock()
         self._read = {}  # deployment → (when read, buckets)
         self._writer_pid = None
-        self._down_logged = False
 
     def add(self, deployment, minute, change):
         with self._lock:
@@ -126,15 +128,18 @@ class SharedBuckets:
         cached = self._read.get(deployment)
         if cached is not None and now - cached[0] < SHARE_EVERY:
             return cached[1]
+        if not self._store.ready():
+            return None
         minutes = range(int(now // BUCKET_SECONDS) - WINDOWS["1h"] // BUCKET_SECONDS, int(now // BUCKET_SECONDS) + 1)
         try:
-            with self._redis.pipeline(transaction=False) as pipe:
+            with self._store.client.pipeline(transaction=False) as pipe:
                 for minute in minutes:
                     pipe.hgetall(_key(deployment, minute))
                     pipe.lrange(_key(deployment, minute) + ":ft", 0, MAX_SAMPLES - 1)
                 answers = pipe.execute()
+            self._store.answered()
         except redis.RedisError as exc:
-            self._down(exc)
+            self._store.failed(exc)
             return None
         buckets = [_bucket(minute, counts, samples)
                    for minute, counts, samples in zip(minutes, answers[::2], answers[1::2]) if counts]
@@ -151,8 +156,10 @@ class SharedBuckets:
 
     def _write(self, pending):
         expires = WINDOWS["1h"] + 2 * BUCKET_SECONDS
+        if not self._store.ready():
+            return  # these figures are lost to the others; the worker's own stay
         try:
-            with self._redis.pipeline(transaction=False) as pipe:
+            with self._store.client.pipeline(transaction=False) as pipe:
                 for (deployment, minute), bucket in pending.items():
                     key = _key(deployment, minute)
                     pipe.hincrby(key, "attempts", bucket.attempts)
@@ -165,13 +172,9 @@ class SharedBuckets:
                         pipe.ltrim(key + ":ft", 0, MAX_SAMPLES - 1)
                         pipe.expire(key + ":ft", expires)
                 pipe.execute()
+            self._store.answered()
         except redis.RedisError as exc:  # these figures are lost to the others; the worker's own stay
-            self._down(exc)
-
-    def _down(self, exc):
-        if not self._down_logged:
-            self._down_logged = True
-            log.error("health: Redis cannot be reached (%s); this worker shows its own figures", exc)
+            self._store.failed(exc)
 
 
 def _key(deployment, minute):

@@ -4,11 +4,16 @@ started again): no call fails. The limits fail open to each worker's own
 count in memory, so a limit still holds in every worker, and they go back to
 Redis once it answers; billed calls are billed exactly throughout, and the
 README's ledger check finds nothing."""
+import socket
+import threading
 import time
 
 import pytest
 import redis
 
+from app import shared_store
+from app.breakers import Breakers
+from app.health import Health
 from devtools.redis_server import RedisServer, redis_binary
 from tests.cluster import HOLD, answer_at_the_hold, assert_ledger_exact, balance_of, billed_call, holds_of
 from tests.support import HOUSE_OPENAI, live_service, live_user
@@ -78,3 +83,56 @@ def test_calls_go_on_while_redis_is_down_and_the_limits_hold_in_each_worker(data
     total, spent, held = balance_of(database, user_id)
     assert (spent, held) == (billed * HOLD, 0)
     assert_ledger_exact(database)
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts connections and reads what is
+    sent, never answering: a hung Redis. Counts the connections made to it."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        self.connections = 0
+        self._open = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._open.append(conn)
+
+    def close(self):
+        self._listener.close()
+        for conn in self._open:
+            conn.close()
+
+
+@pytest.fixture
+def silent_redis():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+BREAKER_CONFIG = {"BREAKER_FAILURES": 3, "BREAKER_COOLDOWN": 30, "BREAKER_WINDOW": 60, "BREAKER_MIN_CALLS": 10}
+
+
+def test_a_redis_that_does_not_answer_costs_one_timeout_per_pause_not_one_per_call(silent_redis, monkeypatch):
+    monkeypatch.setattr(shared_store, "RETRY_AFTER_SECONDS", 1.0)
+    config = {**BREAKER_CONFIG, "RATELIMIT_STORAGE_URI": silent_redis.url}
+    breakers, health = Breakers(config), Health(config)
+    for _ in range(10):  # ten calls' worth of what a call asks of them
+        assert breakers.allows("openai/gpt-4o-mini") is True
+        breakers.succeeded("openai/gpt-4o-mini")
+        assert health.figures("openai/gpt-4o-mini") is not None
+    # Each tried Redis once, met its timeout, and left it alone since.
+    assert silent_redis.connections == 2
+    time.sleep(1.1)  # the pause is over: each tries again, once
+    for _ in range(10):
+        breakers.allows("openai/gpt-4o-mini")
+        health.figures("openai/gpt-4o-mini")
+    assert silent_redis.connections == 4
