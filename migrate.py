@@ -48,7 +48,8 @@ EXPECTED = {
                  "audit_row_change", "create_user_balance", "touch_updated_at", "charge_parts",
                  "alias_lists_check", "models_list_names_check", "live_access_key", "debit_user_balance", "admin_move_money",
                  "admin_set_user_active", "admin_put_model", "admin_schedule_price", "admin_audit_log", "price_in_force",
-                 "model_prices_unchangeable", "raise_alert", "transactions_alerts"],
+                 "model_prices_unchangeable", "raise_alert", "transactions_alerts", "admin_put_alias_list",
+                 "admin_drop_alias_list"],
 }
 
 

@@ -111,6 +111,29 @@ CREATE FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_actio
      LIMIT p_limit;
 $$;
 
+CREATE FUNCTION admin_drop_alias_list(p_admin uuid, p_alias text, p_reason text, OUT ok boolean, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    before text[];
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    DELETE FROM alias_lists l WHERE l.alias = p_alias RETURNING l.models INTO before;
+    IF NOT FOUND THEN
+        ok := false;
+        reason := 'no_such_alias_list';
+        RETURN;
+    END IF;
+    INSERT INTO admin_actions (admin_id, action, reason, details)
+    VALUES (p_admin, 'drop_alias_list', p_reason, jsonb_build_object('alias', p_alias, 'before', to_jsonb(before)));
+END;
+$$;
+
 CREATE FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) RETURNS record
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
@@ -139,6 +162,32 @@ BEGIN
                 coalesce(p_details, '{}') || jsonb_build_object('amount', p_amount, 'transaction_id', transaction_id))
         RETURNING id INTO action_id;
     END IF;
+END;
+$$;
+
+CREATE FUNCTION admin_put_alias_list(p_admin uuid, p_action text, p_alias text, p_models text[], p_reason text, OUT ok boolean, OUT reason text) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    before text[];
+BEGIN
+    reason := admin_refusal(p_admin, NULL, p_reason);
+    ok := reason IS NULL;
+    IF NOT ok THEN
+        RETURN;
+    END IF;
+    SELECT l.models INTO before FROM alias_lists l WHERE l.alias = p_alias FOR UPDATE;
+    IF (before IS NULL) <> (p_action = 'add_alias_list') THEN
+        ok := false;
+        reason := CASE WHEN before IS NULL THEN 'no_such_alias_list' ELSE 'alias_list_exists' END;
+        RETURN;
+    END IF;
+    INSERT INTO alias_lists (alias, models) VALUES (p_alias, p_models)
+    ON CONFLICT (alias) DO UPDATE SET models = EXCLUDED.models, updated_at = now();
+    INSERT INTO admin_actions (admin_id, action, reason, details)
+    VALUES (p_admin, p_action, p_reason,
+            jsonb_build_object('alias', p_alias, 'before', to_jsonb(before), 'after', to_jsonb(p_models)));
 END;
 $$;
 
@@ -996,7 +1045,7 @@ CREATE TABLE admin_actions (
     reason text NOT NULL,
     details jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT admin_actions_action_check CHECK ((action = ANY (ARRAY['grant_admin'::text, 'revoke_admin'::text, 'credit'::text, 'debit'::text, 'disable_user'::text, 'enable_user'::text, 'add_model'::text, 'change_model'::text, 'disable_model'::text, 'enable_model'::text, 'schedule_price'::text, 'reconcile'::text]))),
+    CONSTRAINT admin_actions_action_check CHECK ((action = ANY (ARRAY['grant_admin'::text, 'revoke_admin'::text, 'credit'::text, 'debit'::text, 'disable_user'::text, 'enable_user'::text, 'add_model'::text, 'change_model'::text, 'disable_model'::text, 'enable_model'::text, 'schedule_price'::text, 'reconcile'::text, 'add_alias_list'::text, 'change_alias_list'::text, 'drop_alias_list'::text]))),
     CONSTRAINT admin_actions_reason_check CHECK (((length(btrim(reason)) >= 1) AND (length(btrim(reason)) <= 400)))
 );
 
@@ -1711,8 +1760,14 @@ GRANT ALL ON FUNCTION add_user_funds(p_user_id uuid, p_amount numeric, p_type te
 REVOKE ALL ON FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_action text, p_from timestamp with time zone, p_to timestamp with time zone, p_before_id bigint, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION admin_audit_log(p_admin uuid, p_user uuid, p_actor uuid, p_action text, p_from timestamp with time zone, p_to timestamp with time zone, p_before_id bigint, p_limit integer) TO app_user;
 
+REVOKE ALL ON FUNCTION admin_drop_alias_list(p_admin uuid, p_alias text, p_reason text, OUT ok boolean, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_drop_alias_list(p_admin uuid, p_alias text, p_reason text, OUT ok boolean, OUT reason text) TO app_user;
+
 REVOKE ALL ON FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) FROM PUBLIC;
 GRANT ALL ON FUNCTION admin_move_money(p_admin uuid, p_user uuid, p_action text, p_amount numeric, p_reason text, p_details jsonb, OUT ok boolean, OUT reason text, OUT transaction_id bigint, OUT available numeric, OUT action_id bigint) TO app_user;
+
+REVOKE ALL ON FUNCTION admin_put_alias_list(p_admin uuid, p_action text, p_alias text, p_models text[], p_reason text, OUT ok boolean, OUT reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION admin_put_alias_list(p_admin uuid, p_action text, p_alias text, p_models text[], p_reason text, OUT ok boolean, OUT reason text) TO app_user;
 
 REVOKE ALL ON FUNCTION admin_put_model(p_admin uuid, p_action text, p_model jsonb, p_reason text, OUT ok boolean, OUT reason text) FROM PUBLIC;
 GRANT ALL ON FUNCTION admin_put_model(p_admin uuid, p_action text, p_model jsonb, p_reason text, OUT ok boolean, OUT reason text) TO app_user;

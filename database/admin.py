@@ -198,6 +198,25 @@ class AdminSQL:
                 {"admin": admin_id, "action": action, "entry": Json(row, dumps=_json_text), "reason": reason},
             )
 
+    def alias_lists(self, tx=None):
+        """Every alias list, by name."""
+        with self._alone(tx) as cursor:
+            return cursor.all("SELECT alias, models, updated_at FROM alias_lists ORDER BY alias")
+
+    def admin_put_alias_list(self, admin_id, action, alias, models, reason, tx=None):
+        """Makes (`action` add_alias_list) or replaces (change_alias_list) an
+        alias list: (ok, reason); the schema checks its models and name at commit."""
+        with self._maybe(tx, admin_id) as cursor:
+            return cursor.one(
+                "SELECT ok, reason FROM admin_put_alias_list(%(admin)s, %(action)s, %(alias)s, %(models)s, %(reason)s)",
+                {"admin": admin_id, "action": action, "alias": alias, "models": models, "reason": reason})
+
+    def admin_drop_alias_list(self, admin_id, alias, reason, tx=None):
+        """Removes an alias list: (ok, reason)."""
+        with self._maybe(tx, admin_id) as cursor:
+            return cursor.one("SELECT ok, reason FROM admin_drop_alias_list(%(admin)s, %(alias)s, %(reason)s)",
+                              {"admin": admin_id, "alias": alias, "reason": reason})
+
     def admin_schedule_price(self, admin_id, model_id, effective_from, prices, reason, tx=None):
         """A price version in force from `effective_from`: (ok, reason, version_id)."""
         with self._maybe(tx, admin_id) as cursor:

@@ -126,13 +126,17 @@ class PricesSource(BaseModel):
     note: Annotated[str, Field(max_length=2000)] = ""
 
 
+# An alias list's models: catalog ids, each once, as many as a call's `models` list may name.
+AliasListModels = Annotated[list[Annotated[str, Field(max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ID_PATTERN)]],
+                            Field(min_length=1, max_length=ALIAS_LIST_MAX_MODELS), AfterValidator(_distinct)]
+
+
 class AliasList(BaseModel):
     """A name that stands for models tried in order, as a call's `models` list is."""
     model_config = ConfigDict(extra="forbid")
 
     alias: Alias
-    models: Annotated[list[Annotated[str, Field(max_length=MODEL_ID_MAX_LENGTH, pattern=MODEL_ID_PATTERN)]],
-                      Field(min_length=1, max_length=ALIAS_LIST_MAX_MODELS), AfterValidator(_distinct)]
+    models: AliasListModels
 
 
 class CatalogFile(BaseModel):

@@ -20,7 +20,8 @@ INPUT_MODALITIES = ("text", "image")
 TRANSACTION_TYPES = ("deposit", "hold", "release", "debit")
 # What an operator may do; each leaves an admin_actions row.
 ADMIN_ACTIONS = ("grant_admin", "revoke_admin", "credit", "debit", "disable_user", "enable_user", "add_model",
-                 "change_model", "disable_model", "enable_model", "schedule_price", "reconcile")
+                 "change_model", "disable_model", "enable_model", "schedule_price", "reconcile", "add_alias_list",
+                 "change_alias_list", "drop_alias_list")
 # An access key's spend limit counts over a UTC calendar day or month, or all time.
 SPEND_LIMIT_PERIODS = ("day", "month", "total")
 THEMES = ("system", "light", "dark")

@@ -4,13 +4,13 @@ the inference API at the root, and what every view shares: its declarations
 idempotency, the wire formats, pagination and the OpenAPI document."""
 from flask_limiter import RateLimitExceeded
 
-from app.api import (access_keys, account, admin_catalog, admin_ops, admin_users, auth, balance, chat, inference, keys,
-                     models, ops, service, usage, webhooks)
+from app.api import (access_keys, account, admin_alias_lists, admin_catalog, admin_ops, admin_users, auth, balance,
+                     chat, inference, keys, models, ops, service, usage, webhooks)
 from app.api.guards import over_rate_limit, refuse_unknown_query_parameters
 
 API_PREFIX = "/api/v1"
 API_BLUEPRINTS = (auth, keys, access_keys, balance, usage, chat, models, account, service, webhooks, admin_users,
-                  admin_catalog, admin_ops)
+                  admin_catalog, admin_alias_lists, admin_ops)
 
 
 def register_blueprints(app):

@@ -11,7 +11,7 @@ from app.schemas.accounts import Balance
 from app.schemas.balance import LedgerEntry
 from app.schemas.fields import MoneyText, PositiveAmount, Request, Response, Text
 from app.schemas.access_keys import FutureTime
-from database.catalog_file import CatalogModel, Price
+from database.catalog_file import Alias, AliasListModels, CatalogModel, Price
 from database.vocab import ADMIN_ACTIONS
 
 
@@ -48,6 +48,29 @@ class PriceScheduleRequest(Request):
     cache_write_1h_price_per_mtok: Price | None = None
     effective_from: FutureTime
     reason: Reason
+
+
+class NewAliasListRequest(Request):
+    """A name that will stand for `models`, tried in order."""
+    alias: Alias
+    models: AliasListModels
+    reason: Reason
+
+
+class AliasListChangeRequest(Request):
+    """The alias list's models, tried in order, in place of its own."""
+    models: AliasListModels
+    reason: Reason
+
+
+class AliasListEntry(Response):
+    alias: str
+    models: list[str]
+    updated_at: datetime
+
+
+class AliasListPage(Response):
+    alias_lists: list[AliasListEntry]
 
 
 class ScheduledPrice(Response):

@@ -331,6 +331,7 @@ def forge(claims, key, algorithm="HS256"):
 ADMIN_MODEL = {"id": "local/admin-probe", "provider": "local", "name": "Admin probe", "context_window": 1024,
                "max_output_tokens": 256, "input_price_per_mtok": "0.01", "output_price_per_mtok": "0.02",
                "prices_as_of": "2026-12-07"}
+ADMIN_ALIAS_LIST = {"alias": "admin-probe-mix", "models": [ADMIN_MODEL["id"]]}
 # A public address written as one, so that registering it needs no DNS.
 PUBLIC_WEBHOOK = "https://93.184.216.34/hook"
 
@@ -361,12 +362,14 @@ class World:
         self.ids = {"key_id": self._post("/api/v1/keys", {"provider": "openai", "api_key": MAIN_KEY}, self.auth),
                     "session_id": self._post("/api/v1/chat/sessions", {"model_id": "local/echo"}, self.auth),
                     "access_key_id": access_key["id"], "provider": "local", "name": "echo",
+                    "alias": ADMIN_ALIAS_LIST["alias"],
                     "webhook_id": self._post("/api/v1/webhooks", {"url": PUBLIC_WEBHOOK}, self.auth),
                     "user_id": register(client, password=PASSWORD, **TARGET)["id"]}
         # What the admin probes act on: a model of the harness's own (a probe accepted may disable it) and
         # a user with money to debit.
         with self.owner.cursor() as cur:
-            load_catalog(cur, validated({"models": [ADMIN_MODEL]}))
+            load_catalog(cur, validated({"models": [ADMIN_MODEL]}))  # each statement commits: the model first
+            load_catalog(cur, validated({"models": [ADMIN_MODEL], "alias_lists": [ADMIN_ALIAS_LIST]}))
         assert client.post(f"/api/v1/admin/users/{self.ids['user_id']}/credit", headers=self.auth,
                            json={"amount": "500", "reason": "funds to debit"}).status_code == 201
         self.revoked_access_key, self.expired_access_key = self._revoked_access_key(), self._expired_access_key()
@@ -445,6 +448,8 @@ class World:
                                           "input_price_per_mtok": "0.01", "output_price_per_mtok": "0.02",
                                           "prices_as_of": "2026-12-07"}, "reason": "support ticket 7"},
             "ModelChangeRequest": {"changes": {"description": "probed"}, "reason": "support ticket 7"},
+            "NewAliasListRequest": {"alias": "probe-mix", "models": [ADMIN_MODEL["id"]], "reason": "support ticket 7"},
+            "AliasListChangeRequest": {"models": [ADMIN_MODEL["id"]], "reason": "support ticket 7"},
             "PriceScheduleRequest": {"input_price_per_mtok": "1.00", "output_price_per_mtok": "2.00",
                                      "effective_from": "2099-01-01T00:00:00Z", "reason": "support ticket 7"},
         }
