@@ -1,4 +1,4 @@
--- 0016: the activity feed's entries (`?view=entries`), newest first by time,
+-- 0017: the activity feed's entries (`?view=entries`), newest first by time,
 -- read a page by index at any ledger size: each half of the feed (ledger
 -- entries, chat messages) picks its page's rows by (user, time, id) before
 -- any row is built. Built in the release's transaction, so writes to these

@@ -1,4 +1,4 @@
--- 0017: admins write alias lists, as they write models: through functions that
+-- 0018: admins write alias lists, as they write models: through functions that
 -- check the admin and write the audit row. The schema's alias_lists_valid
 -- trigger still checks a list at commit (its models exist, its name is no
 -- model's), as for a catalog load.

@@ -1,4 +1,4 @@
--- 0015: the last failure of each house key, by the setting that holds it
+-- 0016: the last failure of each house key, by the setting that holds it
 -- (never its value), shared by every worker and instance: a key refused or
 -- rate-limited in one worker shows on the admins' house-key page whichever
 -- worker answers it. Written only when a provider refuses a house key, which
