@@ -21,10 +21,12 @@ def today():
     return datetime.now(timezone.utc).date()
 
 
-def usage(client, token, **params):
+def usage(client, token, tokens=False, **params):
+    """The report's rows: their day, model, cost and requests (`tokens`: all their fields)."""
     response = client.get(USAGE, query_string=params, headers=bearer(token))
     assert response.status_code == 200, response.get_json()
-    return response.get_json()["usage"]
+    return [entry if tokens else {name: entry[name] for name in ("day", "model_id", "cost", "requests")}
+            for entry in response.get_json()["usage"]]
 
 
 def charge(client, token, model_id="local/echo", content="Hello there"):
