@@ -22,6 +22,7 @@ from database.pool import CONNECT_TIMEOUT_SECONDS, Cursor
 from database.vault import VaultError
 
 EMAIL = TypeAdapter(Email)
+USAGE_COUNTS = ("requests", "cost", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
 
 
 def register_commands(app: Flask):
@@ -221,7 +222,8 @@ def _counts(counts):
     """A side of a usage difference, in one line; `none` when that side has no row."""
     if counts is None:
         return "none"
-    return ", ".join(f"{name} {'-' if value is None else value}" for name, value in counts.items())
+    shown = {**counts, "cost": format_money(counts["cost"])}
+    return ", ".join(f"{name} {'-' if shown[name] is None else shown[name]}" for name in USAGE_COUNTS)
 
 
 def _reencrypt_api_keys(vault):
