@@ -22,6 +22,7 @@ from database.pool import CONNECT_TIMEOUT_SECONDS, Cursor
 from database.vault import VaultError
 
 EMAIL = TypeAdapter(Email)
+USAGE_COUNTS = ("requests", "cost", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
 
 
 def register_commands(app: Flask):
@@ -162,6 +163,30 @@ def register_commands(app: Flask):
 
     app.cli.add_command(alerts)
 
+    usage = AppGroup("usage", help="The daily usage rollups that GET /api/v1/usage reads.")
+
+    @usage.command("verify")
+    @click.option("--user", "email", help="Only the account with this email.")
+    def verify(email):
+        """Recount every day's usage from the ledger and name each rollup row (user, day, model,
+        access key) that differs; exit status 1 when any does."""
+        user_id = None
+        if email is not None:
+            email = _email_argument(email)
+            user_id = db.user_id_by_email(email)
+            if user_id is None:
+                raise click.ClickException(f"no account with email {email}")
+        differences, rows = db.usage_differences(user_id)
+        for row in differences:
+            click.echo(f"differs: {row['email']} {row['day']} model {row['model_id'] or '-'} "
+                       f"key {row['access_key_id'] or '-'}: rollup {_counts(row['rollup'])}, "
+                       f"ledger {_counts(row['ledger'])}")
+        if differences:
+            raise click.ClickException(f"{len(differences)} rollup rows differ from the ledger")
+        click.echo(f"usage verified: {rows} rollup rows{f' of {email}' if email else ''} agree with the ledger")
+
+    app.cli.add_command(usage)
+
     @app.cli.command("prune")
     def prune():
         """Delete idempotency records older than 24 hours, login-failure counts gone stale, and (as the
@@ -191,6 +216,14 @@ def _email_argument(email):
         return EMAIL.validate_python(email)
     except ValidationError as exc:
         raise click.BadParameter(next(iter(validation_details(exc, email).values())), param_hint="EMAIL") from None
+
+
+def _counts(counts):
+    """A side of a usage difference, in one line; `none` when that side has no row."""
+    if counts is None:
+        return "none"
+    shown = {**counts, "cost": format_money(counts["cost"])}
+    return ", ".join(f"{name} {'-' if shown[name] is None else shown[name]}" for name in USAGE_COUNTS)
 
 
 def _reencrypt_api_keys(vault):
