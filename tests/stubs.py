@@ -9,6 +9,8 @@ own way, from a script). Asked for a stream (`"stream": true`), they stream the
 reply in their real event formats, tool calls and thinking included, and can
 cut it short or end it with an error event."""
 import copy
+import hashlib
+import hmac
 import json
 import re
 import sys
@@ -497,6 +499,18 @@ class WebhookReceiver:
         self.gate.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def verify_signature(secret, request):
+    """Checks a received webhook request as a receiver should: the signature
+    over the timestamp and the raw body under `secret`, a recent timestamp,
+    and the delivery id the same in the header and the body."""
+    headers = {name.lower(): value for name, value in request["headers"].items()}
+    signed = headers["x-qm-timestamp"].encode() + b"." + request["body"]
+    expected = "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["x-qm-signature"], expected)
+    assert abs(int(headers["x-qm-timestamp"]) - time.time()) < 300
+    assert headers["x-qm-delivery-id"] == json.loads(request["body"])["id"]
 
 
 class SMTPReceiver:
