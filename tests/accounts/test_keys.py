@@ -11,7 +11,8 @@ from app.observability import JSONFormatter
 from database.vault import Vault, VaultError
 from app.alerts import deliver_due
 from tests.stubs import WebhookReceiver, verify_signature
-from tests.support import assert_error, bearer, login, new_session, raise_alert, register, send, user, user_id_of
+from tests.support import assert_error, bearer, login, new_session, raise_alert, register, send, user_id_of
+from tests.support import user as registered_user
 
 KEYS = "/api/v1/keys"
 OPENAI_KEY = "sk-proj-Abc123_secretVALUE-0000wxyz"
@@ -249,7 +250,7 @@ def test_rotation_reseals_webhook_secrets_and_deliveries_still_sign_with_the_ori
     receiver = WebhookReceiver()
     before = create_app({**local, "ENCRYPTION_KEYS": keys_setting(old)})
     client = before.test_client()
-    token = user(client)
+    token = registered_user(client)
     created = client.post("/api/v1/webhooks", json={"url": f"{receiver.url}/hook"}, headers=bearer(token))
     secret = created.get_json()["secret"]
 
