@@ -250,3 +250,40 @@ def test_a_public_webhook_is_registered_listed_and_deleted(client):
     assert client.delete(f"/api/v1/webhooks/{listed[0]['id']}", headers=bearer(other)).status_code == 404
     assert client.delete(f"/api/v1/webhooks/{listed[0]['id']}", headers=bearer(token)).status_code == 204
     assert client.get("/api/v1/webhooks", headers=bearer(token)).get_json()["webhooks"] == []
+
+
+def test_a_webhooks_deliveries_are_paged_and_its_state_is_its_newest_delivery(client, database):
+    from tests.support import assert_error, raise_alert, user, user_id_of
+    token = user(client)
+    created = [client.post("/api/v1/webhooks", json={"url": f"https://93.184.216.34/{name}"}, headers=bearer(token))
+               for name in ("one", "two")]
+    first, second = (answer.get_json()["id"] for answer in created)
+    listed = client.get("/api/v1/webhooks", headers=bearer(token)).get_json()["webhooks"]
+    assert [hook["last_delivery_status"] for hook in listed] == [None, None]
+    for subject in ("a", "b", "c"):
+        assert raise_alert(database, user_id_of(database), subject)
+    database.query("UPDATE alert_deliveries SET status = 'failed' WHERE webhook_id = %s", (second,))
+    listed = client.get("/api/v1/webhooks", headers=bearer(token)).get_json()["webhooks"]
+    assert {hook["id"]: hook["last_delivery_status"] for hook in listed} == {first: "pending", second: "failed"}
+
+    seen, cursor = [], None
+    while True:
+        page = client.get(f"/api/v1/webhooks/{first}/deliveries", query_string={"limit": 2, "cursor": cursor},
+                          headers=bearer(token)).get_json()
+        seen += page["deliveries"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 3 and {entry["webhook_id"] for entry in seen} == {first}
+    assert len({entry["id"] for entry in seen}) == 3
+    assert len(client.get("/api/v1/alerts/deliveries", headers=bearer(token)).get_json()["deliveries"]) == 6
+
+    other = user(client, "bob")
+    assert_error(client.get(f"/api/v1/webhooks/{first}/deliveries", headers=bearer(other)), 404, "not_found")
+    assert_error(client.get("/api/v1/webhooks/not-an-id/deliveries", headers=bearer(token)), 404, "not_found")
+    bad_cursor = assert_error(client.get(f"/api/v1/webhooks/{first}/deliveries?cursor=zz", headers=bearer(token)),
+                              400, "validation_error")
+    assert list(bad_cursor["details"]) == ["cursor"]
+    bad_limit = assert_error(client.get(f"/api/v1/webhooks/{first}/deliveries?limit=0", headers=bearer(token)),
+                             400, "validation_error")
+    assert list(bad_limit["details"]) == ["limit"]
