@@ -8,7 +8,7 @@ import pytest
 
 from tests.browser import SHOTS, PageErrors, settled
 from tests.conftest import clean_database
-from tests.console.test_first_hour import DEVICES, context, device, signed_in_page  # noqa: F401 (fixtures)
+from tests.console.test_first_hour import context, device, signed_in_page  # noqa: F401 (fixtures)
 from tests.stubs import WebhookReceiver, verify_signature
 from tests.support import live_service, live_user, raise_alert
 
