@@ -113,7 +113,8 @@ class _PinnedBackend(httpcore.SyncBackend):
 def pinned_client(addresses, config):
     """A client for one attempt that connects only to `addresses`. Redirects
     are not followed (a receiver could point one anywhere), and no proxy from
-    the environment is used (it would resolve the host itself)."""
+    the environment is used (it would resolve the host itself). Certificates
+    are checked against certifi's roots, or SSL_CERT_FILE's when set."""
     transport = httpx.HTTPTransport()
     # httpx takes no network backend of its own; its pool does.
     transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(),

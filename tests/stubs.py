@@ -461,9 +461,10 @@ if __name__ == "__main__":
 class WebhookReceiver:
     """A webhook receiver on 127.0.0.1: keeps every request (headers and raw
     body), answers each with the next of `statuses` (then 200), and holds a
-    request open while `gate` is closed (cleared)."""
+    request open while `gate` is closed (cleared). With `certificate` (the
+    paths of a PEM certificate and its key) it answers over TLS."""
 
-    def __init__(self):
+    def __init__(self, certificate=None):
         self.received, self.statuses = [], []
         self.gate = threading.Event()
         self.gate.set()
@@ -486,7 +487,15 @@ class WebhookReceiver:
                 self.end_headers()
 
         self.server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if certificate:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*certificate)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.port = self.server.server_address[1]
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait_for(self, count, timeout=20):

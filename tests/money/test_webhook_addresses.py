@@ -6,6 +6,7 @@ resolver in production; these tests put a resolver of their own in its place
 to change what a name resolves to between registration and delivery. The
 webhook receiver and the database are real."""
 import socket
+import subprocess
 import time
 
 import pytest
@@ -106,7 +107,42 @@ def test_an_attempt_connects_to_the_address_its_check_approved(settings, databas
     close_app(flask_app)
 
 
-def test_the_real_resolver_is_the_one_delivery_uses():
+@pytest.fixture
+def tls_receiver(tmp_path, monkeypatch):
+    """An https receiver whose certificate names receiver.test only, trusted
+    through SSL_CERT_FILE (as an operator would trust a private CA)."""
+    cert, key = tmp_path / "receiver.pem", tmp_path / "receiver.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=receiver.test", "-addext", "subjectAltName=DNS:receiver.test", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    receiver = WebhookReceiver(certificate=(str(cert), str(key)))
+    yield receiver
+    receiver.stop()
+
+
+def test_tls_names_and_verifies_the_host_while_connecting_to_the_checked_address(settings, database, tls_receiver,
+                                                                                 monkeypatch):
+    from app import close_app, create_app
+    flask_app = create_app({**settings, "WEBHOOK_ALLOW_PRIVATE": True})
+    client = flask_app.test_client()
+    Resolver(monkeypatch, **{"receiver.test": ["127.0.0.1"], "impostor.test": ["127.0.0.1"]})
+    token = user(client)
+    secret = register(client, token, f"https://receiver.test:{tls_receiver.port}/hook")
+    register(client, token, f"https://impostor.test:{tls_receiver.port}/hook")  # the certificate does not name it
+    user_id = user_id_of(database)
+    assert raise_alert(database, user_id)
+
+    rows = deliver_until_settled(flask_app, database, user_id)
+    assert sorted((status, attempts) for status, attempts, _ in rows) == [("delivered", 1), ("failed", 3)]
+    assert any("certificate" in (error or "").lower() for *_, error in rows)
+    [request] = tls_receiver.received  # only the host the certificate names got the alert
+    assert request["headers"]["Host"] == f"receiver.test:{tls_receiver.port}"
+    verify_signature(secret, request)
+    close_app(flask_app)
+
+
+def test_the_system_resolver_answers_every_address_and_refuses_an_unknown_name():
     assert "127.0.0.1" in app.alerts.resolve_host("localhost", 80)
     with pytest.raises(OSError):
         app.alerts.resolve_host("no-such-host.invalid", 443)
