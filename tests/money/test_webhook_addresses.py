@@ -3,8 +3,9 @@ checks every address found, and connects to a checked address only (DNS
 pinning), so a name that turns private after registration (DNS rebinding)
 reaches nothing. Lookups go through app.alerts.resolve_host, the system's
 resolver in production; these tests put a resolver of their own in its place
-to change what a name resolves to between registration and delivery. The
-webhook receiver and the database are real."""
+to change what a name resolves to between registration and delivery. TLS
+still names and verifies the host, not the address. The webhook receiver
+(over TLS too) and the database are real."""
 import socket
 import subprocess
 import time
