@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
 
 from app.api.bodies import validation_details
+from app.alerts import WEBHOOK_BINDING
 from app.billing import reconcile_holds
 from app.extensions import db, vault
 from app.money import format_money
@@ -96,14 +97,26 @@ def register_commands(app: Flask):
 
     @keys.command("rotate")
     def rotate():
-        """Re-encrypt every stored API key under the newest ENCRYPTION_KEYS entry."""
-        moved, current, failed = _reencrypt_api_keys(vault)
+        """Re-encrypt every stored API key and webhook secret under the newest ENCRYPTION_KEYS entry."""
+        moved, current, failed = _reseal(db.keys_to_reseal, db.reseal_api_key, lambda row: row["provider"])
         click.echo(f"re-encrypted {moved} keys under {vault.newest_kid!r}; "
                    f"{current} were already under it")
-        if failed:
-            raise click.ClickException(
-                f"{len(failed)} keys could not be decrypted and were left as they are: "
-                + ", ".join(str(key_id) for key_id in failed))
+        try:
+            # As the owner: the service's own login may read webhooks' sealed secrets, never rewrite them.
+            with owner_transaction() as tx:
+                hooks_moved, hooks_current, hooks_failed = _reseal(
+                    db.webhooks_to_reseal, db.reseal_webhook_secret, lambda row: WEBHOOK_BINDING, tx=tx)
+        except psycopg2.errors.InsufficientPrivilege:
+            raise click.ClickException("webhook secrets are re-encrypted by the database owner only: "
+                                       "MIGRATE_DATABASE_URL must name the owner") from None
+        click.echo(f"re-encrypted {hooks_moved} webhook secrets under {vault.newest_kid!r}; "
+                   f"{hooks_current} were already under it")
+        unreadable = [(len(ids), what, ids) for what, ids in (("keys", failed), ("webhook secrets", hooks_failed))
+                      if ids]
+        if unreadable:
+            raise click.ClickException("; ".join(
+                f"{count} {what} could not be decrypted and were left as they are: " + ", ".join(map(str, ids))
+                for count, what, ids in unreadable))
 
     app.cli.add_command(keys)
 
@@ -157,9 +170,8 @@ def register_commands(app: Flask):
     @alerts.command("deliver")
     def deliver():
         """Send the alert deliveries due now, once (the workers do so every ALERT_POLL_INTERVAL)."""
-        from app.alerts import deliver_due, webhook_client
-        with webhook_client(current_app.config) as client:
-            click.echo(f"delivered {deliver_due(current_app.config, client)} alerts")
+        from app.alerts import deliver_due
+        click.echo(f"delivered {deliver_due(current_app.config)} alerts")
 
     app.cli.add_command(alerts)
 
@@ -226,19 +238,20 @@ def _counts(counts):
     return ", ".join(f"{name} {'-' if shown[name] is None else shown[name]}" for name in USAGE_COUNTS)
 
 
-def _reencrypt_api_keys(vault):
-    """Moves every stored key under the vault's newest encryption key:
-    (moved, already_current, ids that could not be decrypted). Each key is
+def _reseal(to_reseal, reseal, binding_of, tx=None):
+    """Moves every sealed secret that `to_reseal` lists under the vault's
+    newest encryption key (each bound to its user and `binding_of(row)`):
+    (moved, already_current, ids that could not be decrypted). Each is
     rewritten only if no one changed it meanwhile."""
-    stale, current = db.keys_to_reseal(vault.newest_kid)
+    stale, current = to_reseal(vault.newest_kid, tx=tx)
     moved, failed = 0, []
     for row in stale:
         try:
-            plaintext = vault.decrypt(*row["sealed"], row["user_id"], row["provider"])
+            plaintext = vault.decrypt(*row["sealed"], row["user_id"], binding_of(row))
         except VaultError:
             failed.append(row["id"])
             continue
-        moved += db.reseal_api_key(row["id"], row["sealed"], vault.encrypt(plaintext, row["user_id"], row["provider"]))
+        moved += reseal(row["id"], row["sealed"], vault.encrypt(plaintext, row["user_id"], binding_of(row)), tx=tx)
     return moved, current, failed
 
 
