@@ -134,7 +134,19 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def when_ready(server):
+    """With METRICS_PORT set, /metrics is served there by a process of its own
+    (app/metrics_listener.py), started once the master listens, before any worker forks."""
+    if _config["METRICS_PORT"]:
+        from app import metrics_listener
+        server.metrics_listener = metrics_listener.start(_config)
+        server.log.info("metrics: /metrics on %s:%s", _config["METRICS_HOST"], _config["METRICS_PORT"])
+
+
 def on_exit(server):
+    if getattr(server, "metrics_listener", None):
+        from app import metrics_listener
+        metrics_listener.stop(server.metrics_listener)
     if _METRICS_DIR_MADE:
         shutil.rmtree(_METRICS_DIR, ignore_errors=True)
 

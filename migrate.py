@@ -42,14 +42,16 @@ EXPECTED = {
               "model_ratings", "model_usage_stats", "user_balance", "deposit_cap", "transactions",
               "idempotency_keys", "chat_sessions", "chat_history", "user_preferences", "audit_log", "access_keys",
               "call_charges", "alias_lists", "reconcile_schedule", "admins", "admin_actions", "model_prices", "webhooks",
-              "alert_deliveries", "alert_marks", "access_key_period_spend", "house_key_failures"],
-    "view": ["user_with_balance", "model_popularity", "recent_activity"],
+              "alert_deliveries", "alert_marks", "access_key_period_spend", "usage_daily", "house_key_failures"],
+    "view": ["user_with_balance", "model_popularity", "recent_activity", "usage_calls", "usage_from_ledger",
+             "usage_rollup_differences"],
     "function": ["deduct_user_balance", "add_user_funds", "deposit_with_receipt", "chat_call_context", "settle_chat_call",
                  "audit_row_change", "create_user_balance", "touch_updated_at", "charge_parts",
                  "alias_lists_check", "models_list_names_check", "live_access_key", "debit_user_balance", "admin_move_money",
                  "admin_set_user_active", "admin_put_model", "admin_schedule_price", "admin_audit_log", "price_in_force",
-                 "model_prices_unchangeable", "raise_alert", "transactions_alerts", "admin_put_alias_list",
-                 "admin_drop_alias_list"],
+                 "model_prices_unchangeable", "raise_alert", "transactions_alerts", "usage_count_release",
+                 "usage_count_charges", "usage_recount", "usage_recount_ledger", "usage_recount_charges",
+                 "admin_put_alias_list", "admin_drop_alias_list"],
 }
 
 

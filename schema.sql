@@ -1005,6 +1005,121 @@ BEGIN
 END;
 $$;
 
+CREATE FUNCTION usage_count_charges() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    UPDATE usage_daily u
+       SET input_tokens = coalesce(u.input_tokens, 0) + c.input_tokens,
+           cached_input_tokens = coalesce(u.cached_input_tokens, 0) + c.cached_input_tokens,
+           cache_write_tokens = coalesce(u.cache_write_tokens, 0) + c.cache_write_tokens,
+           output_tokens = coalesce(u.output_tokens, 0) + c.output_tokens
+      FROM usage_calls c
+     WHERE c.hold_id = NEW.hold_id
+       AND u.user_id = c.user_id AND u.day = c.day
+       AND u.model_id IS NOT DISTINCT FROM c.model_id AND u.access_key_id IS NOT DISTINCT FROM c.access_key_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION usage_count_release() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO usage_daily AS u (user_id, day, model_id, access_key_id, requests, cost, input_tokens,
+                                  cached_input_tokens, cache_write_tokens, output_tokens)
+    SELECT user_id, day, model_id, access_key_id, 1, cost, input_tokens, cached_input_tokens, cache_write_tokens,
+           output_tokens
+      FROM usage_calls
+     WHERE release_id = NEW.id
+    ON CONFLICT ON CONSTRAINT usage_daily_key DO UPDATE
+       SET requests = u.requests + 1,
+           cost = u.cost + EXCLUDED.cost,
+           input_tokens = CASE WHEN EXCLUDED.input_tokens IS NULL THEN u.input_tokens
+                               ELSE coalesce(u.input_tokens, 0) + EXCLUDED.input_tokens END,
+           cached_input_tokens = CASE WHEN EXCLUDED.cached_input_tokens IS NULL THEN u.cached_input_tokens
+                                      ELSE coalesce(u.cached_input_tokens, 0) + EXCLUDED.cached_input_tokens END,
+           cache_write_tokens = CASE WHEN EXCLUDED.cache_write_tokens IS NULL THEN u.cache_write_tokens
+                                     ELSE coalesce(u.cache_write_tokens, 0) + EXCLUDED.cache_write_tokens END,
+           output_tokens = CASE WHEN EXCLUDED.output_tokens IS NULL THEN u.output_tokens
+                                ELSE coalesce(u.output_tokens, 0) + EXCLUDED.output_tokens END;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION usage_recount(p_user_ids uuid[], p_days date[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    touched record;
+BEGIN
+    FOR touched IN SELECT DISTINCT t.user_id, t.day FROM unnest(p_user_ids, p_days) AS t (user_id, day)
+                    WHERE t.user_id IS NOT NULL LOOP
+        DELETE FROM usage_daily WHERE user_id = touched.user_id AND day = touched.day;
+        INSERT INTO usage_daily (user_id, day, model_id, access_key_id, requests, cost, input_tokens,
+                                 cached_input_tokens, cache_write_tokens, output_tokens)
+        SELECT user_id, day, model_id, access_key_id, requests, cost, input_tokens, cached_input_tokens,
+               cache_write_tokens, output_tokens
+          FROM usage_from_ledger
+         WHERE user_id = touched.user_id AND day = touched.day;
+    END LOOP;
+END;
+$$;
+
+CREATE FUNCTION usage_recount_charges() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    user_ids uuid[];
+    days     date[];
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(r.user_id), array_agg((r.created_at AT TIME ZONE 'UTC')::date) INTO user_ids, days
+          FROM (SELECT hold_id FROM old_rows UNION ALL SELECT hold_id FROM new_rows) changed
+          JOIN transactions r ON r.related_transaction_id = changed.hold_id AND r.type = 'release';
+    ELSE
+        SELECT array_agg(r.user_id), array_agg((r.created_at AT TIME ZONE 'UTC')::date) INTO user_ids, days
+          FROM old_rows changed
+          JOIN transactions r ON r.related_transaction_id = changed.hold_id AND r.type = 'release';
+    END IF;
+    PERFORM usage_recount(user_ids, days);
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION usage_recount_ledger() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    user_ids uuid[];
+    days     date[];
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(r.user_id), array_agg((r.created_at AT TIME ZONE 'UTC')::date) INTO user_ids, days
+          FROM (SELECT * FROM old_rows UNION ALL SELECT * FROM new_rows) changed
+          JOIN transactions r ON (changed.type = 'release' AND r.id = changed.id)
+                              OR (changed.type = 'hold' AND r.related_transaction_id = changed.id
+                                  AND r.type = 'release');
+        SELECT user_ids || array_agg(user_id), days || array_agg((created_at AT TIME ZONE 'UTC')::date)
+          INTO user_ids, days
+          FROM old_rows WHERE type = 'release';
+    ELSE
+        SELECT array_agg(r.user_id), array_agg((r.created_at AT TIME ZONE 'UTC')::date) INTO user_ids, days
+          FROM (SELECT * FROM old_rows WHERE type = 'release'
+                UNION ALL
+                SELECT r.* FROM old_rows h JOIN transactions r ON r.related_transaction_id = h.id
+                                                              AND r.type = 'release') r;
+    END IF;
+    PERFORM usage_recount(user_ids, days);
+    RETURN NULL;
+END;
+$$;
+
 -- ---------------------------------------------------------------- tables and views
 
 CREATE TABLE access_key_period_spend (
@@ -1400,6 +1515,77 @@ ALTER TABLE transactions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE VIEW usage_calls AS
+ SELECT rel.id AS release_id,
+    hold.id AS hold_id,
+    rel.user_id,
+    ((rel.created_at AT TIME ZONE 'UTC'::text))::date AS day,
+    COALESCE(hold.model_id, (hold.metadata ->> 'model_id'::text)) AS model_id,
+    hold.access_key_id,
+    (hold.amount - rel.amount) AS cost,
+    c.input_tokens,
+    c.cached_input_tokens,
+    (c.cache_write_tokens + c.cache_write_1h_tokens) AS cache_write_tokens,
+    c.output_tokens
+   FROM ((transactions rel
+     JOIN transactions hold ON ((hold.id = rel.related_transaction_id)))
+     LEFT JOIN call_charges c ON ((c.hold_id = hold.id)))
+  WHERE ((rel.type = 'release'::text) AND (rel.amount < hold.amount));
+
+CREATE TABLE usage_daily (
+    user_id uuid NOT NULL,
+    day date NOT NULL,
+    model_id text,
+    access_key_id uuid,
+    requests bigint NOT NULL,
+    cost numeric(20,10) NOT NULL,
+    input_tokens bigint,
+    cached_input_tokens bigint,
+    cache_write_tokens bigint,
+    output_tokens bigint,
+    CONSTRAINT usage_daily_cost_check CHECK ((cost > (0)::numeric)),
+    CONSTRAINT usage_daily_requests_check CHECK ((requests > 0))
+);
+
+CREATE VIEW usage_from_ledger AS
+ SELECT usage_calls.user_id,
+    usage_calls.day,
+    usage_calls.model_id,
+    usage_calls.access_key_id,
+    count(*) AS requests,
+    sum(usage_calls.cost) AS cost,
+    sum(usage_calls.input_tokens) AS input_tokens,
+    sum(usage_calls.cached_input_tokens) AS cached_input_tokens,
+    sum(usage_calls.cache_write_tokens) AS cache_write_tokens,
+    sum(usage_calls.output_tokens) AS output_tokens
+   FROM usage_calls
+  GROUP BY usage_calls.user_id, usage_calls.day, usage_calls.model_id, usage_calls.access_key_id;
+
+CREATE VIEW usage_rollup_differences AS
+ SELECT sides.user_id,
+    sides.day,
+    sides.model_id,
+    sides.access_key_id,
+    (array_agg(sides.counts) FILTER (WHERE (sides.source = 'rollup'::text)))[1] AS rollup,
+    (array_agg(sides.counts) FILTER (WHERE (sides.source = 'ledger'::text)))[1] AS ledger
+   FROM ( SELECT 'rollup'::text AS source,
+            usage_daily.user_id,
+            usage_daily.day,
+            usage_daily.model_id,
+            usage_daily.access_key_id,
+            jsonb_build_object('requests', usage_daily.requests, 'cost', usage_daily.cost, 'input_tokens', usage_daily.input_tokens, 'cached_input_tokens', usage_daily.cached_input_tokens, 'cache_write_tokens', usage_daily.cache_write_tokens, 'output_tokens', usage_daily.output_tokens) AS counts
+           FROM usage_daily
+        UNION ALL
+         SELECT 'ledger'::text,
+            usage_from_ledger.user_id,
+            usage_from_ledger.day,
+            usage_from_ledger.model_id,
+            usage_from_ledger.access_key_id,
+            jsonb_build_object('requests', usage_from_ledger.requests, 'cost', usage_from_ledger.cost, 'input_tokens', usage_from_ledger.input_tokens, 'cached_input_tokens', usage_from_ledger.cached_input_tokens, 'cache_write_tokens', usage_from_ledger.cache_write_tokens, 'output_tokens', usage_from_ledger.output_tokens) AS jsonb_build_object
+           FROM usage_from_ledger) sides
+  GROUP BY sides.user_id, sides.day, sides.model_id, sides.access_key_id
+ HAVING ((array_agg(sides.counts) FILTER (WHERE (sides.source = 'rollup'::text)))[1] IS DISTINCT FROM (array_agg(sides.counts) FILTER (WHERE (sides.source = 'ledger'::text)))[1]);
+
 CREATE TABLE user_balance (
     user_id uuid NOT NULL,
     total_balance numeric(20,10) DEFAULT 0 NOT NULL,
@@ -1548,6 +1734,9 @@ ALTER TABLE ONLY schema_version
 ALTER TABLE ONLY transactions
     ADD CONSTRAINT transactions_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY usage_daily
+    ADD CONSTRAINT usage_daily_key UNIQUE NULLS NOT DISTINCT (user_id, day, model_id, access_key_id);
+
 ALTER TABLE ONLY user_balance
     ADD CONSTRAINT user_balance_pkey PRIMARY KEY (user_id);
 
@@ -1614,8 +1803,6 @@ CREATE UNIQUE INDEX transactions_one_release_per_hold ON transactions USING btre
 
 CREATE INDEX transactions_user_idx ON transactions USING btree (user_id, id DESC);
 
-CREATE INDEX transactions_user_releases_idx ON transactions USING btree (user_id, created_at) WHERE (type = 'release'::text);
-
 CREATE INDEX transactions_user_time_idx ON transactions USING btree (user_id, created_at, id);
 
 CREATE INDEX transactions_user_type_idx ON transactions USING btree (user_id, type, id DESC);
@@ -1663,6 +1850,18 @@ CREATE TRIGGER touch_user_preferences BEFORE UPDATE ON user_preferences FOR EACH
 CREATE TRIGGER touch_users BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
 CREATE TRIGGER transactions_alerts AFTER INSERT ON transactions FOR EACH ROW EXECUTE FUNCTION transactions_alerts();
+
+CREATE TRIGGER usage_count_charges AFTER INSERT ON call_charges FOR EACH ROW EXECUTE FUNCTION usage_count_charges();
+
+CREATE TRIGGER usage_count_release AFTER INSERT ON transactions FOR EACH ROW WHEN ((new.type = 'release'::text)) EXECUTE FUNCTION usage_count_release();
+
+CREATE TRIGGER usage_recount_charges_delete AFTER DELETE ON call_charges REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_recount_charges();
+
+CREATE TRIGGER usage_recount_charges_update AFTER UPDATE ON call_charges REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_recount_charges();
+
+CREATE TRIGGER usage_recount_ledger_delete AFTER DELETE ON transactions REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_recount_ledger();
+
+CREATE TRIGGER usage_recount_ledger_update AFTER UPDATE ON transactions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION usage_recount_ledger();
 
 CREATE TRIGGER users_create_balance AFTER INSERT ON users FOR EACH ROW EXECUTE FUNCTION create_user_balance();
 
@@ -1736,6 +1935,9 @@ ALTER TABLE ONLY transactions
 
 ALTER TABLE ONLY transactions
     ADD CONSTRAINT transactions_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
+
+ALTER TABLE ONLY usage_daily
+    ADD CONSTRAINT usage_daily_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
 
 ALTER TABLE ONLY user_balance
     ADD CONSTRAINT user_balance_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id);
@@ -1813,6 +2015,16 @@ GRANT ALL ON FUNCTION settle_chat_call(p_user_id uuid, p_session_id uuid, p_mode
 
 REVOKE ALL ON FUNCTION transactions_alerts() FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION usage_count_charges() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION usage_count_release() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION usage_recount(p_user_ids uuid[], p_days date[]) FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION usage_recount_charges() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION usage_recount_ledger() FROM PUBLIC;
+
 GRANT SELECT ON TABLE access_keys TO app_user;
 
 GRANT INSERT(user_id) ON TABLE access_keys TO app_user;
@@ -1884,6 +2096,14 @@ GRANT SELECT,INSERT,UPDATE ON TABLE reconcile_schedule TO app_user;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE refresh_tokens TO app_user;
 
 GRANT SELECT ON TABLE schema_version TO app_user;
+
+GRANT SELECT ON TABLE usage_calls TO app_user;
+
+GRANT SELECT ON TABLE usage_daily TO app_user;
+
+GRANT SELECT ON TABLE usage_from_ledger TO app_user;
+
+GRANT SELECT ON TABLE usage_rollup_differences TO app_user;
 
 GRANT SELECT ON TABLE user_balance TO app_user;
 

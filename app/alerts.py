@@ -14,7 +14,11 @@ Each webhook request carries `X-QM-Delivery-Id`, `X-QM-Timestamp` (Unix
 seconds) and `X-QM-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>"
 under the webhook's secret>`. Its address is checked at registration and
 again before each attempt (DNS may change): https only, and no private,
-loopback or link-local address, unless the operator allows them."""
+loopback or link-local address, unless the operator allows them. The attempt
+then connects to an address that check approved, never resolving the host a
+second time (a name that changes between the two, DNS rebinding, reaches
+nothing unchecked); the request still names the host, and TLS still checks
+the certificate for it."""
 import base64
 import hashlib
 import hmac
@@ -30,6 +34,7 @@ import time
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
+import httpcore
 import httpx
 
 from app.extensions import db, vault
@@ -51,10 +56,16 @@ class RefusedAddress(ValueError):
     """The URL may not be called; the message says why."""
 
 
+def resolve_host(host, port):
+    """Every address `host` resolves to, by the system's resolver: the one
+    lookup an attempt makes (the connection goes to what it found)."""
+    return sorted({info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)})
+
+
 def check_webhook_url(url, config):
-    """Raises RefusedAddress unless `url` may be called now: https (or http
-    where WEBHOOK_ALLOW_HTTP), a host that resolves, and only to public
-    addresses (any, where WEBHOOK_ALLOW_PRIVATE) that are not the service's own."""
+    """The addresses `url` may be called at now; RefusedAddress unless it is
+    https (or http where WEBHOOK_ALLOW_HTTP), its host resolves, and only to
+    public addresses (any, where WEBHOOK_ALLOW_PRIVATE) that are not the service's own."""
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -65,17 +76,51 @@ def check_webhook_url(url, config):
     if not parts.hostname or parts.username or parts.password:
         raise RefusedAddress("must name a host, and no user or password")
     try:
-        found = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)}
-    except (socket.gaierror, UnicodeError):
+        found = resolve_host(parts.hostname, port)
+    except (OSError, UnicodeError):
         raise RefusedAddress(f"names a host that does not resolve: {parts.hostname}") from None
+    if not found:
+        raise RefusedAddress(f"names a host that does not resolve: {parts.hostname}")
     if config["WEBHOOK_ALLOW_PRIVATE"]:
-        return
+        return found
     for address in found:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if not ip.is_global or ip.is_multicast:
             raise RefusedAddress(f"resolves to a private or reserved address ({ip}); webhooks must be public")
     if parts.hostname in (config["HOST"], "localhost") and port == config["PORT"]:
         raise RefusedAddress("points at this service")
+    return found
+
+
+class _PinnedBackend(httpcore.SyncBackend):
+    """Opens connections to the checked `addresses` (in turn, until one
+    answers) whatever host the request names: no second lookup. TLS is
+    started by httpcore with the URL's host as server name, so SNI and the
+    certificate check are the host's."""
+
+    def __init__(self, addresses):
+        self.addresses = addresses
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        for address in self.addresses[:-1]:
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError:
+                continue
+        return super().connect_tcp(self.addresses[-1], port, timeout, local_address, socket_options)
+
+
+def pinned_client(addresses, config):
+    """A client for one attempt that connects only to `addresses`. Redirects
+    are not followed (a receiver could point one anywhere), and no proxy from
+    the environment is used (it would resolve the host itself). Certificates
+    are checked against certifi's roots, or SSL_CERT_FILE's when set."""
+    transport = httpx.HTTPTransport()
+    # httpx takes no network backend of its own; its pool does.
+    transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(),
+                                              network_backend=_PinnedBackend(addresses))
+    return httpx.Client(transport=transport, timeout=config["WEBHOOK_TIMEOUT"], follow_redirects=False,
+                        trust_env=False)
 
 
 def new_secret():
@@ -98,13 +143,13 @@ def retry_pause(config, attempts):
     return pause * random.uniform(1.0, 1.1)
 
 
-def deliver_due(config, client):
+def deliver_due(config):
     """One pass: claims the deliveries due and attempts each. How many were delivered."""
     delivered = 0
     for delivery in db.claim_due_deliveries(CLAIM_BATCH, config["ALERT_LEASE_SECONDS"]):
         attempts = delivery["attempts"] + 1
         try:
-            status = (_post_webhook(delivery, config, client) if delivery["channel"] == "webhook"
+            status = (_post_webhook(delivery, config) if delivery["channel"] == "webhook"
                       else _send_email(delivery, config))
             ok = status is None or 200 <= status < 300
             error = None if ok else f"the receiver answered {status}"
@@ -127,16 +172,17 @@ def _described(exc):
     return describe_error(exc)
 
 
-def _post_webhook(delivery, config, client):
+def _post_webhook(delivery, config):
     hook = delivery["webhook"]
-    check_webhook_url(hook["url"], config)
+    addresses = check_webhook_url(hook["url"], config)
     secret = vault.decrypt(hook["encryption_kid"], base64.b64decode(hook["nonce"]),
                            base64.b64decode(hook["encrypted_secret"]), delivery["user_id"], WEBHOOK_BINDING)
     body, timestamp = body_of(delivery), str(int(time.time()))
-    answer = client.post(hook["url"], content=body, headers={
-        "Content-Type": "application/json", "User-Agent": "q-marketplace-alerts",
-        "X-QM-Delivery-Id": str(delivery["id"]), "X-QM-Timestamp": timestamp,
-        "X-QM-Signature": signature(secret, timestamp, body)})
+    with pinned_client(addresses, config) as client:
+        answer = client.post(hook["url"], content=body, headers={
+            "Content-Type": "application/json", "User-Agent": "q-marketplace-alerts",
+            "X-QM-Delivery-Id": str(delivery["id"]), "X-QM-Timestamp": timestamp,
+            "X-QM-Signature": signature(secret, timestamp, body)})
     return answer.status_code
 
 
@@ -169,20 +215,14 @@ def _send_email(delivery, config):
     return None
 
 
-def webhook_client(config):
-    """Redirects are not followed: a receiver could point one at a private address."""
-    return httpx.Client(timeout=config["WEBHOOK_TIMEOUT"], follow_redirects=False)
-
-
 def keep_delivering(app, sleep):
     """A worker's loop: a pass every ALERT_POLL_INTERVAL, a failed pass logged and tried again."""
     config = app.config
-    with webhook_client(config) as client:
-        sleep(random.uniform(0, min(config["ALERT_POLL_INTERVAL"], 1.0)))  # workers spread out
-        while True:
-            try:
-                with app.app_context():
-                    deliver_due(config, client)
-            except Exception as exc:
-                log.warning("alert delivery pass failed: %s", describe_error(exc))
-            sleep(config["ALERT_POLL_INTERVAL"])
+    sleep(random.uniform(0, min(config["ALERT_POLL_INTERVAL"], 1.0)))  # workers spread out
+    while True:
+        try:
+            with app.app_context():
+                deliver_due(config)
+        except Exception as exc:
+            log.warning("alert delivery pass failed: %s", describe_error(exc))
+        sleep(config["ALERT_POLL_INTERVAL"])

@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from pydantic import TypeAdapter, ValidationError
 
 from app.api.bodies import validation_details
+from app.alerts import WEBHOOK_BINDING
 from app.billing import reconcile_holds
 from app.extensions import db, vault
 from app.money import format_money
@@ -22,6 +23,7 @@ from database.pool import CONNECT_TIMEOUT_SECONDS, Cursor
 from database.vault import VaultError
 
 EMAIL = TypeAdapter(Email)
+USAGE_COUNTS = ("requests", "cost", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
 
 
 def register_commands(app: Flask):
@@ -95,14 +97,26 @@ def register_commands(app: Flask):
 
     @keys.command("rotate")
     def rotate():
-        """Re-encrypt every stored API key under the newest ENCRYPTION_KEYS entry."""
-        moved, current, failed = _reencrypt_api_keys(vault)
+        """Re-encrypt every stored API key and webhook secret under the newest ENCRYPTION_KEYS entry."""
+        moved, current, failed = _reseal(db.keys_to_reseal, db.reseal_api_key, lambda row: row["provider"])
         click.echo(f"re-encrypted {moved} keys under {vault.newest_kid!r}; "
                    f"{current} were already under it")
-        if failed:
-            raise click.ClickException(
-                f"{len(failed)} keys could not be decrypted and were left as they are: "
-                + ", ".join(str(key_id) for key_id in failed))
+        try:
+            # As the owner: the service's own login may read webhooks' sealed secrets, never rewrite them.
+            with owner_transaction() as tx:
+                hooks_moved, hooks_current, hooks_failed = _reseal(
+                    db.webhooks_to_reseal, db.reseal_webhook_secret, lambda row: WEBHOOK_BINDING, tx=tx)
+        except psycopg2.errors.InsufficientPrivilege:
+            raise click.ClickException("webhook secrets are re-encrypted by the database owner only: "
+                                       "MIGRATE_DATABASE_URL must name the owner") from None
+        click.echo(f"re-encrypted {hooks_moved} webhook secrets under {vault.newest_kid!r}; "
+                   f"{hooks_current} were already under it")
+        unreadable = [(len(ids), what, ids) for what, ids in (("keys", failed), ("webhook secrets", hooks_failed))
+                      if ids]
+        if unreadable:
+            raise click.ClickException("; ".join(
+                f"{count} {what} could not be decrypted and were left as they are: " + ", ".join(map(str, ids))
+                for count, what, ids in unreadable))
 
     app.cli.add_command(keys)
 
@@ -156,11 +170,34 @@ def register_commands(app: Flask):
     @alerts.command("deliver")
     def deliver():
         """Send the alert deliveries due now, once (the workers do so every ALERT_POLL_INTERVAL)."""
-        from app.alerts import deliver_due, webhook_client
-        with webhook_client(current_app.config) as client:
-            click.echo(f"delivered {deliver_due(current_app.config, client)} alerts")
+        from app.alerts import deliver_due
+        click.echo(f"delivered {deliver_due(current_app.config)} alerts")
 
     app.cli.add_command(alerts)
+
+    usage = AppGroup("usage", help="The daily usage rollups that GET /api/v1/usage reads.")
+
+    @usage.command("verify")
+    @click.option("--user", "email", help="Only the account with this email.")
+    def verify(email):
+        """Recount every day's usage from the ledger and name each rollup row (user, day, model,
+        access key) that differs; exit status 1 when any does."""
+        user_id = None
+        if email is not None:
+            email = _email_argument(email)
+            user_id = db.user_id_by_email(email)
+            if user_id is None:
+                raise click.ClickException(f"no account with email {email}")
+        differences, rows = db.usage_differences(user_id)
+        for row in differences:
+            click.echo(f"differs: {row['email']} {row['day']} model {row['model_id'] or '-'} "
+                       f"key {row['access_key_id'] or '-'}: rollup {_counts(row['rollup'])}, "
+                       f"ledger {_counts(row['ledger'])}")
+        if differences:
+            raise click.ClickException(f"{len(differences)} rollup rows differ from the ledger")
+        click.echo(f"usage verified: {rows} rollup rows{f' of {email}' if email else ''} agree with the ledger")
+
+    app.cli.add_command(usage)
 
     @app.cli.command("prune")
     def prune():
@@ -193,19 +230,28 @@ def _email_argument(email):
         raise click.BadParameter(next(iter(validation_details(exc, email).values())), param_hint="EMAIL") from None
 
 
-def _reencrypt_api_keys(vault):
-    """Moves every stored key under the vault's newest encryption key:
-    (moved, already_current, ids that could not be decrypted). Each key is
+def _counts(counts):
+    """A side of a usage difference, in one line; `none` when that side has no row."""
+    if counts is None:
+        return "none"
+    shown = {**counts, "cost": format_money(counts["cost"])}
+    return ", ".join(f"{name} {'-' if shown[name] is None else shown[name]}" for name in USAGE_COUNTS)
+
+
+def _reseal(to_reseal, reseal, binding_of, tx=None):
+    """Moves every sealed secret that `to_reseal` lists under the vault's
+    newest encryption key (each bound to its user and `binding_of(row)`):
+    (moved, already_current, ids that could not be decrypted). Each is
     rewritten only if no one changed it meanwhile."""
-    stale, current = db.keys_to_reseal(vault.newest_kid)
+    stale, current = to_reseal(vault.newest_kid, tx=tx)
     moved, failed = 0, []
     for row in stale:
         try:
-            plaintext = vault.decrypt(*row["sealed"], row["user_id"], row["provider"])
+            plaintext = vault.decrypt(*row["sealed"], row["user_id"], binding_of(row))
         except VaultError:
             failed.append(row["id"])
             continue
-        moved += db.reseal_api_key(row["id"], row["sealed"], vault.encrypt(plaintext, row["user_id"], row["provider"]))
+        moved += reseal(row["id"], row["sealed"], vault.encrypt(plaintext, row["user_id"], binding_of(row)), tx=tx)
     return moved, current, failed
 
 

@@ -179,6 +179,10 @@ SETTINGS = {
     # unset, there is no /metrics at all. A request without it gets METRICS_REFUSAL_STATUS.
     "METRICS_TOKEN": ("", _text),
     "METRICS_REFUSAL_STATUS": ("404", lambda value: int(_choice("401", "404")(value))),
+    # Set: /metrics is served on this port of METRICS_HOST by a listener of its own
+    # (app/metrics_listener.py), and no longer on the API's port. Unset: on the API's.
+    "METRICS_PORT": ("", lambda value: _integer(1, 65535)(value) if _text(value) else None),
+    "METRICS_HOST": ("127.0.0.1", _text),
     # Alerts (app/alerts.py): webhooks must be https and public unless these allow
     # otherwise (development, tests); each attempt's timeout (SMTP's too).
     "WEBHOOK_ALLOW_HTTP": ("false", _flag),

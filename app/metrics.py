@@ -137,21 +137,29 @@ def register_request_metrics(app):
 
 def scrape():
     """The /metrics answer: every worker's figures (multiprocess mode), or this process's.
-    METRICS_TOKEN unset: the endpoint does not exist (404). Set: it answers a
-    request bearing it; any other gets METRICS_REFUSAL_STATUS (401 or 404)."""
+    METRICS_TOKEN unset, or METRICS_PORT set (the figures are served there,
+    app/metrics_listener.py): the endpoint does not exist (404). Else it
+    answers a request bearing the token; any other gets METRICS_REFUSAL_STATUS (401 or 404)."""
     token = current_app.config["METRICS_TOKEN"]
-    if not token:
+    if not token or current_app.config["METRICS_PORT"]:
         raise NotFound()
-    given = request.headers.get("Authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+    if not bearer_accepted(request.headers.get("Authorization", ""), token):
         raise Unauthorized() if current_app.config["METRICS_REFUSAL_STATUS"] == 401 else NotFound()
+    answer = current_app.response_class(exposition())
+    answer.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return answer
+
+
+def bearer_accepted(authorization, token):
+    """Whether an Authorization header's value is `Bearer <token>`, compared in constant time."""
+    return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+
+
+def exposition():
+    """Prometheus' text format of every worker's figures (multiprocess mode), or this process's."""
     if os.environ.get(MULTIPROCESS_DIR):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        body = generate_latest(registry)
-    else:
-        from prometheus_client import REGISTRY
-        body = generate_latest(REGISTRY)
-    answer = current_app.response_class(body)
-    answer.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return answer
+        return generate_latest(registry)
+    from prometheus_client import REGISTRY
+    return generate_latest(REGISTRY)

@@ -9,7 +9,8 @@ per million calls.
     python bench/data.py [--rows 1000000] [--users 10000] [--heavy-share 0.1] [--samples 50]
 
 The rows are written in bulk as the owner with triggers off (the audit log
-is not what is measured); the queries run as the service's login through
+is not what is measured), and the daily usage rollups built from them as an
+upgrade builds them; the queries run as the service's login through
 DatabaseService, as the API runs them."""
 import argparse
 import sys
@@ -27,7 +28,7 @@ from bench.harness import durable_database, percentile  # noqa: E402
 from database import DatabaseService  # noqa: E402
 from database.pool import PoolHolder  # noqa: E402
 
-TABLES = ("transactions", "call_charges", "audit_log", "chat_history")
+TABLES = ("transactions", "call_charges", "usage_daily", "audit_log", "chat_history")
 SEED = """
 SET session_replication_role = replica;
 INSERT INTO users (id, email, username, password_hash)
@@ -60,6 +61,13 @@ INSERT INTO call_charges (hold_id, input_tokens, cached_input_tokens, cache_writ
                           output_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost,
                           served_model_id, served_provider)
 SELECT id, 100, 0, 0, 0, 50, 0.0003, 0, 0, 0.0003, model_id, split_part(model_id, '/', 1) FROM holds;
+-- The daily usage rollups, built from that ledger as migration 0015 builds an existing database's
+-- (the triggers that keep them as calls settle are off here).
+INSERT INTO usage_daily (user_id, day, model_id, access_key_id, requests, cost, input_tokens, cached_input_tokens,
+                         cache_write_tokens, output_tokens)
+SELECT user_id, day, model_id, access_key_id, requests, cost, input_tokens, cached_input_tokens, cache_write_tokens,
+       output_tokens
+  FROM usage_from_ledger;
 """
 
 

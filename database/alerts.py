@@ -3,6 +3,11 @@ works through. Alerts themselves are raised in the database: by a trigger on
 the ledger (a balance below its threshold, a key at 80% of its limit) and by
 note_spend_limit_reached (a call refused by a limit)."""
 WEBHOOK_COLUMNS = "id, url, created_at"
+# A webhook's state is its newest delivery's: none yet, pending, delivered or failed.
+LAST_DELIVERY = """
+    (SELECT d.status FROM alert_deliveries d
+      WHERE d.webhook_id = w.id AND d.user_id = w.user_id
+      ORDER BY d.created_at DESC, d.id DESC LIMIT 1) AS last_delivery_status"""
 DELIVERY_COLUMNS = ("id, channel, webhook_id, kind, payload, status, attempts, last_status, last_error, "
                     "next_attempt_at, created_at, delivered_at")
 
@@ -23,6 +28,39 @@ class AlertsSQL:
                 {"user_id": user_id, "url": url, "kid": kid, "nonce": nonce, "ciphertext": ciphertext},
             )
 
+    def webhooks_to_reseal(self, newest_kid, tx=None):
+        """The webhooks whose secret is not under the encryption key
+        `newest_kid` (id, user_id, sealed), and how many already are, read together."""
+        with self._maybe(tx) as cursor:
+            stale = cursor.all(
+                """
+                SELECT id, user_id, encryption_kid, nonce, encrypted_secret
+                  FROM webhooks
+                 WHERE encryption_kid <> %(newest)s
+                """,
+                {"newest": newest_kid},
+            )
+            current = cursor.one("SELECT count(*) AS n FROM webhooks WHERE encryption_kid = %(newest)s",
+                                 {"newest": newest_kid})["n"]
+        for row in stale:
+            row["sealed"] = (row.pop("encryption_kid"), row.pop("nonce"), row.pop("encrypted_secret"))
+        return stale, current
+
+    def reseal_webhook_secret(self, webhook_id, old, new, tx=None):
+        """Replaces the secret's sealed form `old` by `new`: False, and the
+        webhook left as it is, when it was deleted or changed meanwhile."""
+        (old_kid, old_nonce, _), (kid, nonce, ciphertext) = old, new
+        with self._maybe(tx) as cursor:
+            return cursor.run(
+                """
+                UPDATE webhooks
+                   SET encryption_kid = %(kid)s, nonce = %(nonce)s, encrypted_secret = %(ciphertext)s
+                 WHERE id = %(id)s AND encryption_kid = %(old_kid)s AND nonce = %(old_nonce)s
+                """,
+                {"kid": kid, "nonce": nonce, "ciphertext": ciphertext, "id": webhook_id,
+                 "old_kid": old_kid, "old_nonce": old_nonce},
+            ) == 1
+
     def count_webhooks(self, user_id, tx=None):
         with self._alone(tx) as cursor:
             return cursor.one("SELECT count(*) AS n FROM webhooks WHERE user_id = %(user_id)s",
@@ -33,8 +71,8 @@ class AlertsSQL:
         with self._alone(tx) as cursor:
             return cursor.all(
                 f"""
-                SELECT {WEBHOOK_COLUMNS}
-                  FROM webhooks
+                SELECT w.id, w.url, w.created_at, {LAST_DELIVERY}
+                  FROM webhooks w
                  WHERE user_id = %(user_id)s
                    AND (%(created_at)s::timestamptz IS NULL OR (created_at, id) < (%(created_at)s, %(id)s))
                  ORDER BY created_at DESC, id DESC
@@ -49,7 +87,13 @@ class AlertsSQL:
             return cursor.run("DELETE FROM webhooks WHERE id = %(id)s AND user_id = %(user_id)s",
                               {"id": webhook_id, "user_id": user_id}) == 1
 
-    def list_alert_deliveries(self, user_id, limit, after=None, tx=None):
+    def webhook_exists(self, user_id, webhook_id, tx=None):
+        with self._alone(tx) as cursor:
+            return cursor.one("SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = %(id)s AND user_id = %(user_id)s) "
+                              "AS found", {"id": webhook_id, "user_id": user_id})["found"]
+
+    def list_alert_deliveries(self, user_id, limit, after=None, webhook_id=None, tx=None):
+        """The user's deliveries newest first; only those to `webhook_id` when given."""
         created_at, delivery_id = after or (None, None)
         with self._alone(tx) as cursor:
             return cursor.all(
@@ -57,11 +101,13 @@ class AlertsSQL:
                 SELECT {DELIVERY_COLUMNS}
                   FROM alert_deliveries
                  WHERE user_id = %(user_id)s
+                   AND (%(webhook_id)s::uuid IS NULL OR webhook_id = %(webhook_id)s)
                    AND (%(created_at)s::timestamptz IS NULL OR (created_at, id) < (%(created_at)s, %(id)s))
                  ORDER BY created_at DESC, id DESC
                  LIMIT %(limit)s
                 """,
-                {"user_id": user_id, "created_at": created_at, "id": delivery_id, "limit": limit},
+                {"user_id": user_id, "webhook_id": webhook_id, "created_at": created_at, "id": delivery_id,
+                 "limit": limit},
             )
 
     def note_spend_limit_reached(self, user_id, amount, daily_limit, access_key_id, tx=None):

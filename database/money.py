@@ -1,5 +1,8 @@
 """The balance and its ledger. Money moves only inside the stored procedures
 (deduct_user_balance, add_user_funds); these methods call them."""
+import json
+from decimal import Decimal
+
 from psycopg2.extras import Json
 
 TRANSACTION_COLUMNS = ("id, type, amount, available_after, related_transaction_id, description, model_id, "
@@ -116,30 +119,55 @@ class MoneySQL:
 
     def charges(self, user_id, first_day, last_day, by_day, by_model, tx=None):
         """What the user paid, per UTC day and/or model, from `first_day` to
-        `last_day` inclusive: each settled hold's amount less what its release
-        returned, dated by the release. An open hold has no release yet and a
-        hold returned whole charged nothing, so neither counts."""
+        `last_day` inclusive, read from the daily rollups (usage_daily, kept by
+        the settle): each settled hold's amount less what its release returned,
+        dated by the release. An open hold has no release yet and a hold
+        returned whole charged nothing, so neither counts. Token counts sum the
+        calls whose settle kept them; null when none did."""
         with self._alone(tx) as cursor:
             return cursor.all(
                 """
-                SELECT CASE WHEN %(by_day)s THEN (rel.created_at AT TIME ZONE 'UTC')::date END AS day,
-                       CASE WHEN %(by_model)s THEN coalesce(hold.model_id, hold.metadata ->> 'model_id') END
-                           AS model_id,
-                       sum(hold.amount - rel.amount) AS cost,
-                       count(*) AS requests
-                  FROM transactions rel
-                  JOIN transactions hold ON hold.id = rel.related_transaction_id
-                 WHERE rel.user_id = %(user_id)s
-                   AND rel.type = 'release'
-                   AND rel.amount < hold.amount
-                   AND rel.created_at >= %(first_day)s::timestamp AT TIME ZONE 'UTC'
-                   AND rel.created_at < (%(last_day)s::date + 1)::timestamp AT TIME ZONE 'UTC'
+                SELECT CASE WHEN %(by_day)s THEN day END AS day,
+                       CASE WHEN %(by_model)s THEN model_id END AS model_id,
+                       sum(cost) AS cost,
+                       sum(requests)::bigint AS requests,
+                       sum(input_tokens)::bigint AS input_tokens,
+                       sum(cached_input_tokens)::bigint AS cached_input_tokens,
+                       sum(cache_write_tokens)::bigint AS cache_write_tokens,
+                       sum(output_tokens)::bigint AS output_tokens
+                  FROM usage_daily
+                 WHERE user_id = %(user_id)s
+                   AND day BETWEEN %(first_day)s AND %(last_day)s
                  GROUP BY 1, 2
                  ORDER BY 1, 2
                 """,
                 {"user_id": user_id, "first_day": first_day, "last_day": last_day,
                  "by_day": by_day, "by_model": by_model},
             )
+
+    def usage_differences(self, user_id=None, tx=None):
+        """Every rollup row (user, day, model, key) that differs from what the
+        ledger adds up to, with both counts (null: no row on that side), and
+        how many rollup rows were compared: (differences, rows)."""
+        with self._maybe(tx) as cursor:
+            differences = cursor.all(
+                """
+                SELECT u.email, d.day, d.model_id, d.access_key_id, d.rollup::text, d.ledger::text
+                  FROM usage_rollup_differences d
+                  JOIN users u ON u.id = d.user_id
+                 WHERE %(user_id)s::uuid IS NULL OR d.user_id = %(user_id)s
+                 ORDER BY u.email, d.day, d.model_id, d.access_key_id
+                """,
+                {"user_id": user_id},
+            )
+            rows = cursor.one(
+                "SELECT count(*) AS rows FROM usage_daily WHERE %(user_id)s::uuid IS NULL OR user_id = %(user_id)s",
+                {"user_id": user_id},
+            )["rows"]
+        for row in differences:  # costs exact, as Decimal
+            for side in ("rollup", "ledger"):
+                row[side] = None if row[side] is None else json.loads(row[side], parse_float=Decimal)
+        return differences, rows
 
     def stale_holds(self, call_timeout, grace_seconds, made_within=None, tx=None):
         """Holds never settled (their call's process died) whose call's deadline is

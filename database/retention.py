@@ -1,7 +1,8 @@
 """Retention: old chat messages, audit rows and finished alert deliveries
 deleted in small batches, each its own short transaction, as the database's
 owner (the service's login may not delete audit rows). Money rows (the
-ledger, its holds and charges) are never deleted. A batch skips rows another
+ledger, its holds and charges) and the usage rollups made from them are
+never deleted. A batch skips rows another
 prune holds (SKIP LOCKED), so two prunes at once, or one run twice, delete
 each row once and never wait on each other; the ledger is never locked."""
 from contextlib import closing

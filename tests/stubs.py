@@ -9,6 +9,8 @@ own way, from a script). Asked for a stream (`"stream": true`), they stream the
 reply in their real event formats, tool calls and thinking included, and can
 cut it short or end it with an error event."""
 import copy
+import hashlib
+import hmac
 import json
 import re
 import sys
@@ -459,9 +461,10 @@ if __name__ == "__main__":
 class WebhookReceiver:
     """A webhook receiver on 127.0.0.1: keeps every request (headers and raw
     body), answers each with the next of `statuses` (then 200), and holds a
-    request open while `gate` is closed (cleared)."""
+    request open while `gate` is closed (cleared). With `certificate` (the
+    paths of a PEM certificate and its key) it answers over TLS."""
 
-    def __init__(self):
+    def __init__(self, certificate=None):
         self.received, self.statuses = [], []
         self.gate = threading.Event()
         self.gate.set()
@@ -484,7 +487,15 @@ class WebhookReceiver:
                 self.end_headers()
 
         self.server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if certificate:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*certificate)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.port = self.server.server_address[1]
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait_for(self, count, timeout=20):
@@ -497,6 +508,18 @@ class WebhookReceiver:
         self.gate.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def verify_signature(secret, request):
+    """Checks a received webhook request as a receiver should: the signature
+    over the timestamp and the raw body under `secret`, a recent timestamp,
+    and the delivery id the same in the header and the body."""
+    headers = {name.lower(): value for name, value in request["headers"].items()}
+    signed = headers["x-qm-timestamp"].encode() + b"." + request["body"]
+    expected = "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["x-qm-signature"], expected)
+    assert abs(int(headers["x-qm-timestamp"]) - time.time()) < 300
+    assert headers["x-qm-delivery-id"] == json.loads(request["body"])["id"]
 
 
 class SMTPReceiver:

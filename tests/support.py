@@ -246,6 +246,14 @@ def user_id_of(database, email="ada@example.com"):
     return database.query("SELECT id FROM users WHERE email = %s", (email,))[0][0]
 
 
+def raise_alert(database, user_id, subject=None):
+    """A low-balance alert for the user, raised by the database's own raise_alert
+    (as the ledger's trigger does): one outbox row per webhook of theirs. False
+    when `subject` (by default the user) already alerted."""
+    return database.query("SELECT raise_alert(%s, %s, 'low_balance', 'test', '{\"available_balance\": \"0\"}')",
+                          (user_id, subject or f"test:{user_id}"))[0][0]
+
+
 def add_models(owner_url, *entries, alias_lists=()):
     """Adds or updates catalog entries (and alias lists), validated as `flask catalog load` does, as the
     database's owner."""

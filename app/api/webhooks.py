@@ -55,12 +55,28 @@ def delete_webhook(caller, webhook_id):
         raise NotFound()
 
 
+@bp.get("/webhooks/<webhook_id>/deliveries")
+@response(AlertDeliveryPage)
+@query(LIMIT, CURSOR)
+@caller(ACCOUNT)
+def list_webhook_deliveries(caller, webhook_id):
+    """One webhook's deliveries, newest first: each attempt's outcome"""
+    webhook_id = uuid_from_path(webhook_id)
+    if not db.webhook_exists(caller.user_id, webhook_id):
+        raise NotFound()
+    return _delivery_page(caller.user_id, webhook_id)
+
+
 @bp.get("/alerts/deliveries")
 @response(AlertDeliveryPage)
 @query(LIMIT, CURSOR)
 @caller(ACCOUNT)
 def list_alert_deliveries(caller):
     """Your alerts' deliveries, newest first: each attempt's outcome, by webhook or email"""
-    page, next_cursor = newest_first(lambda limit, after: db.list_alert_deliveries(caller.user_id, limit,
-                                                                                   after=after))
+    return _delivery_page(caller.user_id, None)
+
+
+def _delivery_page(user_id, webhook_id):
+    page, next_cursor = newest_first(lambda limit, after: db.list_alert_deliveries(
+        user_id, limit, after=after, webhook_id=webhook_id))
     return AlertDeliveryPage(deliveries=[AlertDelivery.from_row(row) for row in page], next_cursor=next_cursor)

@@ -19,6 +19,8 @@ class Webhook(Response):
     id: UUID
     url: str
     created_at: datetime
+    # Its newest delivery's status: null before the first alert.
+    last_delivery_status: Literal["pending", "delivered", "failed"] | None = None
 
 
 class NewWebhook(Webhook):

@@ -72,10 +72,17 @@ class UsageQuery(BaseModel):
 
 
 class UsageRow(Response):
+    """Token counts sum the calls whose settle kept them (input not read from
+    or written to the cache, cached input read, cache writes for 5 minutes and
+    1 hour, output); null when none did, as for calls settled before they were kept."""
     day: date | None
     model_id: str | None
     cost: MoneyText
     requests: int
+    input_tokens: int | None
+    cached_input_tokens: int | None
+    cache_write_tokens: int | None
+    output_tokens: int | None
 
     @classmethod
     def from_row(cls, row):

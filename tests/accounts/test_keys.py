@@ -9,7 +9,10 @@ import pytest
 from app import close_app, create_app
 from app.observability import JSONFormatter
 from database.vault import Vault, VaultError
-from tests.support import assert_error, bearer, login, new_session, register, send, user_id_of
+from app.alerts import deliver_due
+from tests.stubs import WebhookReceiver, verify_signature
+from tests.support import assert_error, bearer, login, new_session, raise_alert, register, send, user_id_of
+from tests.support import user as registered_user
 
 KEYS = "/api/v1/keys"
 OPENAI_KEY = "sk-proj-Abc123_secretVALUE-0000wxyz"
@@ -240,12 +243,57 @@ def test_rotation_moves_every_key_to_the_newest(settings, database, openai_stub,
         close_app(app)
 
 
+def test_rotation_reseals_webhook_secrets_and_deliveries_still_sign_with_the_original(settings, database):
+    old, new = ("old", os.urandom(32)), ("new", os.urandom(32))
+    local = {**settings, "WEBHOOK_ALLOW_HTTP": True, "WEBHOOK_ALLOW_PRIVATE": True,
+             "MIGRATE_DATABASE_URL": database.owner_url}
+    receiver = WebhookReceiver()
+    before = create_app({**local, "ENCRYPTION_KEYS": keys_setting(old)})
+    client = before.test_client()
+    token = registered_user(client)
+    created = client.post("/api/v1/webhooks", json={"url": f"{receiver.url}/hook"}, headers=bearer(token))
+    secret = created.get_json()["secret"]
+
+    both = create_app({**local, "ENCRYPTION_KEYS": keys_setting(new, old)})
+    result = both.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert "re-encrypted 1 webhook secrets under 'new'; 0 were already under it" in result.output
+    assert database.query("SELECT DISTINCT encryption_kid FROM webhooks") == [("new",)]
+    again = both.test_cli_runner().invoke(args=["keys", "rotate"]).output
+    assert "re-encrypted 0 webhook secrets under 'new'; 1 were already under it" in again
+    assert secret not in result.output + again
+
+    after = create_app({**local, "ENCRYPTION_KEYS": keys_setting(new)})  # the old key is gone
+    assert raise_alert(database, user_id_of(database))
+    with after.app_context():
+        assert deliver_due(after.config) == 1
+    [request] = receiver.received
+    verify_signature(secret, request)
+    receiver.stop()
+    for app in (before, both, after):
+        close_app(app)
+
+
+def test_rotation_needs_the_owner_to_reseal_webhook_secrets(client, token, settings, database):
+    client.post("/api/v1/webhooks", json={"url": "https://93.184.216.34/hook"}, headers=bearer(token))
+    # MIGRATE_DATABASE_URL unset: the owner's login falls back to the service's, which may not rewrite secrets.
+    both = create_app({**settings, "ENCRYPTION_KEYS": keys_setting(("new", os.urandom(32)), ("test1", b"k" * 32))})
+    result = both.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert result.exit_code != 0
+    assert "MIGRATE_DATABASE_URL must name the owner" in result.output
+    assert database.query("SELECT encryption_kid FROM webhooks") == [("test1",)]
+    close_app(both)
+
+
 def test_rotation_reports_keys_it_cannot_decrypt(app, client, token, database, settings):
     add_key(client, token)
+    client.post("/api/v1/webhooks", json={"url": "https://93.184.216.34/hook"}, headers=bearer(token))
     database.query("UPDATE api_keys SET encryption_kid = 'gone'")
+    database.query("UPDATE webhooks SET encryption_kid = 'gone'")
     result = app.test_cli_runner().invoke(args=["keys", "rotate"])
     assert result.exit_code != 0
     assert "1 keys could not be decrypted" in result.output
+    assert "1 webhook secrets could not be decrypted" in result.output
     assert OPENAI_KEY not in result.output
 
 

@@ -4,8 +4,6 @@ a balance below its threshold, an access key at 80% and 100% of its limit,
 the daily limit reached; under bursts of parallel calls too. Deliveries are
 signed, retried, marked failed when the receiver stays down, survive a crash
 between the commit and the delivery, and never hold up a billed call."""
-import hashlib
-import hmac
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import clean_database
-from tests.stubs import SMTPReceiver, WebhookReceiver
+from tests.stubs import SMTPReceiver, WebhookReceiver, verify_signature
 from tests.support import bearer, live_service, live_user, readme_ledger_query
 
 ALLOW_LOCAL = {"WEBHOOK_ALLOW_HTTP": True, "WEBHOOK_ALLOW_PRIVATE": True, "ALERT_POLL_INTERVAL": 0.2,
@@ -88,15 +86,6 @@ def settled_kinds(server, user_id, count, timeout=20):
         time.sleep(0.1)
 
 
-def verify(secret, request):
-    headers = {name.lower(): value for name, value in request["headers"].items()}
-    signed = headers["x-qm-timestamp"].encode() + b"." + request["body"]
-    expected = "v1=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["x-qm-signature"], expected)
-    assert abs(int(headers["x-qm-timestamp"]) - time.time()) < 300
-    assert headers["x-qm-delivery-id"] == json.loads(request["body"])["id"]
-
-
 def test_low_balance_alerts_once_per_crossing_under_bursts(server, receiver, smtp):
     headers, user_id = live_user(server.url, "1")
     token = headers["Authorization"].split()[1]
@@ -119,7 +108,7 @@ def test_low_balance_alerts_once_per_crossing_under_bursts(server, receiver, smt
     assert [alert["type"] for alert in alerts(received)] == ["low_balance", "low_balance"]
     assert len({alert["id"] for alert in alerts(received)}) == 2
     for request in received:
-        verify(secret, request)
+        verify_signature(secret, request)
         assert request["path"] == "/hook"
     assert Decimal(alerts(received)[0]["data"]["available_balance"]) < Decimal("0.99999")
     mail = [message for message in smtp.wait_for(before_mail + 2)
@@ -151,7 +140,7 @@ def test_a_key_alerts_at_80_and_100_percent_once_each(server, receiver):
     time.sleep(1)
     assert sorted(alert["type"] for alert in alerts(receiver.received)) == ["key_spend_100", "key_spend_80"]
     for request in received:
-        verify(secret, request)
+        verify_signature(secret, request)
         assert json.loads(request["body"])["data"]["spend_limit"].rstrip("0") == str(limit).rstrip("0")
     assert server.database.query(readme_ledger_query()) == []
 
@@ -177,7 +166,7 @@ def test_a_failing_receiver_is_retried_with_the_same_delivery_id(server, receive
     received = receiver.wait_for(3)
     assert len(received) == 3 and len({json.loads(request["body"])["id"] for request in received}) == 1
     for request in received:
-        verify(secret, request)
+        verify_signature(secret, request)
     assert settled_kinds(server, user_id, 1) == ["low_balance"]
     status, attempts, last_status = server.database.query(
         "SELECT status, attempts, last_status FROM alert_deliveries WHERE user_id = %s", (user_id,))[0]
@@ -261,3 +250,40 @@ def test_a_public_webhook_is_registered_listed_and_deleted(client):
     assert client.delete(f"/api/v1/webhooks/{listed[0]['id']}", headers=bearer(other)).status_code == 404
     assert client.delete(f"/api/v1/webhooks/{listed[0]['id']}", headers=bearer(token)).status_code == 204
     assert client.get("/api/v1/webhooks", headers=bearer(token)).get_json()["webhooks"] == []
+
+
+def test_a_webhooks_deliveries_are_paged_and_its_state_is_its_newest_delivery(client, database):
+    from tests.support import assert_error, raise_alert, user, user_id_of
+    token = user(client)
+    created = [client.post("/api/v1/webhooks", json={"url": f"https://93.184.216.34/{name}"}, headers=bearer(token))
+               for name in ("one", "two")]
+    first, second = (answer.get_json()["id"] for answer in created)
+    listed = client.get("/api/v1/webhooks", headers=bearer(token)).get_json()["webhooks"]
+    assert [hook["last_delivery_status"] for hook in listed] == [None, None]
+    for subject in ("a", "b", "c"):
+        assert raise_alert(database, user_id_of(database), subject)
+    database.query("UPDATE alert_deliveries SET status = 'failed' WHERE webhook_id = %s", (second,))
+    listed = client.get("/api/v1/webhooks", headers=bearer(token)).get_json()["webhooks"]
+    assert {hook["id"]: hook["last_delivery_status"] for hook in listed} == {first: "pending", second: "failed"}
+
+    seen, cursor = [], None
+    while True:
+        page = client.get(f"/api/v1/webhooks/{first}/deliveries", query_string={"limit": 2, "cursor": cursor},
+                          headers=bearer(token)).get_json()
+        seen += page["deliveries"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 3 and {entry["webhook_id"] for entry in seen} == {first}
+    assert len({entry["id"] for entry in seen}) == 3
+    assert len(client.get("/api/v1/alerts/deliveries", headers=bearer(token)).get_json()["deliveries"]) == 6
+
+    other = user(client, "bob")
+    assert_error(client.get(f"/api/v1/webhooks/{first}/deliveries", headers=bearer(other)), 404, "not_found")
+    assert_error(client.get("/api/v1/webhooks/not-an-id/deliveries", headers=bearer(token)), 404, "not_found")
+    bad_cursor = assert_error(client.get(f"/api/v1/webhooks/{first}/deliveries?cursor=zz", headers=bearer(token)),
+                              400, "validation_error")
+    assert list(bad_cursor["details"]) == ["cursor"]
+    bad_limit = assert_error(client.get(f"/api/v1/webhooks/{first}/deliveries?limit=0", headers=bearer(token)),
+                             400, "validation_error")
+    assert list(bad_limit["details"]) == ["limit"]

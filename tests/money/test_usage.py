@@ -1,5 +1,8 @@
-"""GET /api/v1/usage: the user's charges per UTC day and model, summed from the
-ledger; charges are made through the API with the local models."""
+"""GET /api/v1/usage: the user's charges per UTC day and model, read from the
+daily rollups that each settle keeps; charges are made through the API with
+the local models. After each test README's ledger check, which holds the
+rollups equal to the ledger, finds nothing: also after the ledger's rows
+were moved to other days by hand (as the owner)."""
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -7,7 +10,7 @@ import pytest
 
 from app.extensions import db
 from app.money import format_money
-from tests.support import assert_error, bearer, new_session, send, user, user_id_of
+from tests.support import assert_error, bearer, new_session, readme_ledger_query, send, user, user_id_of
 
 USAGE = "/api/v1/usage"
 
@@ -17,14 +20,22 @@ def token(client):
     return user(client, funds="10")
 
 
+@pytest.fixture(autouse=True)
+def ledger_checked(database):
+    yield
+    assert database.query(readme_ledger_query()) == []
+
+
 def today():
     return datetime.now(timezone.utc).date()
 
 
-def usage(client, token, **params):
+def usage(client, token, tokens=False, **params):
+    """The report's rows: their day, model, cost and requests (`tokens`: all their fields)."""
     response = client.get(USAGE, query_string=params, headers=bearer(token))
     assert response.status_code == 200, response.get_json()
-    return response.get_json()["usage"]
+    return [entry if tokens else {name: entry[name] for name in ("day", "model_id", "cost", "requests")}
+            for entry in response.get_json()["usage"]]
 
 
 def charge(client, token, model_id="local/echo", content="Hello there"):
@@ -125,6 +136,31 @@ def test_only_settled_charges_count(app, client, token, database):
         returned = db.hold_funds(user_id, Decimal("0.50"), "failed", {}, model_id="local/reverse")
         assert db.release_hold(user_id, returned["transaction_id"], Decimal("0.50"), "Returned", {})["ok"]
     assert usage(client, token) == [row(today(), "local/echo", [Decimal("0.12")])]
+
+
+def test_tokens_are_summed_by_kind_from_the_calls_that_kept_them(app, client, token, database):
+    """Two chat calls with their usage; a hold settled without a charge by part
+    (as before schema version 8) adds its cost but no tokens, and a model only
+    such calls used shows null tokens."""
+    answers = []
+    for content in ("Hello there", "a longer question than that"):
+        answer = send(client, token, new_session(client, token), content)
+        assert answer.status_code == 201, answer.get_json()
+        answers.append(answer.get_json())
+    user_id = user_id_of(database)
+    with app.app_context():
+        for model_id in ("local/echo", "local/reverse"):
+            held = db.hold_funds(user_id, Decimal("0.30"), "call", {}, model_id=model_id)
+            assert db.release_hold(user_id, held["transaction_id"], Decimal("0.10"), "Unused part", {})["ok"]
+    echo, reverse = usage(client, token, tokens=True)
+    assert (echo["requests"], echo["cost"]) == (3, format_money(sum(Decimal(answer["cost"]) for answer in answers)
+                                                                + Decimal("0.20")))
+    assert (echo["input_tokens"], echo["cached_input_tokens"], echo["cache_write_tokens"], echo["output_tokens"]) == (
+        sum(answer["usage"]["prompt_tokens"] for answer in answers), 0, 0,
+        sum(answer["usage"]["completion_tokens"] for answer in answers))
+    assert echo["input_tokens"] > 0 and echo["output_tokens"] > 0
+    assert reverse == {**row(today(), "local/reverse", [Decimal("0.20")]), "input_tokens": None,
+                       "cached_input_tokens": None, "cache_write_tokens": None, "output_tokens": None}
 
 
 def test_another_users_charges_are_never_seen(client, token):

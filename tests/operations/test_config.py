@@ -86,6 +86,8 @@ def test_development_makes_random_secrets():
     ("PORT", "70000"),
     ("PORT", "0"),
     ("DB_PORT", "-5"),
+    ("METRICS_PORT", "70000"),
+    ("METRICS_PORT", "http"),
     ("DB_POOL_SIZE", "0"),
     ("DB_POOL_TIMEOUT", "0"),
     ("PASSWORD_ITERATIONS", "0"),

@@ -140,6 +140,11 @@ def test_check_constraints_refuse_impossible_money(database, statement):
     "UPDATE user_balance SET total_balance = 1000000",
     "INSERT INTO user_balance (user_id) VALUES (gen_random_uuid())",
     "DELETE FROM user_balance",
+    # The usage rollups change only as calls settle, through the ledger's triggers.
+    "UPDATE usage_daily SET cost = 0",
+    "DELETE FROM usage_daily",
+    "INSERT INTO usage_daily (user_id, day, requests, cost) VALUES (gen_random_uuid(), current_date, 1, 1)",
+    "SELECT usage_recount(ARRAY[gen_random_uuid()], ARRAY[current_date])",
 ])
 def test_app_user_cannot(as_app_user, statement):
     with pytest.raises(psycopg2.errors.InsufficientPrivilege):
@@ -151,6 +156,16 @@ def test_app_user_reads_the_catalog_and_the_views(database, as_app_user, relatio
     database.query("SELECT add_user_funds(%s::uuid, 5)", (make_user(database),))
     statement = f"SELECT count(*) FROM {relation}"  # names from the list above
     assert call(as_app_user, statement, None) == database.query(statement)[0] != (0,)
+
+
+def test_app_user_reads_the_usage_rollups_a_release_wrote(database, as_app_user):
+    user_id = make_user(database)
+    database.query("SELECT add_user_funds(%s::uuid, 5)", (user_id,))
+    (hold_id,), = database.query("SELECT transaction_id FROM deduct_user_balance(%s::uuid, 1)", (user_id,))
+    database.query("SELECT add_user_funds(%s::uuid, 0.25, 'release', %s)", (user_id, hold_id))
+    assert call(as_app_user, "SELECT requests, cost, output_tokens FROM usage_daily", None) == (1, Decimal("0.75"),
+                                                                                                None)
+    assert call(as_app_user, "SELECT count(*) FROM usage_rollup_differences", None) == (0,)
 
 
 @pytest.mark.parametrize("procedure", ["deduct_user_balance", "add_user_funds"])

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import create_app, metrics  # noqa: F401 (defines the metrics the dashboard is checked against)
 from tests.conftest import clean_database
 from tests.sdk_clients import assert_charged_exactly
+from devtools.cluster import free_port
 from tests.support import ROOT, assert_error, bearer, live_service, live_user, settings_for
 
 TOKEN = "m" * 40
@@ -158,3 +159,36 @@ def test_the_dashboard_names_only_metrics_that_exist():
         "qmarket_billed_tokens_total", "qmarket_billed_dollars_total", "qmarket_holds_open",
         "qmarket_holds_reconciled_total", "qmarket_db_pool_connections_in_use", "qmarket_db_pool_wait_seconds",
         "qmarket_refusals_total", "qmarket_streams_open"}
+
+
+def test_metrics_on_a_port_of_their_own_sum_both_workers_and_leave_the_api_port(pg_server, template_db,
+                                                                                tmp_path_factory):
+    directory = tmp_path_factory.mktemp("metrics-port")
+    port = free_port()
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    with clean_database(pg_server, template_db) as database, live_service(
+            database, workers=2, METRICS_PORT=port, METRICS_TOKEN=TOKEN,
+            PROMETHEUS_MULTIPROC_DIR=str(directory)) as live:
+        headers, _ = live_user(live.url, "5")
+        key = httpx.post(f"{live.url}/api/v1/access-keys", json={"name": "metrics"}, headers=headers).json()["key"]
+        served = []
+        for _ in range(10):  # until each worker has served some
+            served += calls(live, key, 16)
+            if len(per_worker_requests(directory, COMPLETIONS)) >= 2:
+                break
+        workers = per_worker_requests(directory, COMPLETIONS)
+        assert len(workers) >= 2, workers
+        answer = httpx.get(metrics_url, headers=bearer(TOKEN))
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain; version=")
+        scraped = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                   for family in text_string_to_metric_families(answer.text) for sample in family.samples}
+        assert total(scraped, "qmarket_http_requests_total", route=COMPLETIONS, status="200") == sum(
+            workers.values()) == len(served)
+        # The token is asked for there too; nothing else is served; the API's port has no /metrics.
+        for refused in (httpx.get(metrics_url), httpx.get(metrics_url, headers=bearer(TOKEN + "x")),
+                        httpx.get(f"http://127.0.0.1:{port}/other", headers=bearer(TOKEN)),
+                        httpx.get(f"{live.url}/metrics", headers=bearer(TOKEN))):
+            assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
+            assert "qmarket_" not in refused.text
+    with pytest.raises(httpx.ConnectError):  # the listener ended with the service
+        httpx.get(metrics_url, headers=bearer(TOKEN))

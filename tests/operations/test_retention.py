@@ -1,6 +1,6 @@
 """`flask prune`: chat messages, audit rows and finished alert deliveries past
 their retention deleted as the owner in small batches, twice or two at once
-harmlessly, and never a ledger row."""
+harmlessly, and never a ledger row or a usage rollup."""
 from concurrent.futures import ThreadPoolExecutor
 
 from psycopg2.extensions import make_dsn
@@ -13,11 +13,14 @@ OLD, RECENT = "now() - interval '400 days'", "now() - interval '1 day'"
 
 
 def seed(database, old_audit_rows=0):
-    """A user with an old and a recent chat message, ledger rows, and old and recent
-    audit rows and alert deliveries; returns the user's id."""
+    """A user with an old and a recent chat message, old ledger rows (a deposit and a
+    settled call, counted in the usage rollups), and old and recent audit rows and
+    alert deliveries; returns the user's id."""
     user_id = database.query("INSERT INTO users (email, username, password_hash) "
                              "VALUES ('ada@example.com', 'ada', 'x') RETURNING id")[0][0]
     database.query("SELECT add_user_funds(%s, 5, 'deposit', NULL, 'test', '{}')", (user_id,))
+    hold_id = database.query("SELECT transaction_id FROM deduct_user_balance(%s, 1)", (user_id,))[0][0]
+    database.query("SELECT add_user_funds(%s, 0.25, 'release', %s)", (user_id, hold_id))
     session_id = database.query("INSERT INTO chat_sessions (user_id, model_id) VALUES (%s, 'local/echo') "
                                 "RETURNING id", (user_id,))[0][0]
     for age in (OLD, RECENT):
@@ -35,7 +38,7 @@ def seed(database, old_audit_rows=0):
 
 def counts(database):
     return {table: database.query(f"SELECT count(*) FROM {table}")[0][0]
-            for table in ("chat_history", "alert_deliveries", "transactions")} | {
+            for table in ("chat_history", "alert_deliveries", "transactions", "usage_daily")} | {
         "old_audit": database.query("SELECT count(*) FROM audit_log WHERE created_at < now() - interval '365 days'")
         [0][0]}
 
@@ -56,10 +59,11 @@ def test_prune_deletes_what_is_past_its_retention_and_never_money(database):
     assert "pruned 1 chat messages, " in result.output and "1 alert deliveries" in result.output
     after = counts(database)
     assert after == {"chat_history": 1, "alert_deliveries": before["alert_deliveries"] - 1,
-                     "transactions": before["transactions"], "old_audit": 0}
+                     "transactions": before["transactions"], "usage_daily": 1, "old_audit": 0}
     # Pending deliveries stay, however old; so does the recent message.
     assert database.query("SELECT status FROM alert_deliveries WHERE created_at < now() - interval '30 days'") == [
         ("pending",)]
+    assert database.query("SELECT day < current_date - 365 FROM usage_daily") == [(True,)]
     assert database.query(readme_ledger_query()) == []
     again = run_prune(database, CHAT_RETENTION_DAYS=30)
     assert again.exit_code == 0 and "pruned 0 chat messages, 0 audit rows and 0 alert deliveries" in again.output

@@ -16,6 +16,7 @@ from psycopg2.extensions import make_dsn
 import migrate
 from app import close_app, create_app
 from app.billing import reconcile_holds
+from app.money import format_money
 from app.security import hash_password
 from devtools.schema_file import dump_schema
 from tests.conftest import APP_PASSWORD, _admin
@@ -26,6 +27,8 @@ RELEASE_1 = "d276917"
 SCHEMA_7 = "9fdf0d5"
 # A commit at schema version 10, before operators and the price book.
 SCHEMA_10 = "74afb4a"
+# A commit at schema version 14, before the daily usage rollups.
+SCHEMA_14 = "4810652"
 # What an old commit's migrate.py needs: app/ too, where later ones read MAX_TOPUP's default.
 RELEASE_FILES = ["migrate.py", "schema.sql", "catalog.json", "database", "app"]
 LEDGER_TABLES = ["users", "user_balance", "transactions", "api_keys", "chat_sessions", "chat_history",
@@ -84,6 +87,13 @@ def schema_7_database(pg_server, tmp_path):
 def schema_10_database(pg_server, tmp_path):
     """A database at schema version 10, made by that commit's own migrate.py."""
     with database_made_by(pg_server, SCHEMA_10, tmp_path, "qmarket_schema10") as owner_url:
+        yield owner_url
+
+
+@pytest.fixture
+def schema_14_database(pg_server, tmp_path):
+    """A database at schema version 14, made by that commit's own migrate.py."""
+    with database_made_by(pg_server, SCHEMA_14, tmp_path, "qmarket_schema14") as owner_url:
         yield owner_url
 
 
@@ -317,3 +327,61 @@ def test_a_database_newer_than_the_code_is_refused(database):
     with pytest.raises(RuntimeError, match=f"schema version {newest + 1}, newer than this code's {newest}"):
         migrate.migrate(database.owner_url, APP_PASSWORD, out=lambda line: None)
     assert database.query("SELECT max(version) FROM schema_version") == [(newest + 1,)]
+
+
+def test_a_schema_14_database_gets_its_usage_rollups_built_from_its_ledger(schema_14_database):
+    """Calls settled by that schema's procedures: one with its charge by part
+    (its tokens kept), one released without (cost and requests only, tokens
+    null), one returned whole and one still open (neither counts). The upgrade
+    counts them as the settle now does, and calls made since add to them."""
+    owner_url = schema_14_database
+    assert recorded_versions(owner_url)[-1][0] == 14
+    with closing(psycopg2.connect(owner_url)) as conn, conn, conn.cursor() as cur:
+        user_id, session_id = funded_user_with_a_session(cur)
+
+        def hold(amount, model_id):
+            cur.execute("SELECT ok, transaction_id FROM deduct_user_balance(%s, %s, 'hold', '{}', NULL, 60, %s, NULL)",
+                        (user_id, amount, model_id))
+            ok, hold_id = cur.fetchone()
+            assert ok
+            return hold_id
+
+        settled = hold("0.5", "local/echo")
+        cur.execute("SELECT charged FROM settle_chat_call(%s, %s, 'local/echo', NULL, %s, 0.5, 'hi', 9, 0.1, "
+                    "'You said: hi', 4, 0.2, 0::smallint, '{\"kind\": \"settle\"}', 3, 2, 1, 0, 0.01, 0.02, "
+                    "'local')", (user_id, session_id, settled))
+        assert cur.fetchone()[0]
+        for model_id, returned in (("local/reverse", "0.2"), ("local/reverse", "0.5")):
+            cur.execute("SELECT ok FROM add_user_funds(%s, %s, 'release', %s, 'settle', '{}')",
+                        (user_id, returned, hold("0.5", model_id)))
+            assert cur.fetchone()[0]
+        hold("0.5", "local/echo")
+    before = snapshot(owner_url)
+
+    migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)
+    migrate.migrate(owner_url, APP_PASSWORD, out=lambda line: None)  # and again: nothing counted twice
+
+    assert_every_row_kept(before, snapshot(owner_url))
+    rollups = ("SELECT model_id, access_key_id, requests, cost, input_tokens, cached_input_tokens, "
+               "cache_write_tokens, output_tokens FROM usage_daily ORDER BY model_id")
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute(rollups)
+        assert cur.fetchall() == [("local/echo", None, 1, Decimal("0.33"), 3, 3, 3, 4),
+                                  ("local/reverse", None, 1, Decimal("0.3"), None, None, None, None)]
+    app = create_app(settings_for(make_dsn(owner_url, user=migrate.APP_ROLE, password=APP_PASSWORD)))
+    try:
+        client = app.test_client()
+        headers = bearer(login(client)["access_token"])
+        sent = client.post(f"/api/v1/chat/sessions/{session_id}/messages", headers=headers, json={"content": "more"})
+        assert sent.status_code == 201, sent.get_json()
+        usage = client.get("/api/v1/usage", headers=headers, query_string={"group_by": "model"}).get_json()["usage"]
+        assert [(row["model_id"], row["requests"], row["cost"], row["input_tokens"] is None) for row in usage] == [
+            ("local/echo", 2, format_money(Decimal("0.33") + Decimal(sent.get_json()["cost"])), False),
+            ("local/reverse", 1, "0.30", True)]
+        result = app.test_cli_runner().invoke(args=["usage", "verify"])
+        assert (result.exit_code, result.output) == (0, "usage verified: 2 rollup rows agree with the ledger\n")
+    finally:
+        close_app(app)
+    with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        cur.execute(readme_ledger_query())
+        assert cur.fetchall() == []

@@ -19,6 +19,7 @@ const PAGES = [
   [/^\/chat$/, "chat", "Chat"],
   [/^\/chat\/(?<session>[^/]+)$/, "conversation", "Chat"],
   [/^\/preferences$/, "preferences", "Preferences"],
+  [/^\/webhooks$/, "webhooks", "Webhooks"],
   [/^\/admin\/users$/, "admin-users", "Users"],
   [/^\/admin\/users\/(?<user>[^/]+)$/, "admin-user", "User"],
   [/^\/admin\/models$/, "admin-models", "Catalog admin"],
@@ -26,7 +27,8 @@ const PAGES = [
   [/^\/admin\/audit$/, "admin-audit", "Audit log"],
 ];
 const NAV = [["overview", "Overview"], ["topup", "Top up"], ["keys", "Provider keys"], ["access-keys", "Access keys"],
-             ["models", "Models"], ["recommend", "Recommend"], ["chat", "Chat"], ["preferences", "Preferences"]];
+             ["models", "Models"], ["recommend", "Recommend"], ["chat", "Chat"], ["preferences", "Preferences"],
+             ["webhooks", "Webhooks"]];
 // Shown to admins only (the API refuses everyone else anyway).
 const ADMIN_NAV = [["admin/users", "Users"], ["admin/models", "Catalog admin"], ["admin/holds", "Holds"],
                    ["admin/audit", "Audit log"]];

@@ -25,7 +25,8 @@ export async function render({ signal }) {
       inputmode: "decimal", autocomplete: "off", value: preferences.low_balance_threshold ?? "",
       hint: "Empty: no alert. Sent once, again after a top-up lifts the balance above it." }),
     email_alerts: field("Email my alerts", { name: "email_alerts",
-      control: select(EMAIL_ALERTS, String(preferences.email_alerts)) }),
+      control: select(EMAIL_ALERTS, String(preferences.email_alerts)),
+      hint: "Alerts always go to your webhooks, which you add on the Webhooks page." }),
   };
   const alert = formAlert();
   const amount = (name) => fields[name].input.value.trim() || null;
