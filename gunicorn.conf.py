@@ -137,7 +137,7 @@ def child_exit(server, worker):
 def when_ready(server):
     """With METRICS_PORT set, /metrics is served there by a process of its own
     (app/metrics_listener.py), started once the master listens, before any worker forks."""
-    if _config["METRICS_PORT"]:
+    if _config["METRICS_PORT"] and _config["METRICS_ENABLED"]:
         from app import metrics_listener
         server.metrics_listener = metrics_listener.start(_config)
         server.log.info("metrics: /metrics on %s:%s", _config["METRICS_HOST"], _config["METRICS_PORT"])

@@ -624,7 +624,7 @@ def reconcile_holds(config, recent=False, missed_seconds=0.0):
                                        "Returned: the call never settled", {"kind": "reconcile"}, tx=tx)
         if released["ok"]:
             returned += 1
-            metrics.holds_reconciled.inc()
+            metrics.hold_reconciled()
             log.warning("returned hold %s (%s USD) of a call that never settled", stale["id"], stale["amount"])
     return returned
 

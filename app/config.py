@@ -175,6 +175,9 @@ SETTINGS = {
     # Requests each gevent worker serves at once, an open stream one for as long
     # as it lasts (see BENCHMARKS.md, "Concurrent streams").
     "WEB_THREADS": ("1100", _integer(1, 10_000)),
+    # Off: no Prometheus figure is counted and there is no /metrics (saves their
+    # few tens of microseconds a call; BENCHMARKS.md, "Metrics and alerts").
+    "METRICS_ENABLED": ("true", _flag),
     # GET /metrics answers only a request bearing this token (Authorization: Bearer …);
     # unset, there is no /metrics at all. A request without it gets METRICS_REFUSAL_STATUS.
     "METRICS_TOKEN": ("", _text),

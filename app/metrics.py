@@ -63,11 +63,13 @@ refusals = Counter("qmarket_refusals_total", "Requests refused by a rate limit o
 streams_open = Gauge("qmarket_streams_open", "Streamed answers being relayed", multiprocess_mode="livesum")
 
 _open_holds = set()
+_counting = True  # METRICS_ENABLED, for the process: off, the figures below are never updated
 
 
 def hold_opened(hold_id):
-    _open_holds.add(hold_id)
-    holds_open.inc()
+    if _counting:
+        _open_holds.add(hold_id)
+        holds_open.inc()
 
 
 def hold_ended(hold_id):
@@ -77,19 +79,39 @@ def hold_ended(hold_id):
         holds_open.dec()
 
 
+def hold_reconciled():
+    if _counting:
+        holds_reconciled.inc()
+
+
+def stream_opened():
+    if _counting:
+        streams_open.inc()
+
+
+def stream_closed():
+    if _counting:
+        streams_open.dec()
+
+
 def provider_attempt(provider, model, ok, first_token_seconds=None):
+    if not _counting:
+        return
     provider_calls.labels(provider, model, "ok" if ok else "error").inc()
     if ok and first_token_seconds is not None:
         provider_first_token.labels(provider, model).observe(first_token_seconds)
 
 
 def provider_served(provider, model, seconds):
-    provider_duration.labels(provider, model).observe(seconds)
+    if _counting:
+        provider_duration.labels(provider, model).observe(seconds)
 
 
 def billed(model, charge):
     """A settled call's app.pricing.Charge. Input counts the prompt's tokens
     billed at the input price; cache reads and writes have kinds of their own."""
+    if not _counting:
+        return
     cache_write = charge.cache_write_tokens + charge.cache_write_1h_tokens
     parts = (("input", charge.prompt_tokens - charge.cache_read_tokens - cache_write, charge.input_cost),
              ("output", charge.completion_tokens, charge.output_cost),
@@ -104,7 +126,8 @@ def billed(model, charge):
 
 def refused(reason):
     """`reason`: rate_limited or login_locked."""
-    refusals.labels(reason).inc()
+    if _counting:
+        refusals.labels(reason).inc()
 
 
 class PoolObserver:
@@ -112,15 +135,24 @@ class PoolObserver:
 
     @staticmethod
     def borrowed(wait_seconds):
-        pool_wait.observe(wait_seconds)
-        pool_in_use.inc()
+        if _counting:
+            pool_wait.observe(wait_seconds)
+            pool_in_use.inc()
 
     @staticmethod
     def returned():
-        pool_in_use.dec()
+        if _counting:
+            pool_in_use.dec()
 
 
 def register_request_metrics(app):
+    """Counts every request; with METRICS_ENABLED off, nothing at all is
+    counted in this process (a worker serves one app)."""
+    global _counting
+    _counting = app.config["METRICS_ENABLED"]
+    if not _counting:
+        return
+
     @app.before_request
     def start_clock():
         g.metrics_started = time.perf_counter()
@@ -137,11 +169,11 @@ def register_request_metrics(app):
 
 def scrape():
     """The /metrics answer: every worker's figures (multiprocess mode), or this process's.
-    METRICS_TOKEN unset, or METRICS_PORT set (the figures are served there,
-    app/metrics_listener.py): the endpoint does not exist (404). Else it
+    METRICS_TOKEN unset, METRICS_ENABLED off, or METRICS_PORT set (the figures
+    are served there, app/metrics_listener.py): the endpoint does not exist (404). Else it
     answers a request bearing the token; any other gets METRICS_REFUSAL_STATUS (401 or 404)."""
     token = current_app.config["METRICS_TOKEN"]
-    if not token or current_app.config["METRICS_PORT"]:
+    if not token or current_app.config["METRICS_PORT"] or not current_app.config["METRICS_ENABLED"]:
         raise NotFound()
     if not bearer_accepted(request.headers.get("Authorization", ""), token):
         raise Unauthorized() if current_app.config["METRICS_REFUSAL_STATUS"] == 401 else NotFound()

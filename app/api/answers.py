@@ -98,7 +98,7 @@ class Relay:
         self.request_id, self.path, self.began = request_id(), request.path, time.perf_counter()
         self.outcome, self.client_cut = "failed", None
         self._thread = threading.Thread(target=self._run, name="stream-relay", daemon=True)
-        metrics.streams_open.inc()
+        metrics.stream_opened()
         self._thread.start()
 
     def __iter__(self):
@@ -113,7 +113,7 @@ class Relay:
     def close(self):
         self.outbox.close()
         self._thread.join()
-        metrics.streams_open.dec()
+        metrics.stream_closed()
         if not self.outbox.delivered and self.client_cut is None:
             self.outcome = "client left"
         fields = {"request_id": self.request_id, "path": self.path, "outcome": self.outcome,

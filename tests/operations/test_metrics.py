@@ -139,6 +139,21 @@ def test_metrics_are_absent_without_a_token_and_401_when_configured():
     assert answer.status_code == 200 and b"qmarket_http_requests_total" in answer.data
 
 
+def test_with_metrics_disabled_nothing_is_counted_and_there_is_no_endpoint(pg_server, template_db, tmp_path):
+    with clean_database(pg_server, template_db) as database, live_service(
+            database, workers=2, METRICS_ENABLED="false", METRICS_TOKEN=TOKEN,
+            PROMETHEUS_MULTIPROC_DIR=str(tmp_path)) as live:
+        headers, _ = live_user(live.url, "5")
+        key = httpx.post(f"{live.url}/api/v1/access-keys", json={"name": "quiet"}, headers=headers).json()["key"]
+        assert len(calls(live, key, 6)) == 6
+        refused = httpx.get(f"{live.url}/metrics", headers=bearer(TOKEN))
+        assert refused.status_code == 404, refused.text
+        counted = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                   for family in multiprocess.MultiProcessCollector.merge(
+                       [str(path) for path in tmp_path.glob("*.db")]) for sample in family.samples}
+        assert {name: value for name, value in counted.items() if value} == {}
+
+
 def dashboard_metric_names():
     dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
