@@ -51,7 +51,7 @@ EXPECTED = {
                  "admin_set_user_active", "admin_put_model", "admin_schedule_price", "admin_audit_log", "price_in_force",
                  "model_prices_unchangeable", "raise_alert", "transactions_alerts", "usage_count_release",
                  "usage_count_charges", "usage_recount", "usage_recount_ledger", "usage_recount_charges",
-                 "admin_put_alias_list", "admin_drop_alias_list"],
+                 "admin_put_alias_list", "admin_drop_alias_list", "model_call_context"],
 }
 
 

@@ -121,46 +121,7 @@ class ChatSQL:
         list's resolves to no model; `listed_models` are the list's (else None)."""
         with self._alone(tx) as cursor:
             row = cursor.one(
-                """
-                WITH named AS (
-                    SELECT m.id,
-                           CASE WHEN m.id = %(model_name)s THEN 1
-                                WHEN %(model_name)s = ANY (m.aliases) THEN 2
-                                ELSE 3 END AS rank
-                      FROM models m
-                     WHERE m.id = %(model_name)s
-                        OR %(model_name)s = ANY (m.aliases)
-                        OR (m.is_active AND split_part(m.id, '/', 2) = %(model_name)s)
-                ), resolved AS (
-                    SELECT id
-                      FROM (SELECT id, rank, min(rank) OVER () AS best, count(*) OVER (PARTITION BY rank) AS alike
-                              FROM named) n
-                     WHERE rank = best
-                       AND alike = 1
-                )
-                SELECT u.token_generation, m.id AS model_id, m.provider, m.context_window, m.max_output_tokens,
-                       p.id AS price_version_id, p.input_price_per_mtok, p.output_price_per_mtok,
-                       p.cache_read_price_per_mtok, p.cache_write_price_per_mtok, p.cache_write_1h_price_per_mtok,
-                       m.is_active, m.features,
-                       m.input_modalities, m.deployments,
-                       coalesce(%(max_tokens)s, least(m.max_output_tokens, %(default_max_tokens)s)) AS max_tokens,
-                       pref.daily_spend_limit, pref.max_cost_per_message,
-                       coalesce(pref.house_key_fallback, false) AS house_key_fallback,
-                       (SELECT l.models FROM alias_lists l WHERE l.alias = %(model_name)s) AS listed_models,
-                       (SELECT coalesce(json_agg(json_build_object(
-                                   'id', a.id, 'provider', a.provider, 'encryption_kid', a.encryption_kid,
-                                   'nonce', encode(a.nonce, 'base64'),
-                                   'encrypted_key', encode(a.encrypted_key, 'base64'))
-                                   ORDER BY a.created_at DESC, a.id), '[]')
-                          FROM api_keys a
-                         WHERE a.user_id = u.id) AS user_keys
-                  FROM users u
-                  LEFT JOIN models m ON m.id = (SELECT id FROM resolved)
-                  LEFT JOIN LATERAL price_in_force(m.id, now()) p ON true
-                  LEFT JOIN user_preferences pref ON pref.user_id = u.id
-                 WHERE u.id = %(user_id)s
-                   AND u.is_active
-                """,
+                "SELECT * FROM model_call_context(%(user_id)s, %(model_name)s, %(max_tokens)s, %(default_max_tokens)s)",
                 {"user_id": user_id, "model_name": model_name, "max_tokens": max_tokens,
                  "default_max_tokens": default_max_tokens},
             )
