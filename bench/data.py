@@ -41,29 +41,34 @@ INSERT INTO user_balance (user_id, total_balance, spent_balance)
 SELECT id, 1000, 0 FROM users WHERE email LIKE 'seed%%' ON CONFLICT DO NOTHING;
 CREATE TEMP TABLE callers AS
 SELECT row_number() OVER () AS n, id FROM users WHERE email LIKE 'seed%%';
--- Each call: a hold, then its release, then its charge; the heavy user's within 30 days, the others' within a year.
+-- Each call: a hold, its release 2 seconds later and its charge; the heavy user's within 30 days, the others'
+-- within a year; the hold and the release side by side in id order, as the service writes them.
 CREATE TEMP TABLE calls AS
-SELECT i,
-       CASE WHEN i <= %(heavy_calls)s THEN %(heavy)s::uuid ELSE callers.id END AS user_id,
-       now() - (CASE WHEN i <= %(heavy_calls)s THEN interval '30 days' ELSE interval '365 days' END)
-             * random() AS at,
-       (ARRAY['openai/gpt-4o-mini', 'anthropic/claude-3-5-haiku-20241022', 'local/echo'])[1 + i %% 3] AS model_id
-  FROM generate_series(1, %(calls)s) i LEFT JOIN callers ON callers.n = 1 + (i %% greatest(%(users)s, 1));
-CREATE TEMP TABLE holds AS
-WITH made AS (
-    INSERT INTO transactions (user_id, type, amount, available_after, description, created_at, model_id,
-                              call_deadline)
-    SELECT user_id, 'hold', 0.001, 999, 'seed', at, model_id, at + interval '60 seconds' FROM calls ORDER BY at
-    RETURNING id, user_id, created_at, model_id)
-SELECT * FROM made;
-INSERT INTO transactions (user_id, type, amount, available_after, related_transaction_id, description, created_at,
-                          model_id)
-SELECT user_id, 'release', 0.0004, 999, id, 'seed', created_at + interval '2 seconds', model_id
-  FROM holds ORDER BY created_at;
+SELECT row_number() OVER (ORDER BY at) AS k, user_id, at, model_id
+  FROM (SELECT CASE WHEN i <= %(heavy_calls)s THEN %(heavy)s::uuid ELSE callers.id END AS user_id,
+               now() - (CASE WHEN i <= %(heavy_calls)s THEN interval '30 days' ELSE interval '365 days' END)
+                     * random() AS at,
+               (ARRAY['openai/gpt-4o-mini', 'anthropic/claude-3-5-haiku-20241022', 'local/echo'])[1 + i %% 3]
+                   AS model_id
+          FROM generate_series(1, %(calls)s) i
+          LEFT JOIN callers ON callers.n = 1 + (i %% greatest(%(users)s, 1))) made;
+CREATE TEMP TABLE first_id AS SELECT coalesce(max(id), 0) AS base FROM transactions;
+INSERT INTO transactions (id, user_id, type, amount, available_after, related_transaction_id, description,
+                          created_at, model_id, call_deadline)
+OVERRIDING SYSTEM VALUE
+SELECT base + 2 * k - 1, user_id, 'hold', 0.001, 999, NULL, 'seed', at, model_id, at + interval '60 seconds'
+  FROM calls, first_id
+ UNION ALL
+SELECT base + 2 * k, user_id, 'release', 0.0004, 999, base + 2 * k - 1, 'seed', at + interval '2 seconds', model_id,
+       NULL
+  FROM calls, first_id
+ ORDER BY 1;
+SELECT setval(pg_get_serial_sequence('transactions', 'id'), (SELECT max(id) FROM transactions));
 INSERT INTO call_charges (hold_id, input_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens,
                           output_tokens, input_cost, cached_input_cost, cache_write_cost, output_cost,
                           served_model_id, served_provider)
-SELECT id, 100, 0, 0, 0, 50, 0.0003, 0, 0, 0.0003, model_id, split_part(model_id, '/', 1) FROM holds;
+SELECT base + 2 * k - 1, 100, 0, 0, 0, 50, 0.0003, 0, 0, 0.0003, model_id, split_part(model_id, '/', 1)
+  FROM calls, first_id;
 -- The daily usage rollups, built from that ledger as migration 0015 builds an existing database's
 -- (the triggers that keep them as calls settle are off here).
 DELETE FROM usage_daily WHERE user_id = %(heavy)s::uuid;
@@ -109,7 +114,11 @@ def measure(db, user_id, samples):
 
 
 def sizes(owner_url):
+    """Each table's size and its indexes', once ANALYZE has given the planner
+    the seeded tables' statistics, as autovacuum would (committed: ANALYZE's
+    statistics are rolled back with its transaction)."""
     with closing(psycopg2.connect(owner_url)) as conn, conn.cursor() as cur:
+        conn.autocommit = True
         cur.execute("ANALYZE")
         cur.execute("SELECT relname, pg_table_size(oid), pg_indexes_size(oid) FROM pg_class WHERE relname = ANY(%s)",
                     (list(TABLES),))

@@ -11,6 +11,7 @@ from pathlib import Path
 LAYERS = [
     ("SQL: psycopg2 and database/", ("/psycopg2/", "/psycogreen/", "/database/")),
     ("provider call: httpx, httpcore, app/providers", ("/httpx/", "/httpcore/", "/app/providers/", "/h11/")),
+    ("metrics: prometheus_client, app/metrics", ("/prometheus_client/", "/app/metrics.py")),
     ("rate limiter: flask_limiter, limits", ("/flask_limiter/", "/limits/")),
     ("pydantic and app/schemas", ("/pydantic/", "/pydantic_core/", "/app/schemas/", "/app/api/contract.py")),
     ("logging and app/observability", ("/logging/", "/app/observability.py")),
