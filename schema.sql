@@ -1816,6 +1816,8 @@ CREATE INDEX alert_deliveries_finished_idx ON alert_deliveries USING btree (crea
 
 CREATE INDEX alert_deliveries_user_idx ON alert_deliveries USING btree (user_id, created_at DESC, id);
 
+CREATE INDEX alert_deliveries_webhook_idx ON alert_deliveries USING btree (webhook_id, created_at DESC, id);
+
 CREATE UNIQUE INDEX api_keys_user_fingerprint_key ON api_keys USING btree (user_id, key_fingerprint);
 
 CREATE INDEX api_keys_user_provider_idx ON api_keys USING btree (user_id, provider, created_at DESC);
